@@ -1,0 +1,80 @@
+//! The config: TOML text → raw serde structs → validated typed model, with every error found
+//! reported compiler-style. Pure; no I/O (callers read the file and hand over its text).
+
+mod diag;
+mod duration;
+mod model;
+mod parse;
+mod raw;
+mod validate;
+
+pub use diag::{Diagnostic, Severity, Source};
+pub use duration::{format_duration, parse_duration};
+pub use model::*;
+pub use validate::MAX_WEIGHT;
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// A config that passed validation, with its warnings and the text it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    pub source: Source,
+    /// `sha256:<hex>` of the file's bytes, shown in `/api/status`.
+    pub hash: String,
+}
+
+/// A config that failed validation: every diagnostic found, errors and warnings.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    pub source: Source,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Invalid {
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.diagnostics {
+            writeln!(f, "{}", d.render(&self.source))?;
+        }
+        let n = self.error_count();
+        write!(
+            f,
+            "{}: {n} error{} found; the config was not used",
+            self.source.name,
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Parses and validates a config text.
+pub fn load(source: Source) -> Result<Loaded, Invalid> {
+    let mut diagnostics = Vec::new();
+    let raw = parse::parse(&source.text, &mut diagnostics);
+    let config = validate::validate(raw, &mut diagnostics);
+    match config {
+        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => {
+            let hash = format!("sha256:{:x}", Sha256::digest(source.text.as_bytes()));
+            Ok(Loaded { config, warnings: diagnostics, source, hash })
+        }
+        _ => Err(Invalid { source, diagnostics }),
+    }
+}
+
+/// Parses and validates a config given as a string (tests, `lb demo`).
+pub fn load_str(name: &str, text: &str) -> Result<Loaded, Invalid> {
+    load(Source { name: name.to_string(), text: text.to_string() })
+}
+
+#[cfg(test)]
+mod tests;

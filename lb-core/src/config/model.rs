@@ -1,0 +1,169 @@
+//! Stage two of the config: the validated, typed model every other module uses. Values here
+//! are already checked; references between sections are resolved to indices. Pure; no I/O.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// The whole validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub global: Global,
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub pools: Vec<Pool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    /// Worker threads; 0 in the file means one per CPU core, resolved at start-up.
+    pub workers: usize,
+    /// Connections across all listeners; default 100000.
+    pub max_connections: u64,
+    /// How long open connections may finish on shutdown; default 30s.
+    pub shutdown_timeout: Duration,
+    /// Relay bulk data with splice(2) where the platform has it; default true.
+    pub splice: bool,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            max_connections: 100_000,
+            shutdown_timeout: Duration::from_secs(30),
+            splice: cfg!(target_os = "linux"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub bind: SocketAddr,
+    /// Bearer token required on POST /api/*; None = POSTs open.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+    /// Default 3s.
+    pub connect_timeout: Duration,
+    /// Default 5m.
+    pub idle_timeout: Duration,
+    /// Default 10000.
+    pub max_connections: u64,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    Random,
+    PowerOfTwo,
+    ConsistentHash,
+}
+
+impl Algorithm {
+    pub const NAMES: &'static [&'static str] = &[
+        "round-robin",
+        "weighted-round-robin",
+        "least-connections",
+        "random",
+        "power-of-two",
+        "consistent-hash",
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "round-robin" => Self::RoundRobin,
+            "weighted-round-robin" => Self::WeightedRoundRobin,
+            "least-connections" => Self::LeastConnections,
+            "random" => Self::Random,
+            "power-of-two" => Self::PowerOfTwo,
+            "consistent-hash" => Self::ConsistentHash,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::WeightedRoundRobin => "weighted-round-robin",
+            Self::LeastConnections => "least-connections",
+            Self::Random => "random",
+            Self::PowerOfTwo => "power-of-two",
+            Self::ConsistentHash => "consistent-hash",
+        }
+    }
+
+    /// Whether backend weights change this algorithm's picks.
+    pub fn uses_weights(self) -> bool {
+        !matches!(self, Self::RoundRobin)
+    }
+}
+
+/// What a consistent-hash pool hashes on (L4 keys; L7 keys come with HTTP mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address: every connection from one host sticks together.
+    SourceIp,
+    /// The client's IP and port: one connection (or UDP flow) at a time.
+    SourceAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+    /// Bounded-load factor (> 1.0) for consistent-hash.
+    pub hash_balance_factor: Option<f64>,
+    pub backends: Vec<Backend>,
+    pub health: Option<Health>,
+    pub passive: Option<Passive>,
+    pub slow_start: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub weight: NonZeroU32,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    Tcp,
+    Http { path: String, expect_status: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub kind: HealthKind,
+    /// Default 2s.
+    pub interval: Duration,
+    /// Default 1s.
+    pub timeout: Duration,
+    /// Successes in a row to come up; default 2.
+    pub rise: u32,
+    /// Failures in a row to go down; default 3.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passive {
+    pub consecutive_failures: u32,
+    pub eject_for: Duration,
+}

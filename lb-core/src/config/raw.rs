@@ -1,0 +1,144 @@
+//! Stage one of the config: serde structs that mirror the TOML file exactly, with spans kept on
+//! every value that needs a semantic check. Unknown keys are rejected here. Pure; no I/O.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+/// Top-level keys, in file order of the SPEC. Used for "did you mean" hints.
+pub const TOP_KEYS: &[&str] = &["global", "admin", "listener", "pool", "route", "policy"];
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGlobal {
+    pub workers: Option<S<i64>>,
+    pub max_connections: Option<S<i64>>,
+    pub shutdown_timeout: Option<S<String>>,
+    /// lb addition: `true` (default on Linux) relays bulk data with splice(2).
+    pub splice: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: S<String>,
+    pub token: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: S<String>,
+    pub bind: S<String>,
+    pub protocol: Option<S<String>>,
+    pub pool: Option<S<String>>,
+    pub tls: Option<S<IgnoredAny>>,
+    pub sni_routes: Option<S<IgnoredAny>>,
+    pub proxy_protocol: Option<S<IgnoredAny>>,
+    pub accept_proxy_protocol: Option<S<IgnoredAny>>,
+    pub connect_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub udp_session_timeout: Option<S<String>>,
+    pub max_connections: Option<S<i64>>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: S<String>,
+    pub algorithm: Option<S<String>>,
+    pub hash_key: Option<S<String>>,
+    pub hash_balance_factor: Option<S<f64>>,
+    pub backends: S<Vec<S<RawBackend>>>,
+    pub health: Option<S<RawHealth>>,
+    pub passive: Option<S<RawPassive>>,
+    pub slow_start: Option<S<String>>,
+    pub backend_tls: Option<S<IgnoredAny>>,
+    pub http2: Option<S<IgnoredAny>>,
+    pub sticky_cookie: Option<S<IgnoredAny>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub addr: S<String>,
+    pub weight: Option<S<i64>>,
+    pub backup: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub kind: S<String>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub rise: Option<S<i64>>,
+    pub fall: Option<S<i64>>,
+    pub path: Option<S<String>>,
+    pub expect_status: Option<S<i64>>,
+    pub send: Option<S<IgnoredAny>>,
+    pub expect: Option<S<IgnoredAny>>,
+    pub query: Option<S<IgnoredAny>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub consecutive_failures: S<i64>,
+    pub eject_for: S<String>,
+}
+
+/// Known keys per table, for "did you mean" hints on unknown ones.
+pub fn known_keys(table: &str) -> &'static [&'static str] {
+    match table {
+        "global" => &["workers", "max_connections", "shutdown_timeout", "splice"],
+        "admin" => &["bind", "token"],
+        "listener" => &[
+            "name",
+            "bind",
+            "protocol",
+            "pool",
+            "tls",
+            "sni_routes",
+            "proxy_protocol",
+            "accept_proxy_protocol",
+            "connect_timeout",
+            "idle_timeout",
+            "udp_session_timeout",
+            "max_connections",
+            "access_log",
+        ],
+        "pool" => &[
+            "name",
+            "algorithm",
+            "hash_key",
+            "hash_balance_factor",
+            "backends",
+            "health",
+            "passive",
+            "slow_start",
+            "backend_tls",
+            "http2",
+            "sticky_cookie",
+        ],
+        "backends" => &["addr", "weight", "backup"],
+        "health" => &[
+            "kind",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "path",
+            "expect_status",
+            "send",
+            "expect",
+            "query",
+        ],
+        "passive" => &["consecutive_failures", "eject_for"],
+        "" => TOP_KEYS,
+        _ => &[],
+    }
+}

@@ -1,0 +1,231 @@
+//! Validator tests: one per bad-input case of SPEC §4, plus the happy path.
+
+use super::*;
+
+const GOOD: &str = r#"
+[global]
+workers = 2
+max_connections = 500
+shutdown_timeout = "10s"
+
+[admin]
+bind = "127.0.0.1:9900"
+token = "t"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "web"
+idle_timeout = "1m"
+access_log = true
+
+[[pool]]
+name = "web"
+algorithm = "weighted-round-robin"
+backends = [
+  { addr = "10.0.0.1:80", weight = 2 },
+  { addr = "[::1]:81" },
+  { addr = "10.0.0.3:80", backup = true },
+]
+health = { kind = "http", path = "/healthz", expect_status = 204, interval = "500ms", rise = 1, fall = 2 }
+passive = { consecutive_failures = 3, eject_for = "10s" }
+slow_start = "5s"
+"#;
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match load_str("t.toml", text) {
+        Ok(l) => panic!("config should be rejected; warnings: {:?}", l.warnings),
+        Err(e) => e.diagnostics.into_iter().filter(|d| d.is_error()).collect(),
+    }
+}
+
+fn one_error(text: &str, key: &str, needle: &str) -> Diagnostic {
+    let errs = errors(text);
+    let hit = errs
+        .iter()
+        .find(|d| d.key_path.as_deref() == Some(key))
+        .unwrap_or_else(|| panic!("no error at {key}; got {errs:#?}"));
+    assert!(hit.message.contains(needle), "message {:?} lacks {needle:?}", hit.message);
+    hit.clone()
+}
+
+fn with(pattern: &str, replacement: &str) -> String {
+    assert!(GOOD.contains(pattern), "{pattern}");
+    GOOD.replacen(pattern, replacement, 1)
+}
+
+#[test]
+fn good_config_loads_with_typed_values() {
+    let l = load_str("t.toml", GOOD).expect("valid");
+    let c = &l.config;
+    assert_eq!(c.global.workers, 2);
+    assert_eq!(c.global.shutdown_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(c.admin.as_ref().map(|a| a.bind.port()), Some(9900));
+    assert_eq!(c.listeners[0].pool, 0);
+    assert_eq!(c.listeners[0].idle_timeout.as_secs(), 60);
+    assert_eq!(c.listeners[0].connect_timeout.as_secs(), 3);
+    let p = &c.pools[0];
+    assert_eq!(p.algorithm, Algorithm::WeightedRoundRobin);
+    assert_eq!(p.backends.len(), 3);
+    assert_eq!(p.backends[0].weight.get(), 2);
+    assert!(p.backends[2].backup);
+    assert_eq!(
+        p.health.as_ref().map(|h| (&h.kind, h.fall)),
+        Some((&HealthKind::Http { path: "/healthz".into(), expect_status: 204 }, 2))
+    );
+    assert!(l.hash.starts_with("sha256:"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_hints() {
+    let d = one_error(&with("access_log", "acess_log"), "listener[0].acess_log", "unknown key");
+    assert_eq!(d.help.as_deref(), Some("did you mean `access_log`?"));
+}
+
+#[test]
+fn duplicate_names() {
+    let text = format!("{GOOD}\n[[pool]]\nname = \"web\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n");
+    one_error(&text, "pool[1].name", "duplicate pool name");
+    let text = format!("{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n");
+    one_error(&text, "listener[1].name", "duplicate listener name");
+}
+
+#[test]
+fn listener_pointing_at_missing_pool() {
+    let d = one_error(&with("pool = \"web\"", "pool = \"wbe\""), "listener[0].pool", "does not exist");
+    assert_eq!(d.help.as_deref(), Some("did you mean \"web\"?"));
+}
+
+#[test]
+fn invalid_addresses() {
+    let d = one_error(&with("10.0.0.1:80", "10.0.0.1"), "pool[0].backends[0].addr", "expected IP:PORT");
+    assert_eq!(d.help.as_deref(), Some("add a port, e.g. \"10.0.0.1:80\""));
+    one_error(&with("[::1]:81", "::1:81"), "pool[0].backends[1].addr", "expected IP:PORT");
+    one_error(&with("127.0.0.1:8080", "localhost:8080"), "listener[0].bind", "expected IP:PORT");
+    one_error(&with("127.0.0.1:9900", "127.0.0.1:99999"), "admin.bind", "expected IP:PORT");
+}
+
+#[test]
+fn duplicate_bind_addresses() {
+    let text = format!("{GOOD}\n[[listener]]\nname = \"two\"\nbind = \"0.0.0.0:8080\"\npool = \"web\"\n");
+    one_error(&text, "listener[1].bind", "duplicate bind address");
+    one_error(&with("127.0.0.1:8080", "127.0.0.1:9900"), "listener[0].bind", "duplicate bind address");
+}
+
+#[test]
+fn zero_and_negative_weights() {
+    one_error(&with("weight = 2", "weight = 0"), "pool[0].backends[0].weight", "expected a weight");
+    one_error(&with("weight = 2", "weight = -3"), "pool[0].backends[0].weight", "found -3");
+}
+
+#[test]
+fn hash_key_on_non_hash_algorithm() {
+    one_error(
+        &with("slow_start = \"5s\"", "slow_start = \"5s\"\nhash_key = \"source-ip\""),
+        "pool[0].hash_key",
+        "applies only to algorithm = \"consistent-hash\"",
+    );
+}
+
+#[test]
+fn unsupported_listener_keys_are_refused_not_ignored() {
+    // TLS / PROXY / UDP keys on a tcp listener must never be silently dropped.
+    one_error(&with("access_log = true", "udp_session_timeout = \"30s\""), "listener[0].udp_session_timeout", "only to protocol = \"udp\"");
+    one_error(&with("access_log = true", "proxy_protocol = \"v2\""), "listener[0].proxy_protocol", "not supported");
+    one_error(&with("access_log = true", "protocol = \"http\""), "listener[0].protocol", "not supported");
+    one_error(&with("slow_start = \"5s\"", "sticky_cookie = \"x\""), "pool[0].sticky_cookie", "not supported");
+}
+
+#[test]
+fn durations_that_do_not_parse() {
+    let d = one_error(&with("\"1m\"", "\"1 minute\""), "listener[0].idle_timeout", "expected a duration");
+    assert!(d.span.is_some());
+    one_error(&with("\"10s\"", "\"10\""), "global.shutdown_timeout", "needs a unit");
+    one_error(&with("\"500ms\"", "\"fast\""), "pool[0].health.interval", "expected a duration");
+}
+
+#[test]
+fn type_mismatch_names_expected_and_found() {
+    let d = one_error(&with("workers = 2", "workers = \"two\""), "global.workers", "expected an integer");
+    assert!(d.message.contains("string"), "{}", d.message);
+}
+
+#[test]
+fn all_errors_reported_not_just_the_first() {
+    let text = GOOD
+        .replace("weight = 2", "weight = 0")
+        .replace("\"1m\"", "\"soon\"")
+        .replace("algorithm = \"weighted-round-robin\"", "algorithm = \"weighted-round-robbin\"")
+        .replace("access_log", "acces_log");
+    let errs = errors(&text);
+    let keys: Vec<_> = errs.iter().filter_map(|d| d.key_path.as_deref()).collect();
+    for k in ["pool[0].backends[0].weight", "listener[0].idle_timeout", "pool[0].algorithm", "listener[0].acces_log"] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+}
+
+#[test]
+fn rendered_error_shows_file_line_column_and_line() {
+    let text = with("10.0.0.1:80", "10.0.0.1");
+    let e = load_str("conf/web.toml", &text).expect_err("invalid");
+    let out = e.to_string();
+    let line = text.lines().position(|l| l.contains("\"10.0.0.1\"")).expect("line") + 1;
+    let col = text.lines().nth(line - 1).and_then(|l| l.find("\"10.0.0.1\"")).expect("col") + 1;
+    assert!(out.contains(&format!("--> conf/web.toml:{line}:{col}")), "{out}");
+    assert!(out.contains("{ addr = \"10.0.0.1\", weight = 2 },"), "{out}");
+    assert!(out.contains("= key: pool[0].backends[0].addr"), "{out}");
+    assert!(out.ends_with("1 error found; the config was not used"), "{out}");
+}
+
+#[test]
+fn warnings_do_not_reject() {
+    let text = format!("{GOOD}\n[[pool]]\nname = \"spare\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n");
+    let l = load_str("t.toml", &text).expect("warnings only");
+    assert!(l.warnings.iter().any(|w| w.message.contains("not used by any listener")));
+}
+
+#[test]
+fn empty_pool_and_no_listener() {
+    one_error(&with("backends = [\n  { addr = \"10.0.0.1:80\", weight = 2 },\n  { addr = \"[::1]:81\" },\n  { addr = \"10.0.0.3:80\", backup = true },\n]", "backends = []"), "pool[0].backends", "no backends");
+    let errs = errors("[[pool]]\nname = \"p\"\nbackends = [{ addr = \"127.0.0.1:1\" }]\n");
+    assert!(errs.iter().any(|d| d.message.contains("no [[listener]]")));
+}
+
+#[test]
+fn http_sections_refused() {
+    let text = format!("{GOOD}\n[[route]]\nlistener = \"web\"\npool = \"web\"\n");
+    let errs = errors(&text);
+    assert!(errs.iter().any(|d| d.key_path.as_deref() == Some("route")));
+}
+
+mod prop {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The validator never panics, whatever the text.
+        #[test]
+        fn never_panics_on_arbitrary_text(s in "\\PC{0,200}") {
+            let _ = load_str("fuzz.toml", &s);
+        }
+
+        /// Nor on structurally plausible configs with random values.
+        #[test]
+        fn never_panics_on_random_values(
+            w in any::<i64>(), port in any::<u32>(), dur in "[0-9a-z ]{0,6}", alg in "[a-z-]{0,22}"
+        ) {
+            let text = format!(
+                "[[listener]]\nname=\"l\"\nbind=\"127.0.0.1:{port}\"\npool=\"p\"\nidle_timeout=\"{dur}\"\n[[pool]]\nname=\"p\"\nalgorithm=\"{alg}\"\nbackends=[{{addr=\"127.0.0.1:1\",weight={w}}}]\n"
+            );
+            if let Err(e) = load_str("p.toml", &text) {
+                // Every error renders and names a place.
+                for d in e.diagnostics.iter().filter(|d| d.is_error()) {
+                    prop_assert!(d.span.is_some() || d.key_path.is_some());
+                    let _ = d.render(&e.source);
+                }
+            }
+        }
+    }
+}

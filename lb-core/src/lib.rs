@@ -1,0 +1,4 @@
+//! lb-core: the layer-4 heart of lb — config model, balancing algorithms, health, TCP
+//! proxying, metrics and the admin API. The `lb` binary wires these together.
+
+pub mod config;
