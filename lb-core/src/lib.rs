@@ -1,4 +1,6 @@
 //! lb-core: the layer-4 heart of lb — config model, balancing algorithms, health, TCP
 //! proxying, metrics and the admin API. The `lb` binary wires these together.
 
+pub mod balance;
 pub mod config;
+pub mod hash;

@@ -1,0 +1,133 @@
+//! Consistent hashing with a Maglev lookup table (Eisenbud et al., NSDI 2016), weighted, with
+//! optional bounded load. The table is built from the *configured* backends, never from the
+//! healthy ones: a backend going down changes no slot, its keys fall through to the next slot
+//! whose backend is eligible, and every other key stays put; when it comes back, its keys
+//! return. Only a config change rebuilds the table.
+//!
+//! Determinism: a backend's permutation comes from hashing its address with the fixed seeds
+//! in [`crate::hash`], so every lb process with the same config builds the same table.
+
+use super::{eligible, Member, Pick, Selector, View};
+use crate::hash::{hash64, OFFSET_SEED, SKIP_SEED};
+
+/// Default table size: a prime well above any sane backend count, as the paper recommends
+/// (M ≫ 100·N keeps per-backend shares within about 1%).
+pub const DEFAULT_TABLE_SIZE: usize = 65_537;
+
+const EMPTY: u32 = u32::MAX;
+
+#[derive(Debug)]
+pub struct Maglev {
+    table: Box<[u32]>,
+    members: usize,
+    balance_factor: Option<f64>,
+}
+
+impl Maglev {
+    /// Builds the table. `size` must be prime and larger than the number of members (the
+    /// permutation needs a prime modulus to visit every slot).
+    pub fn new(members: &[Member], size: usize, balance_factor: Option<f64>) -> Self {
+        assert!(size > 1 && is_prime(size as u64), "Maglev table size {size} must be prime");
+        let n = members.len();
+        let mut table = vec![EMPTY; size].into_boxed_slice();
+        if n > 0 {
+            populate(&mut table, members);
+        }
+        Self { table, members: n, balance_factor }
+    }
+
+    /// The slot's owner for `key`, ignoring health (for tests and status).
+    pub fn owner(&self, key: u64) -> Option<usize> {
+        let i = self.table[(key % self.table.len() as u64) as usize];
+        (i != EMPTY).then_some(i as usize)
+    }
+
+    fn fits(&self, view: &dyn View, i: usize, bound: Option<u64>) -> bool {
+        bound.is_none_or(|b| view.active(i) < b)
+    }
+
+    /// Bounded-load capacity: ceil(factor × (active + 1) / available backends).
+    fn bound(&self, p: &Pick<'_>) -> Option<u64> {
+        let factor = self.balance_factor?;
+        let (mut total, mut avail) = (0u64, 0u64);
+        for i in 0..p.view.len() {
+            if p.view.available(i) {
+                total += p.view.active(i);
+                avail += 1;
+            }
+        }
+        (avail > 0).then(|| (factor * (total + 1) as f64 / avail as f64).ceil() as u64)
+    }
+}
+
+fn populate(table: &mut [u32], members: &[Member]) {
+    let m = table.len() as u64;
+    let perms: Vec<(u64, u64)> = members
+        .iter()
+        .map(|mb| {
+            let offset = hash64(OFFSET_SEED, mb.id.as_bytes()) % m;
+            let skip = hash64(SKIP_SEED, mb.id.as_bytes()) % (m - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0u64; members.len()];
+    let mut filled = 0usize;
+    loop {
+        for (i, mb) in members.iter().enumerate() {
+            // Weighted Maglev: a backend claims `weight` slots per round.
+            for _ in 0..mb.weight.max(1) {
+                let (offset, skip) = perms[i];
+                loop {
+                    let slot = ((offset + next[i] * skip) % m) as usize;
+                    next[i] += 1;
+                    if table[slot] == EMPTY {
+                        table[slot] = i as u32;
+                        filled += 1;
+                        break;
+                    }
+                }
+                if filled == table.len() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+impl Selector for Maglev {
+    fn select(&self, p: Pick<'_>) -> Option<usize> {
+        if self.members == 0 {
+            return None;
+        }
+        let m = self.table.len();
+        let start = (p.key % m as u64) as usize;
+        let bound = self.bound(&p);
+        let first = self.table[start] as usize;
+        if eligible(p.view, p.tried, first) && self.fits(p.view, first, bound) {
+            return Some(first);
+        }
+        if !(0..p.view.len()).any(|i| eligible(p.view, p.tried, i)) {
+            return None;
+        }
+        // Fall through to the next slots: the same walk in every process, so a down
+        // backend's keys land on the same substitute everywhere.
+        let mut fallback = None;
+        for step in 1..m {
+            let i = self.table[(start + step) % m] as usize;
+            if eligible(p.view, p.tried, i) {
+                if self.fits(p.view, i, bound) {
+                    return Some(i);
+                }
+                fallback.get_or_insert(i);
+            }
+        }
+        fallback
+    }
+}
+
+#[cfg(test)]
+mod tests;
