@@ -1,6 +1,12 @@
 //! lb-core: the layer-4 heart of lb — config model, balancing algorithms, health, TCP
 //! proxying, metrics and the admin API. The `lb` binary wires these together.
 
+pub mod backend;
 pub mod balance;
+pub mod clock;
 pub mod config;
 pub mod hash;
+pub mod health;
+pub mod pool;
+pub mod proxy;
+pub mod runtime;

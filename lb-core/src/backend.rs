@@ -1,0 +1,254 @@
+//! A backend at run time: its config, health and admin state, and counters. Shared by every
+//! worker; the data path reads atomics only.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+use crate::clock;
+use crate::config;
+use crate::health::state::{slow_start_weight, Change, HealthState};
+
+/// Operator-set state (admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    Enabled = 0,
+    /// No new connections; open ones finish. Health checks go on.
+    Draining = 1,
+    /// No new connections and no health checks (maintenance).
+    Disabled = 2,
+}
+
+/// What `/api/status` shows for a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+    Draining,
+    Disabled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// The last active check, for status.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub ok: bool,
+    pub at: SystemTime,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub pool: String,
+    pub addr: SocketAddr,
+    /// `addr` as text: the Maglev identity and the metrics label.
+    pub id: String,
+    pub weight: u32,
+    pub backup: bool,
+    admin: AtomicU8,
+    up: AtomicBool,
+    /// `clock::now_ms` until which passive detection keeps it out; 0 = not ejected.
+    ejected_until: AtomicU64,
+    /// `clock::now_ms` when it last came up, while slow start is ramping; 0 = not ramping.
+    ramp_from: AtomicU64,
+    slow_start_ms: u64,
+    pub active: AtomicU64,
+    pub total: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connect_errors: AtomicU64,
+    health: Mutex<HealthState>,
+    last_check: Mutex<Option<CheckRecord>>,
+    up_gauge: metrics::Gauge,
+    connect_errors_metric: metrics::Counter,
+}
+
+impl Backend {
+    pub fn new(pool: &config::Pool, b: &config::Backend) -> Self {
+        let id = b.addr.to_string();
+        let labels = [("pool", pool.name.clone()), ("backend", id.clone())];
+        let up_gauge = metrics::gauge!("lb_backend_up", &labels);
+        up_gauge.set(1.0);
+        Self {
+            pool: pool.name.clone(),
+            addr: b.addr,
+            weight: b.weight.get(),
+            backup: b.backup,
+            admin: AtomicU8::new(AdminState::Enabled as u8),
+            up: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            ramp_from: AtomicU64::new(0),
+            slow_start_ms: pool.slow_start.map_or(0, |d| d.as_millis() as u64),
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            health: Mutex::new(HealthState::new()),
+            last_check: Mutex::new(None),
+            connect_errors_metric: metrics::counter!("lb_connect_errors_total", &labels),
+            up_gauge,
+            id,
+        }
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        match self.admin.load(Relaxed) {
+            1 => AdminState::Draining,
+            2 => AdminState::Disabled,
+            _ => AdminState::Enabled,
+        }
+    }
+
+    pub fn set_admin_state(&self, s: AdminState) {
+        let old = self.admin.swap(s as u8, Relaxed);
+        if old != s as u8 {
+            tracing::info!(pool.name = %self.pool, backend.addr = %self.id, state = ?s, "backend admin state changed");
+        }
+        self.refresh_gauge();
+    }
+
+    /// Healthy by checks and not ejected (ignores admin state).
+    pub fn healthy(&self) -> bool {
+        if !self.up.load(Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Relaxed);
+        until == 0 || clock::now_ms() >= until
+    }
+
+    /// May take new connections.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.admin.load(Relaxed) == AdminState::Enabled as u8 && self.healthy()
+    }
+
+    pub fn state(&self) -> State {
+        match self.admin_state() {
+            AdminState::Disabled => State::Disabled,
+            AdminState::Draining => State::Draining,
+            AdminState::Enabled if self.healthy() => State::Up,
+            AdminState::Enabled => State::Down,
+        }
+    }
+
+    /// Weight for selection, reduced while slow start ramps.
+    #[inline]
+    pub fn effective_weight(&self) -> u32 {
+        let from = self.ramp_from.load(Relaxed);
+        if from == 0 {
+            return self.weight;
+        }
+        let since = clock::now_ms().saturating_sub(from);
+        if since >= self.slow_start_ms {
+            self.ramp_from.store(0, Relaxed);
+            return self.weight;
+        }
+        slow_start_weight(
+            self.weight,
+            std::time::Duration::from_millis(since),
+            std::time::Duration::from_millis(self.slow_start_ms),
+        )
+    }
+
+    /// Feeds an active check result; logs and exports any change.
+    pub fn record_check(&self, ok: bool, detail: String, rise: u32, fall: u32) {
+        let change = {
+            let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.on_check(ok, rise, fall)
+        };
+        let why = detail.clone();
+        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(CheckRecord { ok, at: SystemTime::now(), detail });
+        if let Some(c) = change {
+            self.apply(c, &why);
+        }
+    }
+
+    /// Feeds the outcome of a real connect; passive ejection when configured.
+    pub fn record_traffic(&self, ok: bool, passive: Option<&config::Passive>, why: &str) {
+        if !ok {
+            self.connect_errors.fetch_add(1, Relaxed);
+            self.connect_errors_metric.increment(1);
+        }
+        if passive.is_none() {
+            return;
+        }
+        let change = {
+            let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.on_traffic(ok, passive, Instant::now())
+        };
+        if let Some(c) = change {
+            self.apply(c, why);
+        }
+    }
+
+    /// Ends an expired ejection (called by the health task's tick).
+    pub fn tick(&self) {
+        if self.ejected_until.load(Relaxed) == 0 {
+            return;
+        }
+        let change = self.health.lock().unwrap_or_else(|e| e.into_inner()).on_tick(Instant::now());
+        if let Some(c) = change {
+            self.apply(c, "ejection ended");
+        }
+    }
+
+    fn apply(&self, change: Change, why: &str) {
+        let old = self.state();
+        match change {
+            Change::Up => {
+                self.up.store(true, Relaxed);
+                self.ejected_until.store(0, Relaxed);
+                if self.slow_start_ms > 0 {
+                    self.ramp_from.store(clock::now_ms(), Relaxed);
+                }
+            }
+            Change::Down => self.up.store(false, Relaxed),
+            Change::Ejected { until } => self.ejected_until.store(clock::ms_of(until), Relaxed),
+            Change::Restored => {
+                self.ejected_until.store(0, Relaxed);
+                if self.slow_start_ms > 0 {
+                    self.ramp_from.store(clock::now_ms(), Relaxed);
+                }
+            }
+        }
+        let new = self.state();
+        let event = match change {
+            Change::Up => "health checks passed",
+            Change::Down => "health checks failed",
+            Change::Ejected { .. } => "ejected after consecutive connect failures",
+            Change::Restored => "ejection ended",
+        };
+        if new == State::Down || old == State::Down && new == State::Up {
+            tracing::warn!(pool.name = %self.pool, backend.addr = %self.id, "backend {} → {}: {event} ({why})", old.as_str(), new.as_str());
+        } else {
+            tracing::info!(pool.name = %self.pool, backend.addr = %self.id, "backend {} → {}: {event} ({why})", old.as_str(), new.as_str());
+        }
+        self.refresh_gauge();
+    }
+
+    fn refresh_gauge(&self) {
+        self.up_gauge.set(if self.state() == State::Up { 1.0 } else { 0.0 });
+    }
+
+    pub fn last_check(&self) -> Option<CheckRecord> {
+        self.last_check.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until.load(Relaxed)
+    }
+}

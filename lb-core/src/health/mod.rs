@@ -1,0 +1,7 @@
+//! Backend health: the pure state machine (rise/fall, passive ejection, slow start) and the
+//! active probes that feed it.
+
+pub mod check;
+pub mod state;
+
+pub use state::{Change, HealthState};

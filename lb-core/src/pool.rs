@@ -1,0 +1,155 @@
+//! A pool at run time: its backends and the selectors over the primary and backup groups.
+//! Built once from the config, off the data path; picking reads atomics only.
+
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::balance::{self, Member, Pick, Selector, Tried, View};
+use crate::config;
+
+#[derive(Debug)]
+pub struct Pool {
+    pub config: config::Pool,
+    pub backends: Vec<Arc<Backend>>,
+    primary: Group,
+    backup: Group,
+}
+
+#[derive(Debug)]
+struct Group {
+    /// Indices into `Pool::backends`.
+    members: Vec<usize>,
+    selector: Box<dyn Selector>,
+}
+
+struct GroupView<'a> {
+    pool: &'a Pool,
+    group: &'a Group,
+}
+
+impl View for GroupView<'_> {
+    fn len(&self) -> usize {
+        self.group.members.len()
+    }
+    fn available(&self, i: usize) -> bool {
+        self.pool.backends[self.group.members[i]].available()
+    }
+    fn active(&self, i: usize) -> u64 {
+        self.pool.backends[self.group.members[i]].active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self.pool.backends[self.group.members[i]].effective_weight()
+    }
+}
+
+/// The candidates tried so far for one client connection.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    primary: Tried,
+    backup: Tried,
+}
+
+impl Pool {
+    /// Builds the pool, reusing a backend of `previous` with the same address so it keeps its
+    /// health state and counters.
+    pub fn new(cfg: &config::Pool, previous: Option<&Pool>) -> Self {
+        let backends: Vec<Arc<Backend>> = cfg
+            .backends
+            .iter()
+            .map(|b| {
+                previous
+                    .and_then(|p| p.backends.iter().find(|o| o.addr == b.addr && o.weight == b.weight.get() && o.backup == b.backup))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Backend::new(cfg, b)))
+            })
+            .collect();
+        let group = |backup: bool| {
+            let members: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].backup == backup).collect();
+            let ms: Vec<Member> = members.iter().map(|&i| Member { id: backends[i].id.clone(), weight: backends[i].weight }).collect();
+            Group { selector: balance::build(cfg.algorithm, &ms, cfg.hash_balance_factor), members }
+        };
+        let primary = group(false);
+        let backup = group(true);
+        Self { config: cfg.clone(), backends, primary, backup }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The next backend to try for this connection, or `None` when all are down or tried.
+    /// Backups serve only when no primary is available — or when every primary was tried
+    /// and failed, so a client never sees a failure while any backend is up.
+    pub fn next(&self, key: u64, attempt: &mut Attempt, rng: &mut fastrand::Rng) -> Option<usize> {
+        if let Some(i) = self.pick_in(&self.primary, key, &mut attempt.primary, rng) {
+            return Some(i);
+        }
+        self.pick_in(&self.backup, key, &mut attempt.backup, rng)
+    }
+
+    fn pick_in(&self, group: &Group, key: u64, tried: &mut Tried, rng: &mut fastrand::Rng) -> Option<usize> {
+        if group.members.is_empty() {
+            return None;
+        }
+        let view = GroupView { pool: self, group };
+        let gi = group.selector.select(Pick { key, view: &view, tried, rng })?;
+        tried.insert(gi);
+        Some(group.members[gi])
+    }
+
+    pub fn find(&self, addr: &str) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| b.id == addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::AdminState;
+
+    fn pool(text_backends: &str, algorithm: &str) -> Pool {
+        let text = format!(
+            "[[listener]]\nname=\"l\"\nbind=\"127.0.0.1:1\"\npool=\"p\"\n[[pool]]\nname=\"p\"\nalgorithm=\"{algorithm}\"\nbackends=[{text_backends}]\n"
+        );
+        let loaded = config::load_str("t", &text).expect("valid");
+        Pool::new(&loaded.config.pools[0], None)
+    }
+
+    #[test]
+    fn backups_only_when_no_primary_is_available() {
+        let p = pool(r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#, "round-robin");
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..10 {
+            let i = p.next(0, &mut Attempt::default(), &mut rng).expect("some");
+            assert!(!p.backends[i].backup);
+        }
+        p.backends[0].set_admin_state(AdminState::Disabled);
+        p.backends[1].set_admin_state(AdminState::Draining);
+        assert_eq!(p.next(0, &mut Attempt::default(), &mut rng), Some(2));
+        p.backends[1].set_admin_state(AdminState::Enabled);
+        assert_eq!(p.next(0, &mut Attempt::default(), &mut rng), Some(1));
+    }
+
+    #[test]
+    fn retries_walk_every_backend_then_backups_then_stop() {
+        let p = pool(r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#, "consistent-hash");
+        let mut rng = fastrand::Rng::with_seed(1);
+        let mut a = Attempt::default();
+        let mut seen: Vec<usize> = std::iter::from_fn(|| p.next(99, &mut a, &mut rng)).collect();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[2], 2, "backup last");
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2]);
+    }
+
+    #[test]
+    fn rebuild_keeps_backend_state() {
+        let p1 = pool(r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"}"#, "random");
+        p1.backends[1].total.store(7, std::sync::atomic::Ordering::Relaxed);
+        let text = "[[listener]]\nname=\"l\"\nbind=\"127.0.0.1:1\"\npool=\"p\"\n[[pool]]\nname=\"p\"\nbackends=[{addr=\"127.0.0.1:2\"},{addr=\"127.0.0.1:9\"}]\n";
+        let cfg = config::load_str("t", text).expect("valid");
+        let p2 = Pool::new(&cfg.config.pools[0], Some(&p1));
+        assert!(Arc::ptr_eq(&p1.backends[1], &p2.backends[0]));
+        assert_eq!(p2.backends[1].total.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,191 @@
+//! Relays bytes both ways between a client and a backend until both directions end, with
+//! correct half-close (a FIN from one side becomes a write-shutdown on the other while the
+//! reverse direction keeps flowing), an idle timeout, and cancellation for shutdown.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::io;
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::buffers::Buf;
+
+/// How bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// read(2)/write(2) through a 16 KiB buffer taken only while data flows.
+    Copy,
+    /// splice(2) through a pipe (Linux).
+    Splice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Backend,
+}
+
+impl Side {
+    pub fn other(self) -> Self {
+        match self {
+            Self::Client => Self::Backend,
+            Self::Backend => Self::Client,
+        }
+    }
+}
+
+/// Why a proxied connection ended (the access log's last field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client sent FIN first; the backend then finished too.
+    ClientFin,
+    /// The backend sent FIN first; the client then finished too.
+    BackendFin,
+    IdleTimeout,
+    ClientError(io::ErrorKind),
+    BackendError(io::ErrorKind),
+    /// lb is shutting down and the grace period ran out.
+    Shutdown,
+}
+
+impl End {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ClientFin => "client_fin",
+            Self::BackendFin => "backend_fin",
+            Self::IdleTimeout => "idle_timeout",
+            Self::ClientError(_) => "client_error",
+            Self::BackendError(_) => "backend_error",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Bytes client → backend.
+    pub from_client: u64,
+    /// Bytes backend → client.
+    pub from_backend: u64,
+    pub end: End,
+}
+
+/// Byte counts and last activity, shared by the two directions of one connection. They run
+/// in one task, so the atomics are never contended; they are atomics only so the task is
+/// `Send` for the work-stealing runtime.
+pub struct Activity {
+    from_client: AtomicU64,
+    from_backend: AtomicU64,
+    /// `clock::now_ms` of the last bytes moved.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn moved(&self, from: Side, n: u64) {
+        let c = match from {
+            Side::Client => &self.from_client,
+            Side::Backend => &self.from_backend,
+        };
+        c.fetch_add(n, Relaxed);
+        self.last_ms.store(crate::clock::now_ms(), Relaxed);
+    }
+}
+
+/// Runs the relay to its end.
+pub async fn relay(
+    client: &TcpStream,
+    backend: &TcpStream,
+    mode: RelayMode,
+    idle: Duration,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let act = Activity { from_client: AtomicU64::new(0), from_backend: AtomicU64::new(0), last_ms: AtomicU64::new(crate::clock::now_ms()) };
+    let up = pump(client, backend, &act, Side::Client, mode);
+    let down = pump(backend, client, &act, Side::Backend, mode);
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    let mut first_fin: Option<Side> = None;
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let end = loop {
+        tokio::select! {
+            r = &mut up, if !up_done => {
+                up_done = true;
+                match r {
+                    Ok(()) => {
+                        first_fin.get_or_insert(Side::Client);
+                        let _ = SockRef::from(backend).shutdown(Shutdown::Write);
+                    }
+                    Err((side, e)) => break error_end(side, e),
+                }
+            }
+            r = &mut down, if !down_done => {
+                down_done = true;
+                match r {
+                    Ok(()) => {
+                        first_fin.get_or_insert(Side::Backend);
+                        let _ = SockRef::from(client).shutdown(Shutdown::Write);
+                    }
+                    Err((side, e)) => break error_end(side, e),
+                }
+            }
+            () = &mut idle_timer => {
+                let deadline = crate::clock::instant_of(act.last_ms.load(Relaxed)) + idle;
+                if Instant::now() >= deadline {
+                    break End::IdleTimeout;
+                }
+                idle_timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            }
+            () = cancel.cancelled() => break End::Shutdown,
+        }
+        if up_done && down_done {
+            break match first_fin {
+                Some(Side::Backend) => End::BackendFin,
+                _ => End::ClientFin,
+            };
+        }
+    };
+    Outcome { from_client: act.from_client.load(Relaxed), from_backend: act.from_backend.load(Relaxed), end }
+}
+
+fn error_end(side: Side, e: io::Error) -> End {
+    match side {
+        Side::Client => End::ClientError(e.kind()),
+        Side::Backend => End::BackendError(e.kind()),
+    }
+}
+
+async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, side: Side, mode: RelayMode) -> Result<(), (Side, io::Error)> {
+    match mode {
+        #[cfg(target_os = "linux")]
+        RelayMode::Splice => super::splice::pump(from, to, act, side).await,
+        _ => copy_pump(from, to, act, side).await,
+    }
+}
+
+/// Buffered copy: wait for data, then borrow a buffer for just this burst.
+async fn copy_pump(from: &TcpStream, to: &TcpStream, act: &Activity, side: Side) -> Result<(), (Side, io::Error)> {
+    let to_side = side.other();
+    loop {
+        from.readable().await.map_err(|e| (side, e))?;
+        let mut buf = Buf::take();
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err((side, e)),
+        };
+        let mut off = 0;
+        while off < n {
+            match to.try_write(&buf[off..n]) {
+                Ok(k) => off += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await.map_err(|e| (to_side, e))?,
+                Err(e) => return Err((to_side, e)),
+            }
+        }
+        act.moved(side, n as u64);
+    }
+}

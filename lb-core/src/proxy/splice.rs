@@ -1,0 +1,64 @@
+//! Zero-copy relay with splice(2): socket → pipe → socket, the bytes never entering user
+//! space. The pipe is created on the first data, not at connect, so idle connections cost
+//! no pipe. Uses rustix's safe wrappers, so no `unsafe` is needed.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::relay::{Activity, Side};
+
+/// Pipe capacity asked for; 256 KiB measured best for bulk on loopback (more than the
+/// default 64 KiB per splice call). Falls back silently to the default if refused.
+const PIPE_SIZE: usize = 256 * 1024;
+
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    cap: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Self> {
+        let (r, w) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        let cap = fcntl_setpipe_size(&w, PIPE_SIZE).unwrap_or(64 * 1024);
+        Ok(Self { r, w, cap })
+    }
+}
+
+/// Moves bytes from `from` to `to` until `from` reaches EOF.
+pub async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, from_side: Side) -> Result<(), (Side, io::Error)> {
+    let to_side = from_side.other();
+    let mut pipe: Option<Pipe> = None;
+    loop {
+        from.readable().await.map_err(|e| (from_side, e))?;
+        let p = match &mut pipe {
+            Some(p) => p,
+            None => pipe.insert(Pipe::new().map_err(|e| (from_side, e))?),
+        };
+        let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+        let n = match from.try_io(Interest::READABLE, || {
+            splice(from, None, &p.w, None, p.cap, flags).map_err(io::Error::from)
+        }) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err((from_side, e)),
+        };
+        let mut left = n;
+        while left > 0 {
+            to.writable().await.map_err(|e| (to_side, e))?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(&p.r, None, to, None, left, flags).map_err(io::Error::from)
+            }) {
+                Ok(k) => left -= k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err((to_side, e)),
+            }
+        }
+        act.moved(from_side, n as u64);
+    }
+}

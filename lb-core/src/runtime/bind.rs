@@ -1,0 +1,113 @@
+//! Socket setup: every listener and the admin port are bound before anything runs, so a
+//! port in use fails start-up with the listener's name and address (exit 1).
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::workers::Threading;
+use super::{Phase, Shared};
+use crate::config::Loaded;
+use crate::pool::Pool;
+use crate::proxy::tcp::{Limits, ListenerShared, Route};
+
+/// Listen backlog: the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("listener \"{listener}\": cannot listen on {addr}: {source}")]
+    Listener { listener: String, addr: SocketAddr, source: std::io::Error },
+    #[error("admin: cannot listen on {addr}: {source}")]
+    Admin { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A config with all its sockets bound, ready to run.
+#[derive(Debug)]
+pub struct Bound {
+    pub(crate) shared: Arc<Shared>,
+    /// Per listener: one socket per worker (per-core) or one in all (work-stealing).
+    pub(crate) sockets: Vec<Vec<StdListener>>,
+    pub(crate) admin: Option<StdListener>,
+}
+
+impl Bound {
+    /// Actual listener addresses (port 0 in the config becomes the port the kernel chose).
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.shared.listeners.iter().map(|(l, a)| (l.name.clone(), *a)).collect()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<StdListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_tcp_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Binds everything `loaded` asks for. Nothing is left bound on error.
+pub fn bind(loaded: Loaded, threading: Threading, prometheus: Option<PrometheusHandle>) -> Result<Bound, BindError> {
+    let cfg = &loaded.config;
+    let workers = match cfg.global.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let per_listener = match threading {
+        Threading::PerCore => workers,
+        Threading::WorkStealing => 1,
+    };
+    let pools: Vec<Arc<Pool>> = cfg.pools.iter().map(|p| Arc::new(Pool::new(p, None))).collect();
+    let mut sockets = Vec::new();
+    let mut listeners = Vec::new();
+    for l in &cfg.listeners {
+        let err = |source| BindError::Listener { listener: l.name.clone(), addr: l.bind, source };
+        let first = listen(l.bind, per_listener > 1).map_err(err)?;
+        // With port 0 the kernel picks a port; the other workers' sockets must share it.
+        let actual = first.local_addr().map_err(err)?;
+        let mut group = vec![first];
+        for _ in 1..per_listener {
+            group.push(listen(actual, true).map_err(err)?);
+        }
+        sockets.push(group);
+        let route = Route::new(l.clone(), pools[l.pool].clone());
+        listeners.push((Arc::new(ListenerShared::new(route)), actual));
+    }
+    let admin = match &cfg.admin {
+        Some(a) => Some(listen(a.bind, false).map_err(|source| BindError::Admin { addr: a.bind, source })?),
+        None => None,
+    };
+    let (phase, _) = tokio::sync::watch::channel(Phase::Starting);
+    let shared = Arc::new(Shared {
+        limits: Arc::new(Limits::new(cfg.global.max_connections)),
+        loaded,
+        pools,
+        listeners,
+        started: Instant::now(),
+        prometheus,
+        phase,
+        workers,
+        threading,
+    });
+    Ok(Bound { shared, sockets, admin })
+}

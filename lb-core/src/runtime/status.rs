@@ -1,0 +1,78 @@
+//! The JSON of `GET /api/status`: version, uptime, config, and every listener, pool and
+//! backend with state and counters.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::UNIX_EPOCH;
+
+use serde_json::{json, Value};
+
+use super::Shared;
+use crate::backend::Backend;
+
+pub fn status(shared: &Shared) -> Value {
+    let listeners: Vec<Value> = shared
+        .listeners
+        .iter()
+        .map(|(l, addr)| {
+            let r = l.route.load();
+            json!({
+                "name": l.name,
+                "bind": addr.to_string(),
+                "protocol": "tcp",
+                "pool": r.pool.name(),
+                "active_connections": l.active.load(Relaxed),
+                "total_connections": l.total.load(Relaxed),
+                "rejected_connections": l.rejected.load(Relaxed),
+                "max_connections": r.listener.max_connections,
+            })
+        })
+        .collect();
+    let pools: Vec<Value> = shared
+        .pools
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name(),
+                "algorithm": p.config.algorithm.name(),
+                "health_check": p.config.health.as_ref().map(|h| format!("{:?}", h.kind).to_lowercase()),
+                "backends": p.backends.iter().map(|b| backend(b)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let cfg = &shared.loaded;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": shared.started.elapsed().as_secs_f64(),
+        "phase": shared.phase.borrow().as_str(),
+        "config": { "file": cfg.source.name, "hash": cfg.hash },
+        "workers": shared.workers,
+        "active_connections": shared.limits.global_active.load(Relaxed),
+        "max_connections": shared.limits.global_max,
+        "listeners": listeners,
+        "pools": pools,
+    })
+}
+
+fn backend(b: &Backend) -> Value {
+    let last = b.last_check().map(|c| {
+        json!({
+            "ok": c.ok,
+            "detail": c.detail,
+            "at_unix": c.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+        })
+    });
+    json!({
+        "address": b.id,
+        "state": b.state().as_str(),
+        "weight": b.weight,
+        "effective_weight": b.effective_weight(),
+        "backup": b.backup,
+        "ejected": b.ejected_until_ms() != 0 && b.ejected_until_ms() > crate::clock::now_ms(),
+        "active_connections": b.active.load(Relaxed),
+        "total_connections": b.total.load(Relaxed),
+        "bytes_in": b.bytes_in.load(Relaxed),
+        "bytes_out": b.bytes_out.load(Relaxed),
+        "connect_errors": b.connect_errors.load(Relaxed),
+        "last_check": last,
+    })
+}
