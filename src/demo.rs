@@ -30,7 +30,11 @@ pub struct DemoArgs {
 const WEIGHTS: [u32; 3] = [3, 2, 1];
 
 pub fn run(args: DemoArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the demo runtime: {e}");
@@ -123,7 +127,10 @@ async fn start_backends() -> std::io::Result<Vec<SocketAddr>> {
                     let mut buf = [0u8; 1024];
                     let _ = s.read(&mut buf).await;
                     let body = format!("backend-{i}\n");
-                    let resp = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let resp = format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = s.write_all(resp.as_bytes()).await;
                 });
             }
@@ -139,7 +146,10 @@ async fn burst(lb: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut sent = 0;
     while sent < n || !set.is_empty() {
         while sent < n && set.len() < 8 {
-            set.spawn(tokio::time::timeout(Duration::from_secs(2), one_request(lb)));
+            set.spawn(tokio::time::timeout(
+                Duration::from_secs(2),
+                one_request(lb),
+            ));
             sent += 1;
         }
         if let Some(r) = set.join_next().await {
@@ -160,14 +170,28 @@ async fn one_request(lb: SocketAddr) -> std::io::Result<String> {
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).await?;
     let text = String::from_utf8_lossy(&resp);
-    Ok(text.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_string())
+    Ok(text
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
 }
 
-fn print_spread(spread: &BTreeMap<String, usize>, backends: &[SocketAddr], n: usize, lb: SocketAddr, admin: Option<SocketAddr>) {
+fn print_spread(
+    spread: &BTreeMap<String, usize>,
+    backends: &[SocketAddr],
+    n: usize,
+    lb: SocketAddr,
+    admin: Option<SocketAddr>,
+) {
     let total_w: u32 = WEIGHTS.iter().sum();
     println!();
     println!("lb demo: {n} requests through http://{lb}/ (weighted-round-robin 3:2:1)");
-    println!("  {:<12} {:<22} {:>6} {:>8} {:>8}", "backend", "address", "weight", "requests", "share");
+    println!(
+        "  {:<12} {:<22} {:>6} {:>8} {:>8}",
+        "backend", "address", "weight", "requests", "share"
+    );
     for (i, addr) in backends.iter().enumerate() {
         let name = format!("backend-{}", i + 1);
         let c = spread.get(&name).copied().unwrap_or(0);

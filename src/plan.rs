@@ -8,7 +8,11 @@ pub fn plan(l: &Loaded) -> String {
     let c = &l.config;
     let mut out = String::new();
     let g = &c.global;
-    let workers = if g.workers == 0 { "auto (one per core)".to_string() } else { g.workers.to_string() };
+    let workers = if g.workers == 0 {
+        "auto (one per core)".to_string()
+    } else {
+        g.workers.to_string()
+    };
     let _ = writeln!(out, "{}: OK ({})", l.source.name, l.hash);
     let _ = writeln!(
         out,
@@ -18,7 +22,16 @@ pub fn plan(l: &Loaded) -> String {
         if g.splice { "splice" } else { "copy" }
     );
     if let Some(a) = &c.admin {
-        let _ = writeln!(out, "admin: http://{} ({})", a.bind, if a.token.is_some() { "token required for POST" } else { "no token" });
+        let _ = writeln!(
+            out,
+            "admin: http://{} ({})",
+            a.bind,
+            if a.token.is_some() {
+                "token required for POST"
+            } else {
+                "no token"
+            }
+        );
     }
     for li in &c.listeners {
         let p = &c.pools[li.pool];
@@ -46,23 +59,44 @@ pub fn plan(l: &Loaded) -> String {
             Some(h) => {
                 let what = match &h.kind {
                     HealthKind::Tcp => "tcp connect".to_string(),
-                    HealthKind::Http { path, expect_status } => format!("http GET {path} expecting {expect_status}"),
+                    HealthKind::Http {
+                        path,
+                        expect_status,
+                    } => format!("http GET {path} expecting {expect_status}"),
                 };
-                let _ = write!(out, "; health {what} every {} (timeout {}, rise {}, fall {})", d(h.interval), d(h.timeout), h.rise, h.fall);
+                let _ = write!(
+                    out,
+                    "; health {what} every {} (timeout {}, rise {}, fall {})",
+                    d(h.interval),
+                    d(h.timeout),
+                    h.rise,
+                    h.fall
+                );
             }
             None => {
                 let _ = write!(out, "; no active health check");
             }
         }
         if let Some(ps) = &p.passive {
-            let _ = write!(out, "; passive: eject for {} after {} failed connects", d(ps.eject_for), ps.consecutive_failures);
+            let _ = write!(
+                out,
+                "; passive: eject for {} after {} failed connects",
+                d(ps.eject_for),
+                ps.consecutive_failures
+            );
         }
         if let Some(s) = p.slow_start {
             let _ = write!(out, "; slow start {}", d(s));
         }
         out.push('\n');
         for b in &p.backends {
-            let _ = writeln!(out, "  - {} weight {}{}", b.addr, b.weight, if b.backup { " (backup)" } else { "" });
+            let _ = writeln!(
+                out,
+                "  - {} weight {}{}",
+                b.addr,
+                b.weight,
+                if b.backup { " (backup)" } else { "" }
+            );
         }
     }
     out

@@ -69,6 +69,8 @@ pub struct Backend {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// Set while real traffic has failures in a row, so successes skip the lock otherwise.
+    failing: AtomicBool,
     health: Mutex<HealthState>,
     last_check: Mutex<Option<CheckRecord>>,
     up_gauge: metrics::Gauge,
@@ -96,6 +98,7 @@ impl Backend {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
             health: Mutex::new(HealthState::new()),
             last_check: Mutex::new(None),
             connect_errors_metric: metrics::counter!("lb_connect_errors_total", &labels),
@@ -170,8 +173,11 @@ impl Backend {
             h.on_check(ok, rise, fall)
         };
         let why = detail.clone();
-        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(CheckRecord { ok, at: SystemTime::now(), detail });
+        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = Some(CheckRecord {
+            ok,
+            at: SystemTime::now(),
+            detail,
+        });
         if let Some(c) = change {
             self.apply(c, &why);
         }
@@ -183,8 +189,11 @@ impl Backend {
             self.connect_errors.fetch_add(1, Relaxed);
             self.connect_errors_metric.increment(1);
         }
-        if passive.is_none() {
+        if passive.is_none() || ok && !self.failing.swap(false, Relaxed) {
             return;
+        }
+        if !ok {
+            self.failing.store(true, Relaxed);
         }
         let change = {
             let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,7 +209,11 @@ impl Backend {
         if self.ejected_until.load(Relaxed) == 0 {
             return;
         }
-        let change = self.health.lock().unwrap_or_else(|e| e.into_inner()).on_tick(Instant::now());
+        let change = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_tick(Instant::now());
         if let Some(c) = change {
             self.apply(c, "ejection ended");
         }
@@ -241,11 +254,15 @@ impl Backend {
     }
 
     fn refresh_gauge(&self) {
-        self.up_gauge.set(if self.state() == State::Up { 1.0 } else { 0.0 });
+        self.up_gauge
+            .set(if self.state() == State::Up { 1.0 } else { 0.0 });
     }
 
     pub fn last_check(&self) -> Option<CheckRecord> {
-        self.last_check.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn ejected_until_ms(&self) -> u64 {

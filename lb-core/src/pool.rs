@@ -35,7 +35,9 @@ impl View for GroupView<'_> {
         self.pool.backends[self.group.members[i]].available()
     }
     fn active(&self, i: usize) -> u64 {
-        self.pool.backends[self.group.members[i]].active.load(std::sync::atomic::Ordering::Relaxed)
+        self.pool.backends[self.group.members[i]]
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
     fn weight(&self, i: usize) -> u32 {
         self.pool.backends[self.group.members[i]].effective_weight()
@@ -58,19 +60,39 @@ impl Pool {
             .iter()
             .map(|b| {
                 previous
-                    .and_then(|p| p.backends.iter().find(|o| o.addr == b.addr && o.weight == b.weight.get() && o.backup == b.backup))
+                    .and_then(|p| {
+                        p.backends.iter().find(|o| {
+                            o.addr == b.addr && o.weight == b.weight.get() && o.backup == b.backup
+                        })
+                    })
                     .cloned()
                     .unwrap_or_else(|| Arc::new(Backend::new(cfg, b)))
             })
             .collect();
         let group = |backup: bool| {
-            let members: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].backup == backup).collect();
-            let ms: Vec<Member> = members.iter().map(|&i| Member { id: backends[i].id.clone(), weight: backends[i].weight }).collect();
-            Group { selector: balance::build(cfg.algorithm, &ms, cfg.hash_balance_factor), members }
+            let members: Vec<usize> = (0..backends.len())
+                .filter(|&i| backends[i].backup == backup)
+                .collect();
+            let ms: Vec<Member> = members
+                .iter()
+                .map(|&i| Member {
+                    id: backends[i].id.clone(),
+                    weight: backends[i].weight,
+                })
+                .collect();
+            Group {
+                selector: balance::build(cfg.algorithm, &ms, cfg.hash_balance_factor),
+                members,
+            }
         };
         let primary = group(false);
         let backup = group(true);
-        Self { config: cfg.clone(), backends, primary, backup }
+        Self {
+            config: cfg.clone(),
+            backends,
+            primary,
+            backup,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -87,12 +109,23 @@ impl Pool {
         self.pick_in(&self.backup, key, &mut attempt.backup, rng)
     }
 
-    fn pick_in(&self, group: &Group, key: u64, tried: &mut Tried, rng: &mut fastrand::Rng) -> Option<usize> {
+    fn pick_in(
+        &self,
+        group: &Group,
+        key: u64,
+        tried: &mut Tried,
+        rng: &mut fastrand::Rng,
+    ) -> Option<usize> {
         if group.members.is_empty() {
             return None;
         }
         let view = GroupView { pool: self, group };
-        let gi = group.selector.select(Pick { key, view: &view, tried, rng })?;
+        let gi = group.selector.select(Pick {
+            key,
+            view: &view,
+            tried,
+            rng,
+        })?;
         tried.insert(gi);
         Some(group.members[gi])
     }
@@ -117,7 +150,10 @@ mod tests {
 
     #[test]
     fn backups_only_when_no_primary_is_available() {
-        let p = pool(r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#, "round-robin");
+        let p = pool(
+            r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#,
+            "round-robin",
+        );
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..10 {
             let i = p.next(0, &mut Attempt::default(), &mut rng).expect("some");
@@ -132,7 +168,10 @@ mod tests {
 
     #[test]
     fn retries_walk_every_backend_then_backups_then_stop() {
-        let p = pool(r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#, "consistent-hash");
+        let p = pool(
+            r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#,
+            "consistent-hash",
+        );
         let mut rng = fastrand::Rng::with_seed(1);
         let mut a = Attempt::default();
         let mut seen: Vec<usize> = std::iter::from_fn(|| p.next(99, &mut a, &mut rng)).collect();
@@ -145,11 +184,18 @@ mod tests {
     #[test]
     fn rebuild_keeps_backend_state() {
         let p1 = pool(r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"}"#, "random");
-        p1.backends[1].total.store(7, std::sync::atomic::Ordering::Relaxed);
+        p1.backends[1]
+            .total
+            .store(7, std::sync::atomic::Ordering::Relaxed);
         let text = "[[listener]]\nname=\"l\"\nbind=\"127.0.0.1:1\"\npool=\"p\"\n[[pool]]\nname=\"p\"\nbackends=[{addr=\"127.0.0.1:2\"},{addr=\"127.0.0.1:9\"}]\n";
         let cfg = config::load_str("t", text).expect("valid");
         let p2 = Pool::new(&cfg.config.pools[0], Some(&p1));
         assert!(Arc::ptr_eq(&p1.backends[1], &p2.backends[0]));
-        assert_eq!(p2.backends[1].total.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(
+            p2.backends[1]
+                .total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
     }
 }

@@ -42,7 +42,12 @@ mod tests {
 
     fn pick(s: &dyn Selector, v: &FakeView) -> Option<usize> {
         let mut rng = fastrand::Rng::with_seed(1);
-        s.select(Pick { key: 0, view: v, tried: &Tried::default(), rng: &mut rng })
+        s.select(Pick {
+            key: 0,
+            view: v,
+            tried: &Tried::default(),
+            rng: &mut rng,
+        })
     }
 
     #[test]

@@ -27,13 +27,20 @@ impl Maglev {
     /// Builds the table. `size` must be prime and larger than the number of members (the
     /// permutation needs a prime modulus to visit every slot).
     pub fn new(members: &[Member], size: usize, balance_factor: Option<f64>) -> Self {
-        assert!(size > 1 && is_prime(size as u64), "Maglev table size {size} must be prime");
+        assert!(
+            size > 1 && is_prime(size as u64),
+            "Maglev table size {size} must be prime"
+        );
         let n = members.len();
         let mut table = vec![EMPTY; size].into_boxed_slice();
         if n > 0 {
             populate(&mut table, members);
         }
-        Self { table, members: n, balance_factor }
+        Self {
+            table,
+            members: n,
+            balance_factor,
+        }
     }
 
     /// The slot's owner for `key`, ignoring health (for tests and status).

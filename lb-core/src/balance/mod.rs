@@ -23,6 +23,9 @@ use crate::config::Algorithm;
 /// The live state a selector reads: one entry per backend of the group, by index.
 pub trait View {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Up, enabled and not ejected.
     fn available(&self, i: usize) -> bool;
     /// Connections open or being opened to backend `i`.
@@ -91,19 +94,31 @@ pub struct Member {
 }
 
 /// Builds the selector for `algorithm` over `members`.
-pub fn build(algorithm: Algorithm, members: &[Member], hash_balance_factor: Option<f64>) -> Box<dyn Selector> {
+pub fn build(
+    algorithm: Algorithm,
+    members: &[Member],
+    hash_balance_factor: Option<f64>,
+) -> Box<dyn Selector> {
     match algorithm {
         Algorithm::RoundRobin => Box::new(RoundRobin::new()),
         Algorithm::WeightedRoundRobin => Box::new(SmoothWeighted::new(members.len())),
         Algorithm::LeastConnections => Box::new(LeastConnections::new()),
         Algorithm::Random => Box::new(Random),
         Algorithm::PowerOfTwo => Box::new(PowerOfTwo),
-        Algorithm::ConsistentHash => Box::new(Maglev::new(members, DEFAULT_TABLE_SIZE, hash_balance_factor)),
+        Algorithm::ConsistentHash => Box::new(Maglev::new(
+            members,
+            DEFAULT_TABLE_SIZE,
+            hash_balance_factor,
+        )),
     }
 }
 
 /// Picks `i` in proportion to `weight(i)` among eligible backends: `r` in `0..total`.
-pub(crate) fn weighted_choice(view: &dyn View, tried: &Tried, rng: &mut fastrand::Rng) -> Option<usize> {
+pub(crate) fn weighted_choice(
+    view: &dyn View,
+    tried: &Tried,
+    rng: &mut fastrand::Rng,
+) -> Option<usize> {
     let total: u64 = (0..view.len())
         .filter(|&i| eligible(view, tried, i))
         .map(|i| u64::from(view.weight(i)))
@@ -128,7 +143,8 @@ pub(crate) fn weighted_choice(view: &dyn View, tried: &Tried, rng: &mut fastrand
 /// `a` carries less load per unit of weight than `b`.
 #[inline]
 pub(crate) fn less_loaded(view: &dyn View, a: usize, b: usize) -> bool {
-    u128::from(view.active(a)) * u128::from(view.weight(b)) < u128::from(view.active(b)) * u128::from(view.weight(a))
+    u128::from(view.active(a)) * u128::from(view.weight(b))
+        < u128::from(view.active(b)) * u128::from(view.weight(a))
 }
 
 #[cfg(test)]

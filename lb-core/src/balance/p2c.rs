@@ -32,7 +32,12 @@ mod tests {
         v.active[0].set(10);
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..50 {
-            let got = PowerOfTwo.select(Pick { key: 0, view: &v, tried: &Tried::default(), rng: &mut rng });
+            let got = PowerOfTwo.select(Pick {
+                key: 0,
+                view: &v,
+                tried: &Tried::default(),
+                rng: &mut rng,
+            });
             assert_eq!(got, Some(1));
         }
     }

@@ -32,7 +32,9 @@ impl Selector for RoundRobin {
         if m == 0 {
             return None;
         }
-        (0..n).filter(|&j| eligible(p.view, p.tried, j)).nth(turn % m)
+        (0..n)
+            .filter(|&j| eligible(p.view, p.tried, j))
+            .nth(turn % m)
     }
 }
 
@@ -44,14 +46,21 @@ mod tests {
 
     fn pick(s: &dyn Selector, v: &FakeView, tried: &Tried) -> Option<usize> {
         let mut rng = fastrand::Rng::with_seed(1);
-        s.select(Pick { key: 0, view: v, tried, rng: &mut rng })
+        s.select(Pick {
+            key: 0,
+            view: v,
+            tried,
+            rng: &mut rng,
+        })
     }
 
     #[test]
     fn cycles_in_order() {
         let s = RoundRobin::new();
         let v = FakeView::uniform(3);
-        let seq: Vec<_> = (0..6).filter_map(|_| pick(&s, &v, &Tried::default())).collect();
+        let seq: Vec<_> = (0..6)
+            .filter_map(|_| pick(&s, &v, &Tried::default()))
+            .collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
     }
 

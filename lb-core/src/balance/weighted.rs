@@ -14,7 +14,9 @@ pub struct SmoothWeighted {
 
 impl SmoothWeighted {
     pub fn new(n: usize) -> Self {
-        Self { current: Mutex::new(vec![0; n]) }
+        Self {
+            current: Mutex::new(vec![0; n]),
+        }
     }
 }
 
@@ -51,7 +53,13 @@ mod tests {
 
     fn pick(s: &dyn Selector, v: &FakeView) -> usize {
         let mut rng = fastrand::Rng::with_seed(1);
-        s.select(Pick { key: 0, view: v, tried: &Tried::default(), rng: &mut rng }).expect("a backend")
+        s.select(Pick {
+            key: 0,
+            view: v,
+            tried: &Tried::default(),
+            rng: &mut rng,
+        })
+        .expect("a backend")
     }
 
     #[test]

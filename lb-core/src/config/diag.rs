@@ -127,7 +127,14 @@ impl fmt::Display for Rendered<'_> {
                 } else {
                     text.chars().count().saturating_sub(col - 1).max(1)
                 };
-                writeln!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width), pad = col - 1)?;
+                writeln!(
+                    f,
+                    "{:gutter$} | {:pad$}{}",
+                    "",
+                    "",
+                    "^".repeat(width),
+                    pad = col - 1
+                )?;
             }
             None => writeln!(f, "  --> {}", src.name)?,
         }

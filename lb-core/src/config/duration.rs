@@ -18,7 +18,9 @@ const UNITS: &[(&str, u64)] = &[
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("expected a duration such as \"250ms\", \"2s\" or \"5m\", found an empty string".into());
+        return Err(
+            "expected a duration such as \"250ms\", \"2s\" or \"5m\", found an empty string".into(),
+        );
     }
     let mut total_ms: u64 = 0;
     let mut rest = s;
@@ -82,10 +84,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "2", "s", "2 s", "-1s", "1.5s", "2sec", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "2",
+            "s",
+            "2 s",
+            "-1s",
+            "1.5s",
+            "2sec",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(parse_duration("2").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("2").expect_err("no unit").contains("needs a unit"));
     }
 
     proptest! {

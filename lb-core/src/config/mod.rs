@@ -62,18 +62,31 @@ pub fn load(source: Source) -> Result<Loaded, Invalid> {
     let mut diagnostics = Vec::new();
     let raw = parse::parse(&source.text, &mut diagnostics);
     let config = validate::validate(raw, &mut diagnostics);
+    // Report in file order, as a reader goes through the file.
+    diagnostics.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     match config {
         Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => {
             let hash = format!("sha256:{:x}", Sha256::digest(source.text.as_bytes()));
-            Ok(Loaded { config, warnings: diagnostics, source, hash })
+            Ok(Loaded {
+                config,
+                warnings: diagnostics,
+                source,
+                hash,
+            })
         }
-        _ => Err(Invalid { source, diagnostics }),
+        _ => Err(Invalid {
+            source,
+            diagnostics,
+        }),
     }
 }
 
 /// Parses and validates a config given as a string (tests, `lb demo`).
 pub fn load_str(name: &str, text: &str) -> Result<Loaded, Invalid> {
-    load(Source { name: name.to_string(), text: text.to_string() })
+    load(Source {
+        name: name.to_string(),
+        text: text.to_string(),
+    })
 }
 
 #[cfg(test)]

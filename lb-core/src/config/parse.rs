@@ -70,7 +70,9 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
                     .key(other);
                 d = match did_you_mean(other, raw::TOP_KEYS) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
-                    None => d.help("top-level sections are [global], [admin], [[listener]], [[pool]]"),
+                    None => {
+                        d.help("top-level sections are [global], [admin], [[listener]], [[pool]]")
+                    }
                 };
                 diags.push(d);
             }
@@ -135,7 +137,9 @@ fn describe(message: &str, span: Range<usize>, key_path: &str, table: &str) -> D
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or(rest);
         let known = raw::known_keys(table);
-        let d = Diagnostic::error(format!("unknown key `{field}`")).at(span).key(key_path);
+        let d = Diagnostic::error(format!("unknown key `{field}`"))
+            .at(span)
+            .key(key_path);
         return match did_you_mean(field, known) {
             Some(s) => d.help(format!("did you mean `{s}`?")),
             None if !known.is_empty() => d.help(format!("allowed here: {}", known.join(", "))),
@@ -144,8 +148,7 @@ fn describe(message: &str, span: Range<usize>, key_path: &str, table: &str) -> D
     }
     let message = message
         .replace("expected i64", "expected an integer")
-        .replace("expected f64", "expected a number")
-        .replace("expected a string", "expected a string");
+        .replace("expected f64", "expected a number");
     Diagnostic::error(message).at(span).key(key_path)
 }
 
@@ -177,8 +180,13 @@ fn locate(value: &Spanned<DeValue<'_>>, span: &Range<usize>, prefix: &str) -> (S
     loop {
         let next = match cur.get_ref() {
             DeValue::Table(t) => t.iter().find_map(|(k, v)| {
-                (contains(&k.span(), span) || contains(&v.span(), span))
-                    .then(|| (format!(".{}", k.get_ref()), Some(k.get_ref().to_string()), v))
+                (contains(&k.span(), span) || contains(&v.span(), span)).then(|| {
+                    (
+                        format!(".{}", k.get_ref()),
+                        Some(k.get_ref().to_string()),
+                        v,
+                    )
+                })
             }),
             DeValue::Array(items) => items
                 .iter()
@@ -247,13 +255,17 @@ mod tests {
         let keys: Vec<_> = d.iter().filter_map(|d| d.key_path.clone()).collect();
         assert_eq!(
             keys,
-            ["pool[0].algoritm", "pool[0].backends[0].wieght", "pool[0].slowstart"],
+            [
+                "pool[0].algoritm",
+                "pool[0].backends[0].wieght",
+                "pool[0].slowstart"
+            ],
             "{d:#?}"
         );
         assert_eq!(d[0].help.as_deref(), Some("did you mean `algorithm`?"));
         assert_eq!(d[1].help.as_deref(), Some("did you mean `weight`?"));
         // Spans point at the key itself.
-        let s = d[1].span.clone().unwrap();
+        let s = d[1].span.clone().expect("span");
         assert_eq!(&text[s], "wieght");
     }
 
@@ -263,7 +275,11 @@ mod tests {
         let d = errors(text);
         assert_eq!(d.len(), 1, "{d:#?}");
         assert_eq!(d[0].key_path.as_deref(), Some("listener[0].name"));
-        assert!(d[0].message.contains("expected a string"), "{}", d[0].message);
+        assert!(
+            d[0].message.contains("expected a string"),
+            "{}",
+            d[0].message
+        );
     }
 
     #[test]

@@ -45,7 +45,11 @@ fn one_error(text: &str, key: &str, needle: &str) -> Diagnostic {
         .iter()
         .find(|d| d.key_path.as_deref() == Some(key))
         .unwrap_or_else(|| panic!("no error at {key}; got {errs:#?}"));
-    assert!(hit.message.contains(needle), "message {:?} lacks {needle:?}", hit.message);
+    assert!(
+        hit.message.contains(needle),
+        "message {:?} lacks {needle:?}",
+        hit.message
+    );
     hit.clone()
 }
 
@@ -59,7 +63,10 @@ fn good_config_loads_with_typed_values() {
     let l = load_str("t.toml", GOOD).expect("valid");
     let c = &l.config;
     assert_eq!(c.global.workers, 2);
-    assert_eq!(c.global.shutdown_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(
+        c.global.shutdown_timeout,
+        std::time::Duration::from_secs(10)
+    );
     assert_eq!(c.admin.as_ref().map(|a| a.bind.port()), Some(9900));
     assert_eq!(c.listeners[0].pool, 0);
     assert_eq!(c.listeners[0].idle_timeout.as_secs(), 60);
@@ -71,7 +78,13 @@ fn good_config_loads_with_typed_values() {
     assert!(p.backends[2].backup);
     assert_eq!(
         p.health.as_ref().map(|h| (&h.kind, h.fall)),
-        Some((&HealthKind::Http { path: "/healthz".into(), expect_status: 204 }, 2))
+        Some((
+            &HealthKind::Http {
+                path: "/healthz".into(),
+                expect_status: 204
+            },
+            2
+        ))
     );
     assert!(l.hash.starts_with("sha256:"));
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
@@ -79,50 +92,93 @@ fn good_config_loads_with_typed_values() {
 
 #[test]
 fn unknown_keys_are_errors_with_hints() {
-    let d = one_error(&with("access_log", "acess_log"), "listener[0].acess_log", "unknown key");
+    let d = one_error(
+        &with("access_log", "acess_log"),
+        "listener[0].acess_log",
+        "unknown key",
+    );
     assert_eq!(d.help.as_deref(), Some("did you mean `access_log`?"));
 }
 
 #[test]
 fn duplicate_names() {
-    let text = format!("{GOOD}\n[[pool]]\nname = \"web\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n");
+    let text =
+        format!("{GOOD}\n[[pool]]\nname = \"web\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n");
     one_error(&text, "pool[1].name", "duplicate pool name");
-    let text = format!("{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n");
+    let text = format!(
+        "{GOOD}\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n"
+    );
     one_error(&text, "listener[1].name", "duplicate listener name");
 }
 
 #[test]
 fn listener_pointing_at_missing_pool() {
-    let d = one_error(&with("pool = \"web\"", "pool = \"wbe\""), "listener[0].pool", "does not exist");
+    let d = one_error(
+        &with("pool = \"web\"", "pool = \"wbe\""),
+        "listener[0].pool",
+        "does not exist",
+    );
     assert_eq!(d.help.as_deref(), Some("did you mean \"web\"?"));
 }
 
 #[test]
 fn invalid_addresses() {
-    let d = one_error(&with("10.0.0.1:80", "10.0.0.1"), "pool[0].backends[0].addr", "expected IP:PORT");
+    let d = one_error(
+        &with("10.0.0.1:80", "10.0.0.1"),
+        "pool[0].backends[0].addr",
+        "expected IP:PORT",
+    );
     assert_eq!(d.help.as_deref(), Some("add a port, e.g. \"10.0.0.1:80\""));
-    one_error(&with("[::1]:81", "::1:81"), "pool[0].backends[1].addr", "expected IP:PORT");
-    one_error(&with("127.0.0.1:8080", "localhost:8080"), "listener[0].bind", "expected IP:PORT");
-    one_error(&with("127.0.0.1:9900", "127.0.0.1:99999"), "admin.bind", "expected IP:PORT");
+    one_error(
+        &with("[::1]:81", "::1:81"),
+        "pool[0].backends[1].addr",
+        "expected IP:PORT",
+    );
+    one_error(
+        &with("127.0.0.1:8080", "localhost:8080"),
+        "listener[0].bind",
+        "expected IP:PORT",
+    );
+    one_error(
+        &with("127.0.0.1:9900", "127.0.0.1:99999"),
+        "admin.bind",
+        "expected IP:PORT",
+    );
 }
 
 #[test]
 fn duplicate_bind_addresses() {
-    let text = format!("{GOOD}\n[[listener]]\nname = \"two\"\nbind = \"0.0.0.0:8080\"\npool = \"web\"\n");
+    let text =
+        format!("{GOOD}\n[[listener]]\nname = \"two\"\nbind = \"0.0.0.0:8080\"\npool = \"web\"\n");
     one_error(&text, "listener[1].bind", "duplicate bind address");
-    one_error(&with("127.0.0.1:8080", "127.0.0.1:9900"), "listener[0].bind", "duplicate bind address");
+    one_error(
+        &with("127.0.0.1:8080", "127.0.0.1:9900"),
+        "listener[0].bind",
+        "duplicate bind address",
+    );
 }
 
 #[test]
 fn zero_and_negative_weights() {
-    one_error(&with("weight = 2", "weight = 0"), "pool[0].backends[0].weight", "expected a weight");
-    one_error(&with("weight = 2", "weight = -3"), "pool[0].backends[0].weight", "found -3");
+    one_error(
+        &with("weight = 2", "weight = 0"),
+        "pool[0].backends[0].weight",
+        "expected a weight",
+    );
+    one_error(
+        &with("weight = 2", "weight = -3"),
+        "pool[0].backends[0].weight",
+        "found -3",
+    );
 }
 
 #[test]
 fn hash_key_on_non_hash_algorithm() {
     one_error(
-        &with("slow_start = \"5s\"", "slow_start = \"5s\"\nhash_key = \"source-ip\""),
+        &with(
+            "slow_start = \"5s\"",
+            "slow_start = \"5s\"\nhash_key = \"source-ip\"",
+        ),
         "pool[0].hash_key",
         "applies only to algorithm = \"consistent-hash\"",
     );
@@ -131,23 +187,55 @@ fn hash_key_on_non_hash_algorithm() {
 #[test]
 fn unsupported_listener_keys_are_refused_not_ignored() {
     // TLS / PROXY / UDP keys on a tcp listener must never be silently dropped.
-    one_error(&with("access_log = true", "udp_session_timeout = \"30s\""), "listener[0].udp_session_timeout", "only to protocol = \"udp\"");
-    one_error(&with("access_log = true", "proxy_protocol = \"v2\""), "listener[0].proxy_protocol", "not supported");
-    one_error(&with("access_log = true", "protocol = \"http\""), "listener[0].protocol", "not supported");
-    one_error(&with("slow_start = \"5s\"", "sticky_cookie = \"x\""), "pool[0].sticky_cookie", "not supported");
+    one_error(
+        &with("access_log = true", "udp_session_timeout = \"30s\""),
+        "listener[0].udp_session_timeout",
+        "only to protocol = \"udp\"",
+    );
+    one_error(
+        &with("access_log = true", "proxy_protocol = \"v2\""),
+        "listener[0].proxy_protocol",
+        "not supported",
+    );
+    one_error(
+        &with("access_log = true", "protocol = \"http\""),
+        "listener[0].protocol",
+        "not supported",
+    );
+    one_error(
+        &with("slow_start = \"5s\"", "sticky_cookie = \"x\""),
+        "pool[0].sticky_cookie",
+        "not supported",
+    );
 }
 
 #[test]
 fn durations_that_do_not_parse() {
-    let d = one_error(&with("\"1m\"", "\"1 minute\""), "listener[0].idle_timeout", "expected a duration");
+    let d = one_error(
+        &with("\"1m\"", "\"1 minute\""),
+        "listener[0].idle_timeout",
+        "expected a duration",
+    );
     assert!(d.span.is_some());
-    one_error(&with("\"10s\"", "\"10\""), "global.shutdown_timeout", "needs a unit");
-    one_error(&with("\"500ms\"", "\"fast\""), "pool[0].health.interval", "expected a duration");
+    one_error(
+        &with("\"10s\"", "\"10\""),
+        "global.shutdown_timeout",
+        "needs a unit",
+    );
+    one_error(
+        &with("\"500ms\"", "\"fast\""),
+        "pool[0].health.interval",
+        "expected a duration",
+    );
 }
 
 #[test]
 fn type_mismatch_names_expected_and_found() {
-    let d = one_error(&with("workers = 2", "workers = \"two\""), "global.workers", "expected an integer");
+    let d = one_error(
+        &with("workers = 2", "workers = \"two\""),
+        "global.workers",
+        "expected an integer",
+    );
     assert!(d.message.contains("string"), "{}", d.message);
 }
 
@@ -156,11 +244,19 @@ fn all_errors_reported_not_just_the_first() {
     let text = GOOD
         .replace("weight = 2", "weight = 0")
         .replace("\"1m\"", "\"soon\"")
-        .replace("algorithm = \"weighted-round-robin\"", "algorithm = \"weighted-round-robbin\"")
+        .replace(
+            "algorithm = \"weighted-round-robin\"",
+            "algorithm = \"weighted-round-robbin\"",
+        )
         .replace("access_log", "acces_log");
     let errs = errors(&text);
     let keys: Vec<_> = errs.iter().filter_map(|d| d.key_path.as_deref()).collect();
-    for k in ["pool[0].backends[0].weight", "listener[0].idle_timeout", "pool[0].algorithm", "listener[0].acces_log"] {
+    for k in [
+        "pool[0].backends[0].weight",
+        "listener[0].idle_timeout",
+        "pool[0].algorithm",
+        "listener[0].acces_log",
+    ] {
         assert!(keys.contains(&k), "missing {k} in {keys:?}");
     }
 }
@@ -170,19 +266,41 @@ fn rendered_error_shows_file_line_column_and_line() {
     let text = with("10.0.0.1:80", "10.0.0.1");
     let e = load_str("conf/web.toml", &text).expect_err("invalid");
     let out = e.to_string();
-    let line = text.lines().position(|l| l.contains("\"10.0.0.1\"")).expect("line") + 1;
-    let col = text.lines().nth(line - 1).and_then(|l| l.find("\"10.0.0.1\"")).expect("col") + 1;
-    assert!(out.contains(&format!("--> conf/web.toml:{line}:{col}")), "{out}");
-    assert!(out.contains("{ addr = \"10.0.0.1\", weight = 2 },"), "{out}");
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"10.0.0.1\""))
+        .expect("line")
+        + 1;
+    let col = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.find("\"10.0.0.1\""))
+        .expect("col")
+        + 1;
+    assert!(
+        out.contains(&format!("--> conf/web.toml:{line}:{col}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("{ addr = \"10.0.0.1\", weight = 2 },"),
+        "{out}"
+    );
     assert!(out.contains("= key: pool[0].backends[0].addr"), "{out}");
-    assert!(out.ends_with("1 error found; the config was not used"), "{out}");
+    assert!(
+        out.ends_with("1 error found; the config was not used"),
+        "{out}"
+    );
 }
 
 #[test]
 fn warnings_do_not_reject() {
-    let text = format!("{GOOD}\n[[pool]]\nname = \"spare\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n");
+    let text =
+        format!("{GOOD}\n[[pool]]\nname = \"spare\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n");
     let l = load_str("t.toml", &text).expect("warnings only");
-    assert!(l.warnings.iter().any(|w| w.message.contains("not used by any listener")));
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("not used by any listener")));
 }
 
 #[test]

@@ -32,7 +32,12 @@ impl Ctx<'_> {
         self.diags.push(d);
     }
 
-    fn duration(&mut self, v: &Option<Spanned<String>>, key: String, default: Duration) -> Duration {
+    fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        key: String,
+        default: Duration,
+    ) -> Duration {
         let Some(v) = v else { return default };
         match parse_duration(v.get_ref()) {
             Ok(d) => d,
@@ -43,11 +48,22 @@ impl Ctx<'_> {
         }
     }
 
-    fn int(&mut self, v: &Option<Spanned<i64>>, key: String, min: i64, max: i64, default: i64) -> i64 {
+    fn int(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        key: String,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> i64 {
         let Some(v) = v else { return default };
         let n = *v.get_ref();
         if n < min || n > max {
-            self.err(v.span(), key, format!("expected an integer from {min} to {max}, found {n}"));
+            self.err(
+                v.span(),
+                key,
+                format!("expected an integer from {min} to {max}, found {n}"),
+            );
             return default;
         }
         n
@@ -60,7 +76,10 @@ impl Ctx<'_> {
             Err(_) => {
                 let help = if text.parse::<std::net::IpAddr>().is_ok() {
                     format!("add a port, e.g. \"{text}:80\"")
-                } else if text.contains(':') && !text.starts_with('[') && text.matches(':').count() > 1 {
+                } else if text.contains(':')
+                    && !text.starts_with('[')
+                    && text.matches(':').count() > 1
+                {
                     "write IPv6 addresses in brackets: \"[::1]:80\"".to_string()
                 } else {
                     "lb does not resolve host names; use an IP address".to_string()
@@ -79,10 +98,13 @@ impl Ctx<'_> {
     fn unsupported<T>(&mut self, v: &Option<Spanned<T>>, key: String, what: &str) {
         if let Some(v) = v {
             self.push(
-                Diagnostic::error(format!("`{}` is not supported by this version of lb", key_leaf(&key)))
-                    .at(v.span())
-                    .key(key)
-                    .help(what.to_string()),
+                Diagnostic::error(format!(
+                    "`{}` is not supported by this version of lb",
+                    key_leaf(&key)
+                ))
+                .at(v.span())
+                .key(key)
+                .help(what.to_string()),
             );
         }
     }
@@ -99,10 +121,12 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
 
     for (name, span) in &raw.http_sections {
         cx.push(
-            Diagnostic::error(format!("[{name}] sections belong to HTTP mode, which this version of lb does not serve"))
-                .at(span.clone())
-                .key(name.clone())
-                .help("use protocol = \"tcp\" listeners"),
+            Diagnostic::error(format!(
+                "[{name}] sections belong to HTTP mode, which this version of lb does not serve"
+            ))
+            .at(span.clone())
+            .key(name.clone())
+            .help("use protocol = \"tcp\" listeners"),
         );
     }
 
@@ -110,15 +134,28 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         let d = Global::default();
         Global {
             workers: cx.int(&g.workers, "global.workers".into(), 0, 1024, 0) as usize,
-            max_connections: cx.int(&g.max_connections, "global.max_connections".into(), 1, i64::MAX, d.max_connections as i64) as u64,
-            shutdown_timeout: cx.duration(&g.shutdown_timeout, "global.shutdown_timeout".into(), d.shutdown_timeout),
+            max_connections: cx.int(
+                &g.max_connections,
+                "global.max_connections".into(),
+                1,
+                i64::MAX,
+                d.max_connections as i64,
+            ) as u64,
+            shutdown_timeout: cx.duration(
+                &g.shutdown_timeout,
+                "global.shutdown_timeout".into(),
+                d.shutdown_timeout,
+            ),
             splice: g.splice.unwrap_or(d.splice),
         }
     });
 
     let admin = raw.admin.as_ref().and_then(|(a, _)| {
         let bind = cx.addr(&a.bind, "admin.bind".into())?;
-        Some(Admin { bind, token: a.token.as_ref().map(|t| t.get_ref().clone()) })
+        Some(Admin {
+            bind,
+            token: a.token.as_ref().map(|t| t.get_ref().clone()),
+        })
     });
 
     // Pools first, so listeners can resolve references.
@@ -131,7 +168,9 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 Diagnostic::error(format!("duplicate pool name \"{}\"", p.name.get_ref()))
                     .at(p.name.span())
                     .key(format!("{key}.name"))
-                    .help(format!("pool[{first}] already uses this name; pool names must be unique")),
+                    .help(format!(
+                        "pool[{first}] already uses this name; pool names must be unique"
+                    )),
             );
         } else {
             pool_index.insert(p.name.get_ref(), pools.len());
@@ -151,7 +190,11 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         let key = format!("listener[{i}]");
         let name = l.name.get_ref();
         if name.is_empty() {
-            cx.err(l.name.span(), format!("{key}.name"), "listener name must not be empty");
+            cx.err(
+                l.name.span(),
+                format!("{key}.name"),
+                "listener name must not be empty",
+            );
         }
         if let Some(&first) = names.get(name.as_str()) {
             cx.push(
@@ -167,18 +210,22 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             None | Some("tcp") => Some(Protocol::Tcp),
             Some(p @ ("udp" | "http")) => {
                 cx.push(
-                    Diagnostic::error(format!("protocol \"{p}\" is not supported by this version of lb"))
-                        .at(l.protocol.as_ref().map_or(0..0, |p| p.span()))
-                        .key(format!("{key}.protocol"))
-                        .help("use protocol = \"tcp\""),
+                    Diagnostic::error(format!(
+                        "protocol \"{p}\" is not supported by this version of lb"
+                    ))
+                    .at(l.protocol.as_ref().map_or(0..0, |p| p.span()))
+                    .key(format!("{key}.protocol"))
+                    .help("use protocol = \"tcp\""),
                 );
                 None
             }
             Some(other) => {
                 cx.push(
-                    Diagnostic::error(format!("expected one of \"tcp\", \"udp\", \"http\", found \"{other}\""))
-                        .at(l.protocol.as_ref().map_or(0..0, |p| p.span()))
-                        .key(format!("{key}.protocol")),
+                    Diagnostic::error(format!(
+                        "expected one of \"tcp\", \"udp\", \"http\", found \"{other}\""
+                    ))
+                    .at(l.protocol.as_ref().map_or(0..0, |p| p.span()))
+                    .key(format!("{key}.protocol")),
                 );
                 None
             }
@@ -212,9 +259,12 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 }
                 None => {
                     let known: Vec<&str> = pool_index.keys().copied().collect();
-                    let mut d = Diagnostic::error(format!("listener \"{name}\" points at pool \"{}\", which does not exist", p.get_ref()))
-                        .at(p.span())
-                        .key(format!("{key}.pool"));
+                    let mut d = Diagnostic::error(format!(
+                        "listener \"{name}\" points at pool \"{}\", which does not exist",
+                        p.get_ref()
+                    ))
+                    .at(p.span())
+                    .key(format!("{key}.pool"));
                     if let Some(s) = did_you_mean(p.get_ref(), &known) {
                         d = d.help(format!("did you mean \"{s}\"?"));
                     } else if !known.is_empty() {
@@ -225,31 +275,71 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 }
             },
         };
-        let connect_timeout = cx.duration(&l.connect_timeout, format!("{key}.connect_timeout"), Duration::from_secs(3));
-        let idle_timeout = cx.duration(&l.idle_timeout, format!("{key}.idle_timeout"), Duration::from_secs(300));
+        let connect_timeout = cx.duration(
+            &l.connect_timeout,
+            format!("{key}.connect_timeout"),
+            Duration::from_secs(3),
+        );
+        let idle_timeout = cx.duration(
+            &l.idle_timeout,
+            format!("{key}.idle_timeout"),
+            Duration::from_secs(300),
+        );
         if connect_timeout.is_zero() {
             if let Some(v) = &l.connect_timeout {
-                cx.err(v.span(), format!("{key}.connect_timeout"), "connect_timeout must be greater than 0");
+                cx.err(
+                    v.span(),
+                    format!("{key}.connect_timeout"),
+                    "connect_timeout must be greater than 0",
+                );
             }
         }
         if idle_timeout.is_zero() {
             if let Some(v) = &l.idle_timeout {
-                cx.err(v.span(), format!("{key}.idle_timeout"), "idle_timeout must be greater than 0");
+                cx.err(
+                    v.span(),
+                    format!("{key}.idle_timeout"),
+                    "idle_timeout must be greater than 0",
+                );
             }
         }
-        let max_connections = cx.int(&l.max_connections, format!("{key}.max_connections"), 1, i64::MAX, 10_000) as u64;
+        let max_connections = cx.int(
+            &l.max_connections,
+            format!("{key}.max_connections"),
+            1,
+            i64::MAX,
+            10_000,
+        ) as u64;
         if let Some(v) = &l.udp_session_timeout {
             cx.push(
-                Diagnostic::error("`udp_session_timeout` applies only to protocol = \"udp\" listeners")
-                    .at(v.span())
-                    .key(format!("{key}.udp_session_timeout"))
-                    .help("remove it from this tcp listener"),
+                Diagnostic::error(
+                    "`udp_session_timeout` applies only to protocol = \"udp\" listeners",
+                )
+                .at(v.span())
+                .key(format!("{key}.udp_session_timeout"))
+                .help("remove it from this tcp listener"),
             );
         }
-        cx.unsupported(&l.tls, format!("{key}.tls"), "TLS termination is not available yet; terminate TLS on the backends");
-        cx.unsupported(&l.sni_routes, format!("{key}.sni_routes"), "SNI routing is not available yet");
-        cx.unsupported(&l.proxy_protocol, format!("{key}.proxy_protocol"), "the PROXY protocol is not available yet");
-        cx.unsupported(&l.accept_proxy_protocol, format!("{key}.accept_proxy_protocol"), "the PROXY protocol is not available yet");
+        cx.unsupported(
+            &l.tls,
+            format!("{key}.tls"),
+            "TLS termination is not available yet; terminate TLS on the backends",
+        );
+        cx.unsupported(
+            &l.sni_routes,
+            format!("{key}.sni_routes"),
+            "SNI routing is not available yet",
+        );
+        cx.unsupported(
+            &l.proxy_protocol,
+            format!("{key}.proxy_protocol"),
+            "the PROXY protocol is not available yet",
+        );
+        cx.unsupported(
+            &l.accept_proxy_protocol,
+            format!("{key}.accept_proxy_protocol"),
+            "the PROXY protocol is not available yet",
+        );
         if let (Some(protocol), Some(bind), Some(pool)) = (protocol, bind, pool) {
             listeners.push(Listener {
                 name: name.clone(),
@@ -268,14 +358,20 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         if !used && !raw.pools.is_empty() {
             let (p, _) = &raw.pools[i];
             cx.push(
-                Diagnostic::warning(format!("pool \"{}\" is not used by any listener", p.name.get_ref()))
-                    .at(p.name.span())
-                    .key(format!("pool[{i}].name")),
+                Diagnostic::warning(format!(
+                    "pool \"{}\" is not used by any listener",
+                    p.name.get_ref()
+                ))
+                .at(p.name.span())
+                .key(format!("pool[{i}].name")),
             );
         }
     }
     if raw.listeners.is_empty() {
-        cx.push(Diagnostic::error("the config has no [[listener]]").help("add a [[listener]] with name, bind and pool"));
+        cx.push(
+            Diagnostic::error("the config has no [[listener]]")
+                .help("add a [[listener]] with name, bind and pool"),
+        );
     }
 
     let errors_after = cx.diags.iter().filter(|d| d.is_error()).count();
@@ -283,7 +379,12 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         return None;
     }
     let pools: Option<Vec<Pool>> = pools.into_iter().collect();
-    Some(Config { global, admin, listeners, pools: pools? })
+    Some(Config {
+        global,
+        admin,
+        listeners,
+        pools: pools?,
+    })
 }
 
 /// Two binds clash if equal, or if one is a wildcard of the same family on the same port.
@@ -317,17 +418,25 @@ fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         None => HashKey::SourceIp,
         Some(k) if !is_hash && algorithm.is_some() => {
             cx.push(
-                Diagnostic::error(format!("`hash_key` applies only to algorithm = \"consistent-hash\", not \"{}\"", algorithm.map_or("", Algorithm::name)))
-                    .at(k.span())
-                    .key(format!("{key}.hash_key"))
-                    .help("remove hash_key, or set algorithm = \"consistent-hash\""),
+                Diagnostic::error(format!(
+                    "`hash_key` applies only to algorithm = \"consistent-hash\", not \"{}\"",
+                    algorithm.map_or("", Algorithm::name)
+                ))
+                .at(k.span())
+                .key(format!("{key}.hash_key"))
+                .help("remove hash_key, or set algorithm = \"consistent-hash\""),
             );
             HashKey::SourceIp
         }
         Some(k) => match k.get_ref().as_str() {
             "source-ip" => HashKey::SourceIp,
             "source-addr" => HashKey::SourceAddr,
-            other if other == "sni" || other == "path" || other.starts_with("header:") || other.starts_with("cookie:") => {
+            other
+                if other == "sni"
+                    || other == "path"
+                    || other.starts_with("header:")
+                    || other.starts_with("cookie:") =>
+            {
                 cx.push(
                     Diagnostic::error(format!("hash_key \"{other}\" needs TLS or HTTP mode, which this version of lb does not serve"))
                         .at(k.span())
@@ -346,13 +455,19 @@ fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         let v = *f.get_ref();
         if !is_hash && algorithm.is_some() {
             cx.push(
-                Diagnostic::error("`hash_balance_factor` applies only to algorithm = \"consistent-hash\"")
-                    .at(f.span())
-                    .key(format!("{key}.hash_balance_factor")),
+                Diagnostic::error(
+                    "`hash_balance_factor` applies only to algorithm = \"consistent-hash\"",
+                )
+                .at(f.span())
+                .key(format!("{key}.hash_balance_factor")),
             );
             None
         } else if !(v.is_finite() && v > 1.0 && v <= 100.0) {
-            cx.err(f.span(), format!("{key}.hash_balance_factor"), format!("expected a number above 1.0 (e.g. 1.25), found {v}"));
+            cx.err(
+                f.span(),
+                format!("{key}.hash_balance_factor"),
+                format!("expected a number above 1.0 (e.g. 1.25), found {v}"),
+            );
             None
         } else {
             Some(v)
@@ -376,10 +491,15 @@ fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         if let Some(a) = addr {
             if let Some(first) = seen.insert(a, j) {
                 cx.push(
-                    Diagnostic::error(format!("backend {a} appears twice in pool \"{}\"", p.name.get_ref()))
-                        .at(b.addr.span())
-                        .key(format!("{bkey}.addr"))
-                        .help(format!("{key}.backends[{first}] has the same address; raise its weight instead")),
+                    Diagnostic::error(format!(
+                        "backend {a} appears twice in pool \"{}\"",
+                        p.name.get_ref()
+                    ))
+                    .at(b.addr.span())
+                    .key(format!("{bkey}.addr"))
+                    .help(format!(
+                        "{key}.backends[{first}] has the same address; raise its weight instead"
+                    )),
                 );
             }
         }
@@ -411,30 +531,65 @@ fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
             }
         }
         if let Some(a) = addr {
-            backends.push(Backend { addr: a, weight, backup: b.backup.unwrap_or(false) });
+            backends.push(Backend {
+                addr: a,
+                weight,
+                backup: b.backup.unwrap_or(false),
+            });
         }
     }
     if !backends.is_empty() && backends.iter().all(|b| b.backup) {
         cx.push(
-            Diagnostic::warning(format!("pool \"{}\" has only backup backends", p.name.get_ref()))
-                .at(p.backends.span())
-                .key(format!("{key}.backends")),
+            Diagnostic::warning(format!(
+                "pool \"{}\" has only backup backends",
+                p.name.get_ref()
+            ))
+            .at(p.backends.span())
+            .key(format!("{key}.backends")),
         );
     }
 
-    let health = p.health.as_ref().and_then(|h| health(cx, h.get_ref(), &format!("{key}.health")));
+    let health = p
+        .health
+        .as_ref()
+        .and_then(|h| health(cx, h.get_ref(), &format!("{key}.health")));
     let passive = p.passive.as_ref().map(|ps| {
         let ps = ps.get_ref();
         let pkey = format!("{key}.passive");
         Passive {
-            consecutive_failures: cx.int(&Some(ps.consecutive_failures.clone()), format!("{pkey}.consecutive_failures"), 1, 1_000_000, 5) as u32,
-            eject_for: cx.duration(&Some(ps.eject_for.clone()), format!("{pkey}.eject_for"), Duration::from_secs(30)),
+            consecutive_failures: cx.int(
+                &Some(ps.consecutive_failures.clone()),
+                format!("{pkey}.consecutive_failures"),
+                1,
+                1_000_000,
+                5,
+            ) as u32,
+            eject_for: cx.duration(
+                &Some(ps.eject_for.clone()),
+                format!("{pkey}.eject_for"),
+                Duration::from_secs(30),
+            ),
         }
     });
-    let slow_start = p.slow_start.as_ref().map(|_| cx.duration(&p.slow_start, format!("{key}.slow_start"), Duration::ZERO));
-    cx.unsupported(&p.backend_tls, format!("{key}.backend_tls"), "TLS to backends is not available yet");
-    cx.unsupported(&p.http2, format!("{key}.http2"), "`http2` is an HTTP-mode key and HTTP mode is not available yet");
-    cx.unsupported(&p.sticky_cookie, format!("{key}.sticky_cookie"), "`sticky_cookie` is an HTTP-mode key and HTTP mode is not available yet");
+    let slow_start = p
+        .slow_start
+        .as_ref()
+        .map(|_| cx.duration(&p.slow_start, format!("{key}.slow_start"), Duration::ZERO));
+    cx.unsupported(
+        &p.backend_tls,
+        format!("{key}.backend_tls"),
+        "TLS to backends is not available yet",
+    );
+    cx.unsupported(
+        &p.http2,
+        format!("{key}.http2"),
+        "`http2` is an HTTP-mode key and HTTP mode is not available yet",
+    );
+    cx.unsupported(
+        &p.sticky_cookie,
+        format!("{key}.sticky_cookie"),
+        "`sticky_cookie` is an HTTP-mode key and HTTP mode is not available yet",
+    );
 
     Some(Pool {
         name: p.name.get_ref().clone(),
@@ -449,11 +604,22 @@ fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
 }
 
 fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
-    let interval = cx.duration(&h.interval, format!("{key}.interval"), Duration::from_secs(2));
+    let interval = cx.duration(
+        &h.interval,
+        format!("{key}.interval"),
+        Duration::from_secs(2),
+    );
     let timeout = cx.duration(&h.timeout, format!("{key}.timeout"), Duration::from_secs(1));
-    for (v, name, d) in [(&h.interval, "interval", interval), (&h.timeout, "timeout", timeout)] {
+    for (v, name, d) in [
+        (&h.interval, "interval", interval),
+        (&h.timeout, "timeout", timeout),
+    ] {
         if let (Some(v), true) = (v, d.is_zero()) {
-            cx.err(v.span(), format!("{key}.{name}"), format!("{name} must be greater than 0"));
+            cx.err(
+                v.span(),
+                format!("{key}.{name}"),
+                format!("{name} must be greater than 0"),
+            );
         }
     }
     if timeout > interval {
@@ -468,12 +634,17 @@ fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
     let rise = cx.int(&h.rise, format!("{key}.rise"), 1, 1000, 2) as u32;
     let fall = cx.int(&h.fall, format!("{key}.fall"), 1, 1000, 3) as u32;
     let http_only = |cx: &mut Ctx<'_>, kind: &str| {
-        for (v, name) in [(h.path.as_ref().map(|p| p.span()), "path"), (h.expect_status.as_ref().map(|p| p.span()), "expect_status")] {
+        for (v, name) in [
+            (h.path.as_ref().map(|p| p.span()), "path"),
+            (h.expect_status.as_ref().map(|p| p.span()), "expect_status"),
+        ] {
             if let Some(span) = v {
                 cx.push(
-                    Diagnostic::error(format!("`{name}` applies only to kind = \"http\", not \"{kind}\""))
-                        .at(span)
-                        .key(format!("{key}.{name}")),
+                    Diagnostic::error(format!(
+                        "`{name}` applies only to kind = \"http\", not \"{kind}\""
+                    ))
+                    .at(span)
+                    .key(format!("{key}.{name}")),
                 );
             }
         }
@@ -484,36 +655,72 @@ fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
             Some(HealthKind::Tcp)
         }
         "http" => {
-            let path = h.path.as_ref().map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
+            let path = h
+                .path
+                .as_ref()
+                .map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
             if !path.starts_with('/') || path.chars().any(|c| c.is_ascii_control() || c == ' ') {
                 if let Some(p) = &h.path {
-                    cx.err(p.span(), format!("{key}.path"), format!("expected a path starting with '/', without spaces, found \"{path}\""));
+                    cx.err(
+                        p.span(),
+                        format!("{key}.path"),
+                        format!(
+                            "expected a path starting with '/', without spaces, found \"{path}\""
+                        ),
+                    );
                 }
             }
-            let expect_status = cx.int(&h.expect_status, format!("{key}.expect_status"), 100, 599, 200) as u16;
-            Some(HealthKind::Http { path, expect_status })
+            let expect_status = cx.int(
+                &h.expect_status,
+                format!("{key}.expect_status"),
+                100,
+                599,
+                200,
+            ) as u16;
+            Some(HealthKind::Http {
+                path,
+                expect_status,
+            })
         }
         k @ ("udp" | "dns") => {
             cx.push(
-                Diagnostic::error(format!("health kind \"{k}\" is for UDP pools, which this version of lb does not serve"))
-                    .at(h.kind.span())
-                    .key(format!("{key}.kind")),
+                Diagnostic::error(format!(
+                    "health kind \"{k}\" is for UDP pools, which this version of lb does not serve"
+                ))
+                .at(h.kind.span())
+                .key(format!("{key}.kind")),
             );
             None
         }
         other => {
-            cx.err(h.kind.span(), format!("{key}.kind"), format!("expected one of \"tcp\", \"http\", \"udp\", \"dns\", found \"{other}\""));
+            cx.err(
+                h.kind.span(),
+                format!("{key}.kind"),
+                format!("expected one of \"tcp\", \"http\", \"udp\", \"dns\", found \"{other}\""),
+            );
             None
         }
     };
-    for (v, name) in [(&h.send, "send"), (&h.expect, "expect"), (&h.query, "query")] {
+    for (v, name) in [
+        (&h.send, "send"),
+        (&h.expect, "expect"),
+        (&h.query, "query"),
+    ] {
         if let Some(v) = v {
             cx.push(
-                Diagnostic::error(format!("`{name}` applies only to UDP health checks (kind = \"udp\" or \"dns\")"))
-                    .at(v.span())
-                    .key(format!("{key}.{name}")),
+                Diagnostic::error(format!(
+                    "`{name}` applies only to UDP health checks (kind = \"udp\" or \"dns\")"
+                ))
+                .at(v.span())
+                .key(format!("{key}.{name}")),
             );
         }
     }
-    Some(Health { kind: kind?, interval, timeout, rise, fall })
+    Some(Health {
+        kind: kind?,
+        interval,
+        timeout,
+        rise,
+        fall,
+    })
 }

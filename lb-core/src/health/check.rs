@@ -17,7 +17,11 @@ use crate::pool::Pool;
 const MAX_STATUS_LINE: usize = 1024;
 
 /// Runs one probe; `Ok` carries a short description for status, `Err` the reason it failed.
-pub async fn probe(kind: &HealthKind, addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+pub async fn probe(
+    kind: &HealthKind,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String, String> {
     match tokio::time::timeout(timeout, probe_inner(kind, addr)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {timeout:?}")),
@@ -25,22 +29,33 @@ pub async fn probe(kind: &HealthKind, addr: SocketAddr, timeout: Duration) -> Re
 }
 
 async fn probe_inner(kind: &HealthKind, addr: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     match kind {
         HealthKind::Tcp => Ok("connected".into()),
-        HealthKind::Http { path, expect_status } => {
+        HealthKind::Http {
+            path,
+            expect_status,
+        } => {
             let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lb-health-check\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| format!("write: {e}"))?;
             let mut buf = vec![0u8; MAX_STATUS_LINE];
             let mut n = 0;
             while !buf[..n].contains(&b'\n') && n < buf.len() {
-                let k = s.read(&mut buf[n..]).await.map_err(|e| format!("read: {e}"))?;
+                let k = s
+                    .read(&mut buf[n..])
+                    .await
+                    .map_err(|e| format!("read: {e}"))?;
                 if k == 0 {
                     break;
                 }
                 n += k;
             }
-            let status = parse_status(&buf[..n]).ok_or_else(|| "no valid HTTP status line".to_string())?;
+            let status =
+                parse_status(&buf[..n]).ok_or_else(|| "no valid HTTP status line".to_string())?;
             if status == *expect_status {
                 Ok(format!("HTTP {status}"))
             } else {
@@ -124,7 +139,10 @@ mod tests {
     #[test]
     fn status_lines() {
         assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status(b"HTTP/1.1 204\r\n"), Some(204));
         assert_eq!(parse_status(b"HTTP/2 200\r\n"), None);
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
@@ -145,7 +163,11 @@ mod tests {
             while let Ok((mut s, _)) = l.accept().await {
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let _ = s
+                    .write_all(
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                    )
+                    .await;
             }
         });
         addr
@@ -155,18 +177,31 @@ mod tests {
     async fn http_probe_checks_status() {
         let good = http_server(200).await;
         let bad = http_server(500).await;
-        let kind = HealthKind::Http { path: "/healthz".into(), expect_status: 200 };
-        assert_eq!(probe(&kind, good, Duration::from_secs(1)).await, Ok("HTTP 200".into()));
-        assert_eq!(probe(&kind, bad, Duration::from_secs(1)).await, Err("HTTP 500, expected 200".into()));
+        let kind = HealthKind::Http {
+            path: "/healthz".into(),
+            expect_status: 200,
+        };
+        assert_eq!(
+            probe(&kind, good, Duration::from_secs(1)).await,
+            Ok("HTTP 200".into())
+        );
+        assert_eq!(
+            probe(&kind, bad, Duration::from_secs(1)).await,
+            Err("HTTP 500, expected 200".into())
+        );
     }
 
     #[tokio::test]
     async fn tcp_probe_fails_on_closed_port() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
-        assert!(probe(&HealthKind::Tcp, addr, Duration::from_secs(1)).await.is_ok());
+        assert!(probe(&HealthKind::Tcp, addr, Duration::from_secs(1))
+            .await
+            .is_ok());
         drop(l);
-        let e = probe(&HealthKind::Tcp, addr, Duration::from_secs(1)).await.expect_err("closed");
+        let e = probe(&HealthKind::Tcp, addr, Duration::from_secs(1))
+            .await
+            .expect_err("closed");
         assert!(e.starts_with("connect:"), "{e}");
     }
 
@@ -175,8 +210,13 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         // Accepts (kernel backlog) but never answers the GET.
-        let kind = HealthKind::Http { path: "/".into(), expect_status: 200 };
-        let e = probe(&kind, addr, Duration::from_millis(200)).await.expect_err("silent");
+        let kind = HealthKind::Http {
+            path: "/".into(),
+            expect_status: 200,
+        };
+        let e = probe(&kind, addr, Duration::from_millis(200))
+            .await
+            .expect_err("silent");
         assert!(e.contains("timed out"), "{e}");
         drop(l);
     }

@@ -38,7 +38,14 @@ impl HealthState {
     /// A new backend starts up, as in HAProxy and nginx, so traffic flows before the first
     /// check; until a check has succeeded, one failed check is enough to take it down.
     pub fn new() -> Self {
-        Self { up: true, checked: false, ok_streak: 0, fail_streak: 0, traffic_failures: 0, ejected_until: None }
+        Self {
+            up: true,
+            checked: false,
+            ok_streak: 0,
+            fail_streak: 0,
+            traffic_failures: 0,
+            ejected_until: None,
+        }
     }
 
     pub fn is_up(&self) -> bool {
@@ -74,14 +81,21 @@ impl HealthState {
     }
 
     /// Records the outcome of a real connection attempt (passive outlier detection).
-    pub fn on_traffic(&mut self, ok: bool, passive: Option<&Passive>, now: Instant) -> Option<Change> {
+    pub fn on_traffic(
+        &mut self,
+        ok: bool,
+        passive: Option<&Passive>,
+        now: Instant,
+    ) -> Option<Change> {
         if ok {
             self.traffic_failures = 0;
             return None;
         }
         let p = passive?;
         self.traffic_failures = self.traffic_failures.saturating_add(1);
-        if self.traffic_failures >= p.consecutive_failures && self.ejected_until.is_none_or(|t| t <= now) {
+        if self.traffic_failures >= p.consecutive_failures
+            && self.ejected_until.is_none_or(|t| t <= now)
+        {
             self.traffic_failures = 0;
             let until = now + p.eject_for;
             self.ejected_until = Some(until);
@@ -137,14 +151,20 @@ mod tests {
 
     #[test]
     fn passive_ejection_and_restore() {
-        let p = Passive { consecutive_failures: 2, eject_for: Duration::from_secs(10) };
+        let p = Passive {
+            consecutive_failures: 2,
+            eject_for: Duration::from_secs(10),
+        };
         let t0 = Instant::now();
         let mut h = HealthState::new();
         assert_eq!(h.on_traffic(false, Some(&p), t0), None);
         assert_eq!(h.on_traffic(true, Some(&p), t0), None, "success resets");
         assert_eq!(h.on_traffic(false, Some(&p), t0), None);
         let until = t0 + Duration::from_secs(10);
-        assert_eq!(h.on_traffic(false, Some(&p), t0), Some(Change::Ejected { until }));
+        assert_eq!(
+            h.on_traffic(false, Some(&p), t0),
+            Some(Change::Ejected { until })
+        );
         assert_eq!(h.on_tick(t0 + Duration::from_secs(9)), None);
         assert_eq!(h.on_tick(until), Some(Change::Restored));
         assert_eq!(h.ejected_until(), None);

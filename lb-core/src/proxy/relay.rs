@@ -2,9 +2,9 @@
 //! correct half-close (a FIN from one side becomes a write-shutdown on the other while the
 //! reverse direction keeps flowing), an idle timeout, and cancellation for shutdown.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::io;
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
@@ -84,6 +84,10 @@ pub struct Activity {
 }
 
 impl Activity {
+    fn is_empty(&self) -> bool {
+        self.from_client.load(Relaxed) == 0 && self.from_backend.load(Relaxed) == 0
+    }
+
     pub fn moved(&self, from: Side, n: u64) {
         let c = match from {
             Side::Client => &self.from_client,
@@ -102,7 +106,11 @@ pub async fn relay(
     idle: Duration,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let act = Activity { from_client: AtomicU64::new(0), from_backend: AtomicU64::new(0), last_ms: AtomicU64::new(crate::clock::now_ms()) };
+    let act = Activity {
+        from_client: AtomicU64::new(0),
+        from_backend: AtomicU64::new(0),
+        last_ms: AtomicU64::new(crate::clock::now_ms()),
+    };
     let up = pump(client, backend, &act, Side::Client, mode);
     let down = pump(backend, client, &act, Side::Backend, mode);
     tokio::pin!(up, down);
@@ -125,6 +133,9 @@ pub async fn relay(
             r = &mut down, if !down_done => {
                 down_done = true;
                 match r {
+                    // The backend closed before a byte moved either way: leave the client
+                    // untouched so it can be retried on another backend.
+                    Ok(()) if !up_done && act.is_empty() => break End::BackendFin,
                     Ok(()) => {
                         first_fin.get_or_insert(Side::Backend);
                         let _ = SockRef::from(client).shutdown(Shutdown::Write);
@@ -148,7 +159,23 @@ pub async fn relay(
             };
         }
     };
-    Outcome { from_client: act.from_client.load(Relaxed), from_backend: act.from_backend.load(Relaxed), end }
+    Outcome {
+        from_client: act.from_client.load(Relaxed),
+        from_backend: act.from_backend.load(Relaxed),
+        end,
+    }
+}
+
+impl Outcome {
+    /// The backend failed or closed before a single byte was read from either side while
+    /// the client was still open: nothing was lost, so the client can be handed to another
+    /// backend as if the connect had failed (a backend that dies resets or closes the
+    /// connections still in its accept queue).
+    pub fn retryable(&self) -> bool {
+        self.from_client == 0
+            && self.from_backend == 0
+            && matches!(self.end, End::BackendError(_) | End::BackendFin)
+    }
 }
 
 fn error_end(side: Side, e: io::Error) -> End {
@@ -158,7 +185,13 @@ fn error_end(side: Side, e: io::Error) -> End {
     }
 }
 
-async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, side: Side, mode: RelayMode) -> Result<(), (Side, io::Error)> {
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    act: &Activity,
+    side: Side,
+    mode: RelayMode,
+) -> Result<(), (Side, io::Error)> {
     match mode {
         #[cfg(target_os = "linux")]
         RelayMode::Splice => super::splice::pump(from, to, act, side).await,
@@ -167,7 +200,12 @@ async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, side: Side, mode
 }
 
 /// Buffered copy: wait for data, then borrow a buffer for just this burst.
-async fn copy_pump(from: &TcpStream, to: &TcpStream, act: &Activity, side: Side) -> Result<(), (Side, io::Error)> {
+async fn copy_pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    act: &Activity,
+    side: Side,
+) -> Result<(), (Side, io::Error)> {
     let to_side = side.other();
     loop {
         from.readable().await.map_err(|e| (side, e))?;
@@ -178,14 +216,18 @@ async fn copy_pump(from: &TcpStream, to: &TcpStream, act: &Activity, side: Side)
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err((side, e)),
         };
+        // Counted as soon as read: once bytes left the client's socket, a retry on another
+        // backend would lose them, so the counts say whether a retry is safe.
+        act.moved(side, n as u64);
         let mut off = 0;
         while off < n {
             match to.try_write(&buf[off..n]) {
                 Ok(k) => off += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await.map_err(|e| (to_side, e))?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    to.writable().await.map_err(|e| (to_side, e))?
+                }
                 Err(e) => return Err((to_side, e)),
             }
         }
-        act.moved(side, n as u64);
     }
 }

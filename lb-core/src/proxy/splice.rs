@@ -30,7 +30,12 @@ impl Pipe {
 }
 
 /// Moves bytes from `from` to `to` until `from` reaches EOF.
-pub async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, from_side: Side) -> Result<(), (Side, io::Error)> {
+pub async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    act: &Activity,
+    from_side: Side,
+) -> Result<(), (Side, io::Error)> {
     let to_side = from_side.other();
     let mut pipe: Option<Pipe> = None;
     loop {
@@ -48,6 +53,7 @@ pub async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, from_side: S
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err((from_side, e)),
         };
+        act.moved(from_side, n as u64);
         let mut left = n;
         while left > 0 {
             to.writable().await.map_err(|e| (to_side, e))?;
@@ -59,6 +65,5 @@ pub async fn pump(from: &TcpStream, to: &TcpStream, act: &Activity, from_side: S
                 Err(e) => return Err((to_side, e)),
             }
         }
-        act.moved(from_side, n as u64);
     }
 }

@@ -33,7 +33,11 @@ pub struct PairMetrics {
 
 impl PairMetrics {
     fn new(listener: &str, pool: &str, backend: &str) -> Self {
-        let l = [("listener", listener.to_string()), ("pool", pool.to_string()), ("backend", backend.to_string())];
+        let l = [
+            ("listener", listener.to_string()),
+            ("pool", pool.to_string()),
+            ("backend", backend.to_string()),
+        ];
         let dir = |d: &'static str| {
             let mut v = l.to_vec();
             v.push(("direction", d.to_string()));
@@ -58,8 +62,16 @@ pub struct Route {
 
 impl Route {
     pub fn new(listener: config::Listener, pool: Arc<Pool>) -> Self {
-        let metrics = pool.backends.iter().map(|b| PairMetrics::new(&listener.name, pool.name(), &b.id)).collect();
-        Self { listener, pool, metrics }
+        let metrics = pool
+            .backends
+            .iter()
+            .map(|b| PairMetrics::new(&listener.name, pool.name(), &b.id))
+            .collect();
+        Self {
+            listener,
+            pool,
+            metrics,
+        }
     }
 }
 
@@ -73,7 +85,11 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(global_max: u64) -> Self {
-        Self { global_max, global_active: AtomicU64::new(0), last_reject_log_ms: AtomicU64::new(0) }
+        Self {
+            global_max,
+            global_active: AtomicU64::new(0),
+            last_reject_log_ms: AtomicU64::new(0),
+        }
     }
 }
 
@@ -116,7 +132,12 @@ pub struct Context {
 }
 
 /// Accepts until `stop` is cancelled, then drops the socket (stops accepting).
-pub async fn accept_loop(socket: TcpListener, shared: Arc<ListenerShared>, cx: Context, stop: CancellationToken) {
+pub async fn accept_loop(
+    socket: TcpListener,
+    shared: Arc<ListenerShared>,
+    cx: Context,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
@@ -130,7 +151,9 @@ pub async fn accept_loop(socket: TcpListener, shared: Arc<ListenerShared>, cx: C
             },
             () = stop.cancelled() => return,
         };
-        let Some(guard) = admit(&shared, &cx.limits) else { continue };
+        let Some(guard) = admit(&shared, &cx.limits) else {
+            continue;
+        };
         let route = shared.route.load_full();
         let cx2 = cx.clone();
         cx.tracker.spawn(async move {
@@ -159,7 +182,10 @@ fn admit(shared: &Arc<ListenerShared>, limits: &Arc<Limits>) -> Option<Admission
     let local = shared.active.fetch_add(1, Relaxed) + 1;
     if global <= limits.global_max && local <= max {
         shared.total.fetch_add(1, Relaxed);
-        return Some(Admission { shared: shared.clone(), limits: limits.clone() });
+        return Some(Admission {
+            shared: shared.clone(),
+            limits: limits.clone(),
+        });
     }
     shared.active.fetch_sub(1, Relaxed);
     limits.global_active.fetch_sub(1, Relaxed);
@@ -174,7 +200,12 @@ fn admit(shared: &Arc<ListenerShared>, limits: &Arc<Limits>) -> Option<Admission
     // Log at most once a second: a flood must not turn into a log flood.
     let now = crate::clock::now_ms();
     let last = limits.last_reject_log_ms.load(Relaxed);
-    if now.saturating_sub(last) >= 1000 && limits.last_reject_log_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+    if now.saturating_sub(last) >= 1000
+        && limits
+            .last_reject_log_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
         tracing::warn!(listener = %shared.name, "refusing connections: {reason} reached");
     }
     None
@@ -194,54 +225,79 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
     let start = Instant::now();
     let pool = &route.pool;
     let l = &route.listener;
+    let passive = pool.config.passive.as_ref();
     let _ = client.set_nodelay(true);
     let key = key_of(pool, peer);
     let mut attempt = Attempt::default();
     let mut last_error: Option<String> = None;
-    let connected = loop {
-        let Some(i) = RNG.with(|r| pool.next(key, &mut attempt, &mut r.borrow_mut())) else { break None };
+    while let Some(i) = RNG.with(|r| pool.next(key, &mut attempt, &mut r.borrow_mut())) {
         let b = &pool.backends[i];
         b.active.fetch_add(1, Relaxed);
-        let err = match tokio::time::timeout(l.connect_timeout, TcpStream::connect(b.addr)).await {
-            Ok(Ok(s)) => {
-                b.record_traffic(true, pool.config.passive.as_ref(), "");
-                break Some((i, s));
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("connect timeout after {:?}", l.connect_timeout),
-        };
+        let upstream =
+            match tokio::time::timeout(l.connect_timeout, TcpStream::connect(b.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    last_error = Some(format!("{}: {e}", b.id));
+                    connect_failed(b, passive, l, pool, last_error.as_deref());
+                    continue;
+                }
+                Err(_) => {
+                    last_error = Some(format!(
+                        "{}: connect timeout after {:?}",
+                        b.id, l.connect_timeout
+                    ));
+                    connect_failed(b, passive, l, pool, last_error.as_deref());
+                    continue;
+                }
+            };
+        let _ = upstream.set_nodelay(true);
+        b.record_traffic(true, passive, "");
+        let m = &route.metrics[i];
+        m.connections.increment(1);
+        m.active.increment(1.0);
+        let out = relay(&client, &upstream, cx.mode, l.idle_timeout, &cx.conn_cancel).await;
+        m.active.decrement(1.0);
+        if out.retryable() {
+            last_error = Some(format!("{}: reset before any byte was exchanged", b.id));
+            connect_failed(b, passive, l, pool, last_error.as_deref());
+            continue;
+        }
+        b.total.fetch_add(1, Relaxed);
         b.active.fetch_sub(1, Relaxed);
-        b.record_traffic(false, pool.config.passive.as_ref(), &err);
-        tracing::debug!(listener = %l.name, pool.name = %pool.name(), backend.addr = %b.id, error = %err, "connect failed; trying next backend");
-        last_error = Some(format!("{}: {err}", b.id));
-    };
-    let Some((i, upstream)) = connected else {
-        let why = if last_error.is_some() { "connect_failed" } else { "no_backend" };
+        b.bytes_in.fetch_add(out.from_client, Relaxed);
+        b.bytes_out.fetch_add(out.from_backend, Relaxed);
+        m.bytes_rx.increment(out.from_client);
+        m.bytes_tx.increment(out.from_backend);
         if l.access_log {
-            tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = "-", bytes_in = 0u64, bytes_out = 0u64, duration_ms = start.elapsed().as_millis() as u64, end = why, error = last_error.as_deref().unwrap_or("no backend available"));
-        } else {
-            tracing::debug!(listener = %l.name, pool.name = %pool.name(), "no backend for client {peer}: {}", last_error.as_deref().unwrap_or("none available"));
+            let detail = match out.end {
+                End::ClientError(k) | End::BackendError(k) => format!("{k:?}"),
+                _ => String::new(),
+            };
+            tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = %b.id, bytes_in = out.from_client, bytes_out = out.from_backend, duration_ms = start.elapsed().as_millis() as u64, end = out.end.as_str(), error = %detail);
         }
         return;
-    };
-    let _ = upstream.set_nodelay(true);
-    let b = &pool.backends[i];
-    let m = &route.metrics[i];
-    b.total.fetch_add(1, Relaxed);
-    m.connections.increment(1);
-    m.active.increment(1.0);
-    let out = relay(&client, &upstream, cx.mode, l.idle_timeout, &cx.conn_cancel).await;
-    b.active.fetch_sub(1, Relaxed);
-    b.bytes_in.fetch_add(out.from_client, Relaxed);
-    b.bytes_out.fetch_add(out.from_backend, Relaxed);
-    m.active.decrement(1.0);
-    m.bytes_rx.increment(out.from_client);
-    m.bytes_tx.increment(out.from_backend);
-    if l.access_log {
-        let detail = match out.end {
-            End::ClientError(k) | End::BackendError(k) => format!("{k:?}"),
-            _ => String::new(),
-        };
-        tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = %b.id, bytes_in = out.from_client, bytes_out = out.from_backend, duration_ms = start.elapsed().as_millis() as u64, end = out.end.as_str(), error = %detail);
     }
+    let why = if last_error.is_some() {
+        "connect_failed"
+    } else {
+        "no_backend"
+    };
+    if l.access_log {
+        tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = "-", bytes_in = 0u64, bytes_out = 0u64, duration_ms = start.elapsed().as_millis() as u64, end = why, error = last_error.as_deref().unwrap_or("no backend available"));
+    } else {
+        tracing::debug!(listener = %l.name, pool.name = %pool.name(), "no backend for client {peer}: {}", last_error.as_deref().unwrap_or("none available"));
+    }
+}
+
+fn connect_failed(
+    b: &crate::backend::Backend,
+    passive: Option<&config::Passive>,
+    l: &config::Listener,
+    pool: &Pool,
+    err: Option<&str>,
+) {
+    b.active.fetch_sub(1, Relaxed);
+    let err = err.unwrap_or("");
+    b.record_traffic(false, passive, err);
+    tracing::debug!(listener = %l.name, pool.name = %pool.name(), error = %err, "backend failed; trying the next one");
 }

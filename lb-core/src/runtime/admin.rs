@@ -49,7 +49,12 @@ pub async fn serve(sock: TcpListener, shared: Arc<Shared>, stop: CancellationTok
 }
 
 fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
-    let token = shared.loaded.config.admin.as_ref().and_then(|a| a.token.as_deref());
+    let token = shared
+        .loaded
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.as_deref());
     let authorized = token.is_none_or(|t| {
         req.headers()
             .get(AUTHORIZATION)
@@ -58,17 +63,30 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes()))
     });
     let path = req.uri().path().to_string();
-    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (req.method(), segs.as_slice()) {
         (&Method::GET, _) if !authorized && !peer.ip().is_loopback() => unauthorized(),
         (&Method::POST, _) if !authorized => unauthorized(),
         (&Method::GET, ["metrics"]) => {
-            let body = shared.prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
-            with_type(Response::new(Full::new(Bytes::from(body))), "text/plain; version=0.0.4")
+            let body = shared
+                .prometheus
+                .as_ref()
+                .map(|h| h.render())
+                .unwrap_or_default();
+            with_type(
+                Response::new(Full::new(Bytes::from(body))),
+                "text/plain; version=0.0.4",
+            )
         }
         (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, &status::status(shared)),
-        (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => backend_action(shared, pool, addr, action),
+        (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => {
+            backend_action(shared, pool, addr, action)
+        }
         (&Method::POST, ["api", "reload"]) => error(
             StatusCode::NOT_IMPLEMENTED,
             "hot reload is not available in this version of lb; restart it to apply a new config",
@@ -77,7 +95,9 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             Response::new(Full::new(Bytes::from_static(INDEX.as_bytes()))),
             "text/plain; charset=utf-8",
         ),
-        (_, ["metrics"] | ["api", "status"] | []) | (_, ["api", "reload"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, ["metrics"] | ["api", "status"] | []) | (_, ["api", "reload"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }
@@ -89,16 +109,27 @@ fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp
         "drain" => AdminState::Draining,
         "disable" => AdminState::Disabled,
         "enable" => AdminState::Enabled,
-        other => return error(StatusCode::NOT_FOUND, &format!("unknown action \"{other}\"; use drain, disable or enable")),
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("unknown action \"{other}\"; use drain, disable or enable"),
+            )
+        }
     };
     let Some(p) = shared.pools.iter().find(|p| p.name() == pool) else {
         return error(StatusCode::NOT_FOUND, &format!("no pool \"{pool}\""));
     };
     let Some(b) = p.find(addr) else {
-        return error(StatusCode::NOT_FOUND, &format!("pool \"{pool}\" has no backend \"{addr}\""));
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("pool \"{pool}\" has no backend \"{addr}\""),
+        );
     };
     b.set_admin_state(state);
-    json_response(StatusCode::OK, &json!({ "pool": pool, "backend": b.id, "state": b.state().as_str() }))
+    json_response(
+        StatusCode::OK,
+        &json!({ "pool": pool, "backend": b.id, "state": b.state().as_str() }),
+    )
 }
 
 fn percent_decode(s: &str) -> String {
@@ -125,12 +156,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn with_type(mut r: Resp, ct: &'static str) -> Resp {
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
-    let mut r = with_type(Response::new(Full::new(Bytes::from(v.to_string()))), "application/json");
+    let mut r = with_type(
+        Response::new(Full::new(Bytes::from(v.to_string()))),
+        "application/json",
+    );
     *r.status_mut() = status;
     r
 }
@@ -141,7 +176,10 @@ fn error(status: StatusCode, msg: &str) -> Resp {
 
 fn unauthorized() -> Resp {
     let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"lb-admin\""));
+    r.headers_mut().insert(
+        "www-authenticate",
+        HeaderValue::from_static("Bearer realm=\"lb-admin\""),
+    );
     r
 }
 

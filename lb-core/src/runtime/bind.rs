@@ -20,9 +20,16 @@ const BACKLOG: i32 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error("listener \"{listener}\": cannot listen on {addr}: {source}")]
-    Listener { listener: String, addr: SocketAddr, source: std::io::Error },
+    Listener {
+        listener: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("admin: cannot listen on {addr}: {source}")]
-    Admin { addr: SocketAddr, source: std::io::Error },
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A config with all its sockets bound, ready to run.
@@ -37,7 +44,11 @@ pub struct Bound {
 impl Bound {
     /// Actual listener addresses (port 0 in the config becomes the port the kernel chose).
     pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.shared.listeners.iter().map(|(l, a)| (l.name.clone(), *a)).collect()
+        self.shared
+            .listeners
+            .iter()
+            .map(|(l, a)| (l.name.clone(), *a))
+            .collect()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -67,7 +78,11 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<StdListener> {
 }
 
 /// Binds everything `loaded` asks for. Nothing is left bound on error.
-pub fn bind(loaded: Loaded, threading: Threading, prometheus: Option<PrometheusHandle>) -> Result<Bound, BindError> {
+pub fn bind(
+    loaded: Loaded,
+    threading: Threading,
+    prometheus: Option<PrometheusHandle>,
+) -> Result<Bound, BindError> {
     let cfg = &loaded.config;
     let workers = match cfg.global.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -77,11 +92,19 @@ pub fn bind(loaded: Loaded, threading: Threading, prometheus: Option<PrometheusH
         Threading::PerCore => workers,
         Threading::WorkStealing => 1,
     };
-    let pools: Vec<Arc<Pool>> = cfg.pools.iter().map(|p| Arc::new(Pool::new(p, None))).collect();
+    let pools: Vec<Arc<Pool>> = cfg
+        .pools
+        .iter()
+        .map(|p| Arc::new(Pool::new(p, None)))
+        .collect();
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
     for l in &cfg.listeners {
-        let err = |source| BindError::Listener { listener: l.name.clone(), addr: l.bind, source };
+        let err = |source| BindError::Listener {
+            listener: l.name.clone(),
+            addr: l.bind,
+            source,
+        };
         let first = listen(l.bind, per_listener > 1).map_err(err)?;
         // With port 0 the kernel picks a port; the other workers' sockets must share it.
         let actual = first.local_addr().map_err(err)?;
@@ -94,7 +117,10 @@ pub fn bind(loaded: Loaded, threading: Threading, prometheus: Option<PrometheusH
         listeners.push((Arc::new(ListenerShared::new(route)), actual));
     }
     let admin = match &cfg.admin {
-        Some(a) => Some(listen(a.bind, false).map_err(|source| BindError::Admin { addr: a.bind, source })?),
+        Some(a) => Some(listen(a.bind, false).map_err(|source| BindError::Admin {
+            addr: a.bind,
+            source,
+        })?),
         None => None,
     };
     let (phase, _) = tokio::sync::watch::channel(Phase::Starting);
@@ -109,5 +135,9 @@ pub fn bind(loaded: Loaded, threading: Threading, prometheus: Option<PrometheusH
         workers,
         threading,
     });
-    Ok(Bound { shared, sockets, admin })
+    Ok(Bound {
+        shared,
+        sockets,
+        admin,
+    })
 }

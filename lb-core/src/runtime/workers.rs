@@ -41,7 +41,11 @@ impl Bound {
     {
         let shared = self.shared.clone();
         let g = &shared.loaded.config.global;
-        let mode = if g.splice && cfg!(target_os = "linux") { RelayMode::Splice } else { RelayMode::Copy };
+        let mode = if g.splice && cfg!(target_os = "linux") {
+            RelayMode::Splice
+        } else {
+            RelayMode::Copy
+        };
         let stops = Stops {
             accept: CancellationToken::new(),
             exit: CancellationToken::new(),
@@ -60,10 +64,18 @@ impl Bound {
                         .sockets
                         .iter()
                         .enumerate()
-                        .filter_map(|(li, group)| Some((shared.listeners[li].0.clone(), group.get(w)?.try_clone().ok()?)))
+                        .filter_map(|(li, group)| {
+                            Some((
+                                shared.listeners[li].0.clone(),
+                                group.get(w)?.try_clone().ok()?,
+                            ))
+                        })
                         .collect();
-                    let (accept, exit, cx) = (stops.accept.clone(), stops.exit.clone(), stops.cx.clone());
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    let (accept, exit, cx) =
+                        (stops.accept.clone(), stops.exit.clone(), stops.cx.clone());
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
                     threads.push(std::thread::Builder::new().name(format!("lb-worker-{w}")).spawn(move || {
                         rt.block_on(async move {
                             for (l, sock) in mine {
@@ -79,7 +91,9 @@ impl Bound {
                     })?);
                 }
                 drop(self.sockets);
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(control(shared, self.admin, stops, shutdown));
                 for t in threads {
                     let _ = t.join();
@@ -98,7 +112,12 @@ impl Bound {
                         let l = shared.listeners[li].0.clone();
                         for sock in group {
                             let sock = tokio::net::TcpListener::from_std(sock)?;
-                            tokio::spawn(accept_loop(sock, l.clone(), stops.cx.clone(), stops.accept.clone()));
+                            tokio::spawn(accept_loop(
+                                sock,
+                                l.clone(),
+                                stops.cx.clone(),
+                                stops.accept.clone(),
+                            ));
                         }
                     }
                     control(shared, admin, stops, shutdown).await;
@@ -110,8 +129,12 @@ impl Bound {
     }
 }
 
-async fn control<F, Fut>(shared: Arc<Shared>, admin_sock: Option<std::net::TcpListener>, stops: Stops, shutdown: F)
-where
+async fn control<F, Fut>(
+    shared: Arc<Shared>,
+    admin_sock: Option<std::net::TcpListener>,
+    stops: Stops,
+    shutdown: F,
+) where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -137,12 +160,25 @@ where
     shared.phase.send_replace(Phase::Draining);
     stops.accept.cancel();
     stops.cx.tracker.close();
-    let open = stops.cx.limits.global_active.load(std::sync::atomic::Ordering::Relaxed);
+    let open = stops
+        .cx
+        .limits
+        .global_active
+        .load(std::sync::atomic::Ordering::Relaxed);
     let grace = shared.loaded.config.global.shutdown_timeout;
-    tracing::info!(open_connections = open, "shutting down: stopped accepting; waiting up to {grace:?} for open connections");
-    if tokio::time::timeout(grace, stops.cx.tracker.wait()).await.is_err() {
+    tracing::info!(
+        open_connections = open,
+        "shutting down: stopped accepting; waiting up to {grace:?} for open connections"
+    );
+    if tokio::time::timeout(grace, stops.cx.tracker.wait())
+        .await
+        .is_err()
+    {
         let left = stops.cx.tracker.len();
-        tracing::warn!(closing = left, "shutdown_timeout reached; closing the remaining connections");
+        tracing::warn!(
+            closing = left,
+            "shutdown_timeout reached; closing the remaining connections"
+        );
         stops.cx.conn_cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), stops.cx.tracker.wait()).await;
     }

@@ -5,12 +5,22 @@ use crate::hash::ip_key;
 use proptest::prelude::*;
 
 fn members(n: usize) -> Vec<Member> {
-    (0..n).map(|i| Member { id: format!("10.0.{}.{}:80", i / 250, i % 250 + 1), weight: 1 }).collect()
+    (0..n)
+        .map(|i| Member {
+            id: format!("10.0.{}.{}:80", i / 250, i % 250 + 1),
+            weight: 1,
+        })
+        .collect()
 }
 
 fn pick(t: &Maglev, v: &FakeView, key: u64) -> Option<usize> {
     let mut rng = fastrand::Rng::with_seed(0);
-    t.select(Pick { key, view: v, tried: &Tried::default(), rng: &mut rng })
+    t.select(Pick {
+        key,
+        view: v,
+        tried: &Tried::default(),
+        rng: &mut rng,
+    })
 }
 
 fn keys(count: usize, seed: u64) -> Vec<u64> {
@@ -26,7 +36,14 @@ fn same_config_same_picks_pinned() {
     let t = Maglev::new(&ms, DEFAULT_TABLE_SIZE, None);
     let v = FakeView::uniform(3);
     let got: Vec<usize> = (1..=12)
-        .map(|i| pick(&t, &v, ip_key(format!("192.168.0.{i}").parse().expect("ip"))).expect("up"))
+        .map(|i| {
+            pick(
+                &t,
+                &v,
+                ip_key(format!("192.168.0.{i}").parse().expect("ip")),
+            )
+            .expect("up")
+        })
         .collect();
     assert_eq!(got, PINNED);
     // And an independently built table agrees slot for slot.

@@ -1,0 +1,319 @@
+//! Test harness: runs the real `lb` binary against in-process backends on loopback.
+#![allow(dead_code)]
+
+pub mod backends;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const LB: &str = env!("CARGO_BIN_EXE_lb");
+
+/// A unique scratch directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+pub fn write_config(name: &str, text: &str) -> PathBuf {
+    let path = scratch(name).join("lb.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A running `lb run`, killed on drop.
+pub struct Lb {
+    child: Option<Child>,
+    pub admin: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+    pub config: PathBuf,
+}
+
+impl Lb {
+    /// Starts lb with `config` (which must have `[admin] bind = "127.0.0.1:0"`) and waits
+    /// until its admin API answers.
+    pub async fn start(name: &str, config: &str) -> Lb {
+        Self::start_with(name, config, &[]).await
+    }
+
+    pub async fn start_with(name: &str, config: &str, extra: &[&str]) -> Lb {
+        let path = write_config(name, config);
+        let mut child = Command::new(LB)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lb");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let l2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l2.lock().expect("logs").push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut lb = Lb {
+            child: Some(child),
+            admin: "127.0.0.1:1".parse().expect("addr"),
+            logs,
+            lines: rx,
+            config: path,
+        };
+        let line = lb.wait_log("admin API on http://", Duration::from_secs(20));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .expect("admin addr");
+        lb.admin = addr.parse().expect("admin addr parses");
+        lb.wait_log("lb ready", Duration::from_secs(20));
+        lb
+    }
+
+    /// Blocks until a log line containing `needle` appears (or panics after `within`).
+    pub fn wait_log(&mut self, needle: &str, within: Duration) -> String {
+        if let Some(l) = self
+            .logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .find(|l| l.contains(needle))
+        {
+            return l.clone();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no log line with {needle:?} within {within:?}; logs:\n{}",
+                    self.logs.lock().expect("logs").join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    pub async fn status(&self) -> Value {
+        let (code, body) = http(self.admin, "GET", "/api/status", None).await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status JSON")
+    }
+
+    pub async fn metrics(&self) -> String {
+        http(self.admin, "GET", "/metrics", None).await.1
+    }
+
+    /// The bound address of listener `name`.
+    pub async fn listener(&self, name: &str) -> SocketAddr {
+        let s = self.status().await;
+        let l = s["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .find(|l| l["name"] == name)
+            .expect("listener");
+        l["bind"].as_str().expect("bind").parse().expect("addr")
+    }
+
+    pub async fn backend_state(&self, pool: &str, addr: SocketAddr) -> String {
+        let s = self.status().await;
+        let p = s["pools"]
+            .as_array()
+            .expect("pools")
+            .iter()
+            .find(|p| p["name"] == pool)
+            .expect("pool");
+        let b = p["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .find(|b| b["address"] == addr.to_string())
+            .expect("backend");
+        b["state"].as_str().expect("state").to_string()
+    }
+
+    /// Polls status until the backend reaches `state`; returns how long it took.
+    pub async fn wait_state(
+        &self,
+        pool: &str,
+        addr: SocketAddr,
+        state: &str,
+        within: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.backend_state(pool, addr).await == state {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "{addr} not {state} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal to this lb (by PID) and waits for it to exit; returns the exit code.
+    pub fn signal_and_wait(&mut self, sig: &str, within: Duration) -> Option<i32> {
+        let pid = self.pid().to_string();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(&pid)
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("lb did not exit within {within:?} after SIG{sig}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `lb <args>` to completion; returns (exit code, stdout, stderr).
+pub fn run_lb(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(LB).args(args).output().expect("run lb");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A minimal HTTP/1.0 client for the admin API.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect admin");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: lb\r\n{auth}Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Sum of a Prometheus counter/gauge over the series whose labels contain all `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One-listener config with the admin API on a kernel-chosen port.
+pub fn config(
+    algorithm: &str,
+    backends: &[(SocketAddr, &str)],
+    pool_extra: &str,
+    listener_extra: &str,
+) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, extra)| format!("  {{ addr = \"{a}\"{extra} }},"))
+        .collect();
+    format!(
+        "[global]\nworkers = 2\nshutdown_timeout = \"5s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n{listener_extra}\n\n\
+         [[pool]]\nname = \"p\"\nalgorithm = \"{algorithm}\"\nbackends = [\n{}\n]\n{pool_extra}\n",
+        list.join("\n")
+    )
+}
+
+/// Connects through lb and returns the backend's name line.
+pub async fn fetch_name(lb: SocketAddr) -> std::io::Result<String> {
+    fetch_name_from(lb, None).await
+}
+
+/// Same, from a chosen local address (e.g. 127.0.0.7) to vary the source IP.
+pub async fn fetch_name_from(
+    lb: SocketAddr,
+    local: Option<std::net::IpAddr>,
+) -> std::io::Result<String> {
+    let mut s = match local {
+        None => TcpStream::connect(lb).await?,
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(ip, 0))?;
+            sock.connect(lb).await?
+        }
+    };
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    let name = String::from_utf8_lossy(&buf).trim().to_string();
+    if name.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed without a name",
+        ));
+    }
+    Ok(name)
+}
