@@ -269,3 +269,73 @@ impl Backend {
         self.ejected_until.load(Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pool(extra: &str) -> config::Pool {
+        let text = format!(
+            "[[listener]]\nname=\"l\"\nbind=\"127.0.0.1:1\"\npool=\"p\"\n[[pool]]\nname=\"p\"\nalgorithm=\"random\"\nbackends=[{{addr=\"127.0.0.1:2\",weight=100}}]\n{extra}\n"
+        );
+        config::load_str("t", &text)
+            .expect("valid")
+            .config
+            .pools
+            .remove(0)
+    }
+
+    #[test]
+    fn states_follow_checks_and_admin() {
+        let p = pool("");
+        let b = Backend::new(&p, &p.backends[0]);
+        assert_eq!(b.state(), State::Up);
+        b.record_check(false, "refused".into(), 2, 3);
+        assert_eq!(
+            b.state(),
+            State::Down,
+            "first failed check before any success"
+        );
+        assert!(!b.available());
+        b.record_check(true, "ok".into(), 2, 3);
+        assert_eq!(b.state(), State::Down);
+        b.record_check(true, "ok".into(), 2, 3);
+        assert_eq!(b.state(), State::Up);
+        b.set_admin_state(AdminState::Draining);
+        assert_eq!((b.state(), b.available()), (State::Draining, false));
+        b.set_admin_state(AdminState::Enabled);
+        assert!(b.available());
+        assert_eq!(b.last_check().map(|c| c.ok), Some(true));
+    }
+
+    #[test]
+    fn slow_start_ramps_weight_after_coming_back() {
+        let p = pool("slow_start = \"300ms\"");
+        let b = Backend::new(&p, &p.backends[0]);
+        assert_eq!(b.effective_weight(), 100, "no ramp at start-up");
+        b.record_check(false, "down".into(), 1, 1);
+        b.record_check(true, "up".into(), 1, 1);
+        let w = b.effective_weight();
+        assert!(w < 50, "just came up: weight {w} should be small");
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(b.effective_weight(), 100);
+    }
+
+    #[test]
+    fn passive_ejection_makes_unavailable_then_expires() {
+        let p = pool("passive = { consecutive_failures = 2, eject_for = \"200ms\" }");
+        let b = Backend::new(&p, &p.backends[0]);
+        let passive = p.passive.as_ref();
+        b.record_traffic(false, passive, "refused");
+        assert!(b.available());
+        b.record_traffic(false, passive, "refused");
+        assert!(!b.available());
+        assert_eq!(b.state(), State::Down);
+        assert_eq!(b.connect_errors.load(Relaxed), 2);
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(b.available(), "ejection expired");
+        b.tick();
+        assert_eq!(b.ejected_until_ms(), 0);
+    }
+}

@@ -40,16 +40,6 @@ mod tests {
     use super::super::*;
     use proptest::prelude::*;
 
-    fn pick(s: &dyn Selector, v: &FakeView) -> Option<usize> {
-        let mut rng = fastrand::Rng::with_seed(1);
-        s.select(Pick {
-            key: 0,
-            view: v,
-            tried: &Tried::default(),
-            rng: &mut rng,
-        })
-    }
-
     #[test]
     fn picks_the_least_loaded() {
         let v = FakeView::uniform(3);

@@ -57,3 +57,18 @@ pub fn assert_shares(counts: &[u64], weights: &[u32], tol: f64) {
         );
     }
 }
+
+/// One pick with no key, nothing tried, and a fixed-seed RNG.
+pub fn pick(s: &dyn super::Selector, v: &FakeView) -> Option<usize> {
+    pick_with(s, v, &super::Tried::default())
+}
+
+pub fn pick_with(s: &dyn super::Selector, v: &FakeView, tried: &super::Tried) -> Option<usize> {
+    let mut rng = fastrand::Rng::with_seed(1);
+    s.select(super::Pick {
+        key: 0,
+        view: v,
+        tried,
+        rng: &mut rng,
+    })
+}

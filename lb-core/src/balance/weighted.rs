@@ -51,22 +51,11 @@ mod tests {
     use super::super::*;
     use proptest::prelude::*;
 
-    fn pick(s: &dyn Selector, v: &FakeView) -> usize {
-        let mut rng = fastrand::Rng::with_seed(1);
-        s.select(Pick {
-            key: 0,
-            view: v,
-            tried: &Tried::default(),
-            rng: &mut rng,
-        })
-        .expect("a backend")
-    }
-
     #[test]
     fn nginx_sequence_without_bursts() {
         let v = FakeView::new(&[5, 1, 1]);
         let s = SmoothWeighted::new(3);
-        let seq: Vec<_> = (0..7).map(|_| pick(&s, &v)).collect();
+        let seq: Vec<_> = (0..7).map(|_| pick(&s, &v).expect("a backend")).collect();
         assert_eq!(seq, [0, 0, 1, 0, 2, 0, 0]);
     }
 
@@ -75,7 +64,7 @@ mod tests {
         let v = FakeView::new(&[2, 1]);
         v.set_up(0, false);
         let s = SmoothWeighted::new(2);
-        assert!((0..10).all(|_| pick(&s, &v) == 1));
+        assert!((0..10).all(|_| pick(&s, &v).expect("a backend") == 1));
     }
 
     proptest! {
@@ -85,7 +74,7 @@ mod tests {
             let s = SmoothWeighted::new(weights.len());
             let mut counts = vec![0u64; weights.len()];
             for _ in 0..100_000 {
-                counts[pick(&s, &v)] += 1;
+                counts[pick(&s, &v).expect("a backend")] += 1;
             }
             assert_shares(&counts, &weights, 0.01);
         }
@@ -99,7 +88,7 @@ mod tests {
             let total: u32 = weights.iter().sum();
             let mut counts = vec![0u32; weights.len()];
             for k in 1..=(total * 4) {
-                counts[pick(&s, &v)] += 1;
+                counts[pick(&s, &v).expect("a backend")] += 1;
                 for (c, w) in counts.iter().zip(&weights) {
                     let exact = f64::from(k) * f64::from(*w) / f64::from(total);
                     prop_assert!((f64::from(*c) - exact).abs() < 1.0, "{counts:?} after {k} picks of {weights:?}");

@@ -96,7 +96,9 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(parse_duration("2").expect_err("no unit").contains("needs a unit"));
+        assert!(parse_duration("2")
+            .expect_err("no unit")
+            .contains("needs a unit"));
     }
 
     proptest! {

@@ -193,25 +193,40 @@ async fn pump(
     mode: RelayMode,
 ) -> Result<(), (Side, io::Error)> {
     match mode {
+        // Splice for bulk only: small exchanges stay on the copy path (no pipe to create),
+        // and a direction switches to splice once a read fills a whole buffer.
         #[cfg(target_os = "linux")]
-        RelayMode::Splice => super::splice::pump(from, to, act, side).await,
-        _ => copy_pump(from, to, act, side).await,
+        RelayMode::Splice => match copy_pump(from, to, act, side, true).await? {
+            Flow::Eof => Ok(()),
+            Flow::Bulk => super::splice::pump(from, to, act, side).await,
+        },
+        _ => copy_pump(from, to, act, side, false).await.map(|_| ()),
     }
 }
 
-/// Buffered copy: wait for data, then borrow a buffer for just this burst.
+/// Why a copy pump returned.
+enum Flow {
+    Eof,
+    /// A read filled the buffer: this direction carries bulk data.
+    Bulk,
+}
+
+/// Buffered copy: wait for data, then borrow a buffer for just this burst. With
+/// `stop_on_bulk`, returns [`Flow::Bulk`] after forwarding the first read that filled the
+/// buffer.
 async fn copy_pump(
     from: &TcpStream,
     to: &TcpStream,
     act: &Activity,
     side: Side,
-) -> Result<(), (Side, io::Error)> {
+    stop_on_bulk: bool,
+) -> Result<Flow, (Side, io::Error)> {
     let to_side = side.other();
     loop {
         from.readable().await.map_err(|e| (side, e))?;
         let mut buf = Buf::take();
         let n = match from.try_read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(Flow::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err((side, e)),
@@ -228,6 +243,9 @@ async fn copy_pump(
                 }
                 Err(e) => return Err((to_side, e)),
             }
+        }
+        if stop_on_bulk && n == buf.len() {
+            return Ok(Flow::Bulk);
         }
     }
 }

@@ -151,7 +151,7 @@ pub async fn accept_loop(
             },
             () = stop.cancelled() => return,
         };
-        let Some(guard) = admit(&shared, &cx.limits) else {
+        let Some(guard) = admit(&shared, &cx.limits, peer) else {
             continue;
         };
         let route = shared.route.load_full();
@@ -176,7 +176,11 @@ impl Drop for Admission {
     }
 }
 
-fn admit(shared: &Arc<ListenerShared>, limits: &Arc<Limits>) -> Option<Admission> {
+fn admit(
+    shared: &Arc<ListenerShared>,
+    limits: &Arc<Limits>,
+    peer: SocketAddr,
+) -> Option<Admission> {
     let max = shared.route.load().listener.max_connections;
     let global = limits.global_active.fetch_add(1, Relaxed) + 1;
     let local = shared.active.fetch_add(1, Relaxed) + 1;
@@ -190,6 +194,9 @@ fn admit(shared: &Arc<ListenerShared>, limits: &Arc<Limits>) -> Option<Admission
     shared.active.fetch_sub(1, Relaxed);
     limits.global_active.fetch_sub(1, Relaxed);
     shared.rejected.fetch_add(1, Relaxed);
+    if shared.route.load().listener.access_log {
+        tracing::info!(target: "lb::access", client = %peer, listener = %shared.name, backend = "-", bytes_in = 0u64, bytes_out = 0u64, duration_ms = 0u64, end = if local > max { "refused_listener_limit" } else { "refused_global_limit" });
+    }
     let reason = if local > max {
         shared.rejected_listener.increment(1);
         "listener max_connections"
@@ -253,6 +260,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
         let _ = upstream.set_nodelay(true);
         b.record_traffic(true, passive, "");
         let m = &route.metrics[i];
+        b.total.fetch_add(1, Relaxed);
         m.connections.increment(1);
         m.active.increment(1.0);
         let out = relay(&client, &upstream, cx.mode, l.idle_timeout, &cx.conn_cancel).await;
@@ -262,7 +270,6 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
             connect_failed(b, passive, l, pool, last_error.as_deref());
             continue;
         }
-        b.total.fetch_add(1, Relaxed);
         b.active.fetch_sub(1, Relaxed);
         b.bytes_in.fetch_add(out.from_client, Relaxed);
         b.bytes_out.fetch_add(out.from_backend, Relaxed);

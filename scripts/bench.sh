@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of lb against HAProxy and nginx (stream) on this machine.
+#
+#   scripts/bench.sh                 # all scenarios, 3 interleaved repeats, 5 s each
+#   REPEATS=5 DURATION=10 scripts/bench.sh
+#   SCENARIOS="bulk rps" PROXIES="lb lb-copy haproxy" scripts/bench.sh
+#
+# Every proxy gets one worker pinned to CPU 0; load generators and backends run on the other
+# CPUs. Runs are interleaved (A B C A B C …) and the median is reported with the min–max
+# spread, raw and per proxy CPU-second (user+sys from /proc over the run). Results go to
+# stdout and to target/bench/results.{md,json}. Only loopback is used; every run is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPEATS=${REPEATS:-3}
+DURATION=${DURATION:-5}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn"}
+PROXIES=${PROXIES:-"direct lb lb-copy lb-ws haproxy nginx"}
+OUT=target/bench
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+need() {
+  local missing=()
+  for bin in wrk iperf3 haproxy nginx taskset; do command -v "$bin" >/dev/null || missing+=("$bin"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: wrk iperf3 haproxy nginx (missing: ${missing[*]})" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk iperf3 haproxy nginx util-linux >/dev/null
+  fi
+  # Debian ships nginx's stream proxy as a dynamic module.
+  if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+    echo "installing: libnginx-mod-stream" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-stream >/dev/null
+  fi
+}
+need
+echo "building lb (release)…" >&2
+cargo build --release --quiet
+LB=target/release/lb
+
+# Room for 10,000+ idle connections per proxy (each costs two descriptors).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+# HAProxy needs ~2.5 descriptors per connection (two sockets, plus splice pipes).
+HAPROXY_MAXCONN=$(( (NOFILE - 500) * 2 / 5 < 100000 ? (NOFILE - 500) * 2 / 5 : 100000 ))
+NCPU=$(nproc)
+PROXY_CPU=0
+LOAD_CPUS=$([ "$NCPU" -gt 1 ] && echo "1-$((NCPU - 1))" || echo 0)
+
+# Ports: backends 181xx, proxies 182xx.
+HTTP_BE=127.0.0.1:18101
+IPERF_PORT=18102
+declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205)
+
+# --- backends (on the load CPUs) ---------------------------------------------------------
+cat > "$WORK/nginx-be.conf" <<NGX
+worker_processes 1; daemon off; pid $WORK/nginx-be.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen $HTTP_BE backlog=4096; location / { return 200 "hello from the backend\n"; } } }
+NGX
+taskset -c "$LOAD_CPUS" nginx -c "$WORK/nginx-be.conf" -e stderr & PIDS+=($!)
+taskset -c "$LOAD_CPUS" iperf3 -s -B 127.0.0.1 -p $IPERF_PORT >/dev/null 2>&1 & PIDS+=($!)
+
+# --- proxies -----------------------------------------------------------------------------
+lb_conf() { # name port splice
+  cat > "$WORK/$1.toml" <<TOML
+[global]
+workers = 1
+splice = $3
+[[listener]]
+name = "http"
+bind = "127.0.0.1:$2"
+pool = "http"
+[[listener]]
+name = "bulk"
+bind = "127.0.0.1:$(( $2 + 50 ))"
+pool = "bulk"
+[[pool]]
+name = "http"
+backends = [{ addr = "$HTTP_BE" }]
+[[pool]]
+name = "bulk"
+backends = [{ addr = "127.0.0.1:$IPERF_PORT" }]
+TOML
+}
+start_proxy() { # name → PROXY_PID
+  local name=$1 port=${PORT[$1]:-0}
+  case $name in
+    lb)      lb_conf lb "$port" true;  taskset -c $PROXY_CPU "$LB" run --config "$WORK/lb.toml" 2>"$WORK/lb.log" & ;;
+    lb-copy) lb_conf lb-copy "$port" false; taskset -c $PROXY_CPU "$LB" run --config "$WORK/lb-copy.toml" 2>"$WORK/lb-copy.log" & ;;
+    lb-ws)   lb_conf lb-ws "$port" true; taskset -c $PROXY_CPU "$LB" run --threading work-stealing --config "$WORK/lb-ws.toml" 2>"$WORK/lb-ws.log" & ;;
+    haproxy)
+      cat > "$WORK/haproxy.cfg" <<HAP
+global
+  nbthread 1
+  maxconn $HAPROXY_MAXCONN
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 5m
+  timeout server 5m
+  option splice-auto
+frontend http
+  bind 127.0.0.1:$port
+  default_backend http
+backend http
+  server be $HTTP_BE
+frontend bulk
+  bind 127.0.0.1:$(( port + 50 ))
+  default_backend bulk
+backend bulk
+  server be 127.0.0.1:$IPERF_PORT
+HAP
+      taskset -c $PROXY_CPU haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
+    nginx)
+      cat > "$WORK/nginx-lb.conf" <<NGX
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1; daemon off; pid $WORK/nginx-lb.pid; error_log stderr error;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $(( NOFILE / 2 )); }
+stream {
+  upstream http { server $HTTP_BE; }
+  upstream bulk { server 127.0.0.1:$IPERF_PORT; }
+  server { listen 127.0.0.1:$port backlog=4096; proxy_pass http; }
+  server { listen 127.0.0.1:$(( port + 50 )) backlog=4096; proxy_pass bulk; }
+}
+NGX
+      taskset -c $PROXY_CPU nginx -c "$WORK/nginx-lb.conf" -e stderr 2>"$WORK/nginx-lb.log" & ;;
+    *) echo "unknown proxy $name" >&2; exit 2 ;;
+  esac
+  PROXY_PID=$!
+}
+cpu_ticks() { # pid → utime+stime of the process and its children (nginx/haproxy workers)
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] && total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo $total
+}
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+# --- scenarios: print "<value>" (higher is better) ----------------------------------------
+run_scenario() { # scenario port
+  local s=$1 port=$2
+  case $s in
+    bulk)  taskset -c "$LOAD_CPUS" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
+    bulk4) taskset -c "$LOAD_CPUS" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -P 4 -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
+    rps)   taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
+  esac
+}
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps) echo "req/s";; conn) echo "conn/s";; esac; }
+
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+for s in $SCENARIOS; do
+  for r in $(seq "$REPEATS"); do
+    for p in $PROXIES; do
+      if [ "$p" = direct ]; then
+        port=$([ "$s" = rps ] || [ "$s" = conn ] && echo "${HTTP_BE##*:}" || echo $(( IPERF_PORT - 50 )))
+        v=$(run_scenario "$s" "$port"); cpu=0
+      else
+        start_proxy "$p" >/dev/null; pid=$PROXY_PID; PIDS+=("$pid"); wait_port "${PORT[$p]}"; wait_port $(( ${PORT[$p]} + 50 ))
+        t0=$(cpu_ticks "$pid"); v=$(run_scenario "$s" "${PORT[$p]}"); t1=$(cpu_ticks "$pid")
+        cpu=$(( t1 - t0 )); kill "$pid"; wait "$pid" 2>/dev/null || true
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$p" "$r" "$v" "$cpu" >> "$RESULTS"
+      printf '  %-6s %-8s run %s: %s %s (proxy cpu %s ticks)\n' "$s" "$p" "$r" "$v" "$(unit "$s")" "$cpu" >&2
+    done
+  done
+done
+
+python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
+import json, statistics, sys, collections, platform, os
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+units = {"bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s"}
+data = collections.defaultdict(list)
+for s, p, r, v, cpu in rows:
+    parts = v.split()
+    if not parts: continue
+    val = float(parts[0]); p99 = parts[1] if len(parts) > 1 else ""
+    per_cpu = val / (int(cpu) / tck) if int(cpu) > 0 else None
+    data[(s, p)].append((val, per_cpu, p99))
+table, md = [], []
+cpuinfo = open("/proc/cpuinfo").read()
+model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
+md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy pinned to CPU 0, load and backends on the rest.")
+md.append("")
+md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs direct | p99 |")
+md.append("|---|---|---|---|---|---|---|---|")
+for s in dict.fromkeys(k[0] for k in data):
+    med = {p: statistics.median(v[0] for v in vals) for (ss, p), vals in data.items() if ss == s}
+    for (ss, p), vals in data.items():
+        if ss != s: continue
+        vs = [v[0] for v in vals]; pc = [v[1] for v in vals if v[1]]
+        m = statistics.median(vs)
+        pcm = statistics.median(pc) if pc else None
+        rh = m / med["haproxy"] if med.get("haproxy") else None
+        rd = m / med["direct"] if med.get("direct") else None
+        p99 = vals[len(vals)//2][2]
+        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_direct=rd, p99=p99, runs=len(vs))
+        table.append(row)
+        f = lambda x: "–" if x is None else f"{x:.2f}"
+        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rd)} | {p99 or '–'} |")
+open(os.path.join(out, "results.json"), "w").write(json.dumps(table, indent=1))
+open(os.path.join(out, "results.md"), "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+PY

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need if missing, then
+# fmt, clippy, and every test (including those behind the `external-tests` feature).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the external tests use. None are needed yet for the L4 suite; later
+# features add theirs here (e.g. haproxy, nginx, dnsmasq, redis-server, chromium).
+PACKAGES=()
+missing=()
+for p in "${PACKAGES[@]:-}"; do
+  [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-features
