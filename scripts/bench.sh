@@ -55,6 +55,9 @@ HTTP_BE=127.0.0.1:18101
 IPERF_PORT=18102
 declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205)
 
+# Waits until something listens on 127.0.0.1:PORT (bounded: 5 s).
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
 # --- backends (on the load CPUs) ---------------------------------------------------------
 cat > "$WORK/nginx-be.conf" <<NGX
 worker_processes 1; daemon off; pid $WORK/nginx-be.pid; error_log stderr error;
@@ -64,6 +67,7 @@ http { access_log off; keepalive_requests 1000000;
 NGX
 taskset -c "$LOAD_CPUS" nginx -c "$WORK/nginx-be.conf" -e stderr & PIDS+=($!)
 taskset -c "$LOAD_CPUS" iperf3 -s -B 127.0.0.1 -p $IPERF_PORT >/dev/null 2>&1 & PIDS+=($!)
+wait_port "${HTTP_BE##*:}"; wait_port $IPERF_PORT
 
 # --- proxies -----------------------------------------------------------------------------
 lb_conf() { # name port splice
@@ -141,7 +145,6 @@ cpu_ticks() { # pid → utime+stime of the process and its children (nginx/hapro
   done
   echo $total
 }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 # --- scenarios: print "<value>" (higher is better) ----------------------------------------
 run_scenario() { # scenario port

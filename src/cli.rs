@@ -125,12 +125,29 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
 pub async fn shutdown_signal() {
+    ignore_hangup();
     wait_signal().await;
     tokio::spawn(async {
         wait_signal().await;
         eprintln!("second signal: exiting now without draining");
         std::process::exit(i32::from(EXIT_FAILURE));
     });
+}
+
+/// SIGHUP's default action would kill lb. Hot reload is not built yet, so an operator's
+/// SIGHUP keeps the running config and says so instead.
+fn ignore_hangup() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("SIGHUP received: hot reload is not available in this version; the running config is unchanged (restart lb to apply a new one)");
+                }
+            });
+        }
+    }
 }
 
 async fn wait_signal() {

@@ -150,3 +150,23 @@ async fn sigterm_lets_the_open_connection_finish_then_exits_0() {
         .expect("join");
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_does_not_kill_lb() {
+    let b = echo().await;
+    let mut lb = Lb::start("sighup", &config("round-robin", &[(b.addr, "")], "", "")).await;
+    let pid = lb.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    lb.wait_log("SIGHUP received", Duration::from_secs(5));
+    // Still serving.
+    let addr = lb.listener("main").await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"ok").await.expect("write");
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).await.expect("echo after SIGHUP");
+    assert_eq!(lb.signal_and_wait("TERM", Duration::from_secs(10)), Some(0));
+}

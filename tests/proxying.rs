@@ -236,7 +236,7 @@ async fn idle_timeout_closes_quiet_connections_only() {
         "round-robin",
         &[(b.addr, "")],
         "",
-        "idle_timeout = \"400ms\"\naccess_log = true",
+        "idle_timeout = \"700ms\"\naccess_log = true",
     );
     let mut lb = Lb::start("idle", &text).await;
     let addr = lb.listener("main").await;
@@ -245,7 +245,7 @@ async fn idle_timeout_closes_quiet_connections_only() {
     let chat = tokio::spawn(async move {
         let start = Instant::now();
         let mut buf = [0u8; 4];
-        while start.elapsed() < Duration::from_millis(1500) {
+        while start.elapsed() < Duration::from_millis(2000) {
             busy.write_all(b"ping").await.expect("busy write");
             busy.read_exact(&mut buf)
                 .await
@@ -262,7 +262,7 @@ async fn idle_timeout_closes_quiet_connections_only() {
     assert!(matches!(r, Ok(0) | Err(_)));
     let waited = t0.elapsed();
     assert!(
-        waited >= Duration::from_millis(350),
+        waited >= Duration::from_millis(650),
         "closed too early: {waited:?}"
     );
     let line = lb.wait_log("end=\"idle_timeout\"", Duration::from_secs(5));
@@ -276,12 +276,12 @@ async fn idle_timeout_closes_quiet_connections_only() {
 async fn backend_killed_mid_run_no_client_failure() {
     let bs = [named("b0").await, named("b1").await, named("b2").await];
     let list: Vec<_> = bs.iter().map(|b| (b.addr, "")).collect();
-    let health = "health = { kind = \"tcp\", interval = \"200ms\", timeout = \"100ms\", fall = 2, rise = 2 }";
+    let health = "health = { kind = \"tcp\", interval = \"500ms\", timeout = \"200ms\", fall = 2, rise = 2 }";
     let lb = Lb::start("killed", &config("round-robin", &list, health, "")).await;
     let addr = lb.listener("main").await;
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(4);
     let mut clients = Vec::new();
     for _ in 0..4 {
         let (ok, failed) = (ok.clone(), failed.clone());
@@ -301,9 +301,9 @@ async fn backend_killed_mid_run_no_client_failure() {
     let took = lb
         .wait_state("p", bs[1].addr, "down", Duration::from_secs(5))
         .await;
-    // interval × fall + timeout = 500 ms; allow one interval of scheduling slack.
+    // interval × fall + timeout = 1.2 s; allow one more interval for a loaded CI machine.
     assert!(
-        took <= Duration::from_millis(700),
+        took <= Duration::from_millis(1700),
         "marked down after {took:?}"
     );
     for c in clients {
