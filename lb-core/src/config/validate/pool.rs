@@ -1,0 +1,342 @@
+//! Semantic checks of one `[[pool]]`: algorithm, hash keys, backends, health, passive
+//! detection. Pure; no I/O.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::super::diag::{did_you_mean, Diagnostic};
+use super::super::model::*;
+use super::super::raw::{RawHealth, RawPool};
+use super::{Ctx, MAX_WEIGHT};
+
+pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
+    let algorithm = match &p.algorithm {
+        None => Some(Algorithm::RoundRobin),
+        Some(a) => Algorithm::parse(a.get_ref()).or_else(|| {
+            let mut d = Diagnostic::error(format!(
+                "expected one of {}, found \"{}\"",
+                Algorithm::NAMES.join(" | "),
+                a.get_ref()
+            ))
+            .at(a.span())
+            .key(format!("{key}.algorithm"));
+            if let Some(s) = did_you_mean(a.get_ref(), Algorithm::NAMES) {
+                d = d.help(format!("did you mean \"{s}\"?"));
+            }
+            cx.push(d);
+            None
+        }),
+    };
+    let is_hash = algorithm == Some(Algorithm::ConsistentHash);
+    let hash_key = match &p.hash_key {
+        None => HashKey::SourceIp,
+        Some(k) if !is_hash && algorithm.is_some() => {
+            cx.push(
+                Diagnostic::error(format!(
+                    "`hash_key` applies only to algorithm = \"consistent-hash\", not \"{}\"",
+                    algorithm.map_or("", Algorithm::name)
+                ))
+                .at(k.span())
+                .key(format!("{key}.hash_key"))
+                .help("remove hash_key, or set algorithm = \"consistent-hash\""),
+            );
+            HashKey::SourceIp
+        }
+        Some(k) => match k.get_ref().as_str() {
+            "source-ip" => HashKey::SourceIp,
+            "source-addr" => HashKey::SourceAddr,
+            other
+                if other == "sni"
+                    || other == "path"
+                    || other.starts_with("header:")
+                    || other.starts_with("cookie:") =>
+            {
+                cx.push(
+                    Diagnostic::error(format!("hash_key \"{other}\" needs TLS or HTTP mode, which this version of lb does not serve"))
+                        .at(k.span())
+                        .key(format!("{key}.hash_key"))
+                        .help("use \"source-ip\" or \"source-addr\""),
+                );
+                HashKey::SourceIp
+            }
+            other => {
+                cx.err(k.span(), format!("{key}.hash_key"), format!("expected one of \"source-ip\", \"source-addr\", \"sni\", \"header:NAME\", \"cookie:NAME\", \"path\", found \"{other}\""));
+                HashKey::SourceIp
+            }
+        },
+    };
+    let hash_balance_factor = p.hash_balance_factor.as_ref().and_then(|f| {
+        let v = *f.get_ref();
+        if !is_hash && algorithm.is_some() {
+            cx.push(
+                Diagnostic::error(
+                    "`hash_balance_factor` applies only to algorithm = \"consistent-hash\"",
+                )
+                .at(f.span())
+                .key(format!("{key}.hash_balance_factor")),
+            );
+            None
+        } else if !(v.is_finite() && v > 1.0 && v <= 100.0) {
+            cx.err(
+                f.span(),
+                format!("{key}.hash_balance_factor"),
+                format!("expected a number above 1.0 (e.g. 1.25), found {v}"),
+            );
+            None
+        } else {
+            Some(v)
+        }
+    });
+
+    let mut backends = Vec::new();
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    if p.backends.get_ref().is_empty() {
+        cx.push(
+            Diagnostic::error(format!("pool \"{}\" has no backends", p.name.get_ref()))
+                .at(p.backends.span())
+                .key(format!("{key}.backends"))
+                .help("add at least one { addr = \"IP:PORT\" }"),
+        );
+    }
+    for (j, b) in p.backends.get_ref().iter().enumerate() {
+        let bkey = format!("{key}.backends[{j}]");
+        let b = b.get_ref();
+        let addr = cx.addr(&b.addr, format!("{bkey}.addr"));
+        if let Some(a) = addr {
+            if let Some(first) = seen.insert(a, j) {
+                cx.push(
+                    Diagnostic::error(format!(
+                        "backend {a} appears twice in pool \"{}\"",
+                        p.name.get_ref()
+                    ))
+                    .at(b.addr.span())
+                    .key(format!("{bkey}.addr"))
+                    .help(format!(
+                        "{key}.backends[{first}] has the same address; raise its weight instead"
+                    )),
+                );
+            }
+        }
+        let weight = match &b.weight {
+            None => NonZeroU32::MIN,
+            Some(w) => {
+                let v = *w.get_ref();
+                if !(1..=MAX_WEIGHT).contains(&v) {
+                    cx.push(
+                        Diagnostic::error(format!("expected a weight from 1 to {MAX_WEIGHT}, found {v}"))
+                            .at(w.span())
+                            .key(format!("{bkey}.weight"))
+                            .help("to stop sending traffic to a backend, remove it or drain it through the admin API"),
+                    );
+                    NonZeroU32::MIN
+                } else {
+                    NonZeroU32::new(v as u32).unwrap_or(NonZeroU32::MIN)
+                }
+            }
+        };
+        if let (Some(w), Some(Algorithm::RoundRobin)) = (&b.weight, algorithm) {
+            if *w.get_ref() != 1 {
+                cx.push(
+                    Diagnostic::warning("round-robin ignores weights")
+                        .at(w.span())
+                        .key(format!("{bkey}.weight"))
+                        .help("use algorithm = \"weighted-round-robin\""),
+                );
+            }
+        }
+        if let Some(a) = addr {
+            backends.push(Backend {
+                addr: a,
+                weight,
+                backup: b.backup.unwrap_or(false),
+            });
+        }
+    }
+    if !backends.is_empty() && backends.iter().all(|b| b.backup) {
+        cx.push(
+            Diagnostic::warning(format!(
+                "pool \"{}\" has only backup backends",
+                p.name.get_ref()
+            ))
+            .at(p.backends.span())
+            .key(format!("{key}.backends")),
+        );
+    }
+
+    let health = p
+        .health
+        .as_ref()
+        .and_then(|h| health(cx, h.get_ref(), &format!("{key}.health")));
+    let passive = p.passive.as_ref().map(|ps| {
+        let ps = ps.get_ref();
+        let pkey = format!("{key}.passive");
+        Passive {
+            consecutive_failures: cx.int(
+                &Some(ps.consecutive_failures.clone()),
+                format!("{pkey}.consecutive_failures"),
+                1,
+                1_000_000,
+                5,
+            ) as u32,
+            eject_for: cx.duration(
+                &Some(ps.eject_for.clone()),
+                format!("{pkey}.eject_for"),
+                Duration::from_secs(30),
+            ),
+        }
+    });
+    let slow_start = p
+        .slow_start
+        .as_ref()
+        .map(|_| cx.duration(&p.slow_start, format!("{key}.slow_start"), Duration::ZERO));
+    cx.unsupported(
+        &p.backend_tls,
+        format!("{key}.backend_tls"),
+        "TLS to backends is not available yet",
+    );
+    cx.unsupported(
+        &p.http2,
+        format!("{key}.http2"),
+        "`http2` is an HTTP-mode key and HTTP mode is not available yet",
+    );
+    cx.unsupported(
+        &p.sticky_cookie,
+        format!("{key}.sticky_cookie"),
+        "`sticky_cookie` is an HTTP-mode key and HTTP mode is not available yet",
+    );
+
+    Some(Pool {
+        name: p.name.get_ref().clone(),
+        algorithm: algorithm?,
+        hash_key,
+        hash_balance_factor,
+        backends,
+        health,
+        passive,
+        slow_start: slow_start.filter(|d| !d.is_zero()),
+    })
+}
+
+fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
+    let interval = cx.duration(
+        &h.interval,
+        format!("{key}.interval"),
+        Duration::from_secs(2),
+    );
+    let timeout = cx.duration(&h.timeout, format!("{key}.timeout"), Duration::from_secs(1));
+    for (v, name, d) in [
+        (&h.interval, "interval", interval),
+        (&h.timeout, "timeout", timeout),
+    ] {
+        if let (Some(v), true) = (v, d.is_zero()) {
+            cx.err(
+                v.span(),
+                format!("{key}.{name}"),
+                format!("{name} must be greater than 0"),
+            );
+        }
+    }
+    if timeout > interval {
+        if let Some(t) = &h.timeout {
+            cx.push(
+                Diagnostic::warning("health check timeout is longer than its interval")
+                    .at(t.span())
+                    .key(format!("{key}.timeout")),
+            );
+        }
+    }
+    let rise = cx.int(&h.rise, format!("{key}.rise"), 1, 1000, 2) as u32;
+    let fall = cx.int(&h.fall, format!("{key}.fall"), 1, 1000, 3) as u32;
+    let http_only = |cx: &mut Ctx<'_>, kind: &str| {
+        for (v, name) in [
+            (h.path.as_ref().map(|p| p.span()), "path"),
+            (h.expect_status.as_ref().map(|p| p.span()), "expect_status"),
+        ] {
+            if let Some(span) = v {
+                cx.push(
+                    Diagnostic::error(format!(
+                        "`{name}` applies only to kind = \"http\", not \"{kind}\""
+                    ))
+                    .at(span)
+                    .key(format!("{key}.{name}")),
+                );
+            }
+        }
+    };
+    let kind = match h.kind.get_ref().as_str() {
+        "tcp" => {
+            http_only(cx, "tcp");
+            Some(HealthKind::Tcp)
+        }
+        "http" => {
+            let path = h
+                .path
+                .as_ref()
+                .map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
+            if !path.starts_with('/') || path.chars().any(|c| c.is_ascii_control() || c == ' ') {
+                if let Some(p) = &h.path {
+                    cx.err(
+                        p.span(),
+                        format!("{key}.path"),
+                        format!(
+                            "expected a path starting with '/', without spaces, found \"{path}\""
+                        ),
+                    );
+                }
+            }
+            let expect_status = cx.int(
+                &h.expect_status,
+                format!("{key}.expect_status"),
+                100,
+                599,
+                200,
+            ) as u16;
+            Some(HealthKind::Http {
+                path,
+                expect_status,
+            })
+        }
+        k @ ("udp" | "dns") => {
+            cx.push(
+                Diagnostic::error(format!(
+                    "health kind \"{k}\" is for UDP pools, which this version of lb does not serve"
+                ))
+                .at(h.kind.span())
+                .key(format!("{key}.kind")),
+            );
+            None
+        }
+        other => {
+            cx.err(
+                h.kind.span(),
+                format!("{key}.kind"),
+                format!("expected one of \"tcp\", \"http\", \"udp\", \"dns\", found \"{other}\""),
+            );
+            None
+        }
+    };
+    for (v, name) in [
+        (&h.send, "send"),
+        (&h.expect, "expect"),
+        (&h.query, "query"),
+    ] {
+        if let Some(v) = v {
+            cx.push(
+                Diagnostic::error(format!(
+                    "`{name}` applies only to UDP health checks (kind = \"udp\" or \"dns\")"
+                ))
+                .at(v.span())
+                .key(format!("{key}.{name}")),
+            );
+        }
+    }
+    Some(Health {
+        kind: kind?,
+        interval,
+        timeout,
+        rise,
+        fall,
+    })
+}
