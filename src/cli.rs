@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lb_core::config::{self, Loaded, Source};
-use lb_core::runtime::{self, Threading};
+use std::sync::Arc;
+
+use lb_core::runtime::{self, Shared, Threading};
 
 use crate::logging::LogFormat;
 
@@ -107,14 +109,20 @@ pub fn run(args: RunArgs) -> ExitCode {
         Err(code) => return code,
     };
     let prometheus = crate::logging::install_metrics();
-    let bound = match runtime::bind(loaded, args.threading.into(), prometheus) {
+    let bound = match runtime::bind(
+        loaded,
+        Some(args.config.clone()),
+        args.threading.into(),
+        prometheus,
+    ) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match bound.run(shutdown_signal) {
+    let shared = bound.shared().clone();
+    match bound.run(move || shutdown_signal(Some(shared))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -123,9 +131,10 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-pub async fn shutdown_signal() {
-    ignore_hangup();
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once. Meanwhile SIGHUP
+/// reloads the config of `shared`.
+pub async fn shutdown_signal(shared: Option<Arc<Shared>>) {
+    reload_on_hangup(shared);
     wait_signal().await;
     tokio::spawn(async {
         wait_signal().await;
@@ -134,16 +143,28 @@ pub async fn shutdown_signal() {
     });
 }
 
-/// SIGHUP's default action would kill lb. Hot reload is not built yet, so an operator's
-/// SIGHUP keeps the running config and says so instead.
-fn ignore_hangup() {
+/// SIGHUP reloads (SPEC §5). Without a config file (lb demo) it only says why not; either
+/// way it never kills lb, as its default action would.
+fn reload_on_hangup(shared: Option<Arc<Shared>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         if let Ok(mut hup) = signal(SignalKind::hangup()) {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    tracing::warn!("SIGHUP received: hot reload is not available in this version; the running config is unchanged (restart lb to apply a new one)");
+                    let Some(shared) = &shared else {
+                        tracing::warn!(
+                            "SIGHUP received: this config is embedded; there is no file to reload"
+                        );
+                        continue;
+                    };
+                    tracing::info!("SIGHUP received: reloading the config");
+                    {
+                        // Reading and validating is quick; binding new listeners too. Errors
+                        // are logged and counted by reload() itself.
+                        let s = shared.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                    }
                 }
             });
         }

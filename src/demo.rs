@@ -57,7 +57,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let prometheus = crate::logging::install_metrics();
-    let bound = match runtime::bind(loaded, Threading::PerCore, prometheus) {
+    let bound = match runtime::bind(loaded, None, Threading::PerCore, prometheus) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -79,10 +79,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
             Some(d) => {
                 tokio::select! {
                     () = tokio::time::sleep(d) => {}
-                    () = crate::cli::shutdown_signal() => {}
+                    () = crate::cli::shutdown_signal(None) => {}
                 }
             }
-            None => crate::cli::shutdown_signal().await,
+            None => crate::cli::shutdown_signal(None).await,
         }
     });
     let _ = done_rx.recv_timeout(Duration::from_secs(1));

@@ -78,7 +78,8 @@ impl Route {
 /// Connection limits and shutdown plumbing shared by every listener and worker.
 #[derive(Debug)]
 pub struct Limits {
-    pub global_max: u64,
+    /// Changed by reloads.
+    pub global_max: AtomicU64,
     pub global_active: AtomicU64,
     last_reject_log_ms: AtomicU64,
 }
@@ -86,7 +87,7 @@ pub struct Limits {
 impl Limits {
     pub fn new(global_max: u64) -> Self {
         Self {
-            global_max,
+            global_max: AtomicU64::new(global_max),
             global_active: AtomicU64::new(0),
             last_reject_log_ms: AtomicU64::new(0),
         }
@@ -184,7 +185,7 @@ fn admit(
     let max = shared.route.load().listener.max_connections;
     let global = limits.global_active.fetch_add(1, Relaxed) + 1;
     let local = shared.active.fetch_add(1, Relaxed) + 1;
-    if global <= limits.global_max && local <= max {
+    if global <= limits.global_max.load(Relaxed) && local <= max {
         shared.total.fetch_add(1, Relaxed);
         return Some(Admission {
             shared: shared.clone(),

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{status, Shared};
+use super::{status, ReloadError, Shared};
 use crate::backend::AdminState;
 
 type Resp = Response<Full<Bytes>>;
@@ -49,7 +49,8 @@ pub async fn serve(sock: TcpListener, shared: Arc<Shared>, stop: CancellationTok
 }
 
 fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
-    let token = shared
+    let state = shared.state.load();
+    let token = state
         .loaded
         .config
         .admin
@@ -87,10 +88,11 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => {
             backend_action(shared, pool, addr, action)
         }
-        (&Method::POST, ["api", "reload"]) => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "hot reload is not available in this version of lb; restart it to apply a new config",
-        ),
+        (&Method::POST, ["api", "reload"]) => match shared.reload() {
+            Ok(changes) => json_response(StatusCode::OK, &changes),
+            Err(ReloadError::Unavailable(why)) => error(StatusCode::CONFLICT, why),
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
         (&Method::GET, []) => with_type(
             Response::new(Full::new(Bytes::from_static(INDEX.as_bytes()))),
             "text/plain; charset=utf-8",
@@ -102,7 +104,7 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     }
 }
 
-const INDEX: &str = "lb admin API\n\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\n";
+const INDEX: &str = "lb admin API\n\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\n";
 
 fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp {
     let state = match action {
@@ -116,7 +118,8 @@ fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp
             )
         }
     };
-    let Some(p) = shared.pools.iter().find(|p| p.name() == pool) else {
+    let snapshot = shared.state.load();
+    let Some(p) = snapshot.pool(pool) else {
         return error(StatusCode::NOT_FOUND, &format!("no pool \"{pool}\""));
     };
     let Some(b) = p.find(addr) else {

@@ -1,16 +1,20 @@
 //! Socket setup: every listener and the admin port are bound before anything runs, so a
-//! port in use fails start-up with the listener's name and address (exit 1).
+//! port in use fails start-up with the listener's name and address (exit 1). Reloads bind
+//! new listeners the same way before they change anything.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
 
 use super::workers::Threading;
-use super::{Phase, Shared};
-use crate::config::Loaded;
+use super::{ListenerEntry, Phase, PoolEntry, Shared, Snapshot};
+use crate::config::{self, Loaded};
 use crate::pool::Pool;
 use crate::proxy::tcp::{Limits, ListenerShared, Route};
 
@@ -36,7 +40,7 @@ pub enum BindError {
 #[derive(Debug)]
 pub struct Bound {
     pub(crate) shared: Arc<Shared>,
-    /// Per listener: one socket per worker (per-core) or one in all (work-stealing).
+    /// Per listener (in snapshot order): one socket per worker (per-core) or one in all.
     pub(crate) sockets: Vec<Vec<StdListener>>,
     pub(crate) admin: Option<StdListener>,
 }
@@ -45,9 +49,11 @@ impl Bound {
     /// Actual listener addresses (port 0 in the config becomes the port the kernel chose).
     pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
         self.shared
+            .state
+            .load()
             .listeners
             .iter()
-            .map(|(l, a)| (l.name.clone(), *a))
+            .map(|l| (l.shared.name.clone(), l.addr))
             .collect()
     }
 
@@ -77,9 +83,40 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<StdListener> {
     Ok(s.into())
 }
 
-/// Binds everything `loaded` asks for. Nothing is left bound on error.
+/// Binds `count` sockets for a listener (SO_REUSEPORT when more than one); returns them and
+/// the actual address.
+pub(crate) fn bind_listener(
+    l: &config::Listener,
+    count: usize,
+) -> Result<(Vec<StdListener>, SocketAddr), BindError> {
+    let err = |source| BindError::Listener {
+        listener: l.name.clone(),
+        addr: l.bind,
+        source,
+    };
+    let first = listen(l.bind, count > 1).map_err(err)?;
+    // With port 0 the kernel picks a port; the other workers' sockets must share it.
+    let actual = first.local_addr().map_err(err)?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(listen(actual, true).map_err(err)?);
+    }
+    Ok((group, actual))
+}
+
+/// Sockets per listener for a threading model.
+pub(crate) fn sockets_per_listener(threading: Threading, workers: usize) -> usize {
+    match threading {
+        Threading::PerCore => workers,
+        Threading::WorkStealing => 1,
+    }
+}
+
+/// Binds everything `loaded` asks for. Nothing is left bound on error. `config_path` is the
+/// file reloads read again.
 pub fn bind(
     loaded: Loaded,
+    config_path: Option<PathBuf>,
     threading: Threading,
     prometheus: Option<PrometheusHandle>,
 ) -> Result<Bound, BindError> {
@@ -88,33 +125,26 @@ pub fn bind(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let per_listener = match threading {
-        Threading::PerCore => workers,
-        Threading::WorkStealing => 1,
-    };
-    let pools: Vec<Arc<Pool>> = cfg
+    let per_listener = sockets_per_listener(threading, workers);
+    let pools: Vec<PoolEntry> = cfg
         .pools
         .iter()
-        .map(|p| Arc::new(Pool::new(p, None)))
+        .map(|p| PoolEntry {
+            pool: Arc::new(Pool::new(p, None)),
+            health_stop: CancellationToken::new(),
+        })
         .collect();
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
     for l in &cfg.listeners {
-        let err = |source| BindError::Listener {
-            listener: l.name.clone(),
-            addr: l.bind,
-            source,
-        };
-        let first = listen(l.bind, per_listener > 1).map_err(err)?;
-        // With port 0 the kernel picks a port; the other workers' sockets must share it.
-        let actual = first.local_addr().map_err(err)?;
-        let mut group = vec![first];
-        for _ in 1..per_listener {
-            group.push(listen(actual, true).map_err(err)?);
-        }
+        let (group, actual) = bind_listener(l, per_listener)?;
         sockets.push(group);
-        let route = Route::new(l.clone(), pools[l.pool].clone());
-        listeners.push((Arc::new(ListenerShared::new(route)), actual));
+        let route = Route::new(l.clone(), pools[l.pool].pool.clone());
+        listeners.push(ListenerEntry {
+            shared: Arc::new(ListenerShared::new(route)),
+            addr: actual,
+            stop: CancellationToken::new(),
+        });
     }
     let admin = match &cfg.admin {
         Some(a) => Some(listen(a.bind, false).map_err(|source| BindError::Admin {
@@ -126,14 +156,19 @@ pub fn bind(
     let (phase, _) = tokio::sync::watch::channel(Phase::Starting);
     let shared = Arc::new(Shared {
         limits: Arc::new(Limits::new(cfg.global.max_connections)),
-        loaded,
-        pools,
-        listeners,
+        state: ArcSwap::from_pointee(Snapshot {
+            loaded,
+            pools,
+            listeners,
+        }),
+        config_path,
         started: Instant::now(),
         prometheus,
         phase,
         workers,
         threading,
+        engine: OnceLock::new(),
+        reloading: Mutex::new(()),
     });
     Ok(Bound {
         shared,

@@ -1,20 +1,28 @@
 //! Running lb: bind every socket first (so a bad address fails before anything starts), then
 //! run the workers, health checks and admin API until a shutdown is asked for, then drain.
+//! The running config is a [`Snapshot`] swapped whole on reload.
 //!
 //! Lifecycle phases `Starting → Ready → Draining → Stopped` are published on a watch channel.
 
 mod admin;
 mod bind;
+mod engine;
+mod reload;
 mod status;
 mod workers;
 
 pub use bind::{bind, BindError, Bound};
+pub use reload::ReloadError;
 pub use workers::Threading;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
 use crate::pool::Pool;
@@ -40,16 +48,54 @@ impl Phase {
     }
 }
 
-/// Process-wide state the admin API reads.
+/// A listener of the running config.
+#[derive(Debug, Clone)]
+pub struct ListenerEntry {
+    pub shared: Arc<ListenerShared>,
+    pub addr: SocketAddr,
+    /// Cancelled when a reload removes the listener: it stops accepting, its connections go on.
+    pub stop: CancellationToken,
+}
+
+/// A pool of the running config.
+#[derive(Debug)]
+pub struct PoolEntry {
+    pub pool: Arc<Pool>,
+    /// Cancelled when a reload replaces the pool: its health tasks stop.
+    pub health_stop: CancellationToken,
+}
+
+/// The running config: what a reload swaps atomically.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub loaded: Loaded,
+    pub pools: Vec<PoolEntry>,
+    pub listeners: Vec<ListenerEntry>,
+}
+
+impl Snapshot {
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools
+            .iter()
+            .map(|p| &p.pool)
+            .find(|p| p.name() == name)
+    }
+}
+
+/// Process-wide state the admin API, signals and reloads share.
 #[derive(Debug)]
 pub struct Shared {
-    pub loaded: Loaded,
-    pub pools: Vec<Arc<Pool>>,
-    pub listeners: Vec<(Arc<ListenerShared>, std::net::SocketAddr)>,
+    pub state: ArcSwap<Snapshot>,
+    /// The file reloads read; `None` for an embedded config (`lb demo`).
+    pub config_path: Option<PathBuf>,
     pub limits: Arc<Limits>,
     pub started: Instant,
     pub prometheus: Option<PrometheusHandle>,
     pub phase: tokio::sync::watch::Sender<Phase>,
     pub workers: usize,
     pub threading: Threading,
+    /// Set once running: where accept loops and health tasks are spawned.
+    pub(crate) engine: OnceLock<engine::Engine>,
+    /// One reload at a time.
+    pub(crate) reloading: Mutex<()>,
 }

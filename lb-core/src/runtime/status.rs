@@ -10,10 +10,12 @@ use super::Shared;
 use crate::backend::Backend;
 
 pub fn status(shared: &Shared) -> Value {
-    let listeners: Vec<Value> = shared
+    let state = shared.state.load();
+    let listeners: Vec<Value> = state
         .listeners
         .iter()
-        .map(|(l, addr)| {
+        .map(|e| {
+            let (l, addr) = (&e.shared, e.addr);
             let r = l.route.load();
             json!({
                 "name": l.name,
@@ -27,10 +29,11 @@ pub fn status(shared: &Shared) -> Value {
             })
         })
         .collect();
-    let pools: Vec<Value> = shared
+    let pools: Vec<Value> = state
         .pools
         .iter()
-        .map(|p| {
+        .map(|e| {
+            let p = &e.pool;
             json!({
                 "name": p.name(),
                 "algorithm": p.config.algorithm.name(),
@@ -39,7 +42,7 @@ pub fn status(shared: &Shared) -> Value {
             })
         })
         .collect();
-    let cfg = &shared.loaded;
+    let cfg = &state.loaded;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": shared.started.elapsed().as_secs_f64(),
@@ -47,7 +50,7 @@ pub fn status(shared: &Shared) -> Value {
         "config": { "file": cfg.source.name, "hash": cfg.hash },
         "workers": shared.workers,
         "active_connections": shared.limits.global_active.load(Relaxed),
-        "max_connections": shared.limits.global_max,
+        "max_connections": shared.limits.global_max.load(Relaxed),
         "listeners": listeners,
         "pools": pools,
     })

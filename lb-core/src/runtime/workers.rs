@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::engine::Engine;
 use super::{admin, Bound, Phase, Shared};
-use crate::health;
-use crate::proxy::tcp::{accept_loop, Context};
+use crate::proxy::tcp::Context;
 use crate::proxy::RelayMode;
 
 /// How connections are spread over cores.
@@ -24,13 +24,6 @@ pub enum Threading {
     WorkStealing,
 }
 
-/// Handles the control side uses to stop the data side.
-struct Stops {
-    accept: CancellationToken,
-    exit: CancellationToken,
-    cx: Context,
-}
-
 impl Bound {
     /// Runs until `shutdown` resolves, then drains: stops accepting, lets connections finish
     /// for up to `global.shutdown_timeout`, closes the rest, and returns.
@@ -40,61 +33,47 @@ impl Bound {
         Fut: Future<Output = ()>,
     {
         let shared = self.shared.clone();
-        let g = &shared.loaded.config.global;
+        let g = shared.state.load().loaded.config.global.clone();
         let mode = if g.splice && cfg!(target_os = "linux") {
             RelayMode::Splice
         } else {
             RelayMode::Copy
         };
-        let stops = Stops {
-            accept: CancellationToken::new(),
-            exit: CancellationToken::new(),
-            cx: Context {
-                limits: shared.limits.clone(),
-                tracker: TaskTracker::new(),
-                conn_cancel: CancellationToken::new(),
-                mode,
-            },
+        let cx = Context {
+            limits: shared.limits.clone(),
+            tracker: TaskTracker::new(),
+            conn_cancel: CancellationToken::new(),
+            mode,
         };
+        let exit = CancellationToken::new();
+        let accept = CancellationToken::new();
         match shared.threading {
             Threading::PerCore => {
                 let mut threads = Vec::new();
+                let mut handles = Vec::new();
                 for w in 0..shared.workers {
-                    let mine: Vec<_> = self
-                        .sockets
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(li, group)| {
-                            Some((
-                                shared.listeners[li].0.clone(),
-                                group.get(w)?.try_clone().ok()?,
-                            ))
-                        })
-                        .collect();
-                    let (accept, exit, cx) =
-                        (stops.accept.clone(), stops.exit.clone(), stops.cx.clone());
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    threads.push(std::thread::Builder::new().name(format!("lb-worker-{w}")).spawn(move || {
-                        rt.block_on(async move {
-                            for (l, sock) in mine {
-                                match tokio::net::TcpListener::from_std(sock) {
-                                    Ok(sock) => {
-                                        tokio::spawn(accept_loop(sock, l, cx.clone(), accept.clone()));
-                                    }
-                                    Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
-                                }
-                            }
-                            exit.cancelled().await;
-                        });
-                    })?);
+                    handles.push(rt.handle().clone());
+                    let exit = exit.clone();
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(format!("lb-worker-{w}"))
+                            .spawn(move || rt.block_on(exit.cancelled()))?,
+                    );
                 }
-                drop(self.sockets);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(control(shared, self.admin, stops, shutdown));
+                let engine = Engine {
+                    workers: handles,
+                    control: rt.handle().clone(),
+                    cx,
+                    accept,
+                    exit,
+                };
+                rt.block_on(control(shared, self.sockets, self.admin, engine, shutdown));
                 for t in threads {
                     let _ = t.join();
                 }
@@ -105,24 +84,15 @@ impl Bound {
                     .thread_name("lb-worker")
                     .enable_all()
                     .build()?;
-                let sockets = self.sockets;
-                let admin = self.admin;
-                rt.block_on(async move {
-                    for (li, group) in sockets.into_iter().enumerate() {
-                        let l = shared.listeners[li].0.clone();
-                        for sock in group {
-                            let sock = tokio::net::TcpListener::from_std(sock)?;
-                            tokio::spawn(accept_loop(
-                                sock,
-                                l.clone(),
-                                stops.cx.clone(),
-                                stops.accept.clone(),
-                            ));
-                        }
-                    }
-                    control(shared, admin, stops, shutdown).await;
-                    Ok::<_, std::io::Error>(())
-                })?;
+                let h = rt.handle().clone();
+                let engine = Engine {
+                    workers: vec![h.clone()],
+                    control: h,
+                    cx,
+                    accept,
+                    exit,
+                };
+                rt.block_on(control(shared, self.sockets, self.admin, engine, shutdown));
             }
         }
         Ok(())
@@ -131,58 +101,70 @@ impl Bound {
 
 async fn control<F, Fut>(
     shared: Arc<Shared>,
+    sockets: Vec<Vec<std::net::TcpListener>>,
     admin_sock: Option<std::net::TcpListener>,
-    stops: Stops,
+    engine: Engine,
     shutdown: F,
 ) where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
-    for p in &shared.pools {
-        health::check::spawn(p, &stops.exit);
+    let state = shared.state.load_full();
+    for p in &state.pools {
+        engine.start_health(p);
     }
+    for (entry, group) in state.listeners.iter().zip(sockets) {
+        engine.start_listener(entry, group);
+    }
+    let exit = engine.exit.clone();
+    let accept = engine.accept.clone();
+    let cx = engine.cx.clone();
+    let _ = shared.engine.set(engine);
     if let Some(sock) = admin_sock {
         match tokio::net::TcpListener::from_std(sock) {
             Ok(sock) => {
-                tokio::spawn(admin::serve(sock, shared.clone(), stops.exit.clone()));
+                tokio::spawn(admin::serve(sock, shared.clone(), exit.clone()));
             }
             Err(e) => tracing::error!(error = %e, "cannot register admin socket"),
         }
     }
     shared.phase.send_replace(Phase::Ready);
-    for (l, addr) in &shared.listeners {
-        let route = l.route.load();
-        tracing::info!(listener = %l.name, pool.name = %route.pool.name(), "listening on {addr}");
+    for l in &state.listeners {
+        let route = l.shared.route.load();
+        tracing::info!(listener = %l.shared.name, pool.name = %route.pool.name(), "listening on {}", l.addr);
     }
-    tracing::info!(workers = shared.workers, threading = ?shared.threading, mode = ?stops.cx.mode, "lb ready");
+    drop(state);
+    tracing::info!(workers = shared.workers, threading = ?shared.threading, mode = ?cx.mode, "lb ready");
     shutdown().await;
 
     shared.phase.send_replace(Phase::Draining);
-    stops.accept.cancel();
-    stops.cx.tracker.close();
-    let open = stops
-        .cx
+    accept.cancel();
+    cx.tracker.close();
+    let open = cx
         .limits
         .global_active
         .load(std::sync::atomic::Ordering::Relaxed);
-    let grace = shared.loaded.config.global.shutdown_timeout;
+    let grace = shared.state.load().loaded.config.global.shutdown_timeout;
     tracing::info!(
         open_connections = open,
         "shutting down: stopped accepting; waiting up to {grace:?} for open connections"
     );
-    if tokio::time::timeout(grace, stops.cx.tracker.wait())
+    if tokio::time::timeout(grace, cx.tracker.wait())
         .await
         .is_err()
     {
-        let left = stops.cx.tracker.len();
+        let left = cx.tracker.len();
         tracing::warn!(
             closing = left,
             "shutdown_timeout reached; closing the remaining connections"
         );
-        stops.cx.conn_cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), stops.cx.tracker.wait()).await;
+        cx.conn_cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), cx.tracker.wait()).await;
     }
-    stops.exit.cancel();
+    for p in &shared.state.load().pools {
+        p.health_stop.cancel();
+    }
+    exit.cancel();
     shared.phase.send_replace(Phase::Stopped);
     tracing::info!("stopped");
 }

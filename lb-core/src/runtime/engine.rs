@@ -1,0 +1,64 @@
+//! Where tasks run: the worker runtimes' handles (accept loops and their connections) and the
+//! control runtime's handle (health checks). Used at start-up and by reloads alike.
+
+use std::net::TcpListener as StdListener;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::{ListenerEntry, PoolEntry};
+use crate::health;
+use crate::proxy::tcp::{accept_loop, Context};
+
+#[derive(Debug)]
+pub(crate) struct Engine {
+    /// Per-core: one handle per worker, matching the socket per worker of each listener.
+    /// Work-stealing: one handle.
+    pub workers: Vec<Handle>,
+    pub control: Handle,
+    pub cx: Context,
+    /// Cancelled on shutdown: every accept loop stops.
+    pub accept: CancellationToken,
+    /// Cancelled at exit: health tasks and the admin API stop.
+    pub exit: CancellationToken,
+}
+
+impl Engine {
+    /// Starts accepting on `sockets` (one per worker handle, or all on the one handle).
+    pub fn start_listener(&self, entry: &ListenerEntry, sockets: Vec<StdListener>) {
+        // A listener stops on shutdown or when a reload removes it.
+        let stop = entry.stop.clone();
+        let accept = self.accept.clone();
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let handle = &self.workers[i % self.workers.len()];
+            let (l, cx, stop, accept) = (
+                entry.shared.clone(),
+                self.cx.clone(),
+                stop.clone(),
+                accept.clone(),
+            );
+            handle.spawn(async move {
+                match tokio::net::TcpListener::from_std(sock) {
+                    Ok(sock) => {
+                        let either = CancellationToken::new();
+                        let child = either.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                () = accept.cancelled() => {}
+                            }
+                            child.cancel();
+                        });
+                        accept_loop(sock, l, cx, either).await;
+                    }
+                    Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
+                }
+            });
+        }
+    }
+
+    pub fn start_health(&self, entry: &PoolEntry) {
+        let _guard = self.control.enter();
+        health::check::spawn(&entry.pool, &entry.health_stop);
+    }
+}

@@ -1,0 +1,166 @@
+//! Hot reload (SPEC §5): read and validate the whole new config first; only then swap it in.
+//! Kept listeners keep their sockets (never re-bound), new ones are bound before anything
+//! changes, removed ones stop accepting while their connections finish; pools are rebuilt,
+//! and a backend present in both configs keeps its health, admin state and counters.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::bind::{bind_listener, sockets_per_listener, BindError};
+use super::{ListenerEntry, PoolEntry, Shared, Snapshot};
+use crate::config::{self, Source};
+use crate::pool::Pool;
+use crate::proxy::tcp::{ListenerShared, Route};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload is not possible: {0}")]
+    Unavailable(&'static str),
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(config::Invalid),
+    #[error("{0}")]
+    Bind(BindError),
+}
+
+impl Shared {
+    /// Reloads the config file. On any error nothing changes and the running config stays.
+    /// Returns what changed, for the log and `POST /api/reload`.
+    pub fn reload(&self) -> Result<Value, ReloadError> {
+        let result = self.try_reload();
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("lb_config_reloads_total", "result" => outcome).increment(1);
+        match &result {
+            Ok(changes) => tracing::info!(changes = %changes, "config reloaded"),
+            Err(e) => tracing::error!("config reload refused; the running config stays:\n{e}"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<Value, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.config_path.as_ref().ok_or(ReloadError::Unavailable(
+            "the config is embedded, not read from a file",
+        ))?;
+        let engine = self
+            .engine
+            .get()
+            .ok_or(ReloadError::Unavailable("lb is not running yet"))?;
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        let loaded = config::load(Source { name, text }).map_err(ReloadError::Invalid)?;
+        let old = self.state.load_full();
+        let cfg = &loaded.config;
+        let mut notes: Vec<String> = Vec::new();
+        let old_global = &old.loaded.config.global;
+        if cfg.global.workers != old_global.workers {
+            notes.push("global.workers changes take effect on restart".into());
+        }
+        if cfg.global.splice != old_global.splice {
+            notes.push("global.splice changes take effect on restart".into());
+        }
+        if cfg.admin != old.loaded.config.admin {
+            notes.push("[admin] changes take effect on restart".into());
+        }
+
+        // Bind new listeners first: if one fails, nothing has changed yet.
+        let per = sockets_per_listener(self.threading, self.workers);
+        let kept = |l: &config::Listener| {
+            old.listeners.iter().find(|e| {
+                let r = e.shared.route.load();
+                e.shared.name == l.name && r.listener.bind == l.bind
+            })
+        };
+        let mut fresh_sockets = Vec::new();
+        for l in &cfg.listeners {
+            if kept(l).is_none() {
+                fresh_sockets.push(bind_listener(l, per).map_err(ReloadError::Bind)?);
+            }
+        }
+
+        let pools: Vec<PoolEntry> = cfg
+            .pools
+            .iter()
+            .map(|p| PoolEntry {
+                pool: Arc::new(Pool::new(p, old.pool(&p.name).map(|a| a.as_ref()))),
+                health_stop: CancellationToken::new(),
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        let mut started = Vec::new();
+        let mut fresh = fresh_sockets.into_iter();
+        let (mut added, mut kept_names) = (Vec::new(), Vec::new());
+        for l in &cfg.listeners {
+            let route = Route::new(l.clone(), pools[l.pool].pool.clone());
+            match kept(l) {
+                Some(e) => {
+                    e.shared.route.store(Arc::new(route));
+                    kept_names.push(l.name.clone());
+                    listeners.push(e.clone());
+                }
+                None => {
+                    let Some((sockets, addr)) = fresh.next() else {
+                        continue;
+                    };
+                    let entry = ListenerEntry {
+                        shared: Arc::new(ListenerShared::new(route)),
+                        addr,
+                        stop: CancellationToken::new(),
+                    };
+                    added.push(format!("{} on {addr}", l.name));
+                    started.push((entry.clone(), sockets));
+                    listeners.push(entry);
+                }
+            }
+        }
+        let removed: Vec<&ListenerEntry> = old
+            .listeners
+            .iter()
+            .filter(|o| !listeners.iter().any(|n| Arc::ptr_eq(&n.shared, &o.shared)))
+            .collect();
+
+        self.limits.global_max.store(
+            cfg.global.max_connections,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for p in &pools {
+            engine.start_health(p);
+        }
+        for (entry, sockets) in started {
+            engine.start_listener(&entry, sockets);
+        }
+        let removed_names: Vec<String> = removed
+            .iter()
+            .map(|e| format!("{} on {}", e.shared.name, e.addr))
+            .collect();
+        for e in &removed {
+            e.stop.cancel();
+        }
+        for p in &old.pools {
+            p.health_stop.cancel();
+        }
+        let hash = loaded.hash.clone();
+        self.state.store(Arc::new(Snapshot {
+            loaded,
+            pools,
+            listeners,
+        }));
+        Ok(json!({
+            "result": "ok",
+            "config_hash": hash,
+            "listeners_kept": kept_names,
+            "listeners_added": added,
+            "listeners_removed": removed_names,
+            "notes": notes,
+        }))
+    }
+}
