@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use lb_core::config::{self, Loaded, Source};
 use std::sync::Arc;
 
-use lb_core::runtime::{self, Shared, Threading};
+use lb_core::runtime::{self, BindOptions, Inherited, Shared, Threading};
 
 use crate::logging::LogFormat;
 
@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// How connections are spread over cores.
     #[arg(long, value_enum, default_value = "per-core")]
     pub threading: ThreadingArg,
+    /// Binary upgrade socket. If an lb already serves at PATH, take over its listening
+    /// sockets (it then drains and exits); then serve PATH for the next upgrade.
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -108,13 +112,22 @@ pub fn run(args: RunArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let prometheus = crate::logging::install_metrics();
-    let bound = match runtime::bind(
-        loaded,
-        Some(args.config.clone()),
-        args.threading.into(),
-        prometheus,
-    ) {
+    let mut opts = BindOptions {
+        config_path: Some(args.config.clone()),
+        threading: args.threading.into(),
+        prometheus: crate::logging::install_metrics(),
+        inherited: Inherited::default(),
+    };
+    if let Some(path) = &args.upgrade_socket {
+        match runtime::take_over(path) {
+            Ok(i) => opts.inherited = i,
+            Err(e) => {
+                eprintln!("error: binary upgrade from {}: {e}", path.display());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
+    let bound = match runtime::bind(loaded, &mut opts) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -122,7 +135,19 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     let shared = bound.shared().clone();
-    match bound.run(move || shutdown_signal(Some(shared))) {
+    let mut inherited = std::mem::take(&mut opts.inherited);
+    let upgrade_socket = args.upgrade_socket.clone();
+    // Runs once lb is ready: only then may an old process stop accepting.
+    let after_ready = move || async move {
+        inherited.ready();
+        if let Some(path) = upgrade_socket {
+            if let Err(e) = runtime::serve_upgrades(path.clone(), shared.clone()) {
+                tracing::warn!(error = %e, "cannot serve binary upgrades on {}", path.display());
+            }
+        }
+        shutdown_signal(Some(shared)).await;
+    };
+    match bound.run(after_ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -134,8 +159,15 @@ pub fn run(args: RunArgs) -> ExitCode {
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once. Meanwhile SIGHUP
 /// reloads the config of `shared`.
 pub async fn shutdown_signal(shared: Option<Arc<Shared>>) {
+    let asked = shared
+        .as_ref()
+        .map(|s| s.shutdown.clone())
+        .unwrap_or_default();
     reload_on_hangup(shared);
-    wait_signal().await;
+    tokio::select! {
+        () = wait_signal() => {}
+        () = asked.cancelled() => tracing::info!("a new lb process took over the listening sockets; draining"),
+    }
     tokio::spawn(async {
         wait_signal().await;
         eprintln!("second signal: exiting now without draining");

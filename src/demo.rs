@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lb_core::config;
-use lb_core::runtime::{self, Threading};
+use lb_core::runtime::{self, BindOptions, Threading};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -56,8 +56,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let prometheus = crate::logging::install_metrics();
-    let bound = match runtime::bind(loaded, None, Threading::PerCore, prometheus) {
+    let mut opts = BindOptions {
+        threading: Threading::PerCore,
+        prometheus: crate::logging::install_metrics(),
+        ..BindOptions::default()
+    };
+    let bound = match runtime::bind(loaded, &mut opts) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");

@@ -182,6 +182,22 @@ impl Lb {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Waits for this lb to exit by itself; returns the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("lb did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal to this lb (by PID) and waits for it to exit; returns the exit code.
     pub fn signal_and_wait(&mut self, sig: &str, within: Duration) -> Option<i32> {
         let pid = self.pid().to_string();

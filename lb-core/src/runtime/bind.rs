@@ -3,6 +3,7 @@
 //! new listeners the same way before they change anything.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -12,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
+use super::upgrade::Inherited;
 use super::workers::Threading;
 use super::{ListenerEntry, Phase, PoolEntry, Shared, Snapshot};
 use crate::config::{self, Loaded};
@@ -112,15 +114,31 @@ pub(crate) fn sockets_per_listener(threading: Threading, workers: usize) -> usiz
     }
 }
 
-/// Binds everything `loaded` asks for. Nothing is left bound on error. `config_path` is the
-/// file reloads read again.
-pub fn bind(
-    loaded: Loaded,
-    config_path: Option<PathBuf>,
-    threading: Threading,
-    prometheus: Option<PrometheusHandle>,
-) -> Result<Bound, BindError> {
+/// What `bind` needs besides the config.
+#[derive(Debug, Default)]
+pub struct BindOptions {
+    /// The file reloads read again; `None` for an embedded config.
+    pub config_path: Option<PathBuf>,
+    pub threading: Threading,
+    pub prometheus: Option<PrometheusHandle>,
+    /// Listening sockets taken over from a previous process (binary upgrade).
+    pub inherited: Inherited,
+}
+
+/// Duplicates sockets so a binary upgrade can hand them over later.
+pub(crate) fn dup_fds(sockets: &[StdListener]) -> std::io::Result<Arc<Mutex<Vec<OwnedFd>>>> {
+    let fds = sockets
+        .iter()
+        .map(|s| s.try_clone().map(OwnedFd::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(Mutex::new(fds)))
+}
+
+/// Binds everything `loaded` asks for, taking inherited sockets where a previous process had
+/// the same listener. Nothing is left bound on error.
+pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> {
     let cfg = &loaded.config;
+    let threading = opts.threading;
     let workers = match cfg.global.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -137,14 +155,41 @@ pub fn bind(
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
     for l in &cfg.listeners {
-        let (group, actual) = bind_listener(l, per_listener)?;
+        let (group, actual) = match opts.inherited.take(&l.name, l.bind) {
+            // Every inherited socket gets an accept loop, whatever the new worker count:
+            // a socket nobody accepts on would strand the connections queued on it.
+            Some((mut group, actual)) => {
+                while group.len() < per_listener {
+                    let err = |source| BindError::Listener {
+                        listener: l.name.clone(),
+                        addr: actual,
+                        source,
+                    };
+                    group.push(listen(actual, true).map_err(err)?);
+                }
+                tracing::info!(listener = %l.name, sockets = group.len(), "took over the listening socket on {actual}");
+                (group, actual)
+            }
+            None => bind_listener(l, per_listener)?,
+        };
+        let fds = dup_fds(&group).map_err(|source| BindError::Listener {
+            listener: l.name.clone(),
+            addr: actual,
+            source,
+        })?;
         sockets.push(group);
         let route = Route::new(l.clone(), pools[l.pool].pool.clone());
         listeners.push(ListenerEntry {
             shared: Arc::new(ListenerShared::new(route)),
             addr: actual,
             stop: CancellationToken::new(),
+            fds,
         });
+    }
+    for left in opts.inherited.leftovers() {
+        tracing::info!(
+            "binary upgrade: listener {left} is not in the new config; its socket closes"
+        );
     }
     let admin = match &cfg.admin {
         Some(a) => Some(listen(a.bind, false).map_err(|source| BindError::Admin {
@@ -161,14 +206,15 @@ pub fn bind(
             pools,
             listeners,
         }),
-        config_path,
+        config_path: opts.config_path.clone(),
         started: Instant::now(),
-        prometheus,
+        prometheus: opts.prometheus.take(),
         phase,
         workers,
         threading,
         engine: OnceLock::new(),
         reloading: Mutex::new(()),
+        shutdown: CancellationToken::new(),
     });
     Ok(Bound {
         shared,

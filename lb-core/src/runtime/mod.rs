@@ -9,13 +9,17 @@ mod bind;
 mod engine;
 mod reload;
 mod status;
+mod upgrade;
 mod workers;
 
+pub use bind::BindOptions;
 pub use bind::{bind, BindError, Bound};
 pub use reload::ReloadError;
+pub use upgrade::{serve as serve_upgrades, take_over, Inherited};
 pub use workers::Threading;
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -55,6 +59,9 @@ pub struct ListenerEntry {
     pub addr: SocketAddr,
     /// Cancelled when a reload removes the listener: it stops accepting, its connections go on.
     pub stop: CancellationToken,
+    /// Duplicates of the listening sockets, handed to a new process on binary upgrade;
+    /// emptied on shutdown so the sockets close and new connections are refused.
+    pub fds: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 /// A pool of the running config.
@@ -98,4 +105,6 @@ pub struct Shared {
     pub(crate) engine: OnceLock<engine::Engine>,
     /// One reload at a time.
     pub(crate) reloading: Mutex<()>,
+    /// Cancelled to ask for a graceful shutdown from inside (a binary upgrade took over).
+    pub shutdown: CancellationToken,
 }

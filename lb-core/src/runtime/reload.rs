@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::bind::{bind_listener, sockets_per_listener, BindError};
+use super::bind::{bind_listener, dup_fds, sockets_per_listener, BindError};
 use super::{ListenerEntry, PoolEntry, Shared, Snapshot};
 use crate::config::{self, Source};
 use crate::pool::Pool;
@@ -83,7 +83,15 @@ impl Shared {
         let mut fresh_sockets = Vec::new();
         for l in &cfg.listeners {
             if kept(l).is_none() {
-                fresh_sockets.push(bind_listener(l, per).map_err(ReloadError::Bind)?);
+                let (sockets, addr) = bind_listener(l, per).map_err(ReloadError::Bind)?;
+                let fds = dup_fds(&sockets).map_err(|source| {
+                    ReloadError::Bind(BindError::Listener {
+                        listener: l.name.clone(),
+                        addr,
+                        source,
+                    })
+                })?;
+                fresh_sockets.push((sockets, addr, fds));
             }
         }
 
@@ -108,13 +116,14 @@ impl Shared {
                     listeners.push(e.clone());
                 }
                 None => {
-                    let Some((sockets, addr)) = fresh.next() else {
+                    let Some((sockets, addr, fds)) = fresh.next() else {
                         continue;
                     };
                     let entry = ListenerEntry {
                         shared: Arc::new(ListenerShared::new(route)),
                         addr,
                         stop: CancellationToken::new(),
+                        fds,
                     };
                     added.push(format!("{} on {addr}", l.name));
                     started.push((entry.clone(), sockets));

@@ -139,6 +139,11 @@ async fn control<F, Fut>(
 
     shared.phase.send_replace(Phase::Draining);
     accept.cancel();
+    // Close the hand-over copies too, so the listening sockets really close (a new process
+    // that took them over holds its own).
+    for l in &shared.state.load().listeners {
+        l.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
     cx.tracker.close();
     let open = cx
         .limits
