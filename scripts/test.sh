@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the external tests use. None are needed yet for the L4 suite; later
-# features add theirs here (e.g. haproxy, nginx, dnsmasq, redis-server, chromium).
-PACKAGES=()
+# System packages the external tests (cargo feature `external-tests`) use:
+# chromium + chromium-driver for the dashboard test in a real browser.
+PACKAGES=(chromium chromium-driver)
 missing=()
 for p in "${PACKAGES[@]:-}"; do
   [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// sockets (it then drains and exits); then serve PATH for the next upgrade.
     #[arg(long, value_name = "PATH")]
     pub upgrade_socket: Option<PathBuf>,
+    /// Reload when the config file changes (checked every 500ms; a change must be stable
+    /// for one more check before it is applied).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +141,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     let shared = bound.shared().clone();
     let mut inherited = std::mem::take(&mut opts.inherited);
     let upgrade_socket = args.upgrade_socket.clone();
+    let watch = args.watch;
     // Runs once lb is ready: only then may an old process stop accepting.
     let after_ready = move || async move {
         inherited.ready();
@@ -144,6 +149,9 @@ pub fn run(args: RunArgs) -> ExitCode {
             if let Err(e) = runtime::serve_upgrades(path.clone(), shared.clone()) {
                 tracing::warn!(error = %e, "cannot serve binary upgrades on {}", path.display());
             }
+        }
+        if watch {
+            tokio::spawn(runtime::watch(shared.clone(), Duration::from_millis(500)));
         }
         shutdown_signal(Some(shared)).await;
     };

@@ -170,3 +170,30 @@ async fn sighup_does_not_kill_lb() {
     s.read_exact(&mut buf).await.expect("echo after SIGHUP");
     assert_eq!(lb.signal_and_wait("TERM", Duration::from_secs(10)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_signal_exits_at_once() {
+    let b = echo().await;
+    let text = config("round-robin", &[(b.addr, "")], "", "")
+        .replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"60s\"");
+    let mut lb = Lb::start("twosignals", &text).await;
+    let addr = lb.listener("main").await;
+    // A connection that never finishes would hold the drain for the full 60 s.
+    let _held = TcpStream::connect(addr).await.expect("connect");
+    let start = std::time::Instant::now();
+    while lb.status().await["active_connections"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = lb.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    lb.wait_log("shutting down", Duration::from_secs(5));
+    let t0 = std::time::Instant::now();
+    let code = lb.signal_and_wait("TERM", Duration::from_secs(5));
+    assert_eq!(code, Some(1), "an interrupted drain is not a graceful exit");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}

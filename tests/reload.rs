@@ -269,3 +269,26 @@ async fn ten_reloads_under_load_lose_nothing() {
         10.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_reloads_on_file_change_and_skips_bad_edits() {
+    let b0 = named("b0").await;
+    let b1 = named("b1").await;
+    let mut lb = Lb::start_with("reload-watch", &with_extra(&[b0.addr], false), &["--watch"]).await;
+    let main = lb.listener("main").await;
+    lb.wait_log("watching", Duration::from_secs(5));
+    // A bad edit is refused once and the old config keeps serving.
+    std::fs::write(&lb.config, "[[listener]]\nname = \"broken\"\n").expect("write");
+    lb.wait_log("config reload refused", Duration::from_secs(10));
+    assert_eq!(fetch_name(main).await.expect("old config serves"), "b0");
+    // The fixed file is picked up by itself.
+    std::fs::write(&lb.config, with_extra(&[b1.addr], false)).expect("write");
+    lb.wait_log("config reloaded", Duration::from_secs(10));
+    assert_eq!(names(main, 4).await, HashSet::from(["b1".to_string()]));
+    let m = lb.metrics().await;
+    assert_eq!(
+        metric(&m, "lb_config_reloads_total", &[("result", "error")]),
+        1.0,
+        "refused once, not every poll: {m}"
+    );
+}

@@ -10,6 +10,9 @@ use crate::clock;
 use crate::config;
 use crate::health::state::{slow_start_weight, Change, HealthState};
 
+/// Check results kept per backend for the dashboard's health history.
+pub const HISTORY: usize = 20;
+
 /// Operator-set state (admin API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -73,6 +76,8 @@ pub struct Backend {
     failing: AtomicBool,
     health: Mutex<HealthState>,
     last_check: Mutex<Option<CheckRecord>>,
+    /// The last [`HISTORY`] check results, oldest first, for the dashboard.
+    history: Mutex<std::collections::VecDeque<bool>>,
     up_gauge: metrics::Gauge,
     connect_errors_metric: metrics::Counter,
 }
@@ -101,6 +106,7 @@ impl Backend {
             failing: AtomicBool::new(false),
             health: Mutex::new(HealthState::new()),
             last_check: Mutex::new(None),
+            history: Mutex::new(std::collections::VecDeque::with_capacity(HISTORY)),
             connect_errors_metric: metrics::counter!("lb_connect_errors_total", &labels),
             up_gauge,
             id,
@@ -173,6 +179,13 @@ impl Backend {
             h.on_check(ok, rise, fall)
         };
         let why = detail.clone();
+        {
+            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(ok);
+        }
         *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = Some(CheckRecord {
             ok,
             at: SystemTime::now(),
@@ -263,6 +276,16 @@ impl Backend {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Recent check results, oldest first.
+    pub fn history(&self) -> Vec<bool> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     pub fn ejected_until_ms(&self) -> u64 {

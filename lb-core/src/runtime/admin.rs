@@ -94,6 +94,10 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         },
         (&Method::GET, []) => with_type(
+            Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes()))),
+            "text/html; charset=utf-8",
+        ),
+        (&Method::GET, ["api"]) => with_type(
             Response::new(Full::new(Bytes::from_static(INDEX.as_bytes()))),
             "text/plain; charset=utf-8",
         ),
@@ -104,7 +108,10 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     }
 }
 
-const INDEX: &str = "lb admin API\n\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\n";
+/// The dashboard: one self-contained page (no CDN, no build step) polling `/api/status`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\n";
 
 fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp {
     let state = match action {

@@ -10,12 +10,14 @@ mod engine;
 mod reload;
 mod status;
 mod upgrade;
+mod watch;
 mod workers;
 
 pub use bind::BindOptions;
 pub use bind::{bind, BindError, Bound};
 pub use reload::ReloadError;
 pub use upgrade::{serve as serve_upgrades, take_over, Inherited};
+pub use watch::watch;
 pub use workers::Threading;
 
 use std::net::SocketAddr;

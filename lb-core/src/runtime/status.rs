@@ -37,7 +37,10 @@ pub fn status(shared: &Shared) -> Value {
             json!({
                 "name": p.name(),
                 "algorithm": p.config.algorithm.name(),
-                "health_check": p.config.health.as_ref().map(|h| format!("{:?}", h.kind).to_lowercase()),
+                "health_check": p.config.health.as_ref().map(|h| match &h.kind {
+                    crate::config::HealthKind::Tcp => format!("tcp every {:?}", h.interval),
+                    crate::config::HealthKind::Http { path, expect_status } => format!("http GET {path} → {expect_status} every {:?}", h.interval),
+                }),
                 "backends": p.backends.iter().map(|b| backend(b)).collect::<Vec<_>>(),
             })
         })
@@ -48,6 +51,7 @@ pub fn status(shared: &Shared) -> Value {
         "uptime_seconds": shared.started.elapsed().as_secs_f64(),
         "phase": shared.phase.borrow().as_str(),
         "config": { "file": cfg.source.name, "hash": cfg.hash },
+        "token_required": cfg.config.admin.as_ref().is_some_and(|a| a.token.is_some()),
         "workers": shared.workers,
         "active_connections": shared.limits.global_active.load(Relaxed),
         "max_connections": shared.limits.global_max.load(Relaxed),
@@ -77,5 +81,6 @@ fn backend(b: &Backend) -> Value {
         "bytes_out": b.bytes_out.load(Relaxed),
         "connect_errors": b.connect_errors.load(Relaxed),
         "last_check": last,
+        "health_history": b.history(),
     })
 }

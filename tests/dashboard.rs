@@ -1,0 +1,245 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver).
+//! Needs Debian's `chromium` and `chromium-driver` (scripts/test.sh installs them), so it
+//! runs with the `external-tests` feature. Leaves a screenshot at
+//! target/test-artifacts/dashboard.png.
+#![cfg(feature = "external-tests")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::backends::named;
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Driver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wd(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect chromedriver");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    // Read the head, then exactly Content-Length bytes: chromedriver may keep the socket open.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let json = loop {
+        let n = tokio::time::timeout_at(deadline.into(), s.read(&mut chunk))
+            .await
+            .expect("WebDriver answer in time")
+            .expect("read");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            });
+            match len {
+                Some(len) if body.len() >= len => break body[..len].to_string(),
+                None if n == 0 => break body.to_string(),
+                _ => {}
+            }
+        }
+        assert!(n > 0, "WebDriver closed early: {text}");
+    };
+    let text = json.clone();
+    let json = json.as_str();
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("bad WebDriver answer ({e}): {text}"))
+}
+
+async fn start_driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (apt-get install chromium-driver)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let start = Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Driver { child, addr }
+}
+
+/// Backend address → state as the page shows it.
+async fn page_states(d: SocketAddr, session: &str) -> Vec<(String, String)> {
+    let script = "return [...document.querySelectorAll('tr[data-backend]')].map(r => [r.dataset.backend, r.querySelector('.state').textContent]);";
+    let v = wd(
+        d,
+        "POST",
+        &format!("/session/{session}/execute/sync"),
+        Some(json!({ "script": script, "args": [] })),
+    )
+    .await;
+    v["value"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r[0].as_str().unwrap_or("").to_string(),
+                        r[1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn b64decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_shows_backends_and_follows_a_drain_live() {
+    let bs = [named("b0").await, named("b1").await, named("b2").await];
+    let list: Vec<_> = bs.iter().map(|b| (b.addr, "")).collect();
+    let lb = Lb::start(
+        "dashboard",
+        &config(
+            "least-connections",
+            &list,
+            "health = { kind = \"tcp\", interval = \"500ms\" }",
+            "",
+        ),
+    )
+    .await;
+    let main = lb.listener("main").await;
+    for _ in 0..30 {
+        fetch_name(main).await.expect("traffic");
+    }
+    let driver = start_driver().await;
+    let d = driver.addr;
+    let profile = scratch("chromium-profile");
+    let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,720", format!("--user-data-dir={}", profile.display())]
+    }}}});
+    let session = wd(d, "POST", "/session", Some(caps)).await;
+    let sid = session["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {session}"))
+        .to_string();
+    wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/url"),
+        Some(json!({ "url": format!("http://{}/", lb.admin) })),
+    )
+    .await;
+
+    // Every backend appears, up.
+    let start = Instant::now();
+    loop {
+        let rows = page_states(d, &sid).await;
+        if rows.len() == 3 && rows.iter().all(|(_, s)| s == "up") {
+            for b in &bs {
+                assert!(
+                    rows.iter().any(|(a, _)| *a == b.addr.to_string()),
+                    "{rows:?}"
+                );
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "page never showed 3 up backends: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Drain one through the API: the open page follows without a reload.
+    let (code, _) = http(
+        lb.admin,
+        "POST",
+        &format!("/api/pools/p/backends/{}/drain", bs[1].addr),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let start = Instant::now();
+    loop {
+        let rows = page_states(d, &sid).await;
+        if rows
+            .iter()
+            .any(|(a, s)| *a == bs[1].addr.to_string() && s == "draining")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "page did not show the drain: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The page's own button works too: enable it again by clicking.
+    let click = format!("document.querySelector('tr[data-backend=\"{}\"] button[data-action=\"enable\"]').click(); return true;", bs[1].addr);
+    wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/execute/sync"),
+        Some(json!({ "script": click, "args": [] })),
+    )
+    .await;
+    lb.wait_state("p", bs[1].addr, "up", Duration::from_secs(5))
+        .await;
+
+    let shot = wd(d, "GET", &format!("/session/{sid}/screenshot"), None).await;
+    let png = b64decode(shot["value"].as_str().expect("screenshot"));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    std::fs::write(dir.join("dashboard.png"), &png).expect("write screenshot");
+    wd(d, "DELETE", &format!("/session/{sid}"), None).await;
+}
