@@ -155,12 +155,7 @@ async fn sigterm_lets_the_open_connection_finish_then_exits_0() {
 async fn sighup_does_not_kill_lb() {
     let b = echo().await;
     let mut lb = Lb::start("sighup", &config("round-robin", &[(b.addr, "")], "", "")).await;
-    let pid = lb.pid().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    lb.signal("HUP");
     lb.wait_log("SIGHUP received", Duration::from_secs(5));
     // Still serving.
     let addr = lb.listener("main").await;
@@ -185,12 +180,7 @@ async fn second_signal_exits_at_once() {
         assert!(start.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = lb.pid().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    lb.signal("TERM");
     lb.wait_log("shutting down", Duration::from_secs(5));
     let t0 = std::time::Instant::now();
     let code = lb.signal_and_wait("TERM", Duration::from_secs(5));

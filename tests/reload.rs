@@ -5,13 +5,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backends::{echo, named};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// `config()` plus an optional second listener "extra" on the same pool.
@@ -156,12 +154,7 @@ async fn kept_backend_keeps_state_and_counters_and_sighup_reloads() {
     assert_eq!(code, 200);
     let before = lb.status().await["pools"][0]["backends"][0]["total_connections"].clone();
     std::fs::write(&lb.config, with_extra(&[b0.addr, b1.addr, b2.addr], false)).expect("write");
-    let pid = lb.pid().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill")
-        .success());
+    lb.signal("HUP");
     lb.wait_log("config reloaded", Duration::from_secs(5));
     let s = lb.status().await;
     let b = &s["pools"][0]["backends"][0];
@@ -187,48 +180,14 @@ async fn ten_reloads_under_load_lose_nothing() {
     ];
     let lb = Lb::start("reload-load", &configs[0]).await;
     let main = lb.listener("main").await;
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..4u64 {
-        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut seed = c;
-            for _ in 0..20_000 {
-                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                    break;
-                }
-                let mut payload = vec![0u8; 2048];
-                common::backends::fill(&mut payload, &mut seed);
-                let r = async {
-                    let mut s = TcpStream::connect(main).await?;
-                    s.write_all(&payload).await?;
-                    s.shutdown().await?;
-                    let mut back = Vec::new();
-                    s.read_to_end(&mut back).await?;
-                    Ok::<_, std::io::Error>(back)
-                }
-                .await;
-                match r {
-                    Ok(back) if back == payload => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = Load::start(main, 4, 2048);
     for i in 0..10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let (code, body) = reload(&lb, &configs[(i + 1) % 2]).await;
         assert_eq!(code, 200, "reload {i}: {body}");
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.expect("client");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.finish().await;
     eprintln!("reloads under load: {ok} connections ok, {failed} failed");
     assert_eq!(failed, 0, "{ok} ok");
     assert!(ok > 200, "too little load: {ok}");

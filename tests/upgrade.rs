@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::backends::echo;
 use common::*;
@@ -24,42 +22,9 @@ async fn upgrade_under_load_loses_no_connection() {
     let addr = old.listener("main").await;
     old.wait_log("binary upgrade socket on", Duration::from_secs(5));
 
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..4u64 {
-        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut seed = 100 + c;
-            for _ in 0..50_000 {
-                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
-                    break;
-                }
-                let mut payload = vec![0u8; 1024];
-                common::backends::fill(&mut payload, &mut seed);
-                let r = async {
-                    let mut s = TcpStream::connect(addr).await?;
-                    s.write_all(&payload).await?;
-                    s.shutdown().await?;
-                    let mut back = Vec::new();
-                    s.read_to_end(&mut back).await?;
-                    Ok::<_, std::io::Error>(back)
-                }
-                .await;
-                match r {
-                    Ok(back) if back == payload => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("client {c}: {:?}", other.map(|b| b.len()));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
+    let load = Load::start(addr, 4, 1024);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
 
     // The same command line again: it finds the old process and takes over.
     let mut new = Lb::start_with("upgrade-new", &text, &["--upgrade-socket", &sock_arg]).await;
@@ -70,11 +35,7 @@ async fn upgrade_under_load_loses_no_connection() {
         .expect("join");
     assert_eq!(code, Some(0), "the old process drains and exits 0");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.expect("client");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.finish().await;
     eprintln!("binary upgrade under load: {ok} connections ok ({before} before the upgrade), {failed} failed");
     assert_eq!(failed, 0);
     assert!(

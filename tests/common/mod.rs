@@ -198,8 +198,8 @@ impl Lb {
         }
     }
 
-    /// Sends a signal to this lb (by PID) and waits for it to exit; returns the exit code.
-    pub fn signal_and_wait(&mut self, sig: &str, within: Duration) -> Option<i32> {
+    /// Sends a signal (e.g. "HUP", "TERM") to this lb, by PID.
+    pub fn signal(&self, sig: &str) {
         let pid = self.pid().to_string();
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -208,18 +208,12 @@ impl Lb {
             .expect("kill")
             .success();
         assert!(ok, "kill -{sig} {pid}");
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("lb did not exit within {within:?} after SIG{sig}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    }
+
+    /// Sends a signal and waits for lb to exit; returns the exit code.
+    pub fn signal_and_wait(&mut self, sig: &str, within: Duration) -> Option<i32> {
+        self.signal(sig);
+        self.wait_exit(within)
     }
 }
 
@@ -332,4 +326,77 @@ pub async fn fetch_name_from(
         ));
     }
     Ok(name)
+}
+
+/// Clients that keep opening connections to `addr`, sending a payload through an echo
+/// backend and checking every byte comes back, until [`Load::finish`] (bounded: 30 s and
+/// 50,000 connections per client).
+pub struct Load {
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: u64, payload_len: usize) -> Load {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|c| {
+                let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut seed = c;
+                    for _ in 0..50_000 {
+                        if stop.load(Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        let mut payload = vec![0u8; payload_len];
+                        backends::fill(&mut payload, &mut seed);
+                        match echo_round_trip(addr, &payload).await {
+                            Ok(back) if back == payload => ok.fetch_add(1, Relaxed),
+                            other => {
+                                eprintln!("client {c}: {:?}", other.map(|b| b.len()));
+                                failed.fetch_add(1, Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            ok,
+            failed,
+            stop,
+            tasks,
+        }
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (connections ok, connections failed).
+    pub async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ok = self.ok.clone();
+        for t in self.tasks {
+            t.await.expect("load client");
+        }
+        let r = std::sync::atomic::Ordering::Relaxed;
+        (ok.load(r), self.failed.load(r))
+    }
+}
+
+/// One connection: send `payload`, half-close, read everything back.
+pub async fn echo_round_trip(addr: SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(payload).await?;
+    s.shutdown().await?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await?;
+    Ok(back)
 }
