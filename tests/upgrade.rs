@@ -30,6 +30,7 @@ async fn upgrade_under_load_loses_no_connection() {
     let mut new = Lb::start_with("upgrade-new", &text, &["--upgrade-socket", &sock_arg]).await;
     new.wait_log("took over the listening socket on", Duration::from_secs(5));
     assert_eq!(new.listener("main").await, addr, "same socket, same port");
+    assert_eq!(new.admin, old.admin, "the admin socket is handed over too");
     let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(20)))
         .await
         .expect("join");

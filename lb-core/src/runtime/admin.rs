@@ -14,13 +14,20 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{status, ReloadError, Shared};
 use crate::backend::AdminState;
 
 type Resp = Response<Full<Bytes>>;
 
-pub async fn serve(sock: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+/// Serves until `stop`; connections are tracked so shutdown can let them finish.
+pub async fn serve(
+    sock: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
     if let Ok(a) = sock.local_addr() {
         tracing::info!("admin API on http://{a}/ (metrics at /metrics, status at /api/status)");
     }
@@ -36,7 +43,7 @@ pub async fn serve(sock: TcpListener, shared: Arc<Shared>, stop: CancellationTok
             () = stop.cancelled() => return,
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, peer, req)) }

@@ -20,6 +20,10 @@ use crate::config::{self, Loaded};
 use crate::pool::Pool;
 use crate::proxy::tcp::{Limits, ListenerShared, Route};
 
+/// The name the admin socket travels under in a binary upgrade (no listener can have it:
+/// config names cannot hold a NUL).
+pub(crate) const ADMIN_LISTENER: &str = "\0admin";
+
 /// Listen backlog: the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 4096;
 
@@ -186,18 +190,37 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
             fds,
         });
     }
+    // The admin socket is handed over too, so a fixed admin port does not block an upgrade.
+    let admin = match &cfg.admin {
+        Some(a) => match opts.inherited.take(ADMIN_LISTENER, a.bind) {
+            Some((mut socks, _)) if !socks.is_empty() => Some(socks.swap_remove(0)),
+            _ => Some(listen(a.bind, false).map_err(|source| BindError::Admin {
+                addr: a.bind,
+                source,
+            })?),
+        },
+        None => None,
+    };
+    let admin_fd = match (&admin, &cfg.admin) {
+        (Some(sock), Some(a)) => {
+            let err = |source| BindError::Admin {
+                addr: a.bind,
+                source,
+            };
+            let actual = sock.local_addr().map_err(err)?;
+            Some((
+                OwnedFd::from(sock.try_clone().map_err(err)?),
+                a.bind,
+                actual,
+            ))
+        }
+        _ => None,
+    };
     for left in opts.inherited.leftovers() {
         tracing::info!(
             "binary upgrade: listener {left} is not in the new config; its socket closes"
         );
     }
-    let admin = match &cfg.admin {
-        Some(a) => Some(listen(a.bind, false).map_err(|source| BindError::Admin {
-            addr: a.bind,
-            source,
-        })?),
-        None => None,
-    };
     let (phase, _) = tokio::sync::watch::channel(Phase::Starting);
     let shared = Arc::new(Shared {
         limits: Arc::new(Limits::new(cfg.global.max_connections)),
@@ -215,6 +238,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         engine: OnceLock::new(),
         reloading: Mutex::new(()),
         shutdown: CancellationToken::new(),
+        admin_fd: Mutex::new(admin_fd),
     });
     Ok(Bound {
         shared,

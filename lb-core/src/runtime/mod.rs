@@ -109,4 +109,6 @@ pub struct Shared {
     pub(crate) reloading: Mutex<()>,
     /// Cancelled to ask for a graceful shutdown from inside (a binary upgrade took over).
     pub shutdown: CancellationToken,
+    /// A duplicate of the admin socket with its configured and actual address, for upgrades.
+    pub(crate) admin_fd: Mutex<Option<(OwnedFd, SocketAddr, SocketAddr)>>,
 }

@@ -214,6 +214,16 @@ fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<bool> {
         });
         fds.extend(own.iter().map(AsFd::as_fd));
     }
+    let admin = shared.admin_fd.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((fd, bind, addr)) = admin.as_ref() {
+        offers.push(Offer {
+            name: super::bind::ADMIN_LISTENER.to_string(),
+            bind: *bind,
+            addr: *addr,
+            fds: 1,
+        });
+        fds.push(fd.as_fd());
+    }
     if fds.len() > MAX_FDS {
         return Err(io::Error::other(format!(
             "{} listening sockets exceed the {MAX_FDS} one message can carry",

@@ -120,10 +120,19 @@ async fn control<F, Fut>(
     let accept = engine.accept.clone();
     let cx = engine.cx.clone();
     let _ = shared.engine.set(engine);
+    // The admin API stops accepting when draining starts, like the listeners (after a binary
+    // upgrade the new process answers on the same socket), and its requests get to finish.
+    let admin_stop = CancellationToken::new();
+    let admin_tracker = TaskTracker::new();
     if let Some(sock) = admin_sock {
         match tokio::net::TcpListener::from_std(sock) {
             Ok(sock) => {
-                tokio::spawn(admin::serve(sock, shared.clone(), exit.clone()));
+                tokio::spawn(admin::serve(
+                    sock,
+                    shared.clone(),
+                    admin_stop.clone(),
+                    admin_tracker.clone(),
+                ));
             }
             Err(e) => tracing::error!(error = %e, "cannot register admin socket"),
         }
@@ -139,11 +148,14 @@ async fn control<F, Fut>(
 
     shared.phase.send_replace(Phase::Draining);
     accept.cancel();
+    admin_stop.cancel();
+    admin_tracker.close();
     // Close the hand-over copies too, so the listening sockets really close (a new process
     // that took them over holds its own).
     for l in &shared.state.load().listeners {
         l.fds.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+    *shared.admin_fd.lock().unwrap_or_else(|e| e.into_inner()) = None;
     cx.tracker.close();
     let open = cx
         .limits
@@ -169,6 +181,7 @@ async fn control<F, Fut>(
     for p in &shared.state.load().pools {
         p.health_stop.cancel();
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_tracker.wait()).await;
     exit.cancel();
     shared.phase.send_replace(Phase::Stopped);
     tracing::info!("stopped");
