@@ -2,6 +2,8 @@
 //! active probes that feed it.
 
 pub mod check;
+pub mod dns;
+pub mod payload;
 pub mod state;
 
 pub use state::{Change, HealthState};

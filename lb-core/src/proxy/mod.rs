@@ -5,5 +5,6 @@ pub mod relay;
 #[cfg(target_os = "linux")]
 mod splice;
 pub mod tcp;
+pub mod udp;
 
 pub use relay::{End, Outcome, RelayMode};
