@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use lb_core::config::{format_duration as d, HealthKind, Loaded};
+use lb_core::config::{format_duration as d, Loaded};
 
 pub fn plan(l: &Loaded) -> String {
     let c = &l.config;
@@ -37,9 +37,10 @@ pub fn plan(l: &Loaded) -> String {
         let p = &c.pools[li.pool];
         let _ = writeln!(
             out,
-            "listener \"{}\" {} tcp → pool \"{}\" (connect_timeout {}, idle_timeout {}, max_connections {}{})",
+            "listener \"{}\" {} {} → pool \"{}\" (connect_timeout {}, idle_timeout {}, max_connections {}{})",
             li.name,
             li.bind,
+            li.protocol.name(),
             p.name,
             d(li.connect_timeout),
             d(li.idle_timeout),
@@ -57,13 +58,7 @@ pub fn plan(l: &Loaded) -> String {
         }
         match &p.health {
             Some(h) => {
-                let what = match &h.kind {
-                    HealthKind::Tcp => "tcp connect".to_string(),
-                    HealthKind::Http {
-                        path,
-                        expect_status,
-                    } => format!("http GET {path} expecting {expect_status}"),
-                };
+                let what = h.kind.describe();
                 let _ = write!(
                     out,
                     "; health {what} every {} (timeout {}, rise {}, fall {})",

@@ -142,3 +142,32 @@ pub async fn silent() -> Backend {
     })
     .await
 }
+
+/// A UDP backend: answers "ping" with "pong" (health checks), and anything else with
+/// `name|` followed by the datagram itself. `stop()` closes it (later datagrams get ICMP
+/// port unreachable).
+pub async fn udp_named(name: &str) -> Backend {
+    udp_named_at("127.0.0.1:0".parse().expect("addr"), name).await
+}
+
+pub async fn udp_named_at(bind: SocketAddr, name: &str) -> Backend {
+    let s = tokio::net::UdpSocket::bind(bind)
+        .await
+        .expect("bind udp backend");
+    let addr = s.local_addr().expect("addr");
+    let name = name.to_string();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let reply = if &buf[..n] == b"ping" {
+                b"pong".to_vec()
+            } else {
+                let mut r = format!("{name}|").into_bytes();
+                r.extend_from_slice(&buf[..n]);
+                r
+            };
+            let _ = s.send_to(&reply, from).await;
+        }
+    });
+    Backend { addr, task }
+}

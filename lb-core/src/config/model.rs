@@ -47,6 +47,16 @@ pub struct Admin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +70,11 @@ pub struct Listener {
     pub connect_timeout: Duration,
     /// Default 5m.
     pub idle_timeout: Duration,
-    /// Default 10000.
+    /// Default 10000. For udp: concurrent flows.
     pub max_connections: u64,
     pub access_log: bool,
+    /// udp: a client's flow is forgotten after this much silence; default 30s.
+    pub udp_session_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +158,19 @@ pub struct Backend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthKind {
     Tcp,
-    Http { path: String, expect_status: u16 },
+    Http {
+        path: String,
+        expect_status: u16,
+    },
+    /// Send a datagram, expect a reply that starts with `expect`.
+    Udp {
+        send: Vec<u8>,
+        expect: Vec<u8>,
+    },
+    /// A DNS query for `query` must get a NOERROR answer.
+    Dns {
+        query: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +184,25 @@ pub struct Health {
     pub rise: u32,
     /// Failures in a row to go down; default 3.
     pub fall: u32,
+}
+
+impl HealthKind {
+    /// One line for `lb check` and the status API.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tcp => "tcp connect".into(),
+            Self::Http {
+                path,
+                expect_status,
+            } => format!("http GET {path} expecting {expect_status}"),
+            Self::Udp { send, expect } => format!(
+                "udp send {} bytes, expect a reply starting with {} bytes",
+                send.len(),
+                expect.len()
+            ),
+            Self::Dns { query } => format!("dns query {query} expecting NOERROR"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,9 +79,9 @@ pub struct RawHealth {
     pub fall: Option<S<i64>>,
     pub path: Option<S<String>>,
     pub expect_status: Option<S<i64>>,
-    pub send: Option<S<IgnoredAny>>,
-    pub expect: Option<S<IgnoredAny>>,
-    pub query: Option<S<IgnoredAny>>,
+    pub send: Option<S<String>>,
+    pub expect: Option<S<String>>,
+    pub query: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

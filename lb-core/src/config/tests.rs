@@ -347,3 +347,47 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn udp_listeners_and_udp_health() {
+    let text = GOOD
+        .replace("idle_timeout = \"1m\"", "protocol = \"udp\"\nudp_session_timeout = \"10s\"")
+        .replace(
+            "health = { kind = \"http\", path = \"/healthz\", expect_status = 204, interval = \"500ms\", rise = 1, fall = 2 }",
+            "health = { kind = \"udp\", send = \"hex:70696e67\", expect = \"pong\" }",
+        );
+    let l = load_str("t.toml", &text).expect("udp config is valid");
+    assert_eq!(l.config.listeners[0].protocol, Protocol::Udp);
+    assert_eq!(l.config.listeners[0].udp_session_timeout.as_secs(), 10);
+    assert_eq!(
+        l.config.pools[0].health.as_ref().map(|h| h.kind.clone()),
+        Some(HealthKind::Udp {
+            send: b"ping".to_vec(),
+            expect: b"pong".to_vec()
+        })
+    );
+    // A TCP and a UDP listener may share a port number.
+    let both = format!(
+        "{text}\n[[listener]]\nname = \"tcp-twin\"\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n"
+    );
+    assert!(load_str("t.toml", &both).is_ok());
+    // udp health needs send and expect; dns needs a valid name; keys of other kinds are refused.
+    let no_expect = text.replace(", expect = \"pong\"", "");
+    one_error(&no_expect, "pool[0].health.expect", "needs `expect`");
+    let dns_bad = text.replace(
+        "kind = \"udp\", send = \"hex:70696e67\", expect = \"pong\"",
+        "kind = \"dns\", query = \"a..b\"",
+    );
+    one_error(&dns_bad, "pool[0].health.query", "not a DNS name");
+    let mixed = text.replace(
+        "expect = \"pong\"",
+        "expect = \"pong\", query = \"x.example\"",
+    );
+    one_error(
+        &mixed,
+        "pool[0].health.query",
+        "applies only to kind = \"dns\"",
+    );
+    let bad_hex = text.replace("hex:70696e67", "hex:7g");
+    one_error(&bad_hex, "pool[0].health.send", "hex");
+}

@@ -29,11 +29,16 @@ pub async fn probe(
 }
 
 async fn probe_inner(kind: &HealthKind, addr: SocketAddr) -> Result<String, String> {
+    match kind {
+        HealthKind::Udp { send, expect } => return probe_udp(addr, send, expect).await,
+        HealthKind::Dns { query } => return probe_dns(addr, query).await,
+        HealthKind::Tcp | HealthKind::Http { .. } => {}
+    }
     let mut s = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     match kind {
-        HealthKind::Tcp => Ok("connected".into()),
+        HealthKind::Tcp | HealthKind::Udp { .. } | HealthKind::Dns { .. } => Ok("connected".into()),
         HealthKind::Http {
             path,
             expect_status,
@@ -61,6 +66,49 @@ async fn probe_inner(kind: &HealthKind, addr: SocketAddr) -> Result<String, Stri
             } else {
                 Err(format!("HTTP {status}, expected {expect_status}"))
             }
+        }
+    }
+}
+
+/// A connected UDP socket to `addr` from an ephemeral port of the right family.
+async fn udp_to(addr: SocketAddr) -> Result<tokio::net::UdpSocket, String> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    s.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    Ok(s)
+}
+
+async fn probe_udp(addr: SocketAddr, send: &[u8], expect: &[u8]) -> Result<String, String> {
+    let s = udp_to(addr).await?;
+    s.send(send).await.map_err(|e| format!("send: {e}"))?;
+    let mut buf = vec![0u8; 65_536];
+    let n = s.recv(&mut buf).await.map_err(|e| format!("recv: {e}"))?;
+    if buf[..n].starts_with(expect) {
+        Ok(format!("reply of {n} bytes"))
+    } else {
+        Err(format!("unexpected reply of {n} bytes"))
+    }
+}
+
+async fn probe_dns(addr: SocketAddr, name: &str) -> Result<String, String> {
+    let id = fastrand::u16(..);
+    let q = super::dns::query(id, name).map_err(|e| e.to_string())?;
+    let s = udp_to(addr).await?;
+    s.send(&q).await.map_err(|e| format!("send: {e}"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = s.recv(&mut buf).await.map_err(|e| format!("recv: {e}"))?;
+        match super::dns::check_response(id, &buf[..n]) {
+            Ok(answers) => return Ok(format!("NOERROR, {answers} answers")),
+            // A late answer to an earlier probe: keep waiting for ours (the timeout bounds it).
+            Err(super::dns::Verdict::WrongId { .. }) => continue,
+            Err(v) => return Err(v.to_string()),
         }
     }
 }

@@ -21,6 +21,11 @@ thread_local! {
     static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
 }
 
+/// The next backend of `pool` for this client, using the thread's RNG.
+pub(crate) fn next_backend(pool: &Pool, key: u64, attempt: &mut Attempt) -> Option<usize> {
+    RNG.with(|r| pool.next(key, attempt, &mut r.borrow_mut()))
+}
+
 /// Metric handles for one (listener, backend) pair, registered once when the listener is
 /// built so the data path only bumps atomics.
 #[derive(Debug)]
@@ -219,7 +224,7 @@ fn admit(
     None
 }
 
-fn key_of(pool: &Pool, peer: SocketAddr) -> u64 {
+pub(crate) fn key_of(pool: &Pool, peer: SocketAddr) -> u64 {
     if pool.config.algorithm != Algorithm::ConsistentHash {
         return 0;
     }
@@ -238,7 +243,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
     let key = key_of(pool, peer);
     let mut attempt = Attempt::default();
     let mut last_error: Option<String> = None;
-    while let Some(i) = RNG.with(|r| pool.next(key, &mut attempt, &mut r.borrow_mut())) {
+    while let Some(i) = next_backend(pool, key, &mut attempt) {
         let b = &pool.backends[i];
         b.active.fetch_add(1, Relaxed);
         let upstream =

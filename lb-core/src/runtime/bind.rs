@@ -47,7 +47,7 @@ pub enum BindError {
 pub struct Bound {
     pub(crate) shared: Arc<Shared>,
     /// Per listener (in snapshot order): one socket per worker (per-core) or one in all.
-    pub(crate) sockets: Vec<Vec<StdListener>>,
+    pub(crate) sockets: Vec<Vec<Sock>>,
     pub(crate) admin: Option<StdListener>,
 }
 
@@ -69,6 +69,65 @@ impl Bound {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+/// A listening socket of either protocol.
+#[derive(Debug)]
+pub(crate) enum Sock {
+    Tcp(StdListener),
+    Udp(std::net::UdpSocket),
+}
+
+impl Sock {
+    fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            Self::Tcp(s) => s.try_clone().map(OwnedFd::from),
+            Self::Udp(s) => s.try_clone().map(OwnedFd::from),
+        }
+    }
+
+    pub(crate) fn from_fd(fd: OwnedFd, udp: bool) -> std::io::Result<Self> {
+        Ok(if udp {
+            let s = std::net::UdpSocket::from(fd);
+            s.set_nonblocking(true)?;
+            Self::Udp(s)
+        } else {
+            let s = StdListener::from(fd);
+            s.set_nonblocking(true)?;
+            Self::Tcp(s)
+        })
+    }
+}
+
+/// A UDP socket for a listener (SO_REUSEPORT so the kernel keeps a client on one worker's
+/// socket: it hashes the 4-tuple).
+fn listen_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn listen_any(addr: SocketAddr, udp: bool, reuse_port: bool) -> std::io::Result<Sock> {
+    if udp {
+        listen_udp(addr, reuse_port).map(Sock::Udp)
+    } else {
+        listen(addr, reuse_port).map(Sock::Tcp)
+    }
+}
+
+fn local_addr(s: &Sock) -> std::io::Result<SocketAddr> {
+    match s {
+        Sock::Tcp(s) => s.local_addr(),
+        Sock::Udp(s) => s.local_addr(),
     }
 }
 
@@ -94,18 +153,19 @@ fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<StdListener> {
 pub(crate) fn bind_listener(
     l: &config::Listener,
     count: usize,
-) -> Result<(Vec<StdListener>, SocketAddr), BindError> {
+) -> Result<(Vec<Sock>, SocketAddr), BindError> {
     let err = |source| BindError::Listener {
         listener: l.name.clone(),
         addr: l.bind,
         source,
     };
-    let first = listen(l.bind, count > 1).map_err(err)?;
+    let udp = l.protocol == config::Protocol::Udp;
+    let first = listen_any(l.bind, udp, count > 1).map_err(err)?;
     // With port 0 the kernel picks a port; the other workers' sockets must share it.
-    let actual = first.local_addr().map_err(err)?;
+    let actual = local_addr(&first).map_err(err)?;
     let mut group = vec![first];
     for _ in 1..count {
-        group.push(listen(actual, true).map_err(err)?);
+        group.push(listen_any(actual, udp, true).map_err(err)?);
     }
     Ok((group, actual))
 }
@@ -130,10 +190,10 @@ pub struct BindOptions {
 }
 
 /// Duplicates sockets so a binary upgrade can hand them over later.
-pub(crate) fn dup_fds(sockets: &[StdListener]) -> std::io::Result<Arc<Mutex<Vec<OwnedFd>>>> {
+pub(crate) fn dup_fds(sockets: &[Sock]) -> std::io::Result<Arc<Mutex<Vec<OwnedFd>>>> {
     let fds = sockets
         .iter()
-        .map(|s| s.try_clone().map(OwnedFd::from))
+        .map(Sock::try_clone_fd)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(Mutex::new(fds)))
 }
@@ -169,7 +229,8 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
                         addr: actual,
                         source,
                     };
-                    group.push(listen(actual, true).map_err(err)?);
+                    let udp = l.protocol == config::Protocol::Udp;
+                    group.push(listen_any(actual, udp, true).map_err(err)?);
                 }
                 tracing::info!(listener = %l.name, sockets = group.len(), "took over the listening socket on {actual}");
                 (group, actual)
@@ -193,7 +254,12 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
     // The admin socket is handed over too, so a fixed admin port does not block an upgrade.
     let admin = match &cfg.admin {
         Some(a) => match opts.inherited.take(ADMIN_LISTENER, a.bind) {
-            Some((mut socks, _)) if !socks.is_empty() => Some(socks.swap_remove(0)),
+            Some((mut socks, _)) if matches!(socks.first(), Some(Sock::Tcp(_))) => {
+                match socks.swap_remove(0) {
+                    Sock::Tcp(s) => Some(s),
+                    Sock::Udp(_) => None,
+                }
+            }
             _ => Some(listen(a.bind, false).map_err(|source| BindError::Admin {
                 addr: a.bind,
                 source,

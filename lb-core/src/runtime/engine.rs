@@ -1,11 +1,10 @@
 //! Where tasks run: the worker runtimes' handles (accept loops and their connections) and the
 //! control runtime's handle (health checks). Used at start-up and by reloads alike.
 
-use std::net::TcpListener as StdListener;
-
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use super::bind::Sock;
 use super::{ListenerEntry, PoolEntry};
 use crate::health;
 use crate::proxy::tcp::{accept_loop, Context};
@@ -25,7 +24,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Starts accepting on `sockets` (one per worker handle, or all on the one handle).
-    pub fn start_listener(&self, entry: &ListenerEntry, sockets: Vec<StdListener>) {
+    pub fn start_listener(&self, entry: &ListenerEntry, sockets: Vec<Sock>) {
         // A listener stops on shutdown or when a reload removes it.
         let stop = entry.stop.clone();
         let accept = self.accept.clone();
@@ -38,20 +37,22 @@ impl Engine {
                 accept.clone(),
             );
             handle.spawn(async move {
-                match tokio::net::TcpListener::from_std(sock) {
-                    Ok(sock) => {
-                        let either = CancellationToken::new();
-                        let child = either.clone();
-                        tokio::spawn(async move {
-                            tokio::select! {
-                                () = stop.cancelled() => {}
-                                () = accept.cancelled() => {}
-                            }
-                            child.cancel();
-                        });
-                        accept_loop(sock, l, cx, either).await;
+                // Either a reload removing the listener or shutdown stops it.
+                let either = CancellationToken::new();
+                let child = either.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = accept.cancelled() => {}
                     }
-                    Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
+                    child.cancel();
+                });
+                match sock {
+                    Sock::Tcp(sock) => match tokio::net::TcpListener::from_std(sock) {
+                        Ok(sock) => accept_loop(sock, l, cx, either).await,
+                        Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
+                    },
+                    Sock::Udp(sock) => crate::proxy::udp::relay::serve(sock, l, either).await,
                 }
             });
         }

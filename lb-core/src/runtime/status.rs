@@ -20,7 +20,7 @@ pub fn status(shared: &Shared) -> Value {
             json!({
                 "name": l.name,
                 "bind": addr.to_string(),
-                "protocol": "tcp",
+                "protocol": r.listener.protocol.name(),
                 "pool": r.pool.name(),
                 "active_connections": l.active.load(Relaxed),
                 "total_connections": l.total.load(Relaxed),
@@ -37,10 +37,7 @@ pub fn status(shared: &Shared) -> Value {
             json!({
                 "name": p.name(),
                 "algorithm": p.config.algorithm.name(),
-                "health_check": p.config.health.as_ref().map(|h| match &h.kind {
-                    crate::config::HealthKind::Tcp => format!("tcp every {:?}", h.interval),
-                    crate::config::HealthKind::Http { path, expect_status } => format!("http GET {path} → {expect_status} every {:?}", h.interval),
-                }),
+                "health_check": p.config.health.as_ref().map(|h| format!("{} every {:?}", h.kind.describe(), h.interval)),
                 "backends": p.backends.iter().map(|b| backend(b)).collect::<Vec<_>>(),
             })
         })

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::bind::Sock;
 use super::Shared;
 
 /// SCM_RIGHTS carries at most this many descriptors per message (Linux SCM_MAX_FD).
@@ -39,19 +40,22 @@ struct Offer {
     /// The address actually bound.
     addr: SocketAddr,
     fds: usize,
+    /// UDP sockets (absent = TCP).
+    #[serde(default)]
+    udp: bool,
 }
 
 /// Listening sockets received from the previous process, by listener name and configured bind.
 #[derive(Debug, Default)]
 pub struct Inherited {
-    sockets: HashMap<(String, SocketAddr), (Vec<StdListener>, SocketAddr)>,
+    sockets: HashMap<(String, SocketAddr), (Vec<Sock>, SocketAddr)>,
     /// Where to say READY once running.
     conn: Option<UnixStream>,
 }
 
 impl Inherited {
     /// Takes the sockets of listener `name` bound as `bind`, if the old process had them.
-    pub fn take(&mut self, name: &str, bind: SocketAddr) -> Option<(Vec<StdListener>, SocketAddr)> {
+    pub(crate) fn take(&mut self, name: &str, bind: SocketAddr) -> Option<(Vec<Sock>, SocketAddr)> {
         self.sockets.remove(&(name.to_string(), bind))
     }
 
@@ -142,16 +146,17 @@ pub fn take_over(path: &Path) -> io::Result<Inherited> {
     let mut fds = fds.into_iter();
     let mut inherited = Inherited::default();
     for o in offers {
-        let socks: Vec<StdListener> = fds.by_ref().take(o.fds).map(StdListener::from).collect();
-        if socks.len() != o.fds {
+        let owned: Vec<OwnedFd> = fds.by_ref().take(o.fds).collect();
+        if owned.len() != o.fds {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "upgrade: fewer descriptors than announced",
             ));
         }
-        for s in &socks {
-            s.set_nonblocking(true)?;
-        }
+        let socks = owned
+            .into_iter()
+            .map(|fd| Sock::from_fd(fd, o.udp))
+            .collect::<io::Result<Vec<_>>>()?;
         inherited.sockets.insert((o.name, o.bind), (socks, o.addr));
     }
     conn.set_read_timeout(None)?;
@@ -211,6 +216,7 @@ fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<bool> {
             bind: l.shared.route.load().listener.bind,
             addr: l.addr,
             fds: own.len(),
+            udp: l.shared.route.load().listener.protocol == crate::config::Protocol::Udp,
         });
         fds.extend(own.iter().map(AsFd::as_fd));
     }
@@ -221,6 +227,7 @@ fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<bool> {
             bind: *bind,
             addr: *addr,
             fds: 1,
+            udp: false,
         });
         fds.push(fd.as_fd());
     }

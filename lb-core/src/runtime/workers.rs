@@ -101,7 +101,7 @@ impl Bound {
 
 async fn control<F, Fut>(
     shared: Arc<Shared>,
-    sockets: Vec<Vec<std::net::TcpListener>>,
+    sockets: Vec<Vec<super::bind::Sock>>,
     admin_sock: Option<std::net::TcpListener>,
     engine: Engine,
     shutdown: F,

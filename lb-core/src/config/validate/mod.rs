@@ -187,10 +187,11 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
 
     let mut listeners = Vec::new();
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut binds: Vec<(SocketAddr, String)> = Vec::new();
+    // TCP and UDP ports are separate spaces: only the same protocol clashes.
+    let mut binds: Vec<(SocketAddr, bool, String)> = Vec::new();
     if let (Some(a), Some((ra, _))) = (&admin, &raw.admin) {
         let _ = ra;
-        binds.push((a.bind, "admin.bind".into()));
+        binds.push((a.bind, false, "admin.bind".into()));
     }
     let mut used_pools = vec![false; pools.len()];
     for (i, (l, _)) in raw.listeners.iter().enumerate() {
@@ -215,14 +216,15 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         }
         let protocol = match l.protocol.as_ref().map(|p| p.get_ref().as_str()) {
             None | Some("tcp") => Some(Protocol::Tcp),
-            Some(p @ ("udp" | "http")) => {
+            Some("udp") => Some(Protocol::Udp),
+            Some(p @ "http") => {
                 cx.push(
                     Diagnostic::error(format!(
                         "protocol \"{p}\" is not supported by this version of lb"
                     ))
                     .at(l.protocol.as_ref().map_or(0..0, |p| p.span()))
                     .key(format!("{key}.protocol"))
-                    .help("use protocol = \"tcp\""),
+                    .help("use protocol = \"tcp\" or \"udp\""),
                 );
                 None
             }
@@ -239,7 +241,11 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         };
         let bind = cx.addr(&l.bind, format!("{key}.bind"));
         if let Some(b) = bind {
-            if let Some((_, other)) = binds.iter().find(|(o, _)| binds_clash(*o, b)) {
+            let udp = protocol == Some(Protocol::Udp);
+            if let Some((_, _, other)) = binds
+                .iter()
+                .find(|(o, u, _)| *u == udp && binds_clash(*o, b))
+            {
                 cx.push(
                     Diagnostic::error(format!("duplicate bind address {b}"))
                         .at(l.bind.span())
@@ -247,7 +253,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                         .help(format!("{other} already binds it")),
                 );
             }
-            binds.push((b, format!("{key}.bind")));
+            binds.push((b, udp, format!("{key}.bind")));
         }
         let pool = match &l.pool {
             None => {
@@ -317,7 +323,26 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             i64::MAX,
             10_000,
         ) as u64;
-        if let Some(v) = &l.udp_session_timeout {
+        let udp_session_timeout = cx.duration(
+            &l.udp_session_timeout,
+            format!("{key}.udp_session_timeout"),
+            Duration::from_secs(30),
+        );
+        if protocol == Some(Protocol::Udp) {
+            for (v, name) in [
+                (&l.idle_timeout, "idle_timeout"),
+                (&l.connect_timeout, "connect_timeout"),
+            ] {
+                if let Some(v) = v {
+                    cx.push(
+                        Diagnostic::warning(format!("`{name}` has no effect on a udp listener"))
+                            .at(v.span())
+                            .key(format!("{key}.{name}"))
+                            .help("udp flows end after udp_session_timeout of silence"),
+                    );
+                }
+            }
+        } else if let Some(v) = &l.udp_session_timeout {
             cx.push(
                 Diagnostic::error(
                     "`udp_session_timeout` applies only to protocol = \"udp\" listeners",
@@ -357,6 +382,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 idle_timeout,
                 max_connections,
                 access_log: l.access_log.unwrap_or(false),
+                udp_session_timeout,
             });
         }
     }

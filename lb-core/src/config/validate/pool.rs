@@ -298,15 +298,59 @@ fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
                 expect_status,
             })
         }
-        k @ ("udp" | "dns") => {
-            cx.push(
-                Diagnostic::error(format!(
-                    "health kind \"{k}\" is for UDP pools, which this version of lb does not serve"
-                ))
-                .at(h.kind.span())
-                .key(format!("{key}.kind")),
-            );
-            None
+        "udp" => {
+            http_only(cx, "udp");
+            let payload = |cx: &mut Ctx<'_>, v: &Option<toml::Spanned<String>>, name: &str| match v
+            {
+                None => {
+                    cx.push(
+                        Diagnostic::error(format!("a udp health check needs `{name}`"))
+                            .at(h.kind.span())
+                            .key(format!("{key}.{name}"))
+                            .help("e.g. send = \"ping\", expect = \"pong\" (or \"hex:...\")"),
+                    );
+                    None
+                }
+                Some(v) => match crate::health::payload::parse_payload(v.get_ref()) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        cx.err(v.span(), format!("{key}.{name}"), e);
+                        None
+                    }
+                },
+            };
+            let send = payload(cx, &h.send, "send");
+            let expect = payload(cx, &h.expect, "expect");
+            match (send, expect) {
+                (Some(send), Some(expect)) => Some(HealthKind::Udp { send, expect }),
+                _ => None,
+            }
+        }
+        "dns" => {
+            http_only(cx, "dns");
+            match &h.query {
+                None => {
+                    cx.push(
+                        Diagnostic::error("a dns health check needs `query`, the name to resolve")
+                            .at(h.kind.span())
+                            .key(format!("{key}.query")),
+                    );
+                    None
+                }
+                Some(q) => match crate::health::dns::query(0, q.get_ref()) {
+                    Ok(_) => Some(HealthKind::Dns {
+                        query: q.get_ref().clone(),
+                    }),
+                    Err(e) => {
+                        cx.err(
+                            q.span(),
+                            format!("{key}.query"),
+                            format!("not a DNS name: {e}"),
+                        );
+                        None
+                    }
+                },
+            }
         }
         other => {
             cx.err(
@@ -317,19 +361,20 @@ fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
             None
         }
     };
-    for (v, name) in [
-        (&h.send, "send"),
-        (&h.expect, "expect"),
-        (&h.query, "query"),
+    let kind_name = h.kind.get_ref().as_str();
+    for (v, name, ok_for) in [
+        (h.send.as_ref().map(|v| v.span()), "send", "udp"),
+        (h.expect.as_ref().map(|v| v.span()), "expect", "udp"),
+        (h.query.as_ref().map(|v| v.span()), "query", "dns"),
     ] {
-        if let Some(v) = v {
-            cx.push(
-                Diagnostic::error(format!(
-                    "`{name}` applies only to UDP health checks (kind = \"udp\" or \"dns\")"
-                ))
-                .at(v.span())
-                .key(format!("{key}.{name}")),
-            );
+        if let Some(span) = v {
+            if kind_name != ok_for {
+                cx.push(
+                    Diagnostic::error(format!("`{name}` applies only to kind = \"{ok_for}\""))
+                        .at(span)
+                        .key(format!("{key}.{name}")),
+                );
+            }
         }
     }
     Some(Health {

@@ -1,3 +1,4 @@
-//! UDP load balancing. So far the sans-I/O flow table; the socket shell comes next.
+//! UDP load balancing: the sans-I/O flow table and the socket shell around it.
 
 pub mod flow;
+pub mod relay;

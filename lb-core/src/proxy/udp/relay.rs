@@ -1,0 +1,243 @@
+//! The UDP socket shell: one task per listening socket receives datagrams, routes them
+//! through the [`FlowTable`], and sends each flow's datagrams from a connected upstream socket
+//! of its own; a task per flow carries the backend's replies back to the client from the
+//! listener's address. Flows end after `udp_session_timeout` of silence both ways.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket as StdUdp};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::flow::{FlowTable, Route};
+use crate::backend::Backend;
+use crate::clock;
+use crate::pool::Attempt;
+use crate::proxy::tcp::{key_of, next_backend, ListenerShared};
+
+/// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP); IPv6 jumbograms aside, no
+/// datagram is larger, so nothing is ever truncated.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+thread_local! {
+    /// One receive buffer per thread for replies, used only between readiness and send.
+    static REPLY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM + 1]);
+}
+
+struct FlowConn {
+    backend: Arc<Backend>,
+    upstream: Arc<UdpSocket>,
+    replies: JoinHandle<()>,
+    last_reply_ms: Arc<AtomicU64>,
+    to_backend: metrics::Counter,
+    started: Instant,
+    bytes_in: u64,
+}
+
+/// Per-listener UDP metric handles.
+struct ListenerMetrics {
+    sessions: metrics::Gauge,
+    full: metrics::Counter,
+    no_backend: metrics::Counter,
+    send_error: metrics::Counter,
+}
+
+impl ListenerMetrics {
+    fn new(listener: &str) -> Self {
+        let drop = |reason: &'static str| metrics::counter!("lb_udp_dropped_total", "listener" => listener.to_string(), "reason" => reason);
+        Self {
+            sessions: metrics::gauge!("lb_udp_sessions", "listener" => listener.to_string()),
+            full: drop("flow_table_full"),
+            no_backend: drop("no_backend"),
+            send_error: drop("send_error"),
+        }
+    }
+}
+
+fn upstream_socket(backend: SocketAddr) -> std::io::Result<UdpSocket> {
+    let local: SocketAddr = if backend.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = StdUdp::bind(local)?;
+    s.connect(backend)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
+/// Serves one listening socket until `stop`.
+pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: CancellationToken) {
+    let sock = match UdpSocket::from_std(sock) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(listener = %shared.name, error = %e, "cannot register udp socket");
+            return;
+        }
+    };
+    let m = ListenerMetrics::new(&shared.name);
+    let timeout = shared.route.load().listener.udp_session_timeout;
+    let mut table = FlowTable::new(usize::MAX, timeout);
+    let mut conns: HashMap<SocketAddr, FlowConn> = HashMap::new();
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<SocketAddr>();
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut tick = tokio::time::interval(
+        (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+    );
+    loop {
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, client) = match r {
+                    Ok(x) => x,
+                    // ICMP errors for earlier sends surface here on some kernels; not fatal.
+                    Err(_) => continue,
+                };
+                let now = Instant::now();
+                let route = shared.route.load();
+                let conn = match table.route(client, now) {
+                    Route::Existing(_) => conns.get_mut(&client),
+                    Route::Full => { m.full.increment(1); continue; }
+                    Route::New => {
+                        if let Some(old) = conns.remove(&client) {
+                            end_flow(&shared, &m, client, old, "timeout");
+                        }
+                        if shared.active.load(Relaxed) >= route.listener.max_connections {
+                            m.full.increment(1);
+                            continue;
+                        }
+                        let pool = &route.pool;
+                        let key = key_of(pool, client);
+                        let mut attempt = Attempt::default();
+                        let mut made = None;
+                        while let Some(i) = next_backend(pool, key, &mut attempt) {
+                            let b = pool.backends[i].clone();
+                            match upstream_socket(b.addr) {
+                                Ok(up) => { made = Some((i, b, Arc::new(up))); break; }
+                                Err(e) => b.record_traffic(false, pool.config.passive.as_ref(), &e.to_string()),
+                            }
+                        }
+                        let Some((i, backend, upstream)) = made else { m.no_backend.increment(1); continue };
+                        backend.active.fetch_add(1, Relaxed);
+                        backend.total.fetch_add(1, Relaxed);
+                        shared.active.fetch_add(1, Relaxed);
+                        shared.total.fetch_add(1, Relaxed);
+                        m.sessions.increment(1.0);
+                        table.insert(client, i, now);
+                        let labels = [("listener", shared.name.clone()), ("pool", pool.name().to_string()), ("backend", backend.id.clone())];
+                        let dir = |d: &'static str| {
+                            let mut v = labels.to_vec();
+                            v.push(("direction", d.to_string()));
+                            metrics::counter!("lb_udp_datagrams_total", &v)
+                        };
+                        let last_reply_ms = Arc::new(AtomicU64::new(0));
+                        let replies = tokio::spawn(replies(
+                            upstream.clone(), sock.clone(), client, backend.clone(), last_reply_ms.clone(),
+                            dir("tx"), closed_tx.clone(), pool.config.passive,
+                        ));
+                        conns.insert(client, FlowConn { backend, upstream, replies, last_reply_ms, to_backend: dir("rx"), started: now, bytes_in: 0 });
+                        conns.get_mut(&client)
+                    }
+                };
+                let Some(c) = conn else { continue };
+                match c.upstream.send(&buf[..n]).await {
+                    Ok(_) => {
+                        c.to_backend.increment(1);
+                        c.bytes_in += n as u64;
+                        c.backend.bytes_in.fetch_add(n as u64, Relaxed);
+                    }
+                    Err(_) => m.send_error.increment(1),
+                }
+            }
+            Some(client) = closed_rx.recv() => {
+                table.remove(&client);
+                if let Some(c) = conns.remove(&client) {
+                    end_flow(&shared, &m, client, c, "backend_error");
+                }
+            }
+            _ = tick.tick() => {
+                for (client, c) in &conns {
+                    let at = c.last_reply_ms.load(Relaxed);
+                    if at != 0 {
+                        table.touch(*client, clock::instant_of(at));
+                    }
+                }
+                for (client, _) in table.expire(Instant::now()) {
+                    if let Some(c) = conns.remove(&client) {
+                        end_flow(&shared, &m, client, c, "timeout");
+                    }
+                }
+            }
+            () = stop.cancelled() => break,
+        }
+    }
+    for (client, c) in conns.drain() {
+        end_flow(&shared, &m, client, c, "shutdown");
+    }
+}
+
+fn end_flow(
+    shared: &ListenerShared,
+    m: &ListenerMetrics,
+    client: SocketAddr,
+    c: FlowConn,
+    why: &str,
+) {
+    c.replies.abort();
+    c.backend.active.fetch_sub(1, Relaxed);
+    shared.active.fetch_sub(1, Relaxed);
+    m.sessions.decrement(1.0);
+    if shared.route.load().listener.access_log {
+        tracing::info!(target: "lb::access", client = %client, listener = %shared.name, pool = %c.backend.pool, backend = %c.backend.id, bytes_in = c.bytes_in, duration_ms = c.started.elapsed().as_millis() as u64, end = why, "udp flow ended");
+    }
+}
+
+/// Carries the backend's replies to the client until the flow is ended (aborted) or the
+/// backend refuses (ICMP port unreachable), which counts as a passive failure.
+#[allow(clippy::too_many_arguments)]
+async fn replies(
+    upstream: Arc<UdpSocket>,
+    listener: Arc<UdpSocket>,
+    client: SocketAddr,
+    backend: Arc<Backend>,
+    last_reply_ms: Arc<AtomicU64>,
+    to_client: metrics::Counter,
+    closed: mpsc::UnboundedSender<SocketAddr>,
+    passive: Option<crate::config::Passive>,
+) {
+    loop {
+        // Wait for a reply without holding a buffer: an idle flow costs no 64 KiB.
+        if let Err(e) = upstream.readable().await {
+            backend.record_traffic(false, passive.as_ref(), &format!("udp: {e}"));
+            let _ = closed.send(client);
+            return;
+        }
+        let got = REPLY_BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            let n = upstream.try_recv(&mut buf)?;
+            // UDP may drop: a full send buffer loses this reply rather than stalling the flow.
+            let sent = listener.try_send_to(&buf[..n], client).is_ok();
+            Ok::<_, std::io::Error>((n, sent))
+        });
+        match got {
+            Ok((n, sent)) => {
+                last_reply_ms.store(clock::now_ms(), Relaxed);
+                backend.bytes_out.fetch_add(n as u64, Relaxed);
+                backend.record_traffic(true, passive.as_ref(), "");
+                if sent {
+                    to_client.increment(1);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                backend.record_traffic(false, passive.as_ref(), &format!("udp: {e}"));
+                let _ = closed.send(client);
+                return;
+            }
+        }
+    }
+}
