@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the external tests (cargo feature `external-tests`) use:
-# chromium + chromium-driver for the dashboard test in a real browser.
-PACKAGES=(chromium chromium-driver)
+# chromium + chromium-driver for the dashboard test in a real browser, dnsmasq-base for a
+# real DNS server behind a UDP listener.
+PACKAGES=(chromium chromium-driver dnsmasq-base)
 missing=()
 for p in "${PACKAGES[@]:-}"; do
   [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")

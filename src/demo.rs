@@ -48,7 +48,19 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let text = demo_config(&backends, port_or_zero(8080), port_or_zero(9900));
+    let udp_backends = match rt.block_on(start_udp_backends()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot start demo udp backends: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let text = demo_config(
+        &backends,
+        &udp_backends,
+        port_or_zero(8080),
+        port_or_zero(9900),
+    );
     let loaded = match config::load_str("<embedded demo config>", &text) {
         Ok(l) => l,
         Err(e) => {
@@ -68,13 +80,18 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let lb_addr = bound.listener_addrs()[0].1;
+    let addrs = bound.listener_addrs();
+    let lb_addr = addrs[0].1;
+    let udp_addr = addrs[1].1;
     let admin = bound.admin_addr();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let requests = args.requests;
     rt.spawn(async move {
         let spread = burst(lb_addr, requests).await;
         print_spread(&spread, &backends, requests, lb_addr, admin);
+        let flows = udp_burst(udp_addr).await;
+        print_udp(&flows, udp_addr);
+        println!("serving on http://{lb_addr}/ (tcp) and {udp_addr} (udp) — try: curl http://{lb_addr}/   (Ctrl-C to stop)");
         let _ = done_tx.send(());
     });
     let duration = args.duration;
@@ -104,7 +121,12 @@ fn port_or_zero(port: u16) -> u16 {
     StdListener::bind(("127.0.0.1", port)).map_or(0, |_| port)
 }
 
-fn demo_config(backends: &[SocketAddr], port: u16, admin_port: u16) -> String {
+fn demo_config(
+    backends: &[SocketAddr],
+    udp_backends: &[SocketAddr],
+    port: u16,
+    admin_port: u16,
+) -> String {
     let list: Vec<String> = backends
         .iter()
         .zip(WEIGHTS)
@@ -114,9 +136,77 @@ fn demo_config(backends: &[SocketAddr], port: u16, admin_port: u16) -> String {
         "[global]\nworkers = 2\nshutdown_timeout = \"2s\"\n\n[admin]\nbind = \"127.0.0.1:{admin_port}\"\n\n\
          [[listener]]\nname = \"demo\"\nbind = \"127.0.0.1:{port}\"\npool = \"demo\"\n\n\
          [[pool]]\nname = \"demo\"\nalgorithm = \"weighted-round-robin\"\nbackends = [\n{}\n]\n\
-         health = {{ kind = \"http\", path = \"/healthz\", interval = \"1s\" }}\n",
-        list.join("\n")
+         health = {{ kind = \"http\", path = \"/healthz\", interval = \"1s\" }}\n\n\
+         [[listener]]\nname = \"demo-udp\"\nbind = \"127.0.0.1:0\"\nprotocol = \"udp\"\npool = \"demo-udp\"\n\n\
+         [[pool]]\nname = \"demo-udp\"\nalgorithm = \"round-robin\"\nbackends = [{}]\n\
+         health = {{ kind = \"udp\", send = \"ping\", expect = \"pong\", interval = \"1s\" }}\n",
+        list.join("\n"),
+        udp_backends.iter().map(|a| format!("{{ addr = \"{a}\" }}")).collect::<Vec<_>>().join(", ")
     )
+}
+
+/// Three UDP servers answering "ping" with "pong" and anything else with their name.
+async fn start_udp_backends() -> std::io::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for i in 1..=3 {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        addrs.push(s.local_addr()?);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let reply = if &buf[..n] == b"ping" {
+                    "pong".to_string()
+                } else {
+                    format!("udp-backend-{i}")
+                };
+                let _ = s.send_to(reply.as_bytes(), from).await;
+            }
+        });
+    }
+    Ok(addrs)
+}
+
+const UDP_FLOWS: usize = 30;
+const UDP_PER_FLOW: usize = 5;
+
+/// 30 flows (client sockets) of 5 datagrams each; counts, per backend, the flows it served
+/// and whether every flow stayed on one backend.
+async fn udp_burst(lb: SocketAddr) -> BTreeMap<String, (usize, bool)> {
+    let mut out: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+    for _ in 0..UDP_FLOWS {
+        let Ok(c) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+            continue;
+        };
+        let mut names = Vec::new();
+        for _ in 0..UDP_PER_FLOW {
+            let _ = c.send_to(b"hello", lb).await;
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_secs(1), c.recv_from(&mut buf)).await {
+                Ok(Ok((n, _))) => names.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                _ => names.push("(no reply)".to_string()),
+            }
+        }
+        let sticky = names.windows(2).all(|w| w[0] == w[1]);
+        let e = out.entry(names[0].clone()).or_insert((0, true));
+        e.0 += 1;
+        e.1 &= sticky;
+    }
+    out
+}
+
+fn print_udp(flows: &BTreeMap<String, (usize, bool)>, lb: SocketAddr) {
+    println!();
+    println!("lb demo: {UDP_FLOWS} UDP flows × {UDP_PER_FLOW} datagrams through {lb} (round-robin per new flow)");
+    for (name, (n, sticky)) in flows {
+        println!(
+            "  {name:<16} {n:>3} flows{}",
+            if *sticky {
+                "  (each stayed on its backend)"
+            } else {
+                "  (a flow moved!)"
+            }
+        );
+    }
 }
 
 /// Three tiny HTTP/1.0 servers answering with their own name.
@@ -215,5 +305,4 @@ fn print_spread(
     if let Some(a) = admin {
         println!("admin: http://{a}/api/status   metrics: http://{a}/metrics");
     }
-    println!("serving on http://{lb}/ — try: curl http://{lb}/   (Ctrl-C to stop)");
 }
