@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
-SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn"}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns"}
 PROXIES=${PROXIES:-"direct lb lb-copy lb-ws haproxy nginx"}
 OUT=target/bench
 mkdir -p "$OUT"
@@ -25,10 +25,10 @@ trap cleanup EXIT
 
 need() {
   local missing=()
-  for bin in wrk iperf3 haproxy nginx taskset; do command -v "$bin" >/dev/null || missing+=("$bin"); done
+  for bin in wrk iperf3 haproxy nginx taskset dnsperf dnsmasq; do command -v "$bin" >/dev/null || missing+=("$bin"); done
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: wrk iperf3 haproxy nginx (missing: ${missing[*]})" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk iperf3 haproxy nginx util-linux >/dev/null
+    echo "installing: wrk iperf3 haproxy nginx dnsperf dnsmasq-base (missing: ${missing[*]})" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk iperf3 haproxy nginx util-linux dnsperf dnsmasq-base >/dev/null
   fi
   # Debian ships nginx's stream proxy as a dynamic module.
   if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
@@ -53,6 +53,7 @@ LOAD_CPUS=$([ "$NCPU" -gt 1 ] && echo "1-$((NCPU - 1))" || echo 0)
 # Ports: backends 181xx, proxies 182xx.
 HTTP_BE=127.0.0.1:18101
 IPERF_PORT=18102
+DNS_PORT=18103
 declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205)
 
 # Waits until something listens on 127.0.0.1:PORT (bounded: 5 s).
@@ -67,6 +68,10 @@ http { access_log off; keepalive_requests 1000000;
 NGX
 taskset -c "$LOAD_CPUS" nginx -c "$WORK/nginx-be.conf" -e stderr & PIDS+=($!)
 taskset -c "$LOAD_CPUS" iperf3 -s -B 127.0.0.1 -p $IPERF_PORT >/dev/null 2>&1 & PIDS+=($!)
+taskset -c "$LOAD_CPUS" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+  --bind-interfaces --listen-address=127.0.0.1 --port=$DNS_PORT --address=/www.example/10.1.2.3 \
+  --cache-size=1000 --pid-file= & PIDS+=($!)
+printf 'www.example A\n' > "$WORK/queries.txt"
 wait_port "${HTTP_BE##*:}"; wait_port $IPERF_PORT
 
 # --- proxies -----------------------------------------------------------------------------
@@ -83,6 +88,14 @@ pool = "http"
 name = "bulk"
 bind = "127.0.0.1:$(( $2 + 50 ))"
 pool = "bulk"
+[[listener]]
+name = "dns"
+bind = "127.0.0.1:$(( $2 + 60 ))"
+protocol = "udp"
+pool = "dns"
+[[pool]]
+name = "dns"
+backends = [{ addr = "127.0.0.1:$DNS_PORT" }]
 [[pool]]
 name = "http"
 backends = [{ addr = "$HTTP_BE" }]
@@ -129,6 +142,8 @@ events { worker_connections $(( NOFILE / 2 )); }
 stream {
   upstream http { server $HTTP_BE; }
   upstream bulk { server 127.0.0.1:$IPERF_PORT; }
+  upstream dns { server 127.0.0.1:$DNS_PORT; }
+  server { listen 127.0.0.1:$(( port + 60 )) udp; proxy_pass dns; proxy_responses 1; proxy_timeout 2s; }
   server { listen 127.0.0.1:$port backlog=4096; proxy_pass http; }
   server { listen 127.0.0.1:$(( port + 50 )) backlog=4096; proxy_pass bulk; }
 }
@@ -153,18 +168,26 @@ run_scenario() { # scenario port
     bulk)  taskset -c "$LOAD_CPUS" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
     bulk4) taskset -c "$LOAD_CPUS" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -P 4 -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
     rps)   taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    dns)   taskset -c "$LOAD_CPUS" dnsperf -s 127.0.0.1 -p $(( port + 60 )) -d "$WORK/queries.txt" -l "$DURATION" -c 8 -q 200 2>/dev/null \
+             | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$4} END {print q" "l}' ;;
     conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps) echo "req/s";; conn) echo "conn/s";; esac; }
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps) echo "req/s";; conn) echo "conn/s";; dns) echo "queries/s (lost)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 for s in $SCENARIOS; do
   for r in $(seq "$REPEATS"); do
     for p in $PROXIES; do
+      # HAProxy has no UDP proxying.
+      if [ "$s" = dns ] && [ "$p" = haproxy ]; then continue; fi
       if [ "$p" = direct ]; then
-        port=$([ "$s" = rps ] || [ "$s" = conn ] && echo "${HTTP_BE##*:}" || echo $(( IPERF_PORT - 50 )))
+        case $s in
+          rps|conn) port=${HTTP_BE##*:} ;;
+          dns) port=$(( DNS_PORT - 60 )) ;;
+          *) port=$(( IPERF_PORT - 50 )) ;;
+        esac
         v=$(run_scenario "$s" "$port"); cpu=0
       else
         start_proxy "$p" >/dev/null; pid=$PROXY_PID; PIDS+=("$pid"); wait_port "${PORT[$p]}"; wait_port $(( ${PORT[$p]} + 50 ))
@@ -181,7 +204,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s"}
+units = {"bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s"}
 data = collections.defaultdict(list)
 for s, p, r, v, cpu in rows:
     parts = v.split()
@@ -194,8 +217,8 @@ cpuinfo = open("/proc/cpuinfo").read()
 model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
 md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy pinned to CPU 0, load and backends on the rest.")
 md.append("")
-md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs direct | p99 |")
-md.append("|---|---|---|---|---|---|---|---|")
+md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs nginx | vs direct | p99 / lost |")
+md.append("|---|---|---|---|---|---|---|---|---|")
 for s in dict.fromkeys(k[0] for k in data):
     med = {p: statistics.median(v[0] for v in vals) for (ss, p), vals in data.items() if ss == s}
     for (ss, p), vals in data.items():
@@ -204,12 +227,13 @@ for s in dict.fromkeys(k[0] for k in data):
         m = statistics.median(vs)
         pcm = statistics.median(pc) if pc else None
         rh = m / med["haproxy"] if med.get("haproxy") else None
+        rn = m / med["nginx"] if med.get("nginx") else None
         rd = m / med["direct"] if med.get("direct") else None
         p99 = vals[len(vals)//2][2]
-        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_direct=rd, p99=p99, runs=len(vs))
+        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_nginx=rn, vs_direct=rd, p99_or_lost=p99, runs=len(vs))
         table.append(row)
         f = lambda x: "–" if x is None else f"{x:.2f}"
-        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rd)} | {p99 or '–'} |")
+        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rn)} | {f(rd)} | {p99 or '–'} |")
 open(os.path.join(out, "results.json"), "w").write(json.dumps(table, indent=1))
 open(os.path.join(out, "results.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))

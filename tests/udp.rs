@@ -243,3 +243,80 @@ async fn dead_backend_is_marked_down_and_new_flows_avoid_it() {
     let last = &s["pools"][0]["backends"][0]["last_check"];
     assert_eq!(last["ok"], true, "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_backend_is_ejected_passively() {
+    let good = udp_named("good").await;
+    // A backend that takes datagrams and never answers (and so sends no ICMP error either).
+    let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let text = udp_config(
+        "round-robin",
+        &[good.addr, silent_addr],
+        "passive = { consecutive_failures = 2, eject_for = \"30s\" }",
+        "udp_session_timeout = \"200ms\"",
+    );
+    let lb = Lb::start("udp-passive", &text).await;
+    let addr = lb.listener("main").await;
+    // New flows alternate; the ones on the silent backend get no reply and, when they
+    // expire unanswered, count against it.
+    let mut unanswered = 0;
+    for _ in 0..6 {
+        let c = client(Ipv4Addr::LOCALHOST).await;
+        if ask(&c, addr, b"x").await.is_none() {
+            unanswered += 1;
+        }
+    }
+    assert!(unanswered >= 2, "some flows went to the silent backend");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let s = lb.status().await;
+    assert_eq!(
+        lb.backend_state("p", silent_addr).await,
+        "down",
+        "ejected after two unanswered flows: {s}"
+    );
+    for _ in 0..6 {
+        let c = client(Ipv4Addr::LOCALHOST).await;
+        assert_eq!(
+            who(&ask(&c, addr, b"y")
+                .await
+                .expect("only the good backend now")),
+            "good"
+        );
+    }
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_algorithm_spreads_new_flows() {
+    let bs = [
+        udp_named("u0").await,
+        udp_named("u1").await,
+        udp_named("u2").await,
+    ];
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    for alg in [
+        "weighted-round-robin",
+        "least-connections",
+        "random",
+        "power-of-two",
+        "consistent-hash",
+    ] {
+        let extra = if alg == "consistent-hash" {
+            "hash_key = \"source-addr\""
+        } else {
+            ""
+        };
+        let lb = Lb::start(&format!("udp-{alg}"), &udp_config(alg, &addrs, extra, "")).await;
+        let addr = lb.listener("main").await;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for _ in 0..60 {
+            let c = client(Ipv4Addr::LOCALHOST).await;
+            *counts
+                .entry(who(&ask(&c, addr, b"x").await.expect("reply")))
+                .or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "{alg}: {counts:?}");
+        assert!(counts.values().all(|&n| n >= 5), "{alg}: {counts:?}");
+    }
+}

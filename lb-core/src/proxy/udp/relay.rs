@@ -188,6 +188,13 @@ fn end_flow(
     why: &str,
 ) {
     c.replies.abort();
+    // Passive detection: a flow that sent datagrams and never got a single reply counts as a
+    // failure of its backend (a silent backend never triggers ICMP errors either).
+    if why == "timeout" && c.bytes_in > 0 && c.last_reply_ms.load(Relaxed) == 0 {
+        let passive = shared.route.load().pool.config.passive;
+        c.backend
+            .record_traffic(false, passive.as_ref(), "udp: no reply for a whole flow");
+    }
     c.backend.active.fetch_sub(1, Relaxed);
     shared.active.fetch_sub(1, Relaxed);
     m.sessions.decrement(1.0);
