@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use lb_core::config::{format_duration as d, Loaded};
+use lb_core::config::{format_duration as d, Loaded, Protocol};
 
 pub fn plan(l: &Loaded) -> String {
     let c = &l.config;
@@ -35,16 +35,26 @@ pub fn plan(l: &Loaded) -> String {
     }
     for li in &c.listeners {
         let p = &c.pools[li.pool];
+        let timeouts = match li.protocol {
+            Protocol::Tcp => format!(
+                "connect_timeout {}, idle_timeout {}, max_connections {}",
+                d(li.connect_timeout),
+                d(li.idle_timeout),
+                li.max_connections
+            ),
+            Protocol::Udp => format!(
+                "udp_session_timeout {}, max flows {}",
+                d(li.udp_session_timeout),
+                li.max_connections
+            ),
+        };
         let _ = writeln!(
             out,
-            "listener \"{}\" {} {} → pool \"{}\" (connect_timeout {}, idle_timeout {}, max_connections {}{})",
+            "listener \"{}\" {} {} → pool \"{}\" ({timeouts}{})",
             li.name,
             li.bind,
             li.protocol.name(),
             p.name,
-            d(li.connect_timeout),
-            d(li.idle_timeout),
-            li.max_connections,
             if li.access_log { ", access log" } else { "" }
         );
     }
