@@ -41,6 +41,11 @@ impl FlowTable {
         }
     }
 
+    /// A reload may change the timeout; it applies to existing flows from then on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     pub fn len(&self) -> usize {
         self.flows.len()
     }

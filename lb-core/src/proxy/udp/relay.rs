@@ -160,6 +160,7 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
                 }
             }
             _ = tick.tick() => {
+                table.set_timeout(shared.route.load().listener.udp_session_timeout);
                 for (client, c) in &conns {
                     let at = c.last_reply_ms.load(Relaxed);
                     if at != 0 {
