@@ -14,7 +14,10 @@ cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
-SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns"}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns idle"}
+# Idle connections held open for the RSS-per-connection scenario (each costs the proxy two
+# descriptors; the container limit here is 20000).
+IDLE_CONNS=${IDLE_CONNS:-5000}
 PROXIES=${PROXIES:-"direct lb lb-copy lb-ws haproxy nginx"}
 OUT=target/bench
 mkdir -p "$OUT"
@@ -170,10 +173,45 @@ run_scenario() { # scenario port
     rps)   taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
     dns)   taskset -c "$LOAD_CPUS" dnsperf -s 127.0.0.1 -p $(( port + 60 )) -d "$WORK/queries.txt" -l "$DURATION" -c 8 -q 200 2>/dev/null \
              | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$4} END {print q" "l}' ;;
+    idle)  idle_rss "$port" ;;
     conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps) echo "req/s";; conn) echo "conn/s";; dns) echo "queries/s (lost)";; esac; }
+rss_kib() { # pid → RSS of the process and its children, KiB
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/status" ] && total=$(( total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status") ))
+  done
+  echo $total
+}
+# Opens IDLE_CONNS connections through the proxy (each sends one request so the backend side
+# is established too), holds them, and prints the proxy's RSS growth per connection in bytes.
+idle_rss() {
+  local port=$1 before after
+  before=$(rss_kib "$CUR_PID")
+  python3 - "$port" "$IDLE_CONNS" "$WORK/idle.ready" <<'PYI' &
+import socket, sys, time, os
+port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conns.append(s)
+for s in conns:
+    s.settimeout(5)
+    s.recv(4096)
+open(ready, "w").close()
+time.sleep(30)
+PYI
+  local client=$!
+  for _ in $(seq 600); do [ -e "$WORK/idle.ready" ] && break; sleep 0.1; done
+  sleep 1
+  after=$(rss_kib "$CUR_PID")
+  kill $client 2>/dev/null; wait $client 2>/dev/null || true
+  rm -f "$WORK/idle.ready"
+  echo $(( (after - before) * 1024 / IDLE_CONNS ))
+}
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps) echo "req/s";; conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
@@ -182,6 +220,8 @@ for s in $SCENARIOS; do
     for p in $PROXIES; do
       # HAProxy has no UDP proxying.
       if [ "$s" = dns ] && [ "$p" = haproxy ]; then continue; fi
+      # RSS per connection is a proxy's figure; there is no direct path to measure.
+      if [ "$s" = idle ] && [ "$p" = direct ]; then continue; fi
       if [ "$p" = direct ]; then
         case $s in
           rps|conn) port=${HTTP_BE##*:} ;;
@@ -190,7 +230,7 @@ for s in $SCENARIOS; do
         esac
         v=$(run_scenario "$s" "$port"); cpu=0
       else
-        start_proxy "$p" >/dev/null; pid=$PROXY_PID; PIDS+=("$pid"); wait_port "${PORT[$p]}"; wait_port $(( ${PORT[$p]} + 50 ))
+        start_proxy "$p" >/dev/null; pid=$PROXY_PID; CUR_PID=$pid; PIDS+=("$pid"); wait_port "${PORT[$p]}"; wait_port $(( ${PORT[$p]} + 50 ))
         t0=$(cpu_ticks "$pid"); v=$(run_scenario "$s" "${PORT[$p]}"); t1=$(cpu_ticks "$pid")
         cpu=$(( t1 - t0 )); kill "$pid"; wait "$pid" 2>/dev/null || true
       fi
@@ -204,7 +244,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s"}
+units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s"}
 data = collections.defaultdict(list)
 for s, p, r, v, cpu in rows:
     parts = v.split()
@@ -225,7 +265,7 @@ for s in dict.fromkeys(k[0] for k in data):
         if ss != s: continue
         vs = [v[0] for v in vals]; pc = [v[1] for v in vals if v[1]]
         m = statistics.median(vs)
-        pcm = statistics.median(pc) if pc else None
+        pcm = statistics.median(pc) if pc and s != "idle" else None
         rh = m / med["haproxy"] if med.get("haproxy") else None
         rn = m / med["nginx"] if med.get("nginx") else None
         rd = m / med["direct"] if med.get("direct") else None
