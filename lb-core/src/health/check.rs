@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{AdminState, Backend};
 use crate::config::{Health, HealthKind};
 use crate::pool::Pool;
+use crate::proxy::udp::relay::connected_socket;
 
 /// Longest status line read from an HTTP health endpoint.
 const MAX_STATUS_LINE: usize = 1024;
@@ -70,22 +71,8 @@ async fn probe_inner(kind: &HealthKind, addr: SocketAddr) -> Result<String, Stri
     }
 }
 
-/// A connected UDP socket to `addr` from an ephemeral port of the right family.
-async fn udp_to(addr: SocketAddr) -> Result<tokio::net::UdpSocket, String> {
-    let local: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let s = tokio::net::UdpSocket::bind(local)
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    s.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    Ok(s)
-}
-
 async fn probe_udp(addr: SocketAddr, send: &[u8], expect: &[u8]) -> Result<String, String> {
-    let s = udp_to(addr).await?;
+    let s = connected_socket(addr).map_err(|e| format!("socket: {e}"))?;
     s.send(send).await.map_err(|e| format!("send: {e}"))?;
     let mut buf = vec![0u8; 65_536];
     let n = s.recv(&mut buf).await.map_err(|e| format!("recv: {e}"))?;
@@ -99,7 +86,7 @@ async fn probe_udp(addr: SocketAddr, send: &[u8], expect: &[u8]) -> Result<Strin
 async fn probe_dns(addr: SocketAddr, name: &str) -> Result<String, String> {
     let id = fastrand::u16(..);
     let q = super::dns::query(id, name).map_err(|e| e.to_string())?;
-    let s = udp_to(addr).await?;
+    let s = connected_socket(addr).map_err(|e| format!("socket: {e}"))?;
     s.send(&q).await.map_err(|e| format!("send: {e}"))?;
     let mut buf = vec![0u8; 4096];
     loop {

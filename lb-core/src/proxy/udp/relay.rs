@@ -3,7 +3,6 @@
 //! of its own; a task per flow carries the backend's replies back to the client from the
 //! listener's address. Flows end after `udp_session_timeout` of silence both ways.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -59,14 +58,16 @@ impl ListenerMetrics {
     }
 }
 
-fn upstream_socket(backend: SocketAddr) -> std::io::Result<UdpSocket> {
-    let local: SocketAddr = if backend.is_ipv4() {
+/// A UDP socket connected to `peer`, from an ephemeral port of the right family. Each flow
+/// gets one (so replies identify their flow), and so does each UDP health probe.
+pub fn connected_socket(peer: SocketAddr) -> std::io::Result<UdpSocket> {
+    let local: SocketAddr = if peer.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let s = StdUdp::bind(local)?;
-    s.connect(backend)?;
+    s.connect(peer)?;
     s.set_nonblocking(true)?;
     UdpSocket::from_std(s)
 }
@@ -81,9 +82,13 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
         }
     };
     let m = ListenerMetrics::new(&shared.name);
-    let timeout = shared.route.load().listener.udp_session_timeout;
-    let mut table = FlowTable::new(usize::MAX, timeout);
-    let mut conns: HashMap<SocketAddr, FlowConn> = HashMap::new();
+    let (timeout, max_flows) = {
+        let l = &shared.route.load().listener;
+        (l.udp_session_timeout, l.max_connections as usize)
+    };
+    // This socket's table can never hold more than the listener's bound; the bound across
+    // every worker's socket is kept by the listener's shared count.
+    let mut table: FlowTable<FlowConn> = FlowTable::new(max_flows, timeout);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<SocketAddr>();
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut tick = tokio::time::interval(
@@ -98,87 +103,133 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
                     Err(_) => continue,
                 };
                 let now = Instant::now();
-                let route = shared.route.load();
-                let conn = match table.route(client, now) {
-                    Route::Existing(_) => conns.get_mut(&client),
-                    Route::Full => { m.full.increment(1); continue; }
-                    Route::New => {
-                        if let Some(old) = conns.remove(&client) {
+                match table.route(client, now) {
+                    Route::Existing(c) => forward(c, &buf[..n], &m).await,
+                    Route::Full(stale) => {
+                        if let Some(old) = stale {
                             end_flow(&shared, &m, client, old, "timeout");
                         }
-                        if shared.active.load(Relaxed) >= route.listener.max_connections {
-                            m.full.increment(1);
-                            continue;
+                        m.full.increment(1);
+                    }
+                    Route::New(stale) => {
+                        // A flow that went stale is closed before its client starts anew.
+                        if let Some(old) = stale {
+                            end_flow(&shared, &m, client, old, "timeout");
                         }
-                        let pool = &route.pool;
-                        let key = key_of(pool, client);
-                        let mut attempt = Attempt::default();
-                        let mut made = None;
-                        while let Some(i) = next_backend(pool, key, &mut attempt) {
-                            let b = pool.backends[i].clone();
-                            match upstream_socket(b.addr) {
-                                Ok(up) => { made = Some((i, b, Arc::new(up))); break; }
-                                Err(e) => b.record_traffic(false, pool.config.passive.as_ref(), &e.to_string()),
+                        let Some(c) = open_flow(&shared, &m, &sock, &closed_tx, client) else { continue };
+                        match table.insert(client, c, now) {
+                            Ok(c) => forward(c, &buf[..n], &m).await,
+                            Err(c) => {
+                                m.full.increment(1);
+                                end_flow(&shared, &m, client, c, "refused");
                             }
                         }
-                        let Some((i, backend, upstream)) = made else { m.no_backend.increment(1); continue };
-                        backend.active.fetch_add(1, Relaxed);
-                        backend.total.fetch_add(1, Relaxed);
-                        shared.active.fetch_add(1, Relaxed);
-                        shared.total.fetch_add(1, Relaxed);
-                        m.sessions.increment(1.0);
-                        table.insert(client, i, now);
-                        let labels = [("listener", shared.name.clone()), ("pool", pool.name().to_string()), ("backend", backend.id.clone())];
-                        let dir = |d: &'static str| {
-                            let mut v = labels.to_vec();
-                            v.push(("direction", d.to_string()));
-                            metrics::counter!("lb_udp_datagrams_total", &v)
-                        };
-                        let last_reply_ms = Arc::new(AtomicU64::new(0));
-                        let replies = tokio::spawn(replies(
-                            upstream.clone(), sock.clone(), client, backend.clone(), last_reply_ms.clone(),
-                            dir("tx"), closed_tx.clone(), pool.config.passive,
-                        ));
-                        conns.insert(client, FlowConn { backend, upstream, replies, last_reply_ms, to_backend: dir("rx"), started: now, bytes_in: 0 });
-                        conns.get_mut(&client)
                     }
-                };
-                let Some(c) = conn else { continue };
-                match c.upstream.send(&buf[..n]).await {
-                    Ok(_) => {
-                        c.to_backend.increment(1);
-                        c.bytes_in += n as u64;
-                        c.backend.bytes_in.fetch_add(n as u64, Relaxed);
-                    }
-                    Err(_) => m.send_error.increment(1),
                 }
             }
             Some(client) = closed_rx.recv() => {
-                table.remove(&client);
-                if let Some(c) = conns.remove(&client) {
+                if let Some(c) = table.remove(&client) {
                     end_flow(&shared, &m, client, c, "backend_error");
                 }
             }
             _ = tick.tick() => {
                 table.set_timeout(shared.route.load().listener.udp_session_timeout);
-                for (client, c) in &conns {
-                    let at = c.last_reply_ms.load(Relaxed);
-                    if at != 0 {
-                        table.touch(*client, clock::instant_of(at));
-                    }
-                }
-                for (client, _) in table.expire(Instant::now()) {
-                    if let Some(c) = conns.remove(&client) {
-                        end_flow(&shared, &m, client, c, "timeout");
-                    }
+                table.refresh(|c| match c.last_reply_ms.load(Relaxed) {
+                    0 => None,
+                    at => Some(clock::instant_of(at)),
+                });
+                for (client, c) in table.expire(Instant::now()) {
+                    end_flow(&shared, &m, client, c, "timeout");
                 }
             }
             () = stop.cancelled() => break,
         }
     }
-    for (client, c) in conns.drain() {
+    for (client, c) in table.drain() {
         end_flow(&shared, &m, client, c, "shutdown");
     }
+}
+
+/// Sends one client datagram through its flow.
+async fn forward(c: &mut FlowConn, datagram: &[u8], m: &ListenerMetrics) {
+    match c.upstream.send(datagram).await {
+        Ok(_) => {
+            c.to_backend.increment(1);
+            c.bytes_in += datagram.len() as u64;
+            c.backend.bytes_in.fetch_add(datagram.len() as u64, Relaxed);
+        }
+        Err(_) => m.send_error.increment(1),
+    }
+}
+
+/// Starts a flow for `client`: picks a backend (the next one if a socket cannot be made),
+/// opens the flow's upstream socket and its reply task. `None` (counted) when the listener
+/// is at its flow bound or no backend is available.
+fn open_flow(
+    shared: &ListenerShared,
+    m: &ListenerMetrics,
+    sock: &Arc<UdpSocket>,
+    closed_tx: &mpsc::UnboundedSender<SocketAddr>,
+    client: SocketAddr,
+) -> Option<FlowConn> {
+    let route = shared.route.load();
+    if shared.active.load(Relaxed) >= route.listener.max_connections {
+        m.full.increment(1);
+        return None;
+    }
+    let pool = &route.pool;
+    let key = key_of(pool, client);
+    let mut attempt = Attempt::default();
+    let mut made = None;
+    while let Some(i) = next_backend(pool, key, &mut attempt) {
+        let b = &pool.backends[i];
+        match connected_socket(b.addr) {
+            Ok(up) => {
+                made = Some((b.clone(), Arc::new(up)));
+                break;
+            }
+            Err(e) => b.record_traffic(false, pool.config.passive.as_ref(), &e.to_string()),
+        }
+    }
+    let Some((backend, upstream)) = made else {
+        m.no_backend.increment(1);
+        return None;
+    };
+    backend.active.fetch_add(1, Relaxed);
+    backend.total.fetch_add(1, Relaxed);
+    shared.active.fetch_add(1, Relaxed);
+    shared.total.fetch_add(1, Relaxed);
+    m.sessions.increment(1.0);
+    let labels = [
+        ("listener", shared.name.clone()),
+        ("pool", pool.name().to_string()),
+        ("backend", backend.id.clone()),
+    ];
+    let dir = |d: &'static str| {
+        let mut v = labels.to_vec();
+        v.push(("direction", d.to_string()));
+        metrics::counter!("lb_udp_datagrams_total", &v)
+    };
+    let last_reply_ms = Arc::new(AtomicU64::new(0));
+    let replies = tokio::spawn(replies(
+        upstream.clone(),
+        sock.clone(),
+        client,
+        backend.clone(),
+        last_reply_ms.clone(),
+        dir("tx"),
+        closed_tx.clone(),
+        pool.config.passive,
+    ));
+    Some(FlowConn {
+        backend,
+        upstream,
+        replies,
+        last_reply_ms,
+        to_backend: dir("rx"),
+        started: Instant::now(),
+        bytes_in: 0,
+    })
 }
 
 fn end_flow(
