@@ -216,6 +216,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
             health_stop: CancellationToken::new(),
         })
         .collect();
+    let accept = CancellationToken::new();
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
     for l in &cfg.listeners {
@@ -247,7 +248,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         listeners.push(ListenerEntry {
             shared: Arc::new(ListenerShared::new(route)),
             addr: actual,
-            stop: CancellationToken::new(),
+            stop: accept.child_token(),
             fds,
         });
     }
@@ -304,6 +305,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         engine: OnceLock::new(),
         reloading: Mutex::new(()),
         shutdown: CancellationToken::new(),
+        accept,
         admin_fd: Mutex::new(admin_fd),
     });
     Ok(Bound {

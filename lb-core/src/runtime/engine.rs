@@ -16,8 +16,6 @@ pub(crate) struct Engine {
     pub workers: Vec<Handle>,
     pub control: Handle,
     pub cx: Context,
-    /// Cancelled on shutdown: every accept loop stops.
-    pub accept: CancellationToken,
     /// Cancelled at exit: health tasks and the admin API stop.
     pub exit: CancellationToken,
 }
@@ -25,34 +23,18 @@ pub(crate) struct Engine {
 impl Engine {
     /// Starts accepting on `sockets` (one per worker handle, or all on the one handle).
     pub fn start_listener(&self, entry: &ListenerEntry, sockets: Vec<Sock>) {
-        // A listener stops on shutdown or when a reload removes it.
-        let stop = entry.stop.clone();
-        let accept = self.accept.clone();
         for (i, sock) in sockets.into_iter().enumerate() {
             let handle = &self.workers[i % self.workers.len()];
-            let (l, cx, stop, accept) = (
-                entry.shared.clone(),
-                self.cx.clone(),
-                stop.clone(),
-                accept.clone(),
-            );
+            // `stop` is a child of the process's accept token: a reload removing this
+            // listener or shutdown both end it.
+            let (l, cx, stop) = (entry.shared.clone(), self.cx.clone(), entry.stop.clone());
             handle.spawn(async move {
-                // Either a reload removing the listener or shutdown stops it.
-                let either = CancellationToken::new();
-                let child = either.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = accept.cancelled() => {}
-                    }
-                    child.cancel();
-                });
                 match sock {
                     Sock::Tcp(sock) => match tokio::net::TcpListener::from_std(sock) {
-                        Ok(sock) => accept_loop(sock, l, cx, either).await,
+                        Ok(sock) => accept_loop(sock, l, cx, stop).await,
                         Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
                     },
-                    Sock::Udp(sock) => crate::proxy::udp::relay::serve(sock, l, either).await,
+                    Sock::Udp(sock) => crate::proxy::udp::relay::serve(sock, l, stop).await,
                 }
             });
         }

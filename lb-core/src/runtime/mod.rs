@@ -59,7 +59,8 @@ impl Phase {
 pub struct ListenerEntry {
     pub shared: Arc<ListenerShared>,
     pub addr: SocketAddr,
-    /// Cancelled when a reload removes the listener: it stops accepting, its connections go on.
+    /// A child of [`Shared::accept`]; cancelled alone when a reload removes the listener:
+    /// it stops accepting, its connections go on.
     pub stop: CancellationToken,
     /// Duplicates of the listening sockets, handed to a new process on binary upgrade;
     /// emptied on shutdown so the sockets close and new connections are refused.
@@ -109,6 +110,8 @@ pub struct Shared {
     pub(crate) reloading: Mutex<()>,
     /// Cancelled to ask for a graceful shutdown from inside (a binary upgrade took over).
     pub shutdown: CancellationToken,
+    /// Cancelled when draining starts: every listener (each holds a child) stops accepting.
+    pub accept: CancellationToken,
     /// A duplicate of the admin socket with its configured and actual address, for upgrades.
     pub(crate) admin_fd: Mutex<Option<(OwnedFd, SocketAddr, SocketAddr)>>,
 }

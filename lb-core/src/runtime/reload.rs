@@ -122,7 +122,7 @@ impl Shared {
                     let entry = ListenerEntry {
                         shared: Arc::new(ListenerShared::new(route)),
                         addr,
-                        stop: CancellationToken::new(),
+                        stop: self.accept.child_token(),
                         fds,
                     };
                     added.push(format!("{} on {addr}", l.name));

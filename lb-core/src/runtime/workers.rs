@@ -46,7 +46,6 @@ impl Bound {
             mode,
         };
         let exit = CancellationToken::new();
-        let accept = CancellationToken::new();
         match shared.threading {
             Threading::PerCore => {
                 let mut threads = Vec::new();
@@ -70,7 +69,6 @@ impl Bound {
                     workers: handles,
                     control: rt.handle().clone(),
                     cx,
-                    accept,
                     exit,
                 };
                 rt.block_on(control(shared, self.sockets, self.admin, engine, shutdown));
@@ -89,7 +87,6 @@ impl Bound {
                     workers: vec![h.clone()],
                     control: h,
                     cx,
-                    accept,
                     exit,
                 };
                 rt.block_on(control(shared, self.sockets, self.admin, engine, shutdown));
@@ -117,7 +114,6 @@ async fn control<F, Fut>(
         engine.start_listener(entry, group);
     }
     let exit = engine.exit.clone();
-    let accept = engine.accept.clone();
     let cx = engine.cx.clone();
     let _ = shared.engine.set(engine);
     // The admin API stops accepting when draining starts, like the listeners (after a binary
@@ -147,7 +143,7 @@ async fn control<F, Fut>(
     shutdown().await;
 
     shared.phase.send_replace(Phase::Draining);
-    accept.cancel();
+    shared.accept.cancel();
     admin_stop.cancel();
     admin_tracker.close();
     // Close the hand-over copies too, so the listening sockets really close (a new process
