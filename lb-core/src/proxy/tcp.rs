@@ -187,7 +187,8 @@ fn admit(
     limits: &Arc<Limits>,
     peer: SocketAddr,
 ) -> Option<Admission> {
-    let max = shared.route.load().listener.max_connections;
+    let route = shared.route.load();
+    let max = route.listener.max_connections;
     let global = limits.global_active.fetch_add(1, Relaxed) + 1;
     let local = shared.active.fetch_add(1, Relaxed) + 1;
     if global <= limits.global_max.load(Relaxed) && local <= max {
@@ -200,7 +201,7 @@ fn admit(
     shared.active.fetch_sub(1, Relaxed);
     limits.global_active.fetch_sub(1, Relaxed);
     shared.rejected.fetch_add(1, Relaxed);
-    if shared.route.load().listener.access_log {
+    if route.listener.access_log {
         tracing::info!(target: "lb::access", client = %peer, listener = %shared.name, backend = "-", bytes_in = 0u64, bytes_out = 0u64, duration_ms = 0u64, end = if local > max { "refused_listener_limit" } else { "refused_global_limit" });
     }
     let reason = if local > max {
@@ -249,16 +250,12 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
         let upstream =
             match tokio::time::timeout(l.connect_timeout, TcpStream::connect(b.addr)).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    last_error = Some(format!("{}: {e}", b.id));
-                    connect_failed(b, passive, l, pool, last_error.as_deref());
-                    continue;
-                }
-                Err(_) => {
-                    last_error = Some(format!(
-                        "{}: connect timeout after {:?}",
-                        b.id, l.connect_timeout
-                    ));
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("connect timeout after {:?}", l.connect_timeout),
+                    };
+                    last_error = Some(format!("{}: {why}", b.id));
                     connect_failed(b, passive, l, pool, last_error.as_deref());
                     continue;
                 }
