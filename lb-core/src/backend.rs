@@ -13,6 +13,13 @@ use crate::health::state::{slow_start_weight, Change, HealthState};
 /// Check results kept per backend for the dashboard's health history.
 pub const HISTORY: usize = 20;
 
+/// The last [`HISTORY`] check results, oldest first, and the last check in full.
+#[derive(Debug, Default)]
+struct CheckLog {
+    last: Option<CheckRecord>,
+    history: std::collections::VecDeque<bool>,
+}
+
 /// Operator-set state (admin API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -75,9 +82,8 @@ pub struct Backend {
     /// Set while real traffic has failures in a row, so successes skip the lock otherwise.
     failing: AtomicBool,
     health: Mutex<HealthState>,
-    last_check: Mutex<Option<CheckRecord>>,
-    /// The last [`HISTORY`] check results, oldest first, for the dashboard.
-    history: Mutex<std::collections::VecDeque<bool>>,
+    /// The last check and the recent results, updated together.
+    checks: Mutex<CheckLog>,
     up_gauge: metrics::Gauge,
     connect_errors_metric: metrics::Counter,
 }
@@ -105,8 +111,7 @@ impl Backend {
             connect_errors: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             health: Mutex::new(HealthState::new()),
-            last_check: Mutex::new(None),
-            history: Mutex::new(std::collections::VecDeque::with_capacity(HISTORY)),
+            checks: Mutex::new(CheckLog::default()),
             connect_errors_metric: metrics::counter!("lb_connect_errors_total", &labels),
             up_gauge,
             id,
@@ -178,22 +183,19 @@ impl Backend {
             let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
             h.on_check(ok, rise, fall)
         };
-        let why = detail.clone();
-        {
-            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            if h.len() == HISTORY {
-                h.pop_front();
-            }
-            h.push_back(ok);
+        if let Some(c) = change {
+            self.apply(c, &detail);
         }
-        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) = Some(CheckRecord {
+        let mut log = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        if log.history.len() == HISTORY {
+            log.history.pop_front();
+        }
+        log.history.push_back(ok);
+        log.last = Some(CheckRecord {
             ok,
             at: SystemTime::now(),
             detail,
         });
-        if let Some(c) = change {
-            self.apply(c, &why);
-        }
     }
 
     /// Feeds the outcome of a real connect; passive ejection when configured.
@@ -272,20 +274,17 @@ impl Backend {
     }
 
     pub fn last_check(&self) -> Option<CheckRecord> {
-        self.last_check
+        self.checks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .last
             .clone()
     }
 
     /// Recent check results, oldest first.
     pub fn history(&self) -> Vec<bool> {
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        let log = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        log.history.iter().copied().collect()
     }
 
     pub fn ejected_until_ms(&self) -> u64 {
