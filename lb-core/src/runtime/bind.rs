@@ -17,8 +17,7 @@ use super::upgrade::Inherited;
 use super::workers::Threading;
 use super::{ListenerEntry, Phase, PoolEntry, Shared, Snapshot};
 use crate::config::{self, Loaded};
-use crate::pool::Pool;
-use crate::proxy::tcp::{Limits, ListenerShared, Route};
+use crate::proxy::tcp::{Limits, Route};
 
 /// The name the admin socket travels under in a binary upgrade (no listener can have it:
 /// config names cannot hold a NUL).
@@ -208,14 +207,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         n => n,
     };
     let per_listener = sockets_per_listener(threading, workers);
-    let pools: Vec<PoolEntry> = cfg
-        .pools
-        .iter()
-        .map(|p| PoolEntry {
-            pool: Arc::new(Pool::new(p, None)),
-            health_stop: CancellationToken::new(),
-        })
-        .collect();
+    let pools = PoolEntry::build_all(cfg, None);
     let accept = CancellationToken::new();
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
@@ -245,12 +237,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         })?;
         sockets.push(group);
         let route = Route::new(l.clone(), pools[l.pool].pool.clone());
-        listeners.push(ListenerEntry {
-            shared: Arc::new(ListenerShared::new(route)),
-            addr: actual,
-            stop: accept.child_token(),
-            fds,
-        });
+        listeners.push(ListenerEntry::new(route, actual, &accept, fds));
     }
     // The admin socket is handed over too, so a fixed admin port does not block an upgrade.
     let admin = match &cfg.admin {

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
 use crate::pool::Pool;
-use crate::proxy::tcp::{Limits, ListenerShared};
+use crate::proxy::tcp::{Limits, ListenerShared, Route};
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +67,50 @@ pub struct ListenerEntry {
     pub fds: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
+impl ListenerEntry {
+    /// A listener starting on freshly bound (or inherited) sockets.
+    pub(crate) fn new(
+        route: Route,
+        addr: SocketAddr,
+        accept: &CancellationToken,
+        fds: Arc<Mutex<Vec<OwnedFd>>>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(ListenerShared::new(route)),
+            addr,
+            stop: accept.child_token(),
+            fds,
+        }
+    }
+}
+
 /// A pool of the running config.
 #[derive(Debug)]
 pub struct PoolEntry {
     pub pool: Arc<Pool>,
     /// Cancelled when a reload replaces the pool: its health tasks stop.
     pub health_stop: CancellationToken,
+}
+
+impl PoolEntry {
+    /// Builds the pools of `config`, each reusing the backends of the same-named pool in
+    /// `previous` (a reload) so they keep their state.
+    pub(crate) fn build_all(
+        config: &crate::config::Config,
+        previous: Option<&Snapshot>,
+    ) -> Vec<Self> {
+        config
+            .pools
+            .iter()
+            .map(|p| PoolEntry {
+                pool: Arc::new(Pool::new(
+                    p,
+                    previous.and_then(|s| s.pool(&p.name)).map(|a| a.as_ref()),
+                )),
+                health_stop: CancellationToken::new(),
+            })
+            .collect()
+    }
 }
 
 /// The running config: what a reload swaps atomically.

@@ -6,13 +6,11 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use super::bind::{bind_listener, dup_fds, sockets_per_listener, BindError};
 use super::{ListenerEntry, PoolEntry, Shared, Snapshot};
 use crate::config::{self, Source};
-use crate::pool::Pool;
-use crate::proxy::tcp::{ListenerShared, Route};
+use crate::proxy::tcp::Route;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -95,14 +93,7 @@ impl Shared {
             }
         }
 
-        let pools: Vec<PoolEntry> = cfg
-            .pools
-            .iter()
-            .map(|p| PoolEntry {
-                pool: Arc::new(Pool::new(p, old.pool(&p.name).map(|a| a.as_ref()))),
-                health_stop: CancellationToken::new(),
-            })
-            .collect();
+        let pools = PoolEntry::build_all(cfg, Some(&old));
         let mut listeners = Vec::new();
         let mut started = Vec::new();
         let mut fresh = fresh_sockets.into_iter();
@@ -119,12 +110,7 @@ impl Shared {
                     let Some((sockets, addr, fds)) = fresh.next() else {
                         continue;
                     };
-                    let entry = ListenerEntry {
-                        shared: Arc::new(ListenerShared::new(route)),
-                        addr,
-                        stop: self.accept.child_token(),
-                        fds,
-                    };
+                    let entry = ListenerEntry::new(route, addr, &self.accept, fds);
                     added.push(format!("{} on {addr}", l.name));
                     started.push((entry.clone(), sockets));
                     listeners.push(entry);
