@@ -4,6 +4,7 @@
 #   scripts/bench.sh                 # all scenarios, 3 interleaved repeats, 5 s each
 #   REPEATS=5 DURATION=10 scripts/bench.sh
 #   SCENARIOS="bulk rps" PROXIES="lb lb-copy haproxy" scripts/bench.sh
+#   LB_BASE=/tmp/lb-old PROXIES="lb lb-base nginx" scripts/bench.sh   # before/after a change
 #
 # Every proxy gets one worker pinned to CPU 0; load generators and backends run on the other
 # CPUs. Runs are interleaved (A B C A B C …) and the median is reported with the min–max
@@ -57,7 +58,7 @@ LOAD_CPUS=$([ "$NCPU" -gt 1 ] && echo "1-$((NCPU - 1))" || echo 0)
 HTTP_BE=127.0.0.1:18101
 IPERF_PORT=18102
 DNS_PORT=18103
-declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205)
+declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205 [lb-base]=18206)
 
 # Waits until something listens on 127.0.0.1:PORT (bounded: 5 s).
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
@@ -112,6 +113,7 @@ start_proxy() { # name → PROXY_PID
   case $name in
     lb)      lb_conf lb "$port" true;  taskset -c $PROXY_CPU "$LB" run --config "$WORK/lb.toml" 2>"$WORK/lb.log" & ;;
     lb-copy) lb_conf lb-copy "$port" false; taskset -c $PROXY_CPU "$LB" run --config "$WORK/lb-copy.toml" 2>"$WORK/lb-copy.log" & ;;
+    lb-base) lb_conf lb-base "$port" true; taskset -c $PROXY_CPU "${LB_BASE:?LB_BASE=path of another lb binary}" run --config "$WORK/lb-base.toml" 2>"$WORK/lb-base.log" & ;;
     lb-ws)   lb_conf lb-ws "$port" true; taskset -c $PROXY_CPU "$LB" run --threading work-stealing --config "$WORK/lb-ws.toml" 2>"$WORK/lb-ws.log" & ;;
     haproxy)
       cat > "$WORK/haproxy.cfg" <<HAP

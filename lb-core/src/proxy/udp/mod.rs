@@ -1,4 +1,5 @@
 //! UDP load balancing: the sans-I/O flow table and the socket shell around it.
 
+pub mod batch;
 pub mod flow;
 pub mod relay;

@@ -1,7 +1,8 @@
-//! The UDP socket shell: one task per listening socket receives datagrams, routes them
-//! through the [`FlowTable`], and sends each flow's datagrams from a connected upstream socket
-//! of its own; a task per flow carries the backend's replies back to the client from the
-//! listener's address. Flows end after `udp_session_timeout` of silence both ways.
+//! The UDP socket shell: one task per listening socket receives datagrams in batches, routes
+//! them through the [`FlowTable`], and sends each flow's run of datagrams from a connected
+//! upstream socket of its own; a task per flow carries the backend's replies back to the
+//! client from the listener's address. Flows end after `udp_session_timeout` of silence both
+//! ways.
 
 use std::net::{SocketAddr, UdpSocket as StdUdp};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,19 +14,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::{self, RecvBatch};
 use super::flow::{FlowTable, Route};
 use crate::backend::Backend;
 use crate::clock;
 use crate::pool::Attempt;
 use crate::proxy::tcp::{key_of, next_backend, ListenerShared};
 
-/// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP); IPv6 jumbograms aside, no
-/// datagram is larger, so nothing is ever truncated.
+/// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP). Receive slots are larger still
+/// (see [`batch::SLOT`]), so nothing is ever truncated, over IPv6 either.
 pub const MAX_DATAGRAM: usize = 65_507;
 
 thread_local! {
-    /// One receive buffer per thread for replies, used only between readiness and send.
-    static REPLY_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; MAX_DATAGRAM + 1]);
+    /// One batch of receive buffers per thread for replies, used only between readiness and
+    /// send, so an idle flow holds no buffer.
+    static REPLY_BATCH: std::cell::RefCell<RecvBatch> = std::cell::RefCell::new(RecvBatch::default());
 }
 
 struct FlowConn {
@@ -44,6 +47,7 @@ struct ListenerMetrics {
     full: metrics::Counter,
     no_backend: metrics::Counter,
     send_error: metrics::Counter,
+    truncated: metrics::Counter,
 }
 
 impl ListenerMetrics {
@@ -54,6 +58,7 @@ impl ListenerMetrics {
             full: drop("flow_table_full"),
             no_backend: drop("no_backend"),
             send_error: drop("send_error"),
+            truncated: drop("truncated"),
         }
     }
 }
@@ -90,41 +95,68 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
     // every worker's socket is kept by the listener's shared count.
     let mut table: FlowTable<FlowConn> = FlowTable::new(max_flows, timeout);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<SocketAddr>();
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut batch = RecvBatch::default();
+    // Indices (into `batch`) of the run of datagrams for one flow, sent with one system call.
+    let mut run: Vec<usize> = Vec::with_capacity(batch::BATCH);
     let mut tick = tokio::time::interval(
         (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
     );
     loop {
         tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let (n, client) = match r {
-                    Ok(x) => x,
-                    // ICMP errors for earlier sends surface here on some kernels; not fatal.
-                    Err(_) => continue,
-                };
+            r = sock.readable() => {
+                // ICMP errors for earlier sends surface as receive errors on some kernels; not
+                // fatal, and a spurious wake-up is just `WouldBlock`.
+                if r.is_err() || batch.try_recv(&sock).is_err() {
+                    continue;
+                }
                 let now = Instant::now();
-                match table.route(client, now) {
-                    Route::Existing(c) => forward(c, &buf[..n], &m).await,
-                    Route::Full(stale) => {
-                        if let Some(old) = stale {
-                            end_flow(&shared, &m, client, old, "timeout");
-                        }
-                        m.full.increment(1);
+                let mut run_client: Option<SocketAddr> = None;
+                for i in 0..batch.len() {
+                    let Some((_, Some(client))) = batch.get(i) else {
+                        m.truncated.increment(1);
+                        continue;
+                    };
+                    if run_client == Some(client) {
+                        run.push(i);
+                        continue;
                     }
-                    Route::New(stale) => {
-                        // A flow that went stale is closed before its client starts anew.
-                        if let Some(old) = stale {
-                            end_flow(&shared, &m, client, old, "timeout");
+                    if let Some(prev) = run_client.take() {
+                        forward_run(&mut table, prev, &batch, &mut run, &m).await;
+                    }
+                    let routed = match table.route(client, now) {
+                        Route::Existing(_) => true,
+                        Route::Full(stale) => {
+                            if let Some(old) = stale {
+                                end_flow(&shared, &m, client, old, "timeout");
+                            }
+                            m.full.increment(1);
+                            false
                         }
-                        let Some(c) = open_flow(&shared, &m, &sock, &closed_tx, client) else { continue };
-                        match table.insert(client, c, now) {
-                            Ok(c) => forward(c, &buf[..n], &m).await,
-                            Err(c) => {
-                                m.full.increment(1);
-                                end_flow(&shared, &m, client, c, "refused");
+                        Route::New(stale) => {
+                            // A flow that went stale is closed before its client starts anew.
+                            if let Some(old) = stale {
+                                end_flow(&shared, &m, client, old, "timeout");
+                            }
+                            match open_flow(&shared, &m, &sock, &closed_tx, client) {
+                                None => false,
+                                Some(c) => match table.insert(client, c, now) {
+                                    Ok(_) => true,
+                                    Err(c) => {
+                                        m.full.increment(1);
+                                        end_flow(&shared, &m, client, c, "refused");
+                                        false
+                                    }
+                                },
                             }
                         }
+                    };
+                    if routed {
+                        run_client = Some(client);
+                        run.push(i);
                     }
+                }
+                if let Some(prev) = run_client {
+                    forward_run(&mut table, prev, &batch, &mut run, &m).await;
                 }
             }
             Some(client) = closed_rx.recv() => {
@@ -150,15 +182,45 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
     }
 }
 
-/// Sends one client datagram through its flow.
-async fn forward(c: &mut FlowConn, datagram: &[u8], m: &ListenerMetrics) {
-    match c.upstream.send(datagram).await {
-        Ok(_) => {
-            c.to_backend.increment(1);
-            c.bytes_in += datagram.len() as u64;
-            c.backend.bytes_in.fetch_add(datagram.len() as u64, Relaxed);
+/// Sends one client's run of datagrams (indices into `batch`) through its flow, waiting only
+/// when the upstream send buffer is full; empties `run`.
+async fn forward_run(
+    table: &mut FlowTable<FlowConn>,
+    client: SocketAddr,
+    batch: &RecvBatch,
+    run: &mut Vec<usize>,
+    m: &ListenerMetrics,
+) {
+    let datagrams: Vec<&[u8]> = run
+        .drain(..)
+        .filter_map(|i| batch.get(i).map(|(d, _)| d))
+        .collect();
+    let Some(c) = table.get_mut(&client) else {
+        return;
+    };
+    let mut done = 0;
+    while done < datagrams.len() {
+        match batch::try_send_all(&c.upstream, &datagrams[done..], None) {
+            Ok(n) => {
+                let bytes: usize = datagrams[done..done + n].iter().map(|d| d.len()).sum();
+                c.to_backend.increment(n as u64);
+                c.bytes_in += bytes as u64;
+                c.backend.bytes_in.fetch_add(bytes as u64, Relaxed);
+                done += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if c.upstream.writable().await.is_err() {
+                    m.send_error.increment((datagrams.len() - done) as u64);
+                    return;
+                }
+            }
+            // One datagram failed (say an ICMP error from an earlier one surfaced): drop it,
+            // counted, and go on with the rest.
+            Err(_) => {
+                m.send_error.increment(1);
+                done += 1;
+            }
         }
-        Err(_) => m.send_error.increment(1),
     }
 }
 
@@ -275,21 +337,23 @@ async fn replies(
             let _ = closed.send(client);
             return;
         }
-        let got = REPLY_BUF.with(|b| {
-            let mut buf = b.borrow_mut();
-            let n = upstream.try_recv(&mut buf)?;
-            // UDP may drop: a full send buffer loses this reply rather than stalling the flow.
-            let sent = listener.try_send_to(&buf[..n], client).is_ok();
-            Ok::<_, std::io::Error>((n, sent))
+        let got = REPLY_BATCH.with(|b| {
+            let mut batch = b.borrow_mut();
+            let n = batch.try_recv(&upstream)?;
+            let datagrams: Vec<&[u8]> = (0..n)
+                .filter_map(|i| batch.get(i).map(|(d, _)| d))
+                .collect();
+            let bytes: usize = datagrams.iter().map(|d| d.len()).sum();
+            // UDP may drop: a full send buffer loses these replies rather than stalling the flow.
+            let sent = batch::try_send_all(&listener, &datagrams, Some(client)).unwrap_or(0);
+            Ok::<_, std::io::Error>((bytes, sent))
         });
         match got {
-            Ok((n, sent)) => {
+            Ok((bytes, sent)) => {
                 last_reply_ms.store(clock::now_ms(), Relaxed);
-                backend.bytes_out.fetch_add(n as u64, Relaxed);
+                backend.bytes_out.fetch_add(bytes as u64, Relaxed);
                 backend.record_traffic(true, passive.as_ref(), "");
-                if sent {
-                    to_client.increment(1);
-                }
+                to_client.increment(sent as u64);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {

@@ -1,0 +1,267 @@
+//! Datagram batches: one `recvmmsg` reads up to [`BATCH`] datagrams and one `sendmmsg` writes a
+//! run of them, so a busy socket pays one system call (and one readiness round) per batch
+//! rather than per datagram. Through nix's safe wrappers, so the crate stays free of `unsafe`.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams per system call. Under load a DNS-like stream fills a batch; when idle a call
+/// returns what is there, so latency never waits for a batch to fill.
+pub const BATCH: usize = 16;
+
+/// Room for the largest UDP payload of either family (65,535 − 8 for IPv6, less for IPv4),
+/// plus one byte so a (theoretically impossible) truncation would show.
+pub const SLOT: usize = 65_536;
+
+/// Receive buffers for one batch. The slots are allocated zeroed and untouched, so the
+/// resident cost is only the pages that datagrams actually filled (a page per small datagram).
+pub struct RecvBatch {
+    buf: Vec<u8>,
+    got: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self {
+            buf: vec![0u8; BATCH * SLOT],
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Reads what the socket has (up to [`BATCH`]) without waiting; `WouldBlock` when nothing.
+    pub fn try_recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let Self { buf, got } = self;
+        got.clear();
+        sock.try_io(Interest::READABLE, || {
+            // nix's headers hold raw pointers (not `Send`), so they live only for the call;
+            // a few KiB per batch, small beside the system call they save.
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+                buf.chunks_mut(SLOT).map(|s| [IoSliceMut::new(s)]).collect();
+            let res = recvmmsg(
+                sock.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            )
+            .map_err(io::Error::from)?;
+            for m in res {
+                let addr = m.address.and_then(|a| to_std(&a));
+                let len = if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                    usize::MAX
+                } else {
+                    m.bytes
+                };
+                got.push((len, addr));
+            }
+            Ok(())
+        })?;
+        Ok(got.len())
+    }
+
+    /// The `i`th datagram of the last batch and its sender; `None` for a truncated one.
+    pub fn get(&self, i: usize) -> Option<(&[u8], Option<SocketAddr>)> {
+        let (len, addr) = *self.got.get(i)?;
+        if len == usize::MAX {
+            return None;
+        }
+        Some((&self.buf[i * SLOT..i * SLOT + len], addr))
+    }
+
+    /// How many datagrams the last batch held.
+    pub fn len(&self) -> usize {
+        self.got.len()
+    }
+
+    /// True when the last batch held nothing.
+    pub fn is_empty(&self) -> bool {
+        self.got.is_empty()
+    }
+}
+
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Sends `datagrams` in order with as few `sendmmsg` calls as the socket allows, to `to` (or to
+/// the connected peer when `None`). Does not wait: returns how many went out before the send
+/// buffer filled, and the first error only if nothing went out (`WouldBlock` then means "await
+/// `writable()` and call again").
+pub fn try_send_all(
+    sock: &UdpSocket,
+    datagrams: &[&[u8]],
+    to: Option<SocketAddr>,
+) -> io::Result<usize> {
+    let addr: Option<SockaddrStorage> = to.map(|a| match a {
+        SocketAddr::V4(v4) => SockaddrStorage::from(v4),
+        SocketAddr::V6(v6) => SockaddrStorage::from(v6),
+    });
+    let mut sent = 0;
+    while sent < datagrams.len() {
+        let chunk = &datagrams[sent..datagrams.len().min(sent + BATCH)];
+        match send_chunk(sock, chunk, addr) {
+            Ok(n) if n > 0 => sent += n,
+            Ok(_) => break,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    // The socket is sent to directly, not through tokio's readiness (a new
+                    // socket's first send would otherwise wait a reactor turn); on a full buffer,
+                    // clear tokio's idea of readiness so `writable()` really waits.
+                    let _ = sock.try_io(Interest::WRITABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                }
+                if sent == 0 {
+                    return Err(e);
+                }
+                break;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+fn send_chunk(
+    sock: &UdpSocket,
+    chunk: &[&[u8]],
+    addr: Option<SockaddrStorage>,
+) -> io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|d| [IoSlice::new(d)]).collect();
+    let addrs = vec![addr; chunk.len()];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+    let res = sendmmsg(
+        sock.as_raw_fd(),
+        &mut headers,
+        &iovs,
+        addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(res.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind a");
+        let b = UdpSocket::bind("127.0.0.1:0").await.expect("bind b");
+        (a, b)
+    }
+
+    /// Reads batches until `want` datagrams arrived (bounded: 5 s).
+    async fn recv_all(sock: &UdpSocket, want: usize) -> Vec<(Vec<u8>, Option<SocketAddr>)> {
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < want {
+            tokio::time::timeout_at(deadline, sock.readable())
+                .await
+                .expect("datagrams in time")
+                .expect("readable");
+            match batch.try_recv(sock) {
+                Ok(n) => {
+                    assert!(n <= BATCH);
+                    for i in 0..n {
+                        let (d, from) = batch.get(i).expect("not truncated");
+                        got.push((d.to_vec(), from));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_sender_and_every_byte() {
+        let (a, b) = pair().await;
+        let to = b.local_addr().expect("addr");
+        // Sizes from empty to jumbo, more datagrams than one batch holds, all within the
+        // receiver's default buffer (loopback drops what does not fit).
+        let sizes = [0usize, 1, 512, 1500, 9000];
+        let datagrams: Vec<Vec<u8>> = (0..40)
+            .map(|i| {
+                (0..sizes[i % sizes.len()])
+                    .map(|j| (i * 7 + j) as u8)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        let mut sent = 0;
+        while sent < refs.len() {
+            match try_send_all(&a, &refs[sent..], Some(to)) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    a.writable().await.expect("writable")
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        let got = recv_all(&b, datagrams.len()).await;
+        let from = a.local_addr().expect("addr");
+        for (i, (d, sender)) in got.iter().enumerate() {
+            assert_eq!(*sender, Some(from), "datagram {i}");
+            assert_eq!(d, &datagrams[i], "datagram {i} changed");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_largest_datagrams_are_not_truncated() {
+        let (a, b) = pair().await;
+        let big: Vec<u8> = (0..65_507u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            try_send_all(&a, &[&big], Some(b.local_addr().expect("addr"))).expect("send"),
+            1
+        );
+        let got = recv_all(&b, 1).await;
+        assert_eq!(got[0].0, big);
+    }
+
+    #[tokio::test]
+    async fn connected_sockets_send_without_an_address() {
+        let (a, b) = pair().await;
+        a.connect(b.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let refs: [&[u8]; 3] = [b"one", b"two", b"three"];
+        assert_eq!(try_send_all(&a, &refs, None).expect("send"), 3);
+        let got = recv_all(&b, 3).await;
+        let texts: Vec<&[u8]> = got.iter().map(|(d, _)| d.as_slice()).collect();
+        assert_eq!(texts, refs);
+    }
+
+    #[tokio::test]
+    async fn ipv6_senders_are_reported() {
+        let Ok(b) = UdpSocket::bind("[::1]:0").await else {
+            return;
+        };
+        let a = UdpSocket::bind("[::1]:0").await.expect("bind a");
+        try_send_all(&a, &[b"v6"], Some(b.local_addr().expect("addr"))).expect("send");
+        let got = recv_all(&b, 1).await;
+        assert_eq!(got[0].1, Some(a.local_addr().expect("addr")));
+    }
+
+    #[tokio::test]
+    async fn nothing_waiting_is_would_block() {
+        let (_a, b) = pair().await;
+        let mut batch = RecvBatch::default();
+        let e = batch.try_recv(&b).expect_err("empty socket");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(batch.is_empty());
+    }
+}
