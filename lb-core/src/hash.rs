@@ -46,6 +46,11 @@ pub fn ip_key(ip: IpAddr) -> u64 {
     }
 }
 
+/// Key for `hash_key = "sni"`: the server name, lowercased already by the parser.
+pub fn name_key(name: &str) -> u64 {
+    hash64(KEY_SEED, name.as_bytes())
+}
+
 /// Key for `hash_key = "source-addr"`: IP and port.
 pub fn addr_key(addr: SocketAddr) -> u64 {
     let mut buf = [0u8; 18];

@@ -1,5 +1,5 @@
-//! lb-core: the layer-4 heart of lb — config model, balancing algorithms, health, TCP
-//! proxying, metrics and the admin API. The `lb` binary wires these together.
+//! lb-core: the layer-4 heart of lb — config model, balancing algorithms, health, TCP and UDP
+//! proxying, TLS, the PROXY protocol, metrics and the admin API. The `lb` binary wires these together.
 
 pub mod backend;
 pub mod balance;
@@ -9,4 +9,6 @@ pub mod hash;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod runtime;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! The config: TOML text → raw serde structs → validated typed model, with every error found
-//! reported compiler-style. Pure; no I/O (callers read the file and hand over its text).
+//! reported compiler-style. Pure but for one step: [`load`] reads the TLS files the config
+//! names (callers read the config file itself and hand over its text).
 
 mod diag;
 mod duration;
@@ -25,6 +26,8 @@ pub struct Loaded {
     pub source: Source,
     /// `sha256:<hex>` of the file's bytes, shown in `/api/status`.
     pub hash: String,
+    /// The rustls configs built from the TLS files named, read at load time.
+    pub tls: crate::tls::TlsMaterial,
 }
 
 /// A config that failed validation: every diagnostic found, errors and warnings.
@@ -57,11 +60,15 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
-/// Parses and validates a config text.
+/// Parses and validates a config text, then reads and checks the TLS files it names.
 pub fn load(source: Source) -> Result<Loaded, Invalid> {
     let mut diagnostics = Vec::new();
     let raw = parse::parse(&source.text, &mut diagnostics);
     let config = validate::validate(raw, &mut diagnostics);
+    let tls = match &config {
+        Some(c) => crate::tls::material::build(c, &mut diagnostics),
+        None => Default::default(),
+    };
     // Report in file order, as a reader goes through the file.
     diagnostics.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     match config {
@@ -72,6 +79,7 @@ pub fn load(source: Source) -> Result<Loaded, Invalid> {
                 warnings: diagnostics,
                 source,
                 hash,
+                tls,
             })
         }
         _ => Err(Invalid {

@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::ops::Range;
 use std::time::Duration;
+
+pub use crate::proxy_protocol::Version as ProxyVersion;
 
 /// The whole validated config.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +78,68 @@ pub struct Listener {
     pub access_log: bool,
     /// udp: a client's flow is forgotten after this much silence; default 30s.
     pub udp_session_timeout: Duration,
+    /// tcp: terminate TLS with these certificates.
+    pub tls: Option<TlsSettings>,
+    /// tcp: route by the client's SNI (from the ClientHello without `tls`, from the handshake
+    /// with it); `pool` takes what matches none. Exact names before wildcards, longest first.
+    pub sni_routes: Vec<SniRoute>,
+    /// tcp: send a PROXY header to backends.
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// tcp: every client connection must start with a PROXY v1/v2 header.
+    pub accept_proxy_protocol: bool,
+    /// Time for the PROXY header, the ClientHello and the TLS handshake; default 10s.
+    pub handshake_timeout: Duration,
+}
+
+/// A file named in the config, with where it was named (for errors about its contents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    pub path: String,
+    pub span: Range<usize>,
+    /// Key path, e.g. `listener[0].tls.cert`.
+    pub key: String,
+}
+
+/// A certificate chain and its private key; `server_name` for per-SNI ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub server_name: Option<String>,
+    pub cert: FileRef,
+    pub key: FileRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Served to clients without SNI, or whose SNI matches no `sni` entry.
+    pub default: CertPair,
+    pub sni: Vec<CertPair>,
+    pub alpn: Vec<String>,
+    /// Require client certificates signed by these CAs.
+    pub client_ca: Option<FileRef>,
+}
+
+/// One `sni_routes` entry: an exact name or `*.suffix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub pattern: String,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+}
+
+/// Where Debian, Ubuntu and Alpine keep the system's CA bundle; `backend_tls` without `ca`
+/// verifies against it.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// TLS from lb to a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// CA bundle to verify backends with ([`SYSTEM_CA_BUNDLE`] when verifying without `ca`);
+    /// `None` only when not verifying.
+    pub ca: Option<FileRef>,
+    /// Name to send (SNI) and verify; `None` = the backend's IP address.
+    pub server_name: Option<String>,
+    /// Default true; false accepts any certificate (encryption without authentication).
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +198,8 @@ pub enum HashKey {
     SourceIp,
     /// The client's IP and port: one connection (or UDP flow) at a time.
     SourceAddr,
+    /// The TLS server name the client asked for (source IP when it sent none).
+    Sni,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +213,7 @@ pub struct Pool {
     pub health: Option<Health>,
     pub passive: Option<Passive>,
     pub slow_start: Option<Duration>,
+    pub backend_tls: Option<BackendTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

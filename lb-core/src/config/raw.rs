@@ -34,10 +34,13 @@ pub struct RawListener {
     pub bind: S<String>,
     pub protocol: Option<S<String>>,
     pub pool: Option<S<String>>,
-    pub tls: Option<S<IgnoredAny>>,
-    pub sni_routes: Option<S<IgnoredAny>>,
-    pub proxy_protocol: Option<S<IgnoredAny>>,
-    pub accept_proxy_protocol: Option<S<IgnoredAny>>,
+    pub tls: Option<S<RawTls>>,
+    pub sni_routes: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    pub proxy_protocol: Option<S<String>>,
+    pub accept_proxy_protocol: Option<S<bool>>,
+    /// lb addition: how long a client has for the PROXY header, the ClientHello and the TLS
+    /// handshake together; default 10s.
+    pub handshake_timeout: Option<S<String>>,
     pub connect_timeout: Option<S<String>>,
     pub idle_timeout: Option<S<String>>,
     pub udp_session_timeout: Option<S<String>>,
@@ -56,9 +59,35 @@ pub struct RawPool {
     pub health: Option<S<RawHealth>>,
     pub passive: Option<S<RawPassive>>,
     pub slow_start: Option<S<String>>,
-    pub backend_tls: Option<S<IgnoredAny>>,
+    pub backend_tls: Option<S<RawBackendTls>>,
     pub http2: Option<S<IgnoredAny>>,
     pub sticky_cookie: Option<S<IgnoredAny>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: S<String>,
+    pub key: S<String>,
+    pub sni: Option<Vec<S<RawSniCert>>>,
+    pub alpn: Option<S<Vec<S<String>>>>,
+    pub client_ca: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniCert {
+    pub server_name: S<String>,
+    pub cert: S<String>,
+    pub key: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    pub ca: Option<S<String>>,
+    pub server_name: Option<S<String>>,
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +134,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "sni_routes",
             "proxy_protocol",
             "accept_proxy_protocol",
+            "handshake_timeout",
             "connect_timeout",
             "idle_timeout",
             "udp_session_timeout",
@@ -138,6 +168,9 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "query",
         ],
         "passive" => &["consecutive_failures", "eject_for"],
+        "tls" => &["cert", "key", "sni", "alpn", "client_ca"],
+        "sni" => &["server_name", "cert", "key"],
+        "backend_tls" => &["ca", "server_name", "verify"],
         "" => TOP_KEYS,
         _ => &[],
     }

@@ -193,9 +193,9 @@ fn unsupported_listener_keys_are_refused_not_ignored() {
         "only to protocol = \"udp\"",
     );
     one_error(
-        &with("access_log = true", "proxy_protocol = \"v2\""),
+        &with("access_log = true", "proxy_protocol = \"v3\""),
         "listener[0].proxy_protocol",
-        "not supported",
+        "expected \"v1\" or \"v2\"",
     );
     one_error(
         &with("access_log = true", "protocol = \"http\""),
@@ -390,4 +390,162 @@ fn udp_listeners_and_udp_health() {
     );
     let bad_hex = text.replace("hex:70696e67", "hex:7g");
     one_error(&bad_hex, "pool[0].health.send", "hex");
+}
+
+/// A certificate, its key, and a second key that is not its, written to a temp directory.
+struct TlsFiles {
+    dir: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn new(tag: &str, not_after: (i32, u8, u8)) -> Self {
+        let dir = std::env::temp_dir().join(format!("lb-config-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let cert = params.self_signed(&key).expect("cert");
+        let other = rcgen::KeyPair::generate().expect("other key");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
+        std::fs::write(dir.join("other.pem"), other.serialize_pem()).expect("write");
+        std::fs::write(dir.join("junk.pem"), "not pem at all\n").expect("write");
+        Self { dir }
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+
+    fn tls(&self, cert: &str, key: &str) -> String {
+        format!(
+            "tls = {{ cert = \"{}\", key = \"{}\", alpn = [\"h2\", \"http/1.1\"] }}",
+            self.path(cert),
+            self.path(key)
+        )
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn tls_files_are_read_and_checked_at_load() {
+    let f = TlsFiles::new("check", (2099, 1, 1));
+    let ok = load_str(
+        "t.toml",
+        &with("access_log = true", &f.tls("cert.pem", "key.pem")),
+    )
+    .expect("a matching pair loads");
+    assert!(ok.tls.listeners[0].is_some());
+    assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+
+    let d = one_error(
+        &with("access_log = true", &f.tls("cert.pem", "other.pem")),
+        "listener[0].tls.key",
+        "does not match the certificate",
+    );
+    assert!(d.message.contains("other.pem"), "{}", d.message);
+    let d = one_error(
+        &with("access_log = true", &f.tls("missing.pem", "key.pem")),
+        "listener[0].tls.cert",
+        "cannot read certificate file",
+    );
+    assert!(d.message.contains("missing.pem"), "{}", d.message);
+    one_error(
+        &with("access_log = true", &f.tls("junk.pem", "key.pem")),
+        "listener[0].tls.cert",
+        "holds no PEM certificate",
+    );
+    one_error(
+        &with("access_log = true", &f.tls("cert.pem", "junk.pem")),
+        "listener[0].tls.key",
+        "no usable private key",
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_a_warning() {
+    let f = TlsFiles::new("expired", (2021, 1, 1));
+    let l = load_str(
+        "t.toml",
+        &with("access_log = true", &f.tls("cert.pem", "key.pem")),
+    )
+    .expect("expired still loads");
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.message.contains("expired on 2021-01-01")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn tls_routing_and_proxy_keys_are_checked() {
+    let c = load_str(
+        "t.toml",
+        &with(
+            "access_log = true",
+            "proxy_protocol = \"v1\"\naccept_proxy_protocol = true\nsni_routes = { \"*.a.example\" = \"web\" }\nhandshake_timeout = \"2s\"",
+        ),
+    )
+    .expect("valid")
+    .config;
+    let l = &c.listeners[0];
+    assert_eq!(l.proxy_protocol, Some(ProxyVersion::V1));
+    assert!(l.accept_proxy_protocol);
+    assert_eq!(
+        l.sni_routes,
+        vec![SniRoute {
+            pattern: "*.a.example".into(),
+            pool: 0
+        }]
+    );
+    assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(2));
+    one_error(
+        &with(
+            "access_log = true",
+            "sni_routes = { \"a.example\" = \"wbe\" }",
+        ),
+        "listener[0].sni_routes.\"a.example\"",
+        "does not exist",
+    );
+    one_error(
+        &with("access_log = true", "sni_routes = { \"a b\" = \"web\" }"),
+        "listener[0].sni_routes.\"a b\"",
+        "expected a host name",
+    );
+    let udp = GOOD.replace(
+        "pool = \"web\"\nidle_timeout",
+        "protocol = \"udp\"\npool = \"web\"\nproxy_protocol = \"v2\"\nidle_timeout",
+    );
+    one_error(&udp, "listener[0].proxy_protocol", "only to tcp listeners");
+    one_error(
+        &with(
+            "slow_start = \"5s\"",
+            "backend_tls = { verify = true, colour = 1 }",
+        ),
+        "pool[0].backend_tls.colour",
+        "unknown key",
+    );
+    let c = load_str(
+        "t.toml",
+        &with("algorithm = \"weighted-round-robin\"", "algorithm = \"consistent-hash\"\nhash_key = \"sni\"").replace("slow_start = \"5s\"", "slow_start = \"5s\"\nbackend_tls = { verify = false, server_name = \"internal.example\" }"),
+    )
+    .expect("valid")
+    .config;
+    assert_eq!(c.pools[0].hash_key, HashKey::Sni);
+    assert_eq!(
+        c.pools[0].backend_tls,
+        Some(BackendTls {
+            ca: None,
+            server_name: Some("internal.example".into()),
+            verify: false
+        })
+    );
 }

@@ -1,6 +1,9 @@
-//! TCP proxying: accept → pick → connect (with retry) → relay until both sides close.
+//! Proxying: accept → (PROXY header, ClientHello, TLS) → pick → connect (with retry) → relay
+//! until both sides close; UDP flows beside it.
 
 mod buffers;
+pub mod front;
+mod prefixed;
 pub mod relay;
 #[cfg(target_os = "linux")]
 mod splice;

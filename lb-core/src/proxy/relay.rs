@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +99,17 @@ impl Activity {
     }
 }
 
-/// Runs the relay to its end.
+impl Activity {
+    fn new() -> Self {
+        Self {
+            from_client: AtomicU64::new(0),
+            from_backend: AtomicU64::new(0),
+            last_ms: AtomicU64::new(crate::clock::now_ms()),
+        }
+    }
+}
+
+/// Runs the relay between two sockets to its end.
 pub async fn relay(
     client: &TcpStream,
     backend: &TcpStream,
@@ -106,13 +117,80 @@ pub async fn relay(
     idle: Duration,
     cancel: &CancellationToken,
 ) -> Outcome {
-    let act = Activity {
-        from_client: AtomicU64::new(0),
-        from_backend: AtomicU64::new(0),
-        last_ms: AtomicU64::new(crate::clock::now_ms()),
-    };
+    let act = Activity::new();
     let up = pump(client, backend, &act, Side::Client, mode);
     let down = pump(backend, client, &act, Side::Backend, mode);
+    // A FIN from one side becomes a write-shutdown towards the other.
+    let half_close = |from: Side| {
+        let to = match from {
+            Side::Client => backend,
+            Side::Backend => client,
+        };
+        let _ = SockRef::from(to).shutdown(Shutdown::Write);
+    };
+    drive(up, down, &act, idle, cancel, half_close).await
+}
+
+/// Runs the relay between two byte streams (TLS on either side) to its end. Each direction
+/// holds a 16 KiB buffer while the relay lives: a TLS stream may have decrypted bytes ready
+/// without the socket being readable, so the buffer cannot be taken per burst.
+pub async fn relay_streams<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    idle: Duration,
+    cancel: &CancellationToken,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let act = Activity::new();
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut backend_r, mut backend_w) = tokio::io::split(backend);
+    let up = pump_stream(&mut client_r, &mut backend_w, &act, Side::Client);
+    let down = pump_stream(&mut backend_r, &mut client_w, &act, Side::Backend);
+    // The pumps shut their writers down themselves (a TLS close_notify, then FIN).
+    drive(up, down, &act, idle, cancel, |_| {}).await
+}
+
+async fn pump_stream<R, W>(
+    r: &mut R,
+    w: &mut W,
+    act: &Activity,
+    side: Side,
+) -> Result<(), (Side, io::Error)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; super::buffers::BUF_SIZE];
+    loop {
+        let n = r.read(&mut buf).await.map_err(|e| (side, e))?;
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        act.moved(side, n as u64);
+        w.write_all(&buf[..n])
+            .await
+            .map_err(|e| (side.other(), e))?;
+        w.flush().await.map_err(|e| (side.other(), e))?;
+    }
+}
+
+/// Waits for both directions to end (or an error, the idle timeout, or shutdown).
+async fn drive<U, D>(
+    up: U,
+    down: D,
+    act: &Activity,
+    idle: Duration,
+    cancel: &CancellationToken,
+    half_close: impl Fn(Side),
+) -> Outcome
+where
+    U: std::future::Future<Output = Result<(), (Side, io::Error)>>,
+    D: std::future::Future<Output = Result<(), (Side, io::Error)>>,
+{
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut first_fin: Option<Side> = None;
@@ -125,7 +203,7 @@ pub async fn relay(
                 match r {
                     Ok(()) => {
                         first_fin.get_or_insert(Side::Client);
-                        let _ = SockRef::from(backend).shutdown(Shutdown::Write);
+                        half_close(Side::Client);
                     }
                     Err((side, e)) => break error_end(side, e),
                 }
@@ -138,7 +216,7 @@ pub async fn relay(
                     Ok(()) if !up_done && act.is_empty() => break End::BackendFin,
                     Ok(()) => {
                         first_fin.get_or_insert(Side::Backend);
-                        let _ = SockRef::from(client).shutdown(Shutdown::Write);
+                        half_close(Side::Backend);
                     }
                     Err((side, e)) => break error_end(side, e),
                 }

@@ -12,10 +12,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::relay::{relay, End, RelayMode};
-use crate::config::{self, Algorithm, HashKey};
+use rustls_pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+
+use super::front::{self, Front};
+use super::prefixed::Prefixed;
+use super::relay::{relay, relay_streams, End, RelayMode};
+use crate::config::{self, Algorithm, HashKey, Loaded};
 use crate::hash;
 use crate::pool::{Attempt, Pool};
+use crate::proxy_protocol;
+use crate::tls::material::Backends;
+use crate::tls::sni::SniMap;
 
 thread_local! {
     static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
@@ -57,26 +66,70 @@ impl PairMetrics {
     }
 }
 
+/// A pool as one listener uses it.
+#[derive(Debug)]
+pub struct Target {
+    pub pool: Arc<Pool>,
+    /// By backend index.
+    pub metrics: Vec<PairMetrics>,
+    /// TLS to the backends (`backend_tls`).
+    pub backend_tls: Option<Arc<Backends>>,
+}
+
+impl Target {
+    fn new(listener: &str, pool: Arc<Pool>, backend_tls: Option<Arc<Backends>>) -> Self {
+        let metrics = pool
+            .backends
+            .iter()
+            .map(|b| PairMetrics::new(listener, pool.name(), &b.id))
+            .collect();
+        Self {
+            pool,
+            metrics,
+            backend_tls,
+        }
+    }
+}
+
 /// Everything a listener's connections need; swapped whole on reload.
 #[derive(Debug)]
 pub struct Route {
     pub listener: config::Listener,
-    pub pool: Arc<Pool>,
-    pub metrics: Vec<PairMetrics>,
+    /// The listener's `pool`: what no SNI route claims.
+    pub default: Target,
+    /// `sni_routes`.
+    pub by_sni: SniMap<Target>,
+    /// TLS termination (`tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Route {
-    pub fn new(listener: config::Listener, pool: Arc<Pool>) -> Self {
-        let metrics = pool
-            .backends
-            .iter()
-            .map(|b| PairMetrics::new(&listener.name, pool.name(), &b.id))
-            .collect();
+    /// The route of listener `index` of `loaded`, over the running pools (`pools[i]` is the
+    /// config's pool `i`).
+    pub fn build(loaded: &Loaded, index: usize, pools: &[Arc<Pool>]) -> Self {
+        let l = &loaded.config.listeners[index];
+        let target = |p: usize| {
+            let tls = loaded.tls.pools.get(p).cloned().flatten();
+            Target::new(&l.name, pools[p].clone(), tls)
+        };
+        let by_sni = SniMap::new(
+            l.sni_routes
+                .iter()
+                .map(|r| (r.pattern.clone(), target(r.pool))),
+        );
+        let tls = loaded.tls.listeners.get(index).cloned().flatten();
         Self {
-            listener,
-            pool,
-            metrics,
+            default: target(l.pool),
+            listener: l.clone(),
+            by_sni,
+            tls,
         }
+    }
+
+    /// Whether connections must be read before a backend is picked.
+    fn needs_client_hello(&self) -> bool {
+        self.tls.is_none()
+            && (!self.by_sni.is_empty() || self.default.pool.config.hash_key == HashKey::Sni)
     }
 }
 
@@ -109,6 +162,16 @@ pub struct ListenerShared {
     pub rejected: AtomicU64,
     rejected_listener: metrics::Counter,
     rejected_global: metrics::Counter,
+    tls: TlsMetrics,
+}
+
+/// `lb_tls_handshakes_total{listener,result}` and the handshake duration histogram.
+#[derive(Debug)]
+struct TlsMetrics {
+    ok: metrics::Counter,
+    failed: metrics::Counter,
+    timeout: metrics::Counter,
+    duration: metrics::Histogram,
 }
 
 impl ListenerShared {
@@ -118,6 +181,12 @@ impl ListenerShared {
         Self {
             rejected_listener: r("listener_limit"),
             rejected_global: r("global_limit"),
+            tls: TlsMetrics {
+                ok: metrics::counter!("lb_tls_handshakes_total", "listener" => name.clone(), "result" => "ok"),
+                failed: metrics::counter!("lb_tls_handshakes_total", "listener" => name.clone(), "result" => "error"),
+                timeout: metrics::counter!("lb_tls_handshakes_total", "listener" => name.clone(), "result" => "timeout"),
+                duration: metrics::histogram!("lb_tls_handshake_duration_seconds", "listener" => name.clone()),
+            },
             name: name.clone(),
             route: ArcSwap::from_pointee(route),
             active: AtomicU64::new(0),
@@ -162,8 +231,9 @@ pub async fn accept_loop(
         };
         let route = shared.route.load_full();
         let cx2 = cx.clone();
+        let shared2 = shared.clone();
         cx.tracker.spawn(async move {
-            serve(stream, peer, route, &cx2).await;
+            serve(stream, peer, route, &shared2, &cx2).await;
             drop(guard);
         });
     }
@@ -226,47 +296,194 @@ fn admit(
 }
 
 pub(crate) fn key_of(pool: &Pool, peer: SocketAddr) -> u64 {
+    key_with_sni(pool, peer, None)
+}
+
+fn key_with_sni(pool: &Pool, peer: SocketAddr, sni: Option<&str>) -> u64 {
     if pool.config.algorithm != Algorithm::ConsistentHash {
         return 0;
     }
-    match pool.config.hash_key {
-        HashKey::SourceIp => hash::ip_key(peer.ip()),
-        HashKey::SourceAddr => hash::addr_key(peer),
+    match (pool.config.hash_key, sni) {
+        (HashKey::SourceIp, _) | (HashKey::Sni, None) => hash::ip_key(peer.ip()),
+        (HashKey::SourceAddr, _) => hash::addr_key(peer),
+        (HashKey::Sni, Some(name)) => hash::name_key(name),
     }
 }
 
-async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Context) {
+/// The client side once lb may talk to it: the socket, or the TLS session over it.
+enum ClientIo {
+    Plain(TcpStream),
+    Tls(Box<server::TlsStream<Prefixed<TcpStream>>>),
+}
+
+/// The backend side: the socket, or lb's TLS session to the backend.
+enum BackendIo {
+    Plain(TcpStream),
+    Tls(Box<client::TlsStream<TcpStream>>),
+}
+
+/// Counts and logs a connection refused before any backend was involved.
+fn refuse(
+    shared: &ListenerShared,
+    l: &config::Listener,
+    peer: SocketAddr,
+    start: Instant,
+    reason: &'static str,
+    detail: &str,
+) {
+    metrics::counter!("lb_rejected_connections_total", "listener" => shared.name.clone(), "reason" => reason).increment(1);
+    if l.access_log {
+        tracing::info!(target: "lb::access", client = %peer, listener = %l.name, backend = "-", bytes_in = 0u64, bytes_out = 0u64, duration_ms = start.elapsed().as_millis() as u64, end = reason, error = %detail);
+    } else {
+        tracing::debug!(listener = %l.name, client = %peer, "connection refused ({reason}): {detail}");
+    }
+}
+
+async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    shared: &ListenerShared,
+    cx: &Context,
+) {
     let start = Instant::now();
-    let pool = &route.pool;
     let l = &route.listener;
-    let passive = pool.config.passive.as_ref();
     let _ = client.set_nodelay(true);
-    let key = key_of(pool, peer);
+    let mut front = Front {
+        client: peer,
+        prefix: Vec::new(),
+        sni: None,
+    };
+    let want_hello = route.needs_client_hello();
+    if l.accept_proxy_protocol || want_hello {
+        let read = front::read(&client, peer, l.accept_proxy_protocol, want_hello);
+        match tokio::time::timeout(l.handshake_timeout, read).await {
+            Ok(Ok(f)) => front = f,
+            Ok(Err(e)) => {
+                match e.reason() {
+                    Some(reason) => refuse(shared, l, peer, start, reason, &e.to_string()),
+                    None => tracing::debug!(listener = %l.name, client = %peer, "{e}"),
+                }
+                return;
+            }
+            Err(_) => {
+                let what = if l.accept_proxy_protocol {
+                    "PROXY header"
+                } else {
+                    "ClientHello"
+                };
+                refuse(
+                    shared,
+                    l,
+                    peer,
+                    start,
+                    "handshake_timeout",
+                    &format!("no complete {what} within {:?}", l.handshake_timeout),
+                );
+                return;
+            }
+        }
+    }
+    let io = match &route.tls {
+        None => ClientIo::Plain(client),
+        Some(config) => {
+            let stream = Prefixed::new(std::mem::take(&mut front.prefix), client);
+            let t0 = Instant::now();
+            let accept = TlsAcceptor::from(config.clone()).accept(stream);
+            match tokio::time::timeout(l.handshake_timeout, accept).await {
+                Ok(Ok(tls)) => {
+                    shared.tls.ok.increment(1);
+                    shared.tls.duration.record(t0.elapsed().as_secs_f64());
+                    let conn = tls.get_ref().1;
+                    front.sni = conn.server_name().map(str::to_string);
+                    tracing::debug!(listener = %l.name, client = %front.client, sni = ?front.sni, version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), alpn = ?conn.alpn_protocol().map(String::from_utf8_lossy), "tls handshake done");
+                    ClientIo::Tls(Box::new(tls))
+                }
+                Ok(Err(e)) => {
+                    shared.tls.failed.increment(1);
+                    refuse(
+                        shared,
+                        l,
+                        front.client,
+                        start,
+                        "tls_handshake",
+                        &e.to_string(),
+                    );
+                    return;
+                }
+                Err(_) => {
+                    shared.tls.timeout.increment(1);
+                    refuse(
+                        shared,
+                        l,
+                        front.client,
+                        start,
+                        "handshake_timeout",
+                        &format!("TLS handshake not done within {:?}", l.handshake_timeout),
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let target = front
+        .sni
+        .as_deref()
+        .and_then(|n| route.by_sni.get(n))
+        .unwrap_or(&route.default);
+    proxy_to(io, &front, target, &route, start, cx).await;
+}
+
+/// Picks a backend of `target`, connects (retrying on the next candidate), and relays.
+async fn proxy_to(
+    mut io: ClientIo,
+    front: &Front,
+    target: &Target,
+    route: &Route,
+    start: Instant,
+    cx: &Context,
+) {
+    let pool = &target.pool;
+    let l = &route.listener;
+    let peer = front.client;
+    let passive = pool.config.passive.as_ref();
+    let key = key_with_sni(pool, peer, front.sni.as_deref());
     let mut attempt = Attempt::default();
     let mut last_error: Option<String> = None;
     while let Some(i) = next_backend(pool, key, &mut attempt) {
         let b = &pool.backends[i];
         b.active.fetch_add(1, Relaxed);
-        let upstream =
-            match tokio::time::timeout(l.connect_timeout, TcpStream::connect(b.addr)).await {
-                Ok(Ok(s)) => s,
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => format!("connect timeout after {:?}", l.connect_timeout),
-                    };
-                    last_error = Some(format!("{}: {why}", b.id));
-                    connect_failed(b, passive, l, pool, last_error.as_deref());
-                    continue;
-                }
-            };
-        let _ = upstream.set_nodelay(true);
+        let connect = connect(b.addr, front, target, route, &io);
+        let mut upstream = match tokio::time::timeout(l.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("connect timeout after {:?}", l.connect_timeout),
+                };
+                last_error = Some(format!("{}: {why}", b.id));
+                connect_failed(b, passive, l, pool, last_error.as_deref());
+                continue;
+            }
+        };
         b.record_traffic(true, passive, "");
-        let m = &route.metrics[i];
+        let m = &target.metrics[i];
         b.total.fetch_add(1, Relaxed);
         m.connections.increment(1);
         m.active.increment(1.0);
-        let out = relay(&client, &upstream, cx.mode, l.idle_timeout, &cx.conn_cancel).await;
+        let (idle, cancel) = (l.idle_timeout, &cx.conn_cancel);
+        let out = match (&mut io, &mut upstream) {
+            (ClientIo::Plain(c), BackendIo::Plain(u)) => relay(c, u, cx.mode, idle, cancel).await,
+            (ClientIo::Plain(c), BackendIo::Tls(u)) => {
+                relay_streams(c, &mut **u, idle, cancel).await
+            }
+            (ClientIo::Tls(c), BackendIo::Plain(u)) => {
+                relay_streams(&mut **c, u, idle, cancel).await
+            }
+            (ClientIo::Tls(c), BackendIo::Tls(u)) => {
+                relay_streams(&mut **c, &mut **u, idle, cancel).await
+            }
+        };
         m.active.decrement(1.0);
         if out.retryable() {
             last_error = Some(format!("{}: reset before any byte was exchanged", b.id));
@@ -274,16 +491,18 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
             continue;
         }
         b.active.fetch_sub(1, Relaxed);
-        b.bytes_in.fetch_add(out.from_client, Relaxed);
+        // The bytes lb read before the relay (PROXY header aside) count as the client's.
+        let from_client = out.from_client + front.prefix.len() as u64;
+        b.bytes_in.fetch_add(from_client, Relaxed);
         b.bytes_out.fetch_add(out.from_backend, Relaxed);
-        m.bytes_rx.increment(out.from_client);
+        m.bytes_rx.increment(from_client);
         m.bytes_tx.increment(out.from_backend);
         if l.access_log {
             let detail = match out.end {
                 End::ClientError(k) | End::BackendError(k) => format!("{k:?}"),
                 _ => String::new(),
             };
-            tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = %b.id, bytes_in = out.from_client, bytes_out = out.from_backend, duration_ms = start.elapsed().as_millis() as u64, end = out.end.as_str(), error = %detail);
+            tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = %b.id, sni = front.sni.as_deref().unwrap_or("-"), bytes_in = from_client, bytes_out = out.from_backend, duration_ms = start.elapsed().as_millis() as u64, end = out.end.as_str(), error = %detail);
         }
         return;
     }
@@ -297,6 +516,51 @@ async fn serve(client: TcpStream, peer: SocketAddr, route: Arc<Route>, cx: &Cont
     } else {
         tracing::debug!(listener = %l.name, pool.name = %pool.name(), "no backend for client {peer}: {}", last_error.as_deref().unwrap_or("none available"));
     }
+}
+
+/// Connects to a backend and sends what must precede the relay: the PROXY header, TLS to the
+/// backend, and the bytes already read from a plain client.
+async fn connect(
+    addr: SocketAddr,
+    front: &Front,
+    target: &Target,
+    route: &Route,
+    io: &ClientIo,
+) -> std::io::Result<BackendIo> {
+    let mut sock = TcpStream::connect(addr).await?;
+    let _ = sock.set_nodelay(true);
+    if let Some(version) = route.listener.proxy_protocol {
+        let local = match io {
+            ClientIo::Plain(s) => s.local_addr(),
+            ClientIo::Tls(t) => t.get_ref().0.get_ref().local_addr(),
+        }?;
+        sock.write_all(&proxy_protocol::encode(version, front.client, local))
+            .await?;
+    }
+    let mut upstream = match &target.backend_tls {
+        None => BackendIo::Plain(sock),
+        Some(t) => {
+            let name = t
+                .server_name
+                .clone()
+                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+            let tls = TlsConnector::from(t.config.clone())
+                .connect(name, sock)
+                .await
+                .map_err(|e| std::io::Error::other(format!("backend TLS: {e}")))?;
+            BackendIo::Tls(Box::new(tls))
+        }
+    };
+    if matches!(io, ClientIo::Plain(_)) && !front.prefix.is_empty() {
+        match &mut upstream {
+            BackendIo::Plain(s) => s.write_all(&front.prefix).await?,
+            BackendIo::Tls(s) => {
+                s.write_all(&front.prefix).await?;
+                s.flush().await?;
+            }
+        }
+    }
+    Ok(upstream)
 }
 
 fn connect_failed(

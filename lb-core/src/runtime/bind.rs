@@ -208,10 +208,11 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
     };
     let per_listener = sockets_per_listener(threading, workers);
     let pools = PoolEntry::build_all(cfg, None);
+    let pool_arcs: Vec<_> = pools.iter().map(|p| p.pool.clone()).collect();
     let accept = CancellationToken::new();
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
-    for l in &cfg.listeners {
+    for (i, l) in cfg.listeners.iter().enumerate() {
         let (group, actual) = match opts.inherited.take(&l.name, l.bind) {
             // Every inherited socket gets an accept loop, whatever the new worker count:
             // a socket nobody accepts on would strand the connections queued on it.
@@ -236,7 +237,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
             source,
         })?;
         sockets.push(group);
-        let route = Route::new(l.clone(), pools[l.pool].pool.clone());
+        let route = Route::build(&loaded, i, &pool_arcs);
         listeners.push(ListenerEntry::new(route, actual, &accept, fds));
     }
     // The admin socket is handed over too, so a fixed admin port does not block an upgrade.

@@ -98,8 +98,9 @@ impl Shared {
         let mut started = Vec::new();
         let mut fresh = fresh_sockets.into_iter();
         let (mut added, mut kept_names) = (Vec::new(), Vec::new());
-        for l in &cfg.listeners {
-            let route = Route::new(l.clone(), pools[l.pool].pool.clone());
+        let pool_arcs: Vec<_> = pools.iter().map(|p| p.pool.clone()).collect();
+        for (li, l) in cfg.listeners.iter().enumerate() {
+            let route = Route::build(&loaded, li, &pool_arcs);
             match kept(l) {
                 Some(e) => {
                     e.shared.route.store(Arc::new(route));

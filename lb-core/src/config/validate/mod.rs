@@ -352,26 +352,94 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 .help("remove it from this tcp listener"),
             );
         }
-        cx.unsupported(
-            &l.tls,
-            format!("{key}.tls"),
-            "TLS termination is not available yet; terminate TLS on the backends",
+        let handshake_timeout = cx.duration(
+            &l.handshake_timeout,
+            format!("{key}.handshake_timeout"),
+            Duration::from_secs(10),
         );
-        cx.unsupported(
-            &l.sni_routes,
-            format!("{key}.sni_routes"),
-            "SNI routing is not available yet",
+        let udp = protocol == Some(Protocol::Udp);
+        let tcp_only = |cx: &mut Ctx<'_>, span: Option<Range<usize>>, k: &str| {
+            if let (true, Some(span)) = (udp, span) {
+                cx.push(
+                    Diagnostic::error(format!("`{k}` applies only to tcp listeners"))
+                        .at(span)
+                        .key(format!("{key}.{k}"))
+                        .help("remove it from this udp listener"),
+                );
+            }
+        };
+        tcp_only(&mut cx, l.tls.as_ref().map(|v| v.span()), "tls");
+        tcp_only(
+            &mut cx,
+            l.sni_routes.as_ref().map(|v| v.span()),
+            "sni_routes",
         );
-        cx.unsupported(
-            &l.proxy_protocol,
-            format!("{key}.proxy_protocol"),
-            "the PROXY protocol is not available yet",
+        tcp_only(
+            &mut cx,
+            l.proxy_protocol.as_ref().map(|v| v.span()),
+            "proxy_protocol",
         );
-        cx.unsupported(
-            &l.accept_proxy_protocol,
-            format!("{key}.accept_proxy_protocol"),
-            "the PROXY protocol is not available yet",
+        tcp_only(
+            &mut cx,
+            l.accept_proxy_protocol.as_ref().map(|v| v.span()),
+            "accept_proxy_protocol",
         );
+        let tls = l
+            .tls
+            .as_ref()
+            .map(|t| tls_settings(&mut cx, t.get_ref(), &format!("{key}.tls")));
+        let mut sni_routes = Vec::new();
+        for (pattern, target) in l.sni_routes.iter().flat_map(|m| m.get_ref().iter()) {
+            let rkey = format!("{key}.sni_routes.\"{pattern}\"");
+            let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+            if !valid_host_name(name) || name.contains('*') {
+                cx.push(
+                    Diagnostic::error(format!(
+                        "expected a host name or \"*.domain\", found \"{pattern}\""
+                    ))
+                    .at(target.span())
+                    .key(rkey.clone()),
+                );
+                continue;
+            }
+            match pool_index.get(target.get_ref().as_str()) {
+                Some(&idx) => {
+                    used_pools[idx] = true;
+                    sni_routes.push(SniRoute {
+                        pattern: pattern.to_ascii_lowercase(),
+                        pool: idx,
+                    });
+                }
+                None => {
+                    let known: Vec<&str> = pool_index.keys().copied().collect();
+                    let mut d = Diagnostic::error(format!(
+                        "sni route \"{pattern}\" points at pool \"{}\", which does not exist",
+                        target.get_ref()
+                    ))
+                    .at(target.span())
+                    .key(rkey);
+                    if let Some(s) = did_you_mean(target.get_ref(), &known) {
+                        d = d.help(format!("did you mean \"{s}\"?"));
+                    }
+                    cx.push(d);
+                }
+            }
+        }
+        let proxy_protocol = l
+            .proxy_protocol
+            .as_ref()
+            .and_then(|v| match v.get_ref().as_str() {
+                "v1" => Some(ProxyVersion::V1),
+                "v2" => Some(ProxyVersion::V2),
+                other => {
+                    cx.err(
+                        v.span(),
+                        format!("{key}.proxy_protocol"),
+                        format!("expected \"v1\" or \"v2\", found \"{other}\""),
+                    );
+                    None
+                }
+            });
         if let (Some(protocol), Some(bind), Some(pool)) = (protocol, bind, pool) {
             listeners.push(Listener {
                 name: name.clone(),
@@ -383,6 +451,14 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 max_connections,
                 access_log: l.access_log.unwrap_or(false),
                 udp_session_timeout,
+                tls,
+                sni_routes,
+                proxy_protocol,
+                accept_proxy_protocol: l
+                    .accept_proxy_protocol
+                    .as_ref()
+                    .is_some_and(|v| *v.get_ref()),
+                handshake_timeout,
             });
         }
     }
@@ -418,6 +494,74 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         listeners,
         pools: pools?,
     })
+}
+
+fn tls_settings(cx: &mut Ctx<'_>, t: &super::raw::RawTls, key: &str) -> TlsSettings {
+    let mut sni = Vec::new();
+    for (i, c) in t.sni.iter().flatten().enumerate() {
+        let c = c.get_ref();
+        let ckey = format!("{key}.sni[{i}]");
+        let name = c.server_name.get_ref();
+        if !valid_host_name(name.strip_prefix("*.").unwrap_or(name)) {
+            cx.err(
+                c.server_name.span(),
+                format!("{ckey}.server_name"),
+                format!("expected a host name or \"*.domain\", found \"{name}\""),
+            );
+        }
+        sni.push(CertPair {
+            server_name: Some(name.to_ascii_lowercase()),
+            cert: file_ref(&c.cert, format!("{ckey}.cert")),
+            key: file_ref(&c.key, format!("{ckey}.key")),
+        });
+    }
+    let mut alpn = Vec::new();
+    for (i, p) in t.alpn.iter().flat_map(|a| a.get_ref().iter()).enumerate() {
+        let v = p.get_ref();
+        if v.is_empty() || v.len() > 255 {
+            cx.err(
+                p.span(),
+                format!("{key}.alpn[{i}]"),
+                "an ALPN protocol name is 1 to 255 bytes, e.g. \"h2\" or \"http/1.1\"",
+            );
+        }
+        alpn.push(v.clone());
+    }
+    TlsSettings {
+        default: CertPair {
+            server_name: None,
+            cert: file_ref(&t.cert, format!("{key}.cert")),
+            key: file_ref(&t.key, format!("{key}.key")),
+        },
+        sni,
+        alpn,
+        client_ca: t
+            .client_ca
+            .as_ref()
+            .map(|c| file_ref(c, format!("{key}.client_ca"))),
+    }
+}
+
+pub(super) fn file_ref(v: &Spanned<String>, key: String) -> FileRef {
+    FileRef {
+        path: v.get_ref().clone(),
+        span: v.span(),
+        key,
+    }
+}
+
+/// A DNS name (letters, digits, hyphens, underscores, dots) or an IP address.
+pub(super) fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && (name.parse::<std::net::IpAddr>().is_ok()
+            || name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
 }
 
 /// Two binds clash if equal, or if one is a wildcard of the same family on the same port.

@@ -47,17 +47,17 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         Some(k) => match k.get_ref().as_str() {
             "source-ip" => HashKey::SourceIp,
             "source-addr" => HashKey::SourceAddr,
+            "sni" => HashKey::Sni,
             other
-                if other == "sni"
-                    || other == "path"
+                if other == "path"
                     || other.starts_with("header:")
                     || other.starts_with("cookie:") =>
             {
                 cx.push(
-                    Diagnostic::error(format!("hash_key \"{other}\" needs TLS or HTTP mode, which this version of lb does not serve"))
+                    Diagnostic::error(format!("hash_key \"{other}\" needs HTTP mode, which this version of lb does not serve"))
                         .at(k.span())
                         .key(format!("{key}.hash_key"))
-                        .help("use \"source-ip\" or \"source-addr\""),
+                        .help("use \"source-ip\", \"source-addr\" or \"sni\""),
                 );
                 HashKey::SourceIp
             }
@@ -191,11 +191,38 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         .slow_start
         .as_ref()
         .map(|_| cx.duration(&p.slow_start, format!("{key}.slow_start"), Duration::ZERO));
-    cx.unsupported(
-        &p.backend_tls,
-        format!("{key}.backend_tls"),
-        "TLS to backends is not available yet",
-    );
+    let backend_tls = p.backend_tls.as_ref().map(|t| {
+        let t = t.get_ref();
+        let tkey = format!("{key}.backend_tls");
+        if let Some(n) = &t.server_name {
+            if !super::valid_host_name(n.get_ref()) {
+                cx.err(
+                    n.span(),
+                    format!("{tkey}.server_name"),
+                    format!(
+                        "expected a DNS name or IP address, found \"{}\"",
+                        n.get_ref()
+                    ),
+                );
+            }
+        }
+        let verify = t.verify.unwrap_or(true);
+        // Verifying needs roots: without `ca`, the system's bundle.
+        let ca = match &t.ca {
+            Some(c) => Some(super::file_ref(c, format!("{tkey}.ca"))),
+            None if verify => Some(FileRef {
+                path: SYSTEM_CA_BUNDLE.to_string(),
+                span: p.backend_tls.as_ref().map_or(0..0, |b| b.span()),
+                key: tkey.clone(),
+            }),
+            None => None,
+        };
+        BackendTls {
+            ca,
+            server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
+            verify,
+        }
+    });
     cx.unsupported(
         &p.http2,
         format!("{key}.http2"),
@@ -216,6 +243,7 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         health,
         passive,
         slow_start: slow_start.filter(|d| !d.is_zero()),
+        backend_tls,
     })
 }
 

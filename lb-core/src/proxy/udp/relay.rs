@@ -239,7 +239,7 @@ fn open_flow(
         m.full.increment(1);
         return None;
     }
-    let pool = &route.pool;
+    let pool = &route.default.pool;
     let key = key_of(pool, client);
     let mut attempt = Attempt::default();
     let mut made = None;
@@ -305,7 +305,7 @@ fn end_flow(
     // Passive detection: a flow that sent datagrams and never got a single reply counts as a
     // failure of its backend (a silent backend never triggers ICMP errors either).
     if why == "timeout" && c.bytes_in > 0 && c.last_reply_ms.load(Relaxed) == 0 {
-        let passive = shared.route.load().pool.config.passive;
+        let passive = shared.route.load().default.pool.config.passive;
         c.backend
             .record_traffic(false, passive.as_ref(), "udp: no reply for a whole flow");
     }

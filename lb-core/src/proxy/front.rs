@@ -1,0 +1,125 @@
+//! What a connection says before its payload: a PROXY header (when the listener requires
+//! one) and, for routing TLS without terminating it, the ClientHello. Both are read into one
+//! buffer; what follows the header stays in it as the payload's first bytes.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use crate::proxy_protocol::{self, HeaderError, Parsed};
+use crate::tls::client_hello::{self, HelloError, Peek, MAX_HELLO};
+
+/// The connection as the rest of the data path sees it.
+#[derive(Debug)]
+pub struct Front {
+    /// The real client: the PROXY header's source, or the socket's peer.
+    pub client: SocketAddr,
+    /// Bytes read past the PROXY header (the ClientHello among them): the payload's start.
+    pub prefix: Vec<u8>,
+    /// The ClientHello's server name, when it was read.
+    pub sni: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    #[error("{0}")]
+    Proxy(#[from] HeaderError),
+    #[error("{0}")]
+    Hello(#[from] HelloError),
+    #[error("{0} larger than {1} bytes")]
+    TooLarge(&'static str, usize),
+    #[error("client closed the connection before {0}")]
+    Closed(&'static str),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl FrontError {
+    /// `lb_rejected_connections_total{reason}` for malformed input; `None` when the client
+    /// just went away.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Proxy(_) | Self::TooLarge("the PROXY header", _) => Some("bad_proxy_header"),
+            Self::Hello(_) | Self::TooLarge(..) => Some("bad_client_hello"),
+            Self::Closed(_) | Self::Io(_) => None,
+        }
+    }
+}
+
+/// Reads the PROXY header (if `proxy`) and then peeks the ClientHello (if `hello`).
+pub async fn read(
+    sock: &TcpStream,
+    peer: SocketAddr,
+    proxy: bool,
+    hello: bool,
+) -> Result<Front, FrontError> {
+    let mut buf = Vec::new();
+    let mut client = peer;
+    if proxy {
+        loop {
+            match proxy_protocol::parse(&buf)? {
+                Parsed::Done(h, n) => {
+                    client = h.source.unwrap_or(peer);
+                    buf.drain(..n);
+                    break;
+                }
+                Parsed::NeedMore => {
+                    read_more(
+                        sock,
+                        &mut buf,
+                        proxy_protocol::MAX_HEADER,
+                        "the PROXY header",
+                    )
+                    .await?
+                }
+            }
+        }
+    }
+    let mut sni = None;
+    if hello {
+        loop {
+            match client_hello::peek(&buf)? {
+                Peek::Done(h) => {
+                    sni = h.sni;
+                    break;
+                }
+                // Room for record headers around a maximal hello.
+                Peek::NeedMore => {
+                    read_more(sock, &mut buf, MAX_HELLO + 1024, "the ClientHello").await?
+                }
+            }
+        }
+    }
+    Ok(Front {
+        client,
+        prefix: buf,
+        sni,
+    })
+}
+
+/// Appends what the socket has; fails once `buf` holds `limit` bytes without success.
+async fn read_more(
+    sock: &TcpStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    what: &'static str,
+) -> Result<(), FrontError> {
+    if buf.len() >= limit {
+        return Err(FrontError::TooLarge(what, limit));
+    }
+    let mut chunk = [0u8; 4096];
+    let want = chunk.len().min(limit - buf.len());
+    loop {
+        sock.readable().await?;
+        match sock.try_read(&mut chunk[..want]) {
+            Ok(0) => return Err(FrontError::Closed(what)),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
