@@ -14,6 +14,10 @@ pub struct Backend {
 }
 
 impl Backend {
+    pub fn from_task(addr: SocketAddr, task: JoinHandle<()>) -> Backend {
+        Backend { addr, task }
+    }
+
     pub fn stop(&self) {
         self.task.abort();
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,407 @@
+//! End-to-end TLS through the real binary: termination with a verified chain, the certificate
+//! chosen by SNI, TLS 1.1 refused, ALPN, client certificates, re-encryption to backends, new
+//! certificates on reload, and SNI passthrough where the backend does the handshake.
+
+mod common;
+
+use std::time::Duration;
+
+use common::backends::{echo, named};
+use common::pki::{connect, read_all, tls_named, Pki};
+use common::*;
+use lb_core::tls::client_hello::build::{client_hello, hello_with_version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn tls_listener(pki: &Pki, extra: &str) -> String {
+    let d = pki.leaf("default", &["default.example"]);
+    let a = pki.leaf("a", &["a.example"]);
+    format!(
+        "tls = {{ cert = \"{}\", key = \"{}\", sni = [{{ server_name = \"a.example\", cert = \"{}\", key = \"{}\" }}], alpn = [\"h2\", \"http/1.1\"]{extra} }}",
+        d.cert.display(),
+        d.key.display(),
+        a.cert.display(),
+        a.key.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminates_tls_and_picks_the_certificate_by_sni() {
+    let dir = scratch("tls-sni-certs");
+    let pki = Pki::new(&dir);
+    let b = named("plain-backend").await;
+    let lb = Lb::start(
+        "tls-term",
+        &config("round-robin", &[(b.addr, "")], "", &tls_listener(&pki, "")),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    // The client verifies the chain against the CA and the name: only the right certificate
+    // for each name lets the handshake finish.
+    for name in ["a.example", "default.example"] {
+        let mut s = connect(addr, name, pki.client(&[], None))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let peer = s.get_ref().1.peer_certificates().expect("cert")[0].clone();
+        let expected = std::fs::read_to_string(
+            dir.join(format!("{}.pem", name.split('.').next().unwrap_or(""))),
+        )
+        .expect("pem");
+        assert!(
+            expected.contains(&pem_body(&peer)),
+            "{name} got another certificate"
+        );
+        assert_eq!(read_all(&mut s).await.expect("answer"), "plain-backend");
+    }
+    // An unknown name gets the default certificate, which does not verify for it.
+    assert!(connect(addr, "other.example", pki.client(&[], None))
+        .await
+        .is_err());
+    let m = lb.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "lb_tls_handshakes_total",
+            &[("listener", "main"), ("result", "ok")]
+        ),
+        2.0
+    );
+    assert!(
+        metric(
+            &m,
+            "lb_tls_handshake_duration_seconds_count",
+            &[("listener", "main")]
+        ) >= 2.0
+    );
+}
+
+fn pem_body(der: &[u8]) -> String {
+    // The first 60 base64 characters of the DER identify the certificate well enough.
+    let b64 = base64(der);
+    b64[..60].to_string()
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_1_1_is_refused() {
+    let pki = Pki::new(&scratch("tls11"));
+    let b = named("never").await;
+    let lb = Lb::start(
+        "tls11",
+        &config("round-robin", &[(b.addr, "")], "", &tls_listener(&pki, "")),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&hello_with_version(Some("a.example"), &[], 16_384, [3, 2]))
+        .await
+        .expect("hello");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("closed in time");
+    // An alert record (21), never a ServerHello (22), and the backend's name never arrives.
+    assert_eq!(got.first(), Some(&21), "got {got:?}");
+    assert!(!String::from_utf8_lossy(&got).contains("never"));
+    let m = lb.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "lb_tls_handshakes_total",
+            &[("listener", "main"), ("result", "error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "lb_rejected_connections_total",
+            &[("listener", "main"), ("reason", "tls_handshake")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alpn_h2_is_negotiated_when_offered() {
+    let pki = Pki::new(&scratch("tls-alpn"));
+    let b = named("alpn").await;
+    let lb = Lb::start(
+        "tls-alpn",
+        &config("round-robin", &[(b.addr, "")], "", &tls_listener(&pki, "")),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    for (offer, want) in [
+        (&["h2", "http/1.1"][..], Some(&b"h2"[..])),
+        (&["http/1.1"][..], Some(&b"http/1.1"[..])),
+        (&[][..], None),
+    ] {
+        let s = connect(addr, "a.example", pki.client(offer, None))
+            .await
+            .expect("handshake");
+        assert_eq!(s.get_ref().1.alpn_protocol(), want, "offered {offer:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_are_required_with_client_ca() {
+    let dir = scratch("tls-mtls");
+    let pki = Pki::new(&dir);
+    let other = Pki::new(&scratch("tls-mtls-other"));
+    let b = named("mtls-ok").await;
+    let extra = format!(", client_ca = \"{}\"", pki.ca_path().display());
+    let lb = Lb::start(
+        "tls-mtls",
+        &config(
+            "round-robin",
+            &[(b.addr, "")],
+            "",
+            &tls_listener(&pki, &extra),
+        ),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    let good = pki.leaf("client", &["client.example"]);
+    let mut s = connect(addr, "a.example", pki.client(&[], Some(&good)))
+        .await
+        .expect("with a cert");
+    assert_eq!(read_all(&mut s).await.expect("answer"), "mtls-ok");
+    // No certificate, or one from another CA: refused (in TLS 1.3 the client learns it on
+    // its first read), and the backend's answer never comes.
+    let stranger = other.leaf("stranger", &["client.example"]);
+    for (what, cert) in [("no certificate", None), ("another CA", Some(&stranger))] {
+        let outcome = match connect(addr, "a.example", pki.client(&[], cert)).await {
+            Err(_) => None,
+            Ok(mut s) => read_all(&mut s).await.ok(),
+        };
+        assert!(
+            outcome.as_ref().is_none_or(|a| a.is_empty()),
+            "{what}: got {outcome:?}"
+        );
+    }
+    let m = lb.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "lb_tls_handshakes_total",
+            &[("listener", "main"), ("result", "error")]
+        ),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_tls_reencrypts_and_verifies() {
+    let dir = scratch("tls-backend");
+    let pki = Pki::new(&dir);
+    let leaf = pki.leaf("internal", &["internal.example"]);
+    let b = tls_named(&leaf, "encrypted-backend").await;
+    let ca = pki.ca_path();
+    let cfg = |tls: &str| config("round-robin", &[(b.addr, "")], tls, "");
+    let lb = Lb::start(
+        "tls-reenc",
+        &cfg(&format!(
+            "backend_tls = {{ ca = \"{}\", server_name = \"internal.example\" }}",
+            ca.display()
+        )),
+    )
+    .await;
+    assert_eq!(
+        fetch_name(lb.listener("main").await)
+            .await
+            .expect("through"),
+        "encrypted-backend"
+    );
+    drop(lb);
+    // The wrong name fails verification: the client gets nothing and the backend is blamed.
+    let lb = Lb::start(
+        "tls-reenc-bad",
+        &cfg(&format!(
+            "backend_tls = {{ ca = \"{}\", server_name = \"wrong.example\" }}",
+            ca.display()
+        )),
+    )
+    .await;
+    assert!(fetch_name(lb.listener("main").await).await.is_err());
+    let m = lb.metrics().await;
+    assert!(metric(&m, "lb_connect_errors_total", &[]) >= 1.0, "{m}");
+    drop(lb);
+    // verify = false: encrypted, not authenticated; the wrong name is accepted.
+    let lb = Lb::start(
+        "tls-reenc-noverify",
+        &cfg("backend_tls = { server_name = \"wrong.example\", verify = false }"),
+    )
+    .await;
+    assert_eq!(
+        fetch_name(lb.listener("main").await)
+            .await
+            .expect("through"),
+        "encrypted-backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_certificates_take_effect_on_reload_without_dropping_connections() {
+    let dir = scratch("tls-reload");
+    let pki = Pki::new(&dir);
+    let e = echo().await;
+    let first = pki.leaf("site", &["site.example"]);
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        first.cert.display(),
+        first.key.display()
+    );
+    let mut lb = Lb::start(
+        "tls-reload",
+        &config("round-robin", &[(e.addr, "")], "", &tls),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    let mut old = connect(addr, "site.example", pki.client(&[], None))
+        .await
+        .expect("first");
+    assert_eq!(
+        old.get_ref().1.peer_certificates().expect("cert")[0],
+        first.der
+    );
+    old.write_all(b"before ").await.expect("write");
+    // Same paths, new certificate: a reload picks it up for new connections only.
+    let second = pki.leaf("site", &["site.example"]);
+    lb.signal("HUP");
+    lb.wait_log("config reloaded", Duration::from_secs(10));
+    let fresh = connect(addr, "site.example", pki.client(&[], None))
+        .await
+        .expect("second");
+    assert_eq!(
+        fresh.get_ref().1.peer_certificates().expect("cert")[0],
+        second.der
+    );
+    old.write_all(b"after")
+        .await
+        .expect("old connection still writes");
+    old.shutdown().await.expect("close_notify");
+    assert_eq!(read_all(&mut old).await.expect("echo"), "before after");
+}
+
+/// Passthrough listener: `sni_routes` to two TLS backends, anything else to `fallback`.
+fn passthrough(
+    pki: &Pki,
+    a: &common::backends::Backend,
+    b: &common::backends::Backend,
+    fallback: &common::backends::Backend,
+) -> String {
+    let _ = pki;
+    format!(
+        "[global]\nworkers = 2\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\npool = \"fallback\"\naccess_log = true\n\
+         sni_routes = {{ \"a.example\" = \"pool-a\", \"*.b.example\" = \"pool-b\" }}\n\n\
+         [[pool]]\nname = \"pool-a\"\nbackends = [{{ addr = \"{}\" }}]\n\n\
+         [[pool]]\nname = \"pool-b\"\nbackends = [{{ addr = \"{}\" }}]\n\n\
+         [[pool]]\nname = \"fallback\"\nbackends = [{{ addr = \"{}\" }}]\n",
+        a.addr, b.addr, fallback.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_passthrough_reaches_the_backend_that_does_the_handshake() {
+    let pki = Pki::new(&scratch("tls-pass"));
+    let a = tls_named(&pki.leaf("a", &["a.example"]), "backend-a").await;
+    let b = tls_named(
+        &pki.leaf("b", &["x.b.example", "deep.y.b.example"]),
+        "backend-b",
+    )
+    .await;
+    let fallback = echo().await;
+    let lb = Lb::start("tls-pass", &passthrough(&pki, &a, &b, &fallback)).await;
+    let addr = lb.listener("main").await;
+    for (name, want) in [
+        ("a.example", "backend-a"),
+        ("x.b.example", "backend-b"),
+        ("deep.y.b.example", "backend-b"),
+    ] {
+        // The client verifies the backend's own certificate: lb never decrypted.
+        let mut s = connect(addr, name, pki.client(&[], None))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(read_all(&mut s).await.expect("answer"), want, "{name}");
+    }
+    // A ClientHello trickling in over several segments and records is reassembled; an
+    // unrouted name goes to the fallback pool (an echo: it returns the bytes intact).
+    let hello = client_hello(Some("nobody.example"), &["h2"], 40);
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    for part in hello.chunks(hello.len() / 3 + 1) {
+        s.write_all(part).await.expect("part");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown().await.expect("fin");
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(back, hello);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_client_hello_closes_only_that_connection_and_is_counted() {
+    let pki = Pki::new(&scratch("tls-badhello"));
+    let a = tls_named(&pki.leaf("a", &["a.example"]), "backend-a").await;
+    let fallback = echo().await;
+    let lb = Lb::start("tls-badhello", &passthrough(&pki, &a, &fallback, &fallback)).await;
+    let addr = lb.listener("main").await;
+    // A connection in progress through lb: it must not notice the bad ones.
+    let mut good = TcpStream::connect(addr).await.expect("connect");
+    let hello = client_hello(Some("keep.example"), &[], 16_384);
+    good.write_all(&hello).await.expect("hello");
+    let mut echoed = vec![0u8; hello.len()];
+    tokio::time::timeout(Duration::from_secs(5), good.read_exact(&mut echoed))
+        .await
+        .expect("in time")
+        .expect("echo");
+    let huge = [22u8, 3, 1, 0x40, 0, 1, 0, 0x50, 0];
+    for bad in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &huge[..]] {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(bad).await.expect("write");
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed in time");
+        assert!(
+            r.is_err() || got.is_empty(),
+            "bad hello got an answer: {got:?}"
+        );
+    }
+    good.write_all(b"still here").await.expect("write");
+    let mut tail = [0u8; 10];
+    good.read_exact(&mut tail)
+        .await
+        .expect("echo after the bad ones");
+    assert_eq!(&tail, b"still here");
+    let m = lb.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "lb_rejected_connections_total",
+            &[("listener", "main"), ("reason", "bad_client_hello")]
+        ),
+        2.0
+    );
+}
