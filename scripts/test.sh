@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 # System packages the external tests (cargo feature `external-tests`) use:
 # chromium + chromium-driver for the dashboard test in a real browser, dnsmasq-base for a
-# real DNS server behind a UDP listener.
-PACKAGES=(chromium chromium-driver dnsmasq-base)
+# real DNS server behind a UDP listener, nginx as a real reader of lb's PROXY headers.
+PACKAGES=(chromium chromium-driver dnsmasq-base nginx)
 missing=()
 for p in "${PACKAGES[@]:-}"; do
   [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")
