@@ -38,23 +38,25 @@ async fn nginx() -> (Nginx, std::net::SocketAddr) {
              location / {{ return 200 \"$proxy_protocol_addr:$proxy_protocol_port\\n\"; }} }} }}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf).expect("conf");
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            &d.to_string(),
-            "-c",
-            &format!("{d}/nginx.conf"),
-            "-e",
-            &format!("{d}/error.log"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed by scripts/test.sh");
+    let guard = Nginx(
+        Command::new("nginx")
+            .args([
+                "-p",
+                &d.to_string(),
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed by scripts/test.sh"),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     for _ in 0..100 {
         if TcpStream::connect(addr).await.is_ok() {
-            return (Nginx(child), addr);
+            return (guard, addr);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
