@@ -57,11 +57,60 @@ pub fn plan(l: &Loaded) -> String {
             p.name,
             if li.access_log { ", access log" } else { "" }
         );
+        if li.accept_proxy_protocol {
+            let _ = writeln!(out, "  expects a PROXY v1/v2 header from clients");
+        }
+        if let Some(t) = &li.tls {
+            let names: Vec<&str> = t
+                .sni
+                .iter()
+                .filter_map(|c| c.server_name.as_deref())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  terminates TLS 1.2/1.3 with {}{}{}{}",
+                t.default.cert.path,
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(", per SNI: {}", names.join(", "))
+                },
+                if t.alpn.is_empty() {
+                    String::new()
+                } else {
+                    format!(", ALPN {}", t.alpn.join(", "))
+                },
+                t.client_ca.as_ref().map_or(String::new(), |ca| format!(
+                    ", client certificates from {}",
+                    ca.path
+                )),
+            );
+        }
+        for r in &li.sni_routes {
+            let how = if li.tls.is_some() {
+                "after the handshake"
+            } else {
+                "from the ClientHello, not decrypted"
+            };
+            let _ = writeln!(
+                out,
+                "  SNI {} → pool \"{}\" ({how})",
+                r.pattern, c.pools[r.pool].name
+            );
+        }
+        if let Some(v) = li.proxy_protocol {
+            let _ = writeln!(out, "  sends a PROXY {v:?} header to backends");
+        }
     }
     for p in &c.pools {
         let _ = write!(out, "pool \"{}\": {}", p.name, p.algorithm.name());
         if p.algorithm == lb_core::config::Algorithm::ConsistentHash {
-            let _ = write!(out, " on {:?}", p.hash_key);
+            let key = match p.hash_key {
+                lb_core::config::HashKey::SourceIp => "source-ip",
+                lb_core::config::HashKey::SourceAddr => "source-addr",
+                lb_core::config::HashKey::Sni => "sni",
+            };
+            let _ = write!(out, " on {key}");
             if let Some(f) = p.hash_balance_factor {
                 let _ = write!(out, ", bounded load ×{f}");
             }
@@ -92,6 +141,21 @@ pub fn plan(l: &Loaded) -> String {
         }
         if let Some(s) = p.slow_start {
             let _ = write!(out, "; slow start {}", d(s));
+        }
+        if let Some(t) = &p.backend_tls {
+            let name = t.server_name.as_deref().unwrap_or("each backend's IP");
+            match (&t.ca, t.verify) {
+                (Some(ca), true) => {
+                    let _ = write!(
+                        out,
+                        "; TLS to backends as {name}, verified with {}",
+                        ca.path
+                    );
+                }
+                _ => {
+                    let _ = write!(out, "; TLS to backends as {name}, NOT verified");
+                }
+            }
         }
         out.push('\n');
         for b in &p.backends {
