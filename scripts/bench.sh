@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
-SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns idle"}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle"}
 # Idle connections held open for the RSS-per-connection scenario (each costs the proxy two
 # descriptors; the container limit here is 20000).
 IDLE_CONNS=${IDLE_CONNS:-5000}
@@ -29,10 +29,10 @@ trap cleanup EXIT
 
 need() {
   local missing=()
-  for bin in wrk iperf3 haproxy nginx taskset dnsperf dnsmasq; do command -v "$bin" >/dev/null || missing+=("$bin"); done
+  for bin in wrk iperf3 haproxy nginx taskset dnsperf dnsmasq openssl; do command -v "$bin" >/dev/null || missing+=("$bin"); done
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: wrk iperf3 haproxy nginx dnsperf dnsmasq-base (missing: ${missing[*]})" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk iperf3 haproxy nginx util-linux dnsperf dnsmasq-base >/dev/null
+    echo "installing: wrk iperf3 haproxy nginx dnsperf dnsmasq-base openssl (missing: ${missing[*]})" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk iperf3 haproxy nginx util-linux dnsperf dnsmasq-base openssl >/dev/null
   fi
   # Debian ships nginx's stream proxy as a dynamic module.
   if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
@@ -76,6 +76,11 @@ taskset -c "$LOAD_CPUS" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-
   --bind-interfaces --listen-address=127.0.0.1 --port=$DNS_PORT --address=/www.example/10.1.2.3 \
   --cache-size=1000 --pid-file= & PIDS+=($!)
 printf 'www.example A\n' > "$WORK/queries.txt"
+# One ECDSA P-256 certificate for every TLS-terminating proxy (HAProxy wants cert and key in
+# one file).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
+cat "$WORK/tls.pem" "$WORK/tls.key" > "$WORK/tls-combined.pem"
 wait_port "${HTTP_BE##*:}"; wait_port $IPERF_PORT
 
 # --- proxies -----------------------------------------------------------------------------
@@ -92,6 +97,11 @@ pool = "http"
 name = "bulk"
 bind = "127.0.0.1:$(( $2 + 50 ))"
 pool = "bulk"
+[[listener]]
+name = "https"
+bind = "127.0.0.1:$(( $2 + 70 ))"
+pool = "http"
+tls = { cert = "$WORK/tls.pem", key = "$WORK/tls.key" }
 [[listener]]
 name = "dns"
 bind = "127.0.0.1:$(( $2 + 60 ))"
@@ -120,6 +130,10 @@ start_proxy() { # name → PROXY_PID
 global
   nbthread 1
   maxconn $HAPROXY_MAXCONN
+  # wrk (OpenSSL) lists TLS_AES_256_GCM_SHA384 first and rustls follows the client's order:
+  # pin HAProxy to the same suite so both do the same work per record.
+  ssl-default-bind-ciphersuites TLS_AES_256_GCM_SHA384
+  ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
   mode tcp
   timeout connect 3s
@@ -134,6 +148,9 @@ backend http
 frontend bulk
   bind 127.0.0.1:$(( port + 50 ))
   default_backend bulk
+frontend https
+  bind 127.0.0.1:$(( port + 70 )) ssl crt $WORK/tls-combined.pem
+  default_backend http
 backend bulk
   server be 127.0.0.1:$IPERF_PORT
 HAP
@@ -177,6 +194,8 @@ run_scenario() { # scenario port
              | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$4} END {print q" "l}' ;;
     idle)  idle_rss "$port" ;;
     conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
+    tls-rps)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    tls-conn) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
 }
 rss_kib() { # pid → RSS of the process and its children, KiB
@@ -213,7 +232,7 @@ PYI
   rm -f "$WORK/idle.ready"
   echo $(( (after - before) * 1024 / IDLE_CONNS ))
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps) echo "req/s";; conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
@@ -222,6 +241,9 @@ for s in $SCENARIOS; do
     for p in $PROXIES; do
       # HAProxy has no UDP proxying.
       if [ "$s" = dns ] && [ "$p" = haproxy ]; then continue; fi
+      # TLS termination is compared between lb and HAProxy (nginx's stream TLS is not set
+      # up here), and there is no direct TLS path to the plain backend.
+      case $s in tls-*) case $p in nginx|direct) continue ;; esac ;; esac
       # RSS per connection is a proxy's figure; there is no direct path to measure.
       if [ "$s" = idle ] && [ "$p" = direct ]; then continue; fi
       if [ "$p" = direct ]; then
@@ -246,7 +268,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s"}
+units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s"}
 data = collections.defaultdict(list)
 for s, p, r, v, cpu in rows:
     parts = v.split()
