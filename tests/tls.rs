@@ -405,3 +405,30 @@ async fn a_bad_client_hello_closes_only_that_connection_and_is_counted() {
         2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hash_key_sni_keeps_each_name_on_one_backend() {
+    let backs = [named("s1").await, named("s2").await, named("s3").await];
+    let list: Vec<(std::net::SocketAddr, &str)> = backs.iter().map(|b| (b.addr, "")).collect();
+    // No sni_routes: the ClientHello is read only for the hash.
+    let lb = Lb::start(
+        "tls-hash-sni",
+        &config("consistent-hash", &list, "hash_key = \"sni\"", ""),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..16 {
+        let hello = client_hello(Some(&format!("tenant{i}.example")), &[], 16_384);
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(&hello).await.expect("hello");
+            names.push(read_all(&mut s).await.expect("name"));
+        }
+        assert!(names.iter().all(|n| n == &names[0]), "tenant{i}: {names:?}");
+        seen.insert(names[0].clone());
+    }
+    // One client address, many names: the names are what spreads.
+    assert!(seen.len() >= 2, "every name went to {seen:?}");
+}

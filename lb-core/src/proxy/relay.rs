@@ -167,7 +167,11 @@ where
     loop {
         let n = r.read(&mut buf).await.map_err(|e| (side, e))?;
         if n == 0 {
-            let _ = w.shutdown().await;
+            // A backend that closes before anything moved leaves the client untouched, so
+            // the connection can be retried on another backend (see `drive`).
+            if !(side == Side::Backend && act.is_empty()) {
+                let _ = w.shutdown().await;
+            }
             return Ok(());
         }
         act.moved(side, n as u64);
