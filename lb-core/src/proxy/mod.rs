@@ -5,6 +5,7 @@ mod buffers;
 pub mod front;
 mod prefixed;
 pub mod relay;
+pub mod route;
 #[cfg(target_os = "linux")]
 mod splice;
 pub mod tcp;

@@ -19,12 +19,11 @@ use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 use super::front::{self, Front};
 use super::prefixed::Prefixed;
 use super::relay::{relay, relay_streams, End, RelayMode};
-use crate::config::{self, Algorithm, HashKey, Loaded};
+pub use super::route::{PairMetrics, Route, Target};
+use crate::config::{self, Algorithm, HashKey};
 use crate::hash;
 use crate::pool::{Attempt, Pool};
 use crate::proxy_protocol;
-use crate::tls::material::Backends;
-use crate::tls::sni::SniMap;
 
 thread_local! {
     static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
@@ -33,104 +32,6 @@ thread_local! {
 /// The next backend of `pool` for this client, using the thread's RNG.
 pub(crate) fn next_backend(pool: &Pool, key: u64, attempt: &mut Attempt) -> Option<usize> {
     RNG.with(|r| pool.next(key, attempt, &mut r.borrow_mut()))
-}
-
-/// Metric handles for one (listener, backend) pair, registered once when the listener is
-/// built so the data path only bumps atomics.
-#[derive(Debug)]
-pub struct PairMetrics {
-    connections: metrics::Counter,
-    active: metrics::Gauge,
-    bytes_rx: metrics::Counter,
-    bytes_tx: metrics::Counter,
-}
-
-impl PairMetrics {
-    fn new(listener: &str, pool: &str, backend: &str) -> Self {
-        let l = [
-            ("listener", listener.to_string()),
-            ("pool", pool.to_string()),
-            ("backend", backend.to_string()),
-        ];
-        let dir = |d: &'static str| {
-            let mut v = l.to_vec();
-            v.push(("direction", d.to_string()));
-            metrics::counter!("lb_bytes_total", &v)
-        };
-        Self {
-            connections: metrics::counter!("lb_connections_total", &l),
-            active: metrics::gauge!("lb_active_connections", &l),
-            bytes_rx: dir("rx"),
-            bytes_tx: dir("tx"),
-        }
-    }
-}
-
-/// A pool as one listener uses it.
-#[derive(Debug)]
-pub struct Target {
-    pub pool: Arc<Pool>,
-    /// By backend index.
-    pub metrics: Vec<PairMetrics>,
-    /// TLS to the backends (`backend_tls`).
-    pub backend_tls: Option<Arc<Backends>>,
-}
-
-impl Target {
-    fn new(listener: &str, pool: Arc<Pool>, backend_tls: Option<Arc<Backends>>) -> Self {
-        let metrics = pool
-            .backends
-            .iter()
-            .map(|b| PairMetrics::new(listener, pool.name(), &b.id))
-            .collect();
-        Self {
-            pool,
-            metrics,
-            backend_tls,
-        }
-    }
-}
-
-/// Everything a listener's connections need; swapped whole on reload.
-#[derive(Debug)]
-pub struct Route {
-    pub listener: config::Listener,
-    /// The listener's `pool`: what no SNI route claims.
-    pub default: Target,
-    /// `sni_routes`.
-    pub by_sni: SniMap<Target>,
-    /// TLS termination (`tls`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-impl Route {
-    /// The route of listener `index` of `loaded`, over the running pools (`pools[i]` is the
-    /// config's pool `i`).
-    pub fn build(loaded: &Loaded, index: usize, pools: &[Arc<Pool>]) -> Self {
-        let l = &loaded.config.listeners[index];
-        let target = |p: usize| {
-            let tls = loaded.tls.pools.get(p).cloned().flatten();
-            Target::new(&l.name, pools[p].clone(), tls)
-        };
-        let by_sni = SniMap::new(
-            l.sni_routes
-                .iter()
-                .map(|r| (r.pattern.clone(), target(r.pool))),
-        );
-        let tls = loaded.tls.listeners.get(index).cloned().flatten();
-        Self {
-            default: target(l.pool),
-            listener: l.clone(),
-            by_sni,
-            tls,
-        }
-    }
-
-    /// Whether connections must be read before a backend is picked.
-    fn needs_client_hello(&self) -> bool {
-        self.tls.is_none()
-            && (!self.by_sni.is_empty() || self.default.pool.config.hash_key == HashKey::Sni)
-    }
 }
 
 /// Connection limits and shutdown plumbing shared by every listener and worker.

@@ -1,0 +1,107 @@
+//! What a listener's connections are routed with: the default pool, the pools of its SNI
+//! routes, and its TLS acceptor config, built from a loaded config and swapped whole on reload.
+
+use std::sync::Arc;
+
+use crate::config::{self, HashKey, Loaded};
+use crate::pool::Pool;
+use crate::tls::material::Backends;
+use crate::tls::sni::SniMap;
+
+/// Metric handles for one (listener, backend) pair, registered once when the listener is
+/// built so the data path only bumps atomics.
+#[derive(Debug)]
+pub struct PairMetrics {
+    pub(crate) connections: metrics::Counter,
+    pub(crate) active: metrics::Gauge,
+    pub(crate) bytes_rx: metrics::Counter,
+    pub(crate) bytes_tx: metrics::Counter,
+}
+
+impl PairMetrics {
+    fn new(listener: &str, pool: &str, backend: &str) -> Self {
+        let l = [
+            ("listener", listener.to_string()),
+            ("pool", pool.to_string()),
+            ("backend", backend.to_string()),
+        ];
+        let dir = |d: &'static str| {
+            let mut v = l.to_vec();
+            v.push(("direction", d.to_string()));
+            metrics::counter!("lb_bytes_total", &v)
+        };
+        Self {
+            connections: metrics::counter!("lb_connections_total", &l),
+            active: metrics::gauge!("lb_active_connections", &l),
+            bytes_rx: dir("rx"),
+            bytes_tx: dir("tx"),
+        }
+    }
+}
+
+/// A pool as one listener uses it.
+#[derive(Debug)]
+pub struct Target {
+    pub pool: Arc<Pool>,
+    /// By backend index.
+    pub metrics: Vec<PairMetrics>,
+    /// TLS to the backends (`backend_tls`).
+    pub backend_tls: Option<Arc<Backends>>,
+}
+
+impl Target {
+    fn new(listener: &str, pool: Arc<Pool>, backend_tls: Option<Arc<Backends>>) -> Self {
+        let metrics = pool
+            .backends
+            .iter()
+            .map(|b| PairMetrics::new(listener, pool.name(), &b.id))
+            .collect();
+        Self {
+            pool,
+            metrics,
+            backend_tls,
+        }
+    }
+}
+
+/// Everything a listener's connections need; swapped whole on reload.
+#[derive(Debug)]
+pub struct Route {
+    pub listener: config::Listener,
+    /// The listener's `pool`: what no SNI route claims.
+    pub default: Target,
+    /// `sni_routes`.
+    pub by_sni: SniMap<Target>,
+    /// TLS termination (`tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Route {
+    /// The route of listener `index` of `loaded`, over the running pools (`pools[i]` is the
+    /// config's pool `i`).
+    pub fn build(loaded: &Loaded, index: usize, pools: &[Arc<Pool>]) -> Self {
+        let l = &loaded.config.listeners[index];
+        let target = |p: usize| {
+            let tls = loaded.tls.pools.get(p).cloned().flatten();
+            Target::new(&l.name, pools[p].clone(), tls)
+        };
+        let by_sni = SniMap::new(
+            l.sni_routes
+                .iter()
+                .map(|r| (r.pattern.clone(), target(r.pool))),
+        );
+        let tls = loaded.tls.listeners.get(index).cloned().flatten();
+        Self {
+            default: target(l.pool),
+            listener: l.clone(),
+            by_sni,
+            tls,
+        }
+    }
+
+    /// Whether connections must be read before a backend is picked.
+    pub(crate) fn needs_client_hello(&self) -> bool {
+        self.tls.is_none()
+            && (!self.by_sni.is_empty() || self.default.pool.config.hash_key == HashKey::Sni)
+    }
+}
