@@ -109,14 +109,11 @@ async fn tls_1_1_is_refused() {
     )
     .await;
     let addr = lb.listener("main").await;
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(&hello_with_version(Some("a.example"), &[], 16_384, [3, 2]))
-        .await
-        .expect("hello");
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-        .await
-        .expect("closed in time");
+    let got = answer_before_close(
+        addr,
+        &hello_with_version(Some("a.example"), &[], 16_384, [3, 2]),
+    )
+    .await;
     // An alert record (21), never a ServerHello (22), and the backend's name never arrives.
     assert_eq!(got.first(), Some(&21), "got {got:?}");
     assert!(!String::from_utf8_lossy(&got).contains("never"));
@@ -378,16 +375,8 @@ async fn a_bad_client_hello_closes_only_that_connection_and_is_counted() {
         .expect("echo");
     let huge = [22u8, 3, 1, 0x40, 0, 1, 0, 0x50, 0];
     for bad in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &huge[..]] {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(bad).await.expect("write");
-        let mut got = Vec::new();
-        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
-            .await
-            .expect("closed in time");
-        assert!(
-            r.is_err() || got.is_empty(),
-            "bad hello got an answer: {got:?}"
-        );
+        let got = answer_before_close(addr, bad).await;
+        assert!(got.is_empty(), "bad hello got an answer: {got:?}");
     }
     good.write_all(b"still here").await.expect("write");
     let mut tail = [0u8; 10];

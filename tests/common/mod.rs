@@ -401,3 +401,15 @@ pub async fn echo_round_trip(addr: SocketAddr, payload: &[u8]) -> std::io::Resul
     s.read_to_end(&mut back).await?;
     Ok(back)
 }
+
+/// Opens a connection, sends `bytes`, and returns what came back before lb closed it
+/// (bounded: 5 s; a reset ends it like a close, keeping what was read before).
+pub async fn answer_before_close(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("lb closes the connection in time");
+    got
+}
