@@ -2,8 +2,10 @@
 //! run of them, so a busy socket pays one system call (and one readiness round) per batch
 //! rather than per datagram. Through nix's safe wrappers, so the crate stays free of `unsafe`.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::ops::{Deref, Range};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
@@ -17,6 +19,30 @@ pub const BATCH: usize = 16;
 /// Room for the largest UDP payload of either family (65,535 − 8 for IPv6, less for IPv4),
 /// plus one byte so a (theoretically impossible) truncation would show.
 pub const SLOT: usize = 65_536;
+
+thread_local! {
+    // nix's message headers hold raw pointers, so they are not `Send` and cannot live in a
+    // task; one set per thread, used only inside a system call, keeps the allocator off the
+    // datagram path.
+    static RECV_HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
+        RefCell::new(MultiHeaders::preallocate(BATCH, None));
+    static SEND_HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
+        RefCell::new(MultiHeaders::preallocate(BATCH, None));
+}
+
+/// Up to [`BATCH`] datagrams of one [`RecvBatch`], on the stack.
+pub struct Datagrams<'a> {
+    refs: [&'a [u8]; BATCH],
+    len: usize,
+}
+
+impl<'a> Deref for Datagrams<'a> {
+    type Target = [&'a [u8]];
+
+    fn deref(&self) -> &Self::Target {
+        &self.refs[..self.len]
+    }
+}
 
 /// Receive buffers for one batch. The slots are allocated zeroed and untouched, so the
 /// resident cost is only the pages that datagrams actually filled (a page per small datagram).
@@ -40,29 +66,30 @@ impl RecvBatch {
         let Self { buf, got } = self;
         got.clear();
         sock.try_io(Interest::READABLE, || {
-            // nix's headers hold raw pointers (not `Send`), so they live only for the call;
-            // a few KiB per batch, small beside the system call they save.
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-                buf.chunks_mut(SLOT).map(|s| [IoSliceMut::new(s)]).collect();
-            let res = recvmmsg(
-                sock.as_raw_fd(),
-                &mut headers,
-                iovs.iter_mut(),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            )
-            .map_err(io::Error::from)?;
-            for m in res {
-                let addr = m.address.and_then(|a| to_std(&a));
-                let len = if m.flags.contains(MsgFlags::MSG_TRUNC) {
-                    usize::MAX
-                } else {
-                    m.bytes
-                };
-                got.push((len, addr));
-            }
-            Ok(())
+            RECV_HEADERS.with(|h| {
+                let mut headers = h.borrow_mut();
+                let mut slots = buf.chunks_mut(SLOT);
+                let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+                    std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or(&mut []))]);
+                let res = recvmmsg(
+                    sock.as_raw_fd(),
+                    &mut headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                )
+                .map_err(io::Error::from)?;
+                for m in res {
+                    let addr = m.address.and_then(|a| to_std(&a));
+                    let len = if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                        usize::MAX
+                    } else {
+                        m.bytes
+                    };
+                    got.push((len, addr));
+                }
+                Ok(())
+            })
         })?;
         Ok(got.len())
     }
@@ -74,6 +101,34 @@ impl RecvBatch {
             return None;
         }
         Some((&self.buf[i * SLOT..i * SLOT + len], addr))
+    }
+
+    /// The datagrams `range` of the last batch (truncated ones left out).
+    pub fn slices(&self, range: Range<usize>) -> Datagrams<'_> {
+        let mut out = Datagrams {
+            refs: [&[]; BATCH],
+            len: 0,
+        };
+        for i in range {
+            if let Some((d, _)) = self.get(i) {
+                out.refs[out.len] = d;
+                out.len += 1;
+            }
+        }
+        out
+    }
+
+    /// The run of consecutive datagrams from one sender that starts at `i`: the sender and
+    /// the index just past the run. `None` when datagram `i` is truncated or has no sender.
+    pub fn run_from(&self, i: usize) -> Option<(SocketAddr, usize)> {
+        let (_, Some(from)) = self.get(i)? else {
+            return None;
+        };
+        let mut end = i + 1;
+        while matches!(self.get(end), Some((_, Some(a))) if a == from) {
+            end += 1;
+        }
+        Some((from, end))
     }
 
     /// How many datagrams the last batch held.
@@ -137,19 +192,23 @@ fn send_chunk(
     chunk: &[&[u8]],
     addr: Option<SockaddrStorage>,
 ) -> io::Result<usize> {
-    let iovs: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|d| [IoSlice::new(d)]).collect();
-    let addrs = vec![addr; chunk.len()];
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
-    let res = sendmmsg(
-        sock.as_raw_fd(),
-        &mut headers,
-        &iovs,
-        addrs,
-        [],
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    Ok(res.count())
+    let n = chunk.len().min(BATCH);
+    let iovs: [[IoSlice<'_>; 1]; BATCH] =
+        std::array::from_fn(|i| [IoSlice::new(chunk.get(i).copied().unwrap_or(&[]))]);
+    let addrs = [addr; BATCH];
+    SEND_HEADERS.with(|h| {
+        let mut headers = h.borrow_mut();
+        let res = sendmmsg(
+            sock.as_raw_fd(),
+            &mut headers,
+            &iovs[..n],
+            &addrs[..n],
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        Ok(res.count())
+    })
 }
 
 #[cfg(test)]
@@ -254,6 +313,27 @@ mod tests {
         try_send_all(&a, &[b"v6"], Some(b.local_addr().expect("addr"))).expect("send");
         let got = recv_all(&b, 1).await;
         assert_eq!(got[0].1, Some(a.local_addr().expect("addr")));
+    }
+
+    #[tokio::test]
+    async fn runs_group_consecutive_datagrams_of_one_sender() {
+        let (a, b) = pair().await;
+        let c = UdpSocket::bind("127.0.0.1:0").await.expect("bind c");
+        let to = b.local_addr().expect("addr");
+        for (sock, d) in [(&a, b"a1"), (&a, b"a2"), (&c, b"c1"), (&a, b"a3")] {
+            sock.send_to(d, to).await.expect("send");
+        }
+        // Loopback delivers in order; wait until all four are queued, then read one batch.
+        let mut batch = RecvBatch::default();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        b.readable().await.expect("readable");
+        assert_eq!(batch.try_recv(&b).expect("recv"), 4);
+        let (from_a, from_c) = (a.local_addr().expect("a"), c.local_addr().expect("c"));
+        assert_eq!(batch.run_from(0), Some((from_a, 2)));
+        assert_eq!(batch.run_from(2), Some((from_c, 3)));
+        assert_eq!(batch.run_from(3), Some((from_a, 4)));
+        assert_eq!(batch.run_from(4), None);
+        assert_eq!(&*batch.slices(0..2), &[&b"a1"[..], &b"a2"[..]]);
     }
 
     #[tokio::test]

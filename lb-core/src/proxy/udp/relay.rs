@@ -41,6 +41,14 @@ struct FlowConn {
     bytes_in: u64,
 }
 
+/// Why no flow could be opened for a new client.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    /// The listener's `max_connections` flows are open.
+    Full,
+    NoBackend,
+}
+
 /// Per-listener UDP metric handles.
 struct ListenerMetrics {
     sessions: metrics::Gauge,
@@ -51,6 +59,14 @@ struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
+    /// Where datagrams dropped for `why` are counted.
+    fn refused(&self, why: Refused) -> &metrics::Counter {
+        match why {
+            Refused::Full => &self.full,
+            Refused::NoBackend => &self.no_backend,
+        }
+    }
+
     fn new(listener: &str) -> Self {
         let drop = |reason: &'static str| metrics::counter!("lb_udp_dropped_total", "listener" => listener.to_string(), "reason" => reason);
         Self {
@@ -96,8 +112,6 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
     let mut table: FlowTable<FlowConn> = FlowTable::new(max_flows, timeout);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<SocketAddr>();
     let mut batch = RecvBatch::default();
-    // Indices (into `batch`) of the run of datagrams for one flow, sent with one system call.
-    let mut run: Vec<usize> = Vec::with_capacity(batch::BATCH);
     let mut tick = tokio::time::interval(
         (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
     );
@@ -110,27 +124,28 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
                     continue;
                 }
                 let now = Instant::now();
-                let mut run_client: Option<SocketAddr> = None;
-                for i in 0..batch.len() {
-                    let Some((_, Some(client))) = batch.get(i) else {
+                // One flow lookup and one send per run of datagrams from one client.
+                let mut i = 0;
+                while i < batch.len() {
+                    let Some((client, end)) = batch.run_from(i) else {
                         m.truncated.increment(1);
+                        i += 1;
                         continue;
                     };
-                    if run_client == Some(client) {
-                        run.push(i);
-                        continue;
-                    }
-                    if let Some(prev) = run_client.take() {
-                        forward_run(&mut table, prev, &batch, &mut run, &m).await;
-                    }
-                    let routed = match table.route(client, now) {
-                        Route::Existing(_) => true,
+                    let datagrams = batch.slices(i..end);
+                    i = end;
+                    let dropped = datagrams.len() as u64;
+                    let fresh = match table.route(client, now) {
+                        Route::Existing(c) => {
+                            forward(c, &datagrams, &m).await;
+                            continue;
+                        }
                         Route::Full(stale) => {
                             if let Some(old) = stale {
                                 end_flow(&shared, &m, client, old, "timeout");
                             }
-                            m.full.increment(1);
-                            false
+                            m.full.increment(dropped);
+                            continue;
                         }
                         Route::New(stale) => {
                             // A flow that went stale is closed before its client starts anew.
@@ -138,25 +153,21 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
                                 end_flow(&shared, &m, client, old, "timeout");
                             }
                             match open_flow(&shared, &m, &sock, &closed_tx, client) {
-                                None => false,
-                                Some(c) => match table.insert(client, c, now) {
-                                    Ok(_) => true,
-                                    Err(c) => {
-                                        m.full.increment(1);
-                                        end_flow(&shared, &m, client, c, "refused");
-                                        false
-                                    }
-                                },
+                                Ok(c) => c,
+                                Err(why) => {
+                                    m.refused(why).increment(dropped);
+                                    continue;
+                                }
                             }
                         }
                     };
-                    if routed {
-                        run_client = Some(client);
-                        run.push(i);
+                    match table.insert(client, fresh, now) {
+                        Ok(c) => forward(c, &datagrams, &m).await,
+                        Err(c) => {
+                            m.full.increment(dropped);
+                            end_flow(&shared, &m, client, c, "refused");
+                        }
                     }
-                }
-                if let Some(prev) = run_client {
-                    forward_run(&mut table, prev, &batch, &mut run, &m).await;
                 }
             }
             Some(client) = closed_rx.recv() => {
@@ -182,22 +193,9 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
     }
 }
 
-/// Sends one client's run of datagrams (indices into `batch`) through its flow, waiting only
-/// when the upstream send buffer is full; empties `run`.
-async fn forward_run(
-    table: &mut FlowTable<FlowConn>,
-    client: SocketAddr,
-    batch: &RecvBatch,
-    run: &mut Vec<usize>,
-    m: &ListenerMetrics,
-) {
-    let datagrams: Vec<&[u8]> = run
-        .drain(..)
-        .filter_map(|i| batch.get(i).map(|(d, _)| d))
-        .collect();
-    let Some(c) = table.get_mut(&client) else {
-        return;
-    };
+/// Sends one client's run of datagrams through its flow, waiting only when the upstream send
+/// buffer is full.
+async fn forward(c: &mut FlowConn, datagrams: &[&[u8]], m: &ListenerMetrics) {
     let mut done = 0;
     while done < datagrams.len() {
         match batch::try_send_all(&c.upstream, &datagrams[done..], None) {
@@ -225,19 +223,18 @@ async fn forward_run(
 }
 
 /// Starts a flow for `client`: picks a backend (the next one if a socket cannot be made),
-/// opens the flow's upstream socket and its reply task. `None` (counted) when the listener
-/// is at its flow bound or no backend is available.
+/// opens the flow's upstream socket and its reply task. Refused when the listener is at its
+/// flow bound or no backend is available.
 fn open_flow(
     shared: &ListenerShared,
     m: &ListenerMetrics,
     sock: &Arc<UdpSocket>,
     closed_tx: &mpsc::UnboundedSender<SocketAddr>,
     client: SocketAddr,
-) -> Option<FlowConn> {
+) -> Result<FlowConn, Refused> {
     let route = shared.route.load();
     if shared.active.load(Relaxed) >= route.listener.max_connections {
-        m.full.increment(1);
-        return None;
+        return Err(Refused::Full);
     }
     let pool = &route.default.pool;
     let key = key_of(pool, client);
@@ -254,8 +251,7 @@ fn open_flow(
         }
     }
     let Some((backend, upstream)) = made else {
-        m.no_backend.increment(1);
-        return None;
+        return Err(Refused::NoBackend);
     };
     backend.active.fetch_add(1, Relaxed);
     backend.total.fetch_add(1, Relaxed);
@@ -283,7 +279,7 @@ fn open_flow(
         closed_tx.clone(),
         pool.config.passive,
     ));
-    Some(FlowConn {
+    Ok(FlowConn {
         backend,
         upstream,
         replies,
@@ -340,9 +336,7 @@ async fn replies(
         let got = REPLY_BATCH.with(|b| {
             let mut batch = b.borrow_mut();
             let n = batch.try_recv(&upstream)?;
-            let datagrams: Vec<&[u8]> = (0..n)
-                .filter_map(|i| batch.get(i).map(|(d, _)| d))
-                .collect();
+            let datagrams = batch.slices(0..n);
             let bytes: usize = datagrams.iter().map(|d| d.len()).sum();
             // UDP may drop: a full send buffer loses these replies rather than stalling the flow.
             let sent = batch::try_send_all(&listener, &datagrams, Some(client)).unwrap_or(0);
