@@ -137,10 +137,6 @@ impl<T> FlowTable<T> {
     pub fn get(&self, client: &SocketAddr) -> Option<&T> {
         self.flows.get(client).map(|f| &f.value)
     }
-
-    pub fn get_mut(&mut self, client: &SocketAddr) -> Option<&mut T> {
-        self.flows.get_mut(client).map(|f| &mut f.value)
-    }
 }
 
 #[cfg(test)]
