@@ -47,21 +47,36 @@ pub fn build(config: &Config, diags: &mut Vec<Diagnostic>) -> TlsMaterial {
         .listeners
         .iter()
         .map(|l| {
-            l.tls
-                .as_ref()
-                .and_then(|t| server_config(t, &provider, diags))
+            let t = l.tls.as_ref()?;
+            reported(diags, &l.name, |d| server_config(t, &provider, d))
         })
         .collect();
     let pools = config
         .pools
         .iter()
         .map(|p| {
-            p.backend_tls
-                .as_ref()
-                .and_then(|t| backends(t, &provider, diags))
+            let t = p.backend_tls.as_ref()?;
+            reported(diags, &p.name, |d| backends(t, &provider, d))
         })
         .collect();
     TlsMaterial { listeners, pools }
+}
+
+/// Runs one builder and keeps the invariant the runtime relies on: a config that asks for TLS
+/// and got none has an error on record, so the load fails rather than serving in the clear.
+fn reported<T>(
+    diags: &mut Vec<Diagnostic>,
+    owner: &str,
+    build: impl FnOnce(&mut Vec<Diagnostic>) -> Option<T>,
+) -> Option<T> {
+    let errors_before = diags.iter().filter(|d| d.is_error()).count();
+    let built = build(diags);
+    if built.is_none() && diags.iter().filter(|d| d.is_error()).count() == errors_before {
+        diags.push(Diagnostic::error(format!(
+            "cannot build the TLS configuration of \"{owner}\""
+        )));
+    }
+    built
 }
 
 fn file_error(f: &FileRef, msg: String) -> Diagnostic {
@@ -160,25 +175,21 @@ fn certified_key(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let f = &pair.cert;
-        if not_after < now {
-            diags.push(
-                Diagnostic::warning(format!(
-                    "the certificate in {} expired on {}; clients will refuse it",
-                    f.path,
-                    x509::date(not_after)
-                ))
-                .at(f.span.clone())
-                .key(f.key.clone()),
-            );
+        let problem = if not_after < now {
+            Some(format!(
+                "expired on {}; clients will refuse it",
+                x509::date(not_after)
+            ))
         } else if not_before > now {
+            Some(format!("is not valid before {}", x509::date(not_before)))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
             diags.push(
-                Diagnostic::warning(format!(
-                    "the certificate in {} is not valid before {}",
-                    f.path,
-                    x509::date(not_before)
-                ))
-                .at(f.span.clone())
-                .key(f.key.clone()),
+                Diagnostic::warning(format!("the certificate in {} {problem}", f.path))
+                    .at(f.span.clone())
+                    .key(f.key.clone()),
             );
         }
     }
@@ -277,10 +288,18 @@ fn backends(
             )))
             .with_no_client_auth()
     };
-    let server_name = t
-        .server_name
-        .as_ref()
-        .and_then(|n| ServerName::try_from(n.clone()).ok());
+    let server_name = match &t.server_name {
+        None => None,
+        Some(n) => match ServerName::try_from(n.clone()) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                diags.push(Diagnostic::error(format!(
+                    "backend_tls.server_name \"{n}\" is not a name TLS can verify: {e}"
+                )));
+                return None;
+            }
+        },
+    };
     Some(Arc::new(Backends {
         config: Arc::new(config),
         server_name,
@@ -324,5 +343,27 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_failure_still_fails_the_load() {
+        let mut diags = Vec::new();
+        let built: Option<()> = reported(&mut diags, "web", |_| None);
+        assert!(built.is_none());
+        assert!(diags
+            .iter()
+            .any(|d| d.is_error() && d.message.contains("\"web\"")));
+        // A failure that explained itself is not reported twice.
+        let mut diags = Vec::new();
+        let _: Option<()> = reported(&mut diags, "web", |d| {
+            d.push(Diagnostic::error("bad key"));
+            None
+        });
+        assert_eq!(diags.len(), 1);
     }
 }
