@@ -27,8 +27,6 @@ pub enum FrontError {
     Proxy(#[from] HeaderError),
     #[error("{0}")]
     Hello(#[from] HelloError),
-    #[error("{0} larger than {1} bytes")]
-    TooLarge(&'static str, usize),
     #[error("client closed the connection before {0}")]
     Closed(&'static str),
     #[error("{0}")]
@@ -40,8 +38,8 @@ impl FrontError {
     /// just went away.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
-            Self::Proxy(_) | Self::TooLarge("the PROXY header", _) => Some("bad_proxy_header"),
-            Self::Hello(_) | Self::TooLarge(..) => Some("bad_client_hello"),
+            Self::Proxy(_) => Some("bad_proxy_header"),
+            Self::Hello(_) => Some("bad_client_hello"),
             Self::Closed(_) | Self::Io(_) => None,
         }
     }
@@ -64,15 +62,7 @@ pub async fn read(
                     buf.drain(..n);
                     break;
                 }
-                Parsed::NeedMore => {
-                    read_more(
-                        sock,
-                        &mut buf,
-                        proxy_protocol::MAX_HEADER,
-                        "the PROXY header",
-                    )
-                    .await?
-                }
+                Parsed::NeedMore => read_more(sock, &mut buf, Stage::ProxyHeader).await?,
             }
         }
     }
@@ -84,10 +74,7 @@ pub async fn read(
                     sni = h.sni;
                     break;
                 }
-                // Room for record headers around a maximal hello.
-                Peek::NeedMore => {
-                    read_more(sock, &mut buf, MAX_HELLO + 1024, "the ClientHello").await?
-                }
+                Peek::NeedMore => read_more(sock, &mut buf, Stage::ClientHello).await?,
             }
         }
     }
@@ -98,22 +85,51 @@ pub async fn read(
     })
 }
 
-/// Appends what the socket has; fails once `buf` holds `limit` bytes without success.
-async fn read_more(
-    sock: &TcpStream,
-    buf: &mut Vec<u8>,
-    limit: usize,
-    what: &'static str,
-) -> Result<(), FrontError> {
+/// What is being read before the payload.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    ProxyHeader,
+    ClientHello,
+}
+
+impl Stage {
+    /// Bytes buffered at most while the parser still wants more.
+    fn limit(self) -> usize {
+        match self {
+            Self::ProxyHeader => proxy_protocol::MAX_HEADER,
+            // Room for record headers around a maximal hello.
+            Self::ClientHello => MAX_HELLO + 1024,
+        }
+    }
+
+    fn too_large(self) -> FrontError {
+        match self {
+            Self::ProxyHeader => HeaderError::TooLarge.into(),
+            Self::ClientHello => HelloError::TooLarge.into(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ProxyHeader => "the PROXY header",
+            Self::ClientHello => "the ClientHello",
+        }
+    }
+}
+
+/// Appends what the socket has; fails once `buf` holds the stage's limit and the parser still
+/// wants more.
+async fn read_more(sock: &TcpStream, buf: &mut Vec<u8>, stage: Stage) -> Result<(), FrontError> {
+    let limit = stage.limit();
     if buf.len() >= limit {
-        return Err(FrontError::TooLarge(what, limit));
+        return Err(stage.too_large());
     }
     let mut chunk = [0u8; 4096];
     let want = chunk.len().min(limit - buf.len());
     loop {
         sock.readable().await?;
         match sock.try_read(&mut chunk[..want]) {
-            Ok(0) => return Err(FrontError::Closed(what)),
+            Ok(0) => return Err(FrontError::Closed(stage.name())),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 return Ok(());
