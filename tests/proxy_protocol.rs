@@ -230,13 +230,13 @@ async fn a_broken_header_is_refused_without_harming_other_connections() {
     let mut buf = [0u8; 6];
     good.read_exact(&mut buf).await.expect("still echoing");
     assert_eq!(&buf, b"second");
-    let m = lb.metrics().await;
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "bad_proxy_header")]
-        ),
+            &[("listener", "main"), ("reason", "bad_proxy_header")],
+            3.0
+        )
+        .await,
         3.0
     );
 }
@@ -257,13 +257,13 @@ async fn a_missing_header_times_out_and_is_counted() {
     let addr = lb.listener("main").await;
     let got = answer_before_close(addr, b"PROXY TCP4 1.2.3.4").await;
     assert!(got.is_empty());
-    let m = lb.metrics().await;
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "handshake_timeout")]
-        ),
+            &[("listener", "main"), ("reason", "handshake_timeout")],
+            1.0
+        )
+        .await,
         1.0
     );
 }

@@ -59,11 +59,12 @@ async fn terminates_tls_and_picks_the_certificate_by_sni() {
         .is_err());
     let m = lb.metrics().await;
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_tls_handshakes_total",
-            &[("listener", "main"), ("result", "ok")]
-        ),
+            &[("listener", "main"), ("result", "ok")],
+            2.0
+        )
+        .await,
         2.0
     );
     assert!(
@@ -117,21 +118,22 @@ async fn tls_1_1_is_refused() {
     // An alert record (21), never a ServerHello (22), and the backend's name never arrives.
     assert_eq!(got.first(), Some(&21), "got {got:?}");
     assert!(!String::from_utf8_lossy(&got).contains("never"));
-    let m = lb.metrics().await;
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_tls_handshakes_total",
-            &[("listener", "main"), ("result", "error")]
-        ),
+            &[("listener", "main"), ("result", "error")],
+            1.0
+        )
+        .await,
         1.0
     );
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "tls_handshake")]
-        ),
+            &[("listener", "main"), ("reason", "tls_handshake")],
+            1.0
+        )
+        .await,
         1.0
     );
 }
@@ -194,13 +196,13 @@ async fn client_certificates_are_required_with_client_ca() {
             "{what}: got {outcome:?}"
         );
     }
-    let m = lb.metrics().await;
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_tls_handshakes_total",
-            &[("listener", "main"), ("result", "error")]
-        ),
+            &[("listener", "main"), ("result", "error")],
+            2.0
+        )
+        .await,
         2.0
     );
 }
@@ -384,13 +386,13 @@ async fn a_bad_client_hello_closes_only_that_connection_and_is_counted() {
         .await
         .expect("echo after the bad ones");
     assert_eq!(&tail, b"still here");
-    let m = lb.metrics().await;
     assert_eq!(
-        metric(
-            &m,
+        lb.metric_reaching(
             "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "bad_client_hello")]
-        ),
+            &[("listener", "main"), ("reason", "bad_client_hello")],
+            2.0
+        )
+        .await,
         2.0
     );
 }
@@ -420,4 +422,49 @@ async fn hash_key_sni_keeps_each_name_on_one_backend() {
     }
     // One client address, many names: the names are what spreads.
     assert!(seen.len() >= 2, "every name went to {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handshake_timeout_bounds_the_proxy_header_and_tls_together() {
+    let pki = Pki::new(&scratch("tls-budget"));
+    let b = named("too-late").await;
+    let listener = format!(
+        "{}\naccept_proxy_protocol = true\nhandshake_timeout = \"1s\"",
+        tls_listener(&pki, "")
+    );
+    let lb = Lb::start(
+        "tls-budget",
+        &config("round-robin", &[(b.addr, "")], "", &listener),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    // Each step alone is within the second; together they are not.
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tcp.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 443\r\n")
+        .await
+        .expect("header");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let name = rustls::pki_types::ServerName::try_from("a.example").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(pki.client(&[], None)).connect(name, tcp);
+    let answer = match tokio::time::timeout(Duration::from_secs(5), tls)
+        .await
+        .expect("ends")
+    {
+        Err(_) => None,
+        Ok(mut s) => read_all(&mut s).await.ok(),
+    };
+    assert!(
+        answer.as_ref().is_none_or(|a| a.is_empty()),
+        "got {answer:?}"
+    );
+    assert_eq!(
+        lb.metric_reaching(
+            "lb_rejected_connections_total",
+            &[("listener", "main"), ("reason", "handshake_timeout")],
+            1.0
+        )
+        .await,
+        1.0
+    );
 }

@@ -129,6 +129,19 @@ impl Lb {
         http(self.admin, "GET", "/metrics", None).await.1
     }
 
+    /// The value of a metric once it reaches `want` (bounded: 5 s; then its last value). A
+    /// client can see its connection end a moment before lb has counted why.
+    pub async fn metric_reaching(&self, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = metric(&self.metrics().await, name, labels);
+            if v >= want || Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The bound address of listener `name`.
     pub async fn listener(&self, name: &str) -> SocketAddr {
         let s = self.status().await;

@@ -33,13 +33,40 @@ pub enum FrontError {
     Io(#[from] io::Error),
 }
 
-impl FrontError {
-    /// `lb_rejected_connections_total{reason}` for malformed input; `None` when the client
-    /// just went away.
-    pub fn reason(&self) -> Option<&'static str> {
+/// Why a connection was refused before any backend was involved: the `reason` label of
+/// `lb_rejected_connections_total` and the access log's `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    BadProxyHeader,
+    BadClientHello,
+    TlsHandshake,
+    HandshakeTimeout,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 4] = [
+        Self::BadProxyHeader,
+        Self::BadClientHello,
+        Self::TlsHandshake,
+        Self::HandshakeTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::Proxy(_) => Some("bad_proxy_header"),
-            Self::Hello(_) => Some("bad_client_hello"),
+            Self::BadProxyHeader => "bad_proxy_header",
+            Self::BadClientHello => "bad_client_hello",
+            Self::TlsHandshake => "tls_handshake",
+            Self::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
+impl FrontError {
+    /// The rejection for malformed input; `None` when the client just went away.
+    pub fn reject(&self) -> Option<Reject> {
+        match self {
+            Self::Proxy(_) => Some(Reject::BadProxyHeader),
+            Self::Hello(_) => Some(Reject::BadClientHello),
             Self::Closed(_) | Self::Io(_) => None,
         }
     }

@@ -16,7 +16,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
-use super::front::{self, Front};
+use super::front::{self, Front, Reject};
 use super::prefixed::Prefixed;
 use super::relay::{relay, relay_streams, End, RelayMode};
 pub use super::route::{PairMetrics, Route, Target};
@@ -63,6 +63,8 @@ pub struct ListenerShared {
     pub rejected: AtomicU64,
     rejected_listener: metrics::Counter,
     rejected_global: metrics::Counter,
+    /// By `Reject as usize`.
+    rejected_early: Vec<metrics::Counter>,
     tls: TlsMetrics,
 }
 
@@ -82,6 +84,7 @@ impl ListenerShared {
         Self {
             rejected_listener: r("listener_limit"),
             rejected_global: r("global_limit"),
+            rejected_early: Reject::ALL.iter().map(|w| r(w.as_str())).collect(),
             tls: TlsMetrics {
                 ok: metrics::counter!("lb_tls_handshakes_total", "listener" => name.clone(), "result" => "ok"),
                 failed: metrics::counter!("lb_tls_handshakes_total", "listener" => name.clone(), "result" => "error"),
@@ -132,9 +135,8 @@ pub async fn accept_loop(
         };
         let route = shared.route.load_full();
         let cx2 = cx.clone();
-        let shared2 = shared.clone();
         cx.tracker.spawn(async move {
-            serve(stream, peer, route, &shared2, &cx2).await;
+            serve(stream, peer, route, &guard.shared, &cx2).await;
             drop(guard);
         });
     }
@@ -229,10 +231,11 @@ fn refuse(
     l: &config::Listener,
     peer: SocketAddr,
     start: Instant,
-    reason: &'static str,
+    why: Reject,
     detail: &str,
 ) {
-    metrics::counter!("lb_rejected_connections_total", "listener" => shared.name.clone(), "reason" => reason).increment(1);
+    shared.rejected_early[why as usize].increment(1);
+    let reason = why.as_str();
     if l.access_log {
         tracing::info!(target: "lb::access", client = %peer, listener = %l.name, backend = "-", bytes_in = 0u64, bytes_out = 0u64, duration_ms = start.elapsed().as_millis() as u64, end = reason, error = %detail);
     } else {
@@ -250,6 +253,9 @@ async fn serve(
     let start = Instant::now();
     let l = &route.listener;
     let _ = client.set_nodelay(true);
+    // One budget for everything before the payload: PROXY header, ClientHello, TLS handshake.
+    let deadline = tokio::time::Instant::from_std(start + l.handshake_timeout);
+    let late = |what: &str| format!("no complete {what} within {:?}", l.handshake_timeout);
     let mut front = Front {
         client: peer,
         prefix: Vec::new(),
@@ -258,11 +264,11 @@ async fn serve(
     let want_hello = route.needs_client_hello();
     if l.accept_proxy_protocol || want_hello {
         let read = front::read(&client, peer, l.accept_proxy_protocol, want_hello);
-        match tokio::time::timeout(l.handshake_timeout, read).await {
+        match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(f)) => front = f,
             Ok(Err(e)) => {
-                match e.reason() {
-                    Some(reason) => refuse(shared, l, peer, start, reason, &e.to_string()),
+                match e.reject() {
+                    Some(why) => refuse(shared, l, peer, start, why, &e.to_string()),
                     None => tracing::debug!(listener = %l.name, client = %peer, "{e}"),
                 }
                 return;
@@ -278,8 +284,8 @@ async fn serve(
                     l,
                     peer,
                     start,
-                    "handshake_timeout",
-                    &format!("no complete {what} within {:?}", l.handshake_timeout),
+                    Reject::HandshakeTimeout,
+                    &late(what),
                 );
                 return;
             }
@@ -291,7 +297,7 @@ async fn serve(
             let stream = Prefixed::new(std::mem::take(&mut front.prefix), client);
             let t0 = Instant::now();
             let accept = TlsAcceptor::from(config.clone()).accept(stream);
-            match tokio::time::timeout(l.handshake_timeout, accept).await {
+            match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(tls)) => {
                     shared.tls.ok.increment(1);
                     shared.tls.duration.record(t0.elapsed().as_secs_f64());
@@ -307,7 +313,7 @@ async fn serve(
                         l,
                         front.client,
                         start,
-                        "tls_handshake",
+                        Reject::TlsHandshake,
                         &e.to_string(),
                     );
                     return;
@@ -319,8 +325,8 @@ async fn serve(
                         l,
                         front.client,
                         start,
-                        "handshake_timeout",
-                        &format!("TLS handshake not done within {:?}", l.handshake_timeout),
+                        Reject::HandshakeTimeout,
+                        &late("TLS handshake"),
                     );
                     return;
                 }

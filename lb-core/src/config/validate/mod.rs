@@ -239,9 +239,9 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 None
             }
         };
+        let udp = protocol == Some(Protocol::Udp);
         let bind = cx.addr(&l.bind, format!("{key}.bind"));
         if let Some(b) = bind {
-            let udp = protocol == Some(Protocol::Udp);
             if let Some((_, _, other)) = binds
                 .iter()
                 .find(|(o, u, _)| *u == udp && binds_clash(*o, b))
@@ -328,7 +328,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             format!("{key}.udp_session_timeout"),
             Duration::from_secs(30),
         );
-        if protocol == Some(Protocol::Udp) {
+        if udp {
             for (v, name) in [
                 (&l.idle_timeout, "idle_timeout"),
                 (&l.connect_timeout, "connect_timeout"),
@@ -357,7 +357,6 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             format!("{key}.handshake_timeout"),
             Duration::from_secs(10),
         );
-        let udp = protocol == Some(Protocol::Udp);
         let tcp_only = |cx: &mut Ctx<'_>, span: Option<Range<usize>>, k: &str| {
             if let (true, Some(span)) = (udp, span) {
                 cx.push(
