@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::backends::{echo, named};
+use common::backends::{echo, named, Backend};
 use common::pki::{connect, read_all, tls_named, Pki};
 use common::*;
 use lb_core::tls::client_hello::build::{client_hello, hello_with_version};
@@ -25,17 +25,27 @@ fn tls_listener(pki: &Pki, extra: &str) -> String {
     )
 }
 
+/// lb terminating TLS ([`tls_listener`], with `tls_extra` inside the table and
+/// `listener_extra` after it) in front of a plain backend answering `answer`.
+async fn tls_front(
+    pki: &Pki,
+    tag: &str,
+    answer: &str,
+    tls_extra: &str,
+    listener_extra: &str,
+) -> (Backend, Lb, std::net::SocketAddr) {
+    let b = named(answer).await;
+    let listener = format!("{}\n{listener_extra}", tls_listener(pki, tls_extra));
+    let lb = Lb::start(tag, &config("round-robin", &[(b.addr, "")], "", &listener)).await;
+    let addr = lb.listener("main").await;
+    (b, lb, addr)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn terminates_tls_and_picks_the_certificate_by_sni() {
     let dir = scratch("tls-sni-certs");
     let pki = Pki::new(&dir);
-    let b = named("plain-backend").await;
-    let lb = Lb::start(
-        "tls-term",
-        &config("round-robin", &[(b.addr, "")], "", &tls_listener(&pki, "")),
-    )
-    .await;
-    let addr = lb.listener("main").await;
+    let (_b, lb, addr) = tls_front(&pki, "tls-term", "plain-backend", "", "").await;
     // The client verifies the chain against the CA and the name: only the right certificate
     // for each name lets the handshake finish.
     for name in ["a.example", "default.example"] {
@@ -103,13 +113,7 @@ fn base64(data: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_1_1_is_refused() {
     let pki = Pki::new(&scratch("tls11"));
-    let b = named("never").await;
-    let lb = Lb::start(
-        "tls11",
-        &config("round-robin", &[(b.addr, "")], "", &tls_listener(&pki, "")),
-    )
-    .await;
-    let addr = lb.listener("main").await;
+    let (_b, lb, addr) = tls_front(&pki, "tls11", "never", "", "").await;
     let got = answer_before_close(
         addr,
         &hello_with_version(Some("a.example"), &[], 16_384, [3, 2]),
@@ -141,13 +145,7 @@ async fn tls_1_1_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn alpn_h2_is_negotiated_when_offered() {
     let pki = Pki::new(&scratch("tls-alpn"));
-    let b = named("alpn").await;
-    let lb = Lb::start(
-        "tls-alpn",
-        &config("round-robin", &[(b.addr, "")], "", &tls_listener(&pki, "")),
-    )
-    .await;
-    let addr = lb.listener("main").await;
+    let (_b, _lb, addr) = tls_front(&pki, "tls-alpn", "alpn", "", "").await;
     for (offer, want) in [
         (&["h2", "http/1.1"][..], Some(&b"h2"[..])),
         (&["http/1.1"][..], Some(&b"http/1.1"[..])),
@@ -165,19 +163,8 @@ async fn client_certificates_are_required_with_client_ca() {
     let dir = scratch("tls-mtls");
     let pki = Pki::new(&dir);
     let other = Pki::new(&scratch("tls-mtls-other"));
-    let b = named("mtls-ok").await;
     let extra = format!(", client_ca = \"{}\"", pki.ca_path().display());
-    let lb = Lb::start(
-        "tls-mtls",
-        &config(
-            "round-robin",
-            &[(b.addr, "")],
-            "",
-            &tls_listener(&pki, &extra),
-        ),
-    )
-    .await;
-    let addr = lb.listener("main").await;
+    let (_b, lb, addr) = tls_front(&pki, "tls-mtls", "mtls-ok", &extra, "").await;
     let good = pki.leaf("client", &["client.example"]);
     let mut s = connect(addr, "a.example", pki.client(&[], Some(&good)))
         .await
@@ -301,13 +288,7 @@ async fn new_certificates_take_effect_on_reload_without_dropping_connections() {
 }
 
 /// Passthrough listener: `sni_routes` to two TLS backends, anything else to `fallback`.
-fn passthrough(
-    pki: &Pki,
-    a: &common::backends::Backend,
-    b: &common::backends::Backend,
-    fallback: &common::backends::Backend,
-) -> String {
-    let _ = pki;
+fn passthrough(a: &Backend, b: &Backend, fallback: &Backend) -> String {
     format!(
         "[global]\nworkers = 2\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
          [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\npool = \"fallback\"\naccess_log = true\n\
@@ -329,7 +310,7 @@ async fn sni_passthrough_reaches_the_backend_that_does_the_handshake() {
     )
     .await;
     let fallback = echo().await;
-    let lb = Lb::start("tls-pass", &passthrough(&pki, &a, &b, &fallback)).await;
+    let lb = Lb::start("tls-pass", &passthrough(&a, &b, &fallback)).await;
     let addr = lb.listener("main").await;
     for (name, want) in [
         ("a.example", "backend-a"),
@@ -364,7 +345,7 @@ async fn a_bad_client_hello_closes_only_that_connection_and_is_counted() {
     let pki = Pki::new(&scratch("tls-badhello"));
     let a = tls_named(&pki.leaf("a", &["a.example"]), "backend-a").await;
     let fallback = echo().await;
-    let lb = Lb::start("tls-badhello", &passthrough(&pki, &a, &fallback, &fallback)).await;
+    let lb = Lb::start("tls-badhello", &passthrough(&a, &fallback, &fallback)).await;
     let addr = lb.listener("main").await;
     // A connection in progress through lb: it must not notice the bad ones.
     let mut good = TcpStream::connect(addr).await.expect("connect");
@@ -427,17 +408,9 @@ async fn hash_key_sni_keeps_each_name_on_one_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn handshake_timeout_bounds_the_proxy_header_and_tls_together() {
     let pki = Pki::new(&scratch("tls-budget"));
-    let b = named("too-late").await;
-    let listener = format!(
-        "{}\naccept_proxy_protocol = true\nhandshake_timeout = \"1s\"",
-        tls_listener(&pki, "")
-    );
-    let lb = Lb::start(
-        "tls-budget",
-        &config("round-robin", &[(b.addr, "")], "", &listener),
-    )
-    .await;
-    let addr = lb.listener("main").await;
+    let budget = "accept_proxy_protocol = true
+handshake_timeout = \"1s\"";
+    let (_b, lb, addr) = tls_front(&pki, "tls-budget", "too-late", "", budget).await;
     // Each step alone is within the second; together they are not.
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(700)).await;
