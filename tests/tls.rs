@@ -441,3 +441,34 @@ handshake_timeout = \"1s\"";
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_client_is_retried_on_the_next_backend_when_one_closes_at_once() {
+    let pki = Pki::new(&scratch("tls-retry"));
+    let dead = common::backends::closer().await;
+    let live = named("live").await;
+    let listener = tls_listener(&pki, "");
+    let lb = Lb::start(
+        "tls-retry",
+        &config(
+            "round-robin",
+            &[(dead.addr, ""), (live.addr, "")],
+            "",
+            &listener,
+        ),
+    )
+    .await;
+    let addr = lb.listener("main").await;
+    // Round-robin sends every other client to the closer first: each must still be answered
+    // by the live backend over its untouched TLS session.
+    for i in 0..6 {
+        let mut s = connect(addr, "a.example", pki.client(&[], None))
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(
+            read_all(&mut s).await.expect("answer"),
+            "live",
+            "client {i}"
+        );
+    }
+}

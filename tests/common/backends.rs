@@ -138,6 +138,16 @@ pub fn fill(buf: &mut [u8], state: &mut u64) {
     }
 }
 
+/// Accepts every connection and closes it at once, before a byte either way (a backend
+/// dying with connections in its accept queue).
+pub async fn closer() -> Backend {
+    serve(
+        "127.0.0.1:0".parse().expect("addr"),
+        |s| async move { drop(s) },
+    )
+    .await
+}
+
 /// Accepts and holds connections open without reading (for limit and idle tests).
 pub async fn silent() -> Backend {
     serve("127.0.0.1:0".parse().expect("addr"), |mut s| async move {

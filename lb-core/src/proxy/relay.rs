@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
@@ -82,11 +82,27 @@ pub struct Activity {
     from_backend: AtomicU64,
     /// `clock::now_ms` of the last bytes moved.
     last_ms: AtomicU64,
+    /// The client's direction has ended (its FIN was relayed).
+    client_done: AtomicBool,
 }
 
 impl Activity {
-    fn is_empty(&self) -> bool {
-        self.from_client.load(Relaxed) == 0 && self.from_backend.load(Relaxed) == 0
+    fn new() -> Self {
+        Self {
+            from_client: AtomicU64::new(0),
+            from_backend: AtomicU64::new(0),
+            last_ms: AtomicU64::new(crate::clock::now_ms()),
+            client_done: AtomicBool::new(false),
+        }
+    }
+
+    /// The backend closed before a byte moved either way while the client was still open:
+    /// the client must be left untouched so it can be retried on another backend. The one
+    /// rule both `drive` and the stream pumps follow.
+    fn backend_close_is_retryable(&self) -> bool {
+        !self.client_done.load(Relaxed)
+            && self.from_client.load(Relaxed) == 0
+            && self.from_backend.load(Relaxed) == 0
     }
 
     pub fn moved(&self, from: Side, n: u64) {
@@ -96,16 +112,6 @@ impl Activity {
         };
         c.fetch_add(n, Relaxed);
         self.last_ms.store(crate::clock::now_ms(), Relaxed);
-    }
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            from_client: AtomicU64::new(0),
-            from_backend: AtomicU64::new(0),
-            last_ms: AtomicU64::new(crate::clock::now_ms()),
-        }
     }
 }
 
@@ -167,9 +173,7 @@ where
     loop {
         let n = r.read(&mut buf).await.map_err(|e| (side, e))?;
         if n == 0 {
-            // A backend that closes before anything moved leaves the client untouched, so
-            // the connection can be retried on another backend (see `drive`).
-            if !(side == Side::Backend && act.is_empty()) {
+            if !(side == Side::Backend && act.backend_close_is_retryable()) {
                 let _ = w.shutdown().await;
             }
             return Ok(());
@@ -206,6 +210,7 @@ where
                 up_done = true;
                 match r {
                     Ok(()) => {
+                        act.client_done.store(true, Relaxed);
                         first_fin.get_or_insert(Side::Client);
                         half_close(Side::Client);
                     }
@@ -215,9 +220,7 @@ where
             r = &mut down, if !down_done => {
                 down_done = true;
                 match r {
-                    // The backend closed before a byte moved either way: leave the client
-                    // untouched so it can be retried on another backend.
-                    Ok(()) if !up_done && act.is_empty() => break End::BackendFin,
+                    Ok(()) if act.backend_close_is_retryable() => break End::BackendFin,
                     Ok(()) => {
                         first_fin.get_or_insert(Side::Backend);
                         half_close(Side::Backend);
