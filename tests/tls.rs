@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::backends::{echo, named, Backend};
-use common::pki::{connect, read_all, tls_named, Pki};
+use common::pki::{answer, connect, read_all, tls_named, Pki};
 use common::*;
 use lb_core::tls::client_hello::build::{client_hello, hello_with_version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,15 +131,7 @@ async fn tls_1_1_is_refused() {
         .await,
         1.0
     );
-    assert_eq!(
-        lb.metric_reaching(
-            "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "tls_handshake")],
-            1.0
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(lb.rejected("tls_handshake", 1.0).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -174,14 +166,8 @@ async fn client_certificates_are_required_with_client_ca() {
     // its first read), and the backend's answer never comes.
     let stranger = other.leaf("stranger", &["client.example"]);
     for (what, cert) in [("no certificate", None), ("another CA", Some(&stranger))] {
-        let outcome = match connect(addr, "a.example", pki.client(&[], cert)).await {
-            Err(_) => None,
-            Ok(mut s) => read_all(&mut s).await.ok(),
-        };
-        assert!(
-            outcome.as_ref().is_none_or(|a| a.is_empty()),
-            "{what}: got {outcome:?}"
-        );
+        let outcome = answer(connect(addr, "a.example", pki.client(&[], cert)).await).await;
+        assert_eq!(outcome, None, "{what}");
     }
     assert_eq!(
         lb.metric_reaching(
@@ -367,15 +353,7 @@ async fn a_bad_client_hello_closes_only_that_connection_and_is_counted() {
         .await
         .expect("echo after the bad ones");
     assert_eq!(&tail, b"still here");
-    assert_eq!(
-        lb.metric_reaching(
-            "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "bad_client_hello")],
-            2.0
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(lb.rejected("bad_client_hello", 2.0).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -420,26 +398,11 @@ handshake_timeout = \"1s\"";
     tokio::time::sleep(Duration::from_millis(700)).await;
     let name = rustls::pki_types::ServerName::try_from("a.example").expect("name");
     let tls = tokio_rustls::TlsConnector::from(pki.client(&[], None)).connect(name, tcp);
-    let answer = match tokio::time::timeout(Duration::from_secs(5), tls)
+    let session = tokio::time::timeout(Duration::from_secs(5), tls)
         .await
-        .expect("ends")
-    {
-        Err(_) => None,
-        Ok(mut s) => read_all(&mut s).await.ok(),
-    };
-    assert!(
-        answer.as_ref().is_none_or(|a| a.is_empty()),
-        "got {answer:?}"
-    );
-    assert_eq!(
-        lb.metric_reaching(
-            "lb_rejected_connections_total",
-            &[("listener", "main"), ("reason", "handshake_timeout")],
-            1.0
-        )
-        .await,
-        1.0
-    );
+        .expect("ends");
+    assert_eq!(answer(session).await, None);
+    assert_eq!(lb.rejected("handshake_timeout", 1.0).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -142,6 +142,13 @@ impl Lb {
         }
     }
 
+    /// `lb_rejected_connections_total` of listener "main" for `reason`, awaited up to `want`.
+    pub async fn rejected(&self, reason: &str, want: f64) -> f64 {
+        let labels = [("listener", "main"), ("reason", reason)];
+        self.metric_reaching("lb_rejected_connections_total", &labels, want)
+            .await
+    }
+
     /// The bound address of listener `name`.
     pub async fn listener(&self, name: &str) -> SocketAddr {
         let s = self.status().await;

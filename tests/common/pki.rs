@@ -119,6 +119,13 @@ pub async fn read_all<S: AsyncReadExt + Unpin>(s: &mut S) -> std::io::Result<Str
     Ok(String::from_utf8_lossy(&buf).trim().to_string())
 }
 
+/// What a TLS server answered on a session: `None` when the handshake failed, or the server
+/// closed without a word (TLS 1.3 clients learn of a refused client certificate on read).
+pub async fn answer(session: std::io::Result<TlsStream<TcpStream>>) -> Option<String> {
+    let mut s = session.ok()?;
+    read_all(&mut s).await.ok().filter(|a| !a.is_empty())
+}
+
 /// A TLS backend that completes the handshake itself and answers `name\n`.
 pub async fn tls_named(leaf: &Leaf, name: &str) -> Backend {
     let certs = vec![leaf.der.clone()];
