@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -289,6 +289,33 @@ async fn pump(
     }
 }
 
+/// Reads what `sock` has. A short read means its receive queue was empty at that moment, so
+/// tokio's read readiness is cleared at once (nginx's `rev->ready = 0` after a short recv):
+/// the next wait goes straight to epoll instead of costing a read that only says EAGAIN, one
+/// system call per direction per request saved. tokio clears readiness only if no new event
+/// arrived since it was set, so data landing meanwhile still wakes the pump.
+pub(crate) fn read_draining(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let r = sock.try_io(Interest::READABLE, || {
+        let n = loop {
+            match rustix::io::read(sock, &mut *buf) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => break r?,
+            }
+        };
+        got = n;
+        if n > 0 && n < buf.len() {
+            // Not an error: the signal to tokio that the socket is drained.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
+    }
+}
+
 /// Why a copy pump returned.
 enum Flow {
     Eof,
@@ -310,7 +337,7 @@ async fn copy_pump(
     loop {
         from.readable().await.map_err(|e| (side, e))?;
         let mut buf = Buf::take();
-        let n = match from.try_read(&mut buf) {
+        let n = match read_draining(from, &mut buf) {
             Ok(0) => return Ok(Flow::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -332,5 +359,59 @@ async fn copy_pump(
         if stop_on_bulk && n == buf.len() {
             return Ok(Flow::Bulk);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (b, _) = l.accept().await.expect("accept");
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_short_read_clears_readiness_and_new_data_still_wakes() {
+        let (mut a, b) = pair().await;
+        let mut buf = [0u8; 64];
+        a.write_all(b"first").await.expect("write");
+        b.readable().await.expect("readable");
+        assert_eq!(read_draining(&b, &mut buf).expect("read"), 5);
+        // Drained: waiting now really waits (no read that would only say EAGAIN)…
+        let idle = tokio::time::timeout(Duration::from_millis(100), b.readable()).await;
+        assert!(idle.is_err(), "readiness was not cleared");
+        // …and bytes arriving afterwards wake it again.
+        a.write_all(b"second").await.expect("write");
+        tokio::time::timeout(Duration::from_secs(5), b.readable())
+            .await
+            .expect("woken by new data")
+            .expect("readable");
+        assert_eq!(read_draining(&b, &mut buf).expect("read"), 6);
+        assert_eq!(&buf[..6], b"second");
+    }
+
+    #[tokio::test]
+    async fn a_full_read_keeps_readiness_and_eof_reads_zero() {
+        let (mut a, b) = pair().await;
+        let mut buf = [0u8; 4];
+        a.write_all(b"12345678").await.expect("write");
+        a.shutdown().await.expect("fin");
+        let mut got = Vec::new();
+        loop {
+            b.readable().await.expect("readable");
+            match read_draining(&b, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"12345678");
     }
 }

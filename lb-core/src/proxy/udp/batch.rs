@@ -65,7 +65,7 @@ impl RecvBatch {
     pub fn try_recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         let Self { buf, got } = self;
         got.clear();
-        sock.try_io(Interest::READABLE, || {
+        let r = sock.try_io(Interest::READABLE, || {
             RECV_HEADERS.with(|h| {
                 let mut headers = h.borrow_mut();
                 let mut slots = buf.chunks_mut(SLOT);
@@ -88,9 +88,18 @@ impl RecvBatch {
                     };
                     got.push((len, addr));
                 }
+                // Fewer than a batch: the queue is empty now. Saying so clears tokio's
+                // readiness, so the next wait skips a receive that would only say EAGAIN.
+                if got.len() < BATCH {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
                 Ok(())
             })
-        })?;
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !got.is_empty() => {}
+            r => r?,
+        }
         Ok(got.len())
     }
 
