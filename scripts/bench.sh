@@ -5,9 +5,12 @@
 #   REPEATS=5 DURATION=10 scripts/bench.sh
 #   SCENARIOS="bulk rps" PROXIES="lb lb-copy haproxy" scripts/bench.sh
 #   LB_BASE=/tmp/lb-old PROXIES="lb lb-base nginx" scripts/bench.sh   # before/after a change
+#   WORKERS=2 SCENARIOS="rps bulk4" scripts/bench.sh                  # scaling over workers
 #
-# Every proxy gets one worker pinned to CPU 0; load generators and backends run on the other
-# CPUs. Runs are interleaved (A B C A B C …) and the median is reported with the min–max
+# Every proxy gets WORKERS workers (default 1: lb `workers`, HAProxy `nbthread`, nginx
+# `worker_processes`) pinned to CPUs 0..WORKERS-1; load generators and backends run on CPUs
+# 1.. — with WORKERS > 1 on a small machine they share cores with the proxy, and the output
+# says so. Runs are interleaved (A B C A B C …) and the median is reported with the min–max
 # spread, raw and per proxy CPU-second (user+sys from /proc over the run). Results go to
 # stdout and to target/bench/results.{md,json}. Only loopback is used; every run is bounded.
 set -euo pipefail
@@ -51,8 +54,13 @@ NOFILE=$(ulimit -n)
 # HAProxy needs ~2.5 descriptors per connection (two sockets, plus splice pipes).
 HAPROXY_MAXCONN=$(( (NOFILE - 500) * 2 / 5 < 100000 ? (NOFILE - 500) * 2 / 5 : 100000 ))
 NCPU=$(nproc)
-PROXY_CPU=0
+WORKERS=${WORKERS:-1}
+PROXY_CPU=$([ "$WORKERS" -gt 1 ] && echo "0-$((WORKERS - 1))" || echo 0)
 LOAD_CPUS=$([ "$NCPU" -gt 1 ] && echo "1-$((NCPU - 1))" || echo 0)
+if [ "$WORKERS" -ge "$NCPU" ]; then
+  echo "note: $WORKERS proxy workers on $NCPU CPUs share cores with the load generator and backends;" \
+       "raw rates are then bounded by the load side" >&2
+fi
 
 # Ports: backends 181xx, proxies 182xx.
 HTTP_BE=127.0.0.1:18101
@@ -87,7 +95,7 @@ wait_port "${HTTP_BE##*:}"; wait_port $IPERF_PORT
 lb_conf() { # name port splice
   cat > "$WORK/$1.toml" <<TOML
 [global]
-workers = 1
+workers = $WORKERS
 splice = $3
 [[listener]]
 name = "http"
@@ -128,7 +136,7 @@ start_proxy() { # name → PROXY_PID
     haproxy)
       cat > "$WORK/haproxy.cfg" <<HAP
 global
-  nbthread 1
+  nbthread $WORKERS
   maxconn $HAPROXY_MAXCONN
   # wrk (OpenSSL) lists TLS_AES_256_GCM_SHA384 first and rustls follows the client's order:
   # pin HAProxy to the same suite so both do the same work per record.
@@ -158,7 +166,7 @@ HAP
     nginx)
       cat > "$WORK/nginx-lb.conf" <<NGX
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1; daemon off; pid $WORK/nginx-lb.pid; error_log stderr error;
+worker_processes $WORKERS; daemon off; pid $WORK/nginx-lb.pid; error_log stderr error;
 worker_rlimit_nofile $NOFILE;
 events { worker_connections $(( NOFILE / 2 )); }
 stream {
@@ -264,7 +272,7 @@ for s in $SCENARIOS; do
   done
 done
 
-python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_CPU" "$LOAD_CPUS" <<'PY'
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
@@ -279,7 +287,8 @@ for s, p, r, v, cpu in rows:
 table, md = [], []
 cpuinfo = open("/proc/cpuinfo").read()
 model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
-md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy pinned to CPU 0, load and backends on the rest.")
+workers, proxy_cpus, load_cpus = sys.argv[5], sys.argv[6], sys.argv[7]
+md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy: {workers} worker(s) pinned to CPU {proxy_cpus}; load and backends on CPU {load_cpus}.")
 md.append("")
 md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs nginx | vs direct | p99 / lost |")
 md.append("|---|---|---|---|---|---|---|---|---|")
