@@ -212,7 +212,10 @@ where
                     Ok(()) => {
                         act.client_done.store(true, Relaxed);
                         first_fin.get_or_insert(Side::Client);
-                        half_close(Side::Client);
+                        // The second FIN needs no shutdown: both sockets close right after.
+                        if !down_done {
+                            half_close(Side::Client);
+                        }
                     }
                     Err((side, e)) => break error_end(side, e),
                 }
@@ -223,7 +226,9 @@ where
                     Ok(()) if act.backend_close_is_retryable() => break End::BackendFin,
                     Ok(()) => {
                         first_fin.get_or_insert(Side::Backend);
-                        half_close(Side::Backend);
+                        if !up_done {
+                            half_close(Side::Backend);
+                        }
                     }
                     Err((side, e)) => break error_end(side, e),
                 }
