@@ -172,12 +172,15 @@ pub async fn shutdown_signal(shared: Option<Arc<Shared>>) {
         .map(|s| s.shutdown.clone())
         .unwrap_or_default();
     reload_on_hangup(shared);
+    // Registered once, before the first signal: a second one arriving at any moment after
+    // the first is queued on the same streams, never lost between two registrations.
+    let mut signals = Signals::new();
     tokio::select! {
-        () = wait_signal() => {}
+        () = signals.next() => {}
         () = asked.cancelled() => tracing::info!("a new lb process took over the listening sockets; draining"),
     }
-    tokio::spawn(async {
-        wait_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         eprintln!("second signal: exiting now without draining");
         std::process::exit(i32::from(EXIT_FAILURE));
     });
@@ -211,27 +214,39 @@ fn reload_on_hangup(shared: Option<Arc<Shared>>) {
     }
 }
 
-async fn wait_signal() {
+/// SIGTERM and SIGINT, listened to from creation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            Self { streams }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.streams {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
