@@ -1,0 +1,5 @@
+//! lb-l7: the HTTP side of lb. So far the pure pieces the proxy is built on: request-path
+//! normalisation ([`path`]) and the route table ([`router`]). Nothing here does I/O.
+
+pub mod path;
+pub mod router;
