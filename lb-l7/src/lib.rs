@@ -1,7 +1,9 @@
 //! lb-l7: the HTTP side of lb. So far the pure pieces the proxy is built on: request-head
 //! checks against smuggling and oversize requests ([`guard`]), request-path normalisation
-//! ([`path`]) and the route table ([`router`]). Nothing here does I/O.
+//! ([`path`]), the route table ([`router`]) and the header rewriting of forwarding
+//! ([`forward`]). Nothing here does I/O.
 
+pub mod forward;
 pub mod guard;
 pub mod path;
 pub mod router;
