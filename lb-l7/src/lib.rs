@@ -6,4 +6,5 @@
 pub mod forward;
 pub mod guard;
 pub mod path;
+pub mod proxy;
 pub mod router;
