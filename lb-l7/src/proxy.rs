@@ -4,7 +4,10 @@
 //! Requests lb refuses get the gateway's JSON answer (SPEC §2): 400, 404, 414, 431, 502,
 //! 503, 504.
 //!
-//! Which backend serves a pool is asked of an [`Upstreams`]: the runtime plugs lb-core's
+//! The backend receives the normalised path (the one that was routed), never the spelling
+//! the client used, so what a route allowed is exactly what the backend serves.
+//!
+//! Which backend serves a pool is asked of an [`Upstreams`]: the runtime will plug lb-core's
 //! pools and balancing algorithms in there; the tests use a fixed list.
 
 use std::convert::Infallible;
