@@ -126,6 +126,14 @@ async fn gateway(
     addr
 }
 
+/// A backend named "b" behind a gateway that sends it everything.
+async fn single_backend() -> (Backend, SocketAddr) {
+    let b = backend("b", Duration::ZERO).await;
+    let all = target("all", 0, None, Duration::from_secs(5));
+    let gw = gateway(vec![], Some(all), vec![vec![b.addr]]).await;
+    (b, gw)
+}
+
 /// One raw HTTP/1.1 exchange on a fresh connection: status code and body.
 async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -235,13 +243,7 @@ async fn no_route_and_no_backend_get_json_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_alive_reuses_one_upstream_connection() {
-    let b = backend("b", Duration::ZERO).await;
-    let gw = gateway(
-        vec![],
-        Some(target("all", 0, None, Duration::from_secs(5))),
-        vec![vec![b.addr]],
-    )
-    .await;
+    let (b, gw) = single_backend().await;
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     for i in 0..20 {
@@ -262,13 +264,7 @@ async fn keep_alive_reuses_one_upstream_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_probes_are_refused_and_never_forwarded() {
-    let b = backend("b", Duration::ZERO).await;
-    let gw = gateway(
-        vec![],
-        Some(target("all", 0, None, Duration::from_secs(5))),
-        vec![vec![b.addr]],
-    )
-    .await;
+    let (b, gw) = single_backend().await;
     let probes = [
         "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
         "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -293,13 +289,7 @@ async fn smuggling_probes_are_refused_and_never_forwarded() {
 /// the connection after answering, so nothing can be smuggled behind the body.
 #[tokio::test(flavor = "multi_thread")]
 async fn length_with_chunked_is_framed_by_chunked_and_the_connection_closed() {
-    let b = backend("b", Duration::ZERO).await;
-    let gw = gateway(
-        vec![],
-        Some(target("all", 0, None, Duration::from_secs(5))),
-        vec![vec![b.addr]],
-    )
-    .await;
+    let (b, gw) = single_backend().await;
     // Were Content-Length believed, "GET /smuggled" would be a second request.
     let probe = "POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
     // `raw` reads to the end: it returns only because lb closed the connection.
@@ -339,13 +329,7 @@ async fn a_dead_backend_is_502_and_a_slow_one_504() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_claims_of_forwarding_are_replaced() {
-    let b = backend("b", Duration::ZERO).await;
-    let gw = gateway(
-        vec![],
-        Some(target("all", 0, None, Duration::from_secs(5))),
-        vec![vec![b.addr]],
-    )
-    .await;
+    let (b, gw) = single_backend().await;
     let (_, body) = raw(
         gw,
         "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.6.6.6\r\nConnection: close\r\n\r\n",
@@ -356,13 +340,7 @@ async fn client_claims_of_forwarding_are_replaced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_clients_reach_http1_backends() {
-    let b = backend("b", Duration::ZERO).await;
-    let gw = gateway(
-        vec![],
-        Some(target("all", 0, None, Duration::from_secs(5))),
-        vec![vec![b.addr]],
-    )
-    .await;
+    let (b, gw) = single_backend().await;
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
