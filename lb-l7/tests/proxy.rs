@@ -329,7 +329,7 @@ async fn a_dead_backend_is_502_and_a_slow_one_504() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_claims_of_forwarding_are_replaced() {
-    let (b, gw) = single_backend().await;
+    let (_b, gw) = single_backend().await;
     let (_, body) = raw(
         gw,
         "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.6.6.6\r\nConnection: close\r\n\r\n",
@@ -340,7 +340,7 @@ async fn client_claims_of_forwarding_are_replaced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_clients_reach_http1_backends() {
-    let (b, gw) = single_backend().await;
+    let (_b, gw) = single_backend().await;
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
