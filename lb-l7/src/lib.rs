@@ -1,7 +1,7 @@
-//! lb-l7: the HTTP side of lb. So far the pure pieces the proxy is built on: request-head
+//! lb-l7: the HTTP side of lb (not yet wired into the binary). Pure pieces: request-head
 //! checks against smuggling and oversize requests ([`guard`]), request-path normalisation
-//! ([`path`]), the route table ([`router`]) and the header rewriting of forwarding
-//! ([`forward`]), the proxy core ([`proxy`]) and the backend picking over lb-core's pools
+//! ([`path`]), the route table ([`router`]) and the forwarding header rewrite ([`forward`]).
+//! On top of them, the proxy core ([`proxy`]) and backend picking over lb-core's pools
 //! ([`pools`]).
 
 pub mod forward;
