@@ -33,9 +33,23 @@ pub fn plan(l: &Loaded) -> String {
             }
         );
     }
-    for li in &c.listeners {
-        let p = &c.pools[li.pool];
+    for (index, li) in c.listeners.iter().enumerate() {
+        let pool = li
+            .pool
+            .map_or("none: unrouted requests get 404".to_string(), |p| {
+                format!("\"{}\"", c.pools[p].name)
+            });
         let timeouts = match li.protocol {
+            Protocol::Http => format!(
+                "connect_timeout {}, idle_timeout {}, header_timeout {}, max_connections {}{}",
+                d(li.connect_timeout),
+                d(li.idle_timeout),
+                d(li.http.header_timeout),
+                li.max_connections,
+                li.http
+                    .max_body_size
+                    .map_or(String::new(), |m| format!(", max_body_size {m} bytes"))
+            ),
             Protocol::Tcp => format!(
                 "connect_timeout {}, idle_timeout {}, max_connections {}",
                 d(li.connect_timeout),
@@ -50,11 +64,10 @@ pub fn plan(l: &Loaded) -> String {
         };
         let _ = writeln!(
             out,
-            "listener \"{}\" {} {} → pool \"{}\" ({timeouts}{})",
+            "listener \"{}\" {} {} → pool {pool} ({timeouts}{})",
             li.name,
             li.bind,
             li.protocol.name(),
-            p.name,
             if li.access_log { ", access log" } else { "" }
         );
         if li.accept_proxy_protocol {
@@ -101,16 +114,50 @@ pub fn plan(l: &Loaded) -> String {
         if let Some(v) = li.proxy_protocol {
             let _ = writeln!(out, "  sends a PROXY {v:?} header to backends");
         }
+        for r in c.routes.iter().filter(|r| r.listener == index) {
+            let mut cond = Vec::new();
+            if let Some(h) = &r.host {
+                cond.push(format!("host {h}"));
+            }
+            if let Some(p) = &r.path {
+                cond.push(p.text());
+            }
+            if !r.methods.is_empty() {
+                cond.push(r.methods.join("|"));
+            }
+            for (n, v) in &r.headers {
+                cond.push(format!("{n}: {v}"));
+            }
+            if cond.is_empty() {
+                cond.push("every request".into());
+            }
+            let mut how = vec![format!("timeout {}", d(r.timeout))];
+            if r.strip_prefix {
+                how.push("strip prefix".into());
+            }
+            if let Some(w) = &r.rewrite {
+                how.push(format!("rewrite to {w}"));
+            }
+            if r.retries > 0 {
+                how.push(format!("retries {}", r.retries));
+            }
+            if let Some(m) = r.max_body_size {
+                how.push(format!("max_body_size {m} bytes"));
+            }
+            let _ = writeln!(
+                out,
+                "  route \"{}\": {} → pool \"{}\" ({})",
+                r.name,
+                cond.join(", "),
+                c.pools[r.pool].name,
+                how.join(", ")
+            );
+        }
     }
     for p in &c.pools {
         let _ = write!(out, "pool \"{}\": {}", p.name, p.algorithm.name());
         if p.algorithm == lb_core::config::Algorithm::ConsistentHash {
-            let key = match p.hash_key {
-                lb_core::config::HashKey::SourceIp => "source-ip",
-                lb_core::config::HashKey::SourceAddr => "source-addr",
-                lb_core::config::HashKey::Sni => "sni",
-            };
-            let _ = write!(out, " on {key}");
+            let _ = write!(out, " on {}", p.hash_key.describe());
             if let Some(f) = p.hash_balance_factor {
                 let _ = write!(out, ", bounded load ×{f}");
             }
@@ -138,6 +185,12 @@ pub fn plan(l: &Loaded) -> String {
                 d(ps.eject_for),
                 ps.consecutive_failures
             );
+        }
+        if p.http2 {
+            let _ = write!(out, "; HTTP/2 to backends");
+        }
+        if let Some(c) = &p.sticky_cookie {
+            let _ = write!(out, "; sticky cookie {c}");
         }
         if let Some(s) = p.slow_start {
             let _ = write!(out, "; slow start {}", d(s));

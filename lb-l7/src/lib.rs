@@ -1,12 +1,18 @@
-//! lb-l7: the HTTP side of lb (not yet wired into the binary). Pure pieces: request-head
-//! checks against smuggling and oversize requests ([`guard`]), request-path normalisation
-//! ([`path`]), the route table ([`router`]) and the forwarding header rewrite ([`forward`]).
-//! On top of them, the proxy core ([`proxy`]) and backend picking over lb-core's pools
-//! ([`pools`]).
+//! lb-l7: the HTTP side of lb, served on `protocol = "http"` listeners through lb-core's
+//! handoff (the binary registers [`gateway::Factory`]).
+//!
+//! Pure pieces: request-head checks against smuggling and oversize requests ([`guard`]),
+//! request-path normalisation ([`path`]), the route table ([`router`]), the forwarding header
+//! rewrite ([`forward`]) and backend picking by request ([`balance`]). On top of them: the
+//! client to backends ([`upstream`]), streamed and counted bodies ([`body`]), one listener's
+//! gateway ([`gateway`]) and the handling of one request ([`exchange`]).
 
+pub mod balance;
+pub mod body;
+pub mod exchange;
 pub mod forward;
+pub mod gateway;
 pub mod guard;
 pub mod path;
-pub mod pools;
-pub mod proxy;
 pub mod router;
+pub mod upstream;

@@ -7,11 +7,13 @@ mod duration;
 mod model;
 mod parse;
 mod raw;
+mod size;
 mod validate;
 
 pub use diag::{Diagnostic, Severity, Source};
 pub use duration::{format_duration, parse_duration};
 pub use model::*;
+pub use size::parse_size;
 pub use validate::MAX_WEIGHT;
 
 use std::fmt;

@@ -15,6 +15,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
+    /// `[[route]]`s of http listeners, in config order.
+    pub routes: Vec<HttpRoute>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +53,8 @@ pub struct Admin {
 pub enum Protocol {
     Tcp,
     Udp,
+    /// HTTP reverse proxy (lb-l7): requests are routed by `[[route]]`.
+    Http,
 }
 
 impl Protocol {
@@ -58,6 +62,7 @@ impl Protocol {
         match self {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Http => "http",
         }
     }
 }
@@ -67,8 +72,9 @@ pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: Protocol,
-    /// Index into `Config::pools`.
-    pub pool: usize,
+    /// Index into `Config::pools`. Always set for tcp and udp; for http, the pool of requests
+    /// no route matches (`None`: they get 404).
+    pub pool: Option<usize>,
     /// Default 3s.
     pub connect_timeout: Duration,
     /// Default 5m.
@@ -89,6 +95,120 @@ pub struct Listener {
     pub accept_proxy_protocol: bool,
     /// Time for the PROXY header, the ClientHello and the TLS handshake; default 10s.
     pub handshake_timeout: Duration,
+    /// http only.
+    pub http: HttpSettings,
+}
+
+/// Settings of an http listener (defaults elsewhere; they are unused there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// A client must send a whole request head within this time (slowloris); default 10s.
+    pub header_timeout: Duration,
+    /// Largest request body; routes may set their own. `None` = no limit (the default, as HAProxy; nginx's is 1 MiB).
+    pub max_body_size: Option<u64>,
+    /// What to do with X-Forwarded-*/Forwarded headers clients send.
+    pub forwarded: Forwarded,
+    /// Add a `Via` header naming lb.
+    pub via: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_body_size: None,
+            forwarded: Forwarded::Replace,
+            via: false,
+        }
+    }
+}
+
+/// `forwarded_headers`: trust the chain clients send, or replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// lb is the edge: what clients claim is dropped.
+    Replace,
+    /// lb is behind a trusted proxy: append to its chain.
+    Append,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    /// `name`, or `route[N]` when unnamed; used in logs and metrics.
+    pub name: String,
+    /// Index into `Config::listeners`.
+    pub listener: usize,
+    /// Lowercased `a.example` or `*.example`.
+    pub host: Option<String>,
+    pub path: Option<RoutePath>,
+    /// Uppercase method names; empty = any.
+    pub methods: Vec<String>,
+    /// Lowercase header names and the exact values they must have.
+    pub headers: Vec<(String, String)>,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+    /// Remove the matched `path_prefix` before forwarding.
+    pub strip_prefix: bool,
+    /// Replace what the path condition matched: the prefix, the exact path, or (regex) the
+    /// match, where `$1`… name the regex's groups.
+    pub rewrite: Option<String>,
+    /// From forwarding the request to the backend's response head; default 60s.
+    pub timeout: Duration,
+    /// Further backends to try on connect failure, or 502/503 to an idempotent request
+    /// without a body; default 0.
+    pub retries: u32,
+    /// Overrides the listener's `max_body_size`.
+    pub max_body_size: Option<u64>,
+}
+
+impl PartialEq for HttpRoute {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            &self.name,
+            self.listener,
+            &self.host,
+            &self.methods,
+            &self.headers,
+            self.pool,
+            self.strip_prefix,
+            &self.rewrite,
+            self.timeout,
+            self.retries,
+            self.max_body_size,
+        ) == (
+            &o.name,
+            o.listener,
+            &o.host,
+            &o.methods,
+            &o.headers,
+            o.pool,
+            o.strip_prefix,
+            &o.rewrite,
+            o.timeout,
+            o.retries,
+            o.max_body_size,
+        ) && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
+    }
+}
+
+/// A route's path condition. Regexes were compiled once to check them; lb-l7 compiles its own.
+#[derive(Debug, Clone)]
+pub enum RoutePath {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+impl RoutePath {
+    /// The config spelling, e.g. `path_prefix = "/api"`.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Exact(p) => format!("path = \"{p}\""),
+            Self::Prefix(p) => format!("path_prefix = \"{p}\""),
+            Self::Regex(r) => format!("path_regex = \"{r}\""),
+        }
+    }
 }
 
 /// A file named in the config, with where it was named (for errors about its contents).
@@ -191,8 +311,8 @@ impl Algorithm {
     }
 }
 
-/// What a consistent-hash pool hashes on (L4 keys; L7 keys come with HTTP mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a consistent-hash pool hashes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
     /// The client's IP address: every connection from one host sticks together.
     SourceIp,
@@ -200,6 +320,31 @@ pub enum HashKey {
     SourceAddr,
     /// The TLS server name the client asked for (source IP when it sent none).
     Sni,
+    /// http: a request header's value (lowercase name); source IP when absent.
+    Header(String),
+    /// http: a cookie's value; source IP when absent.
+    Cookie(String),
+    /// http: the request path (normalised).
+    Path,
+}
+
+impl HashKey {
+    /// The config spelling.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::SourceIp => "source-ip".into(),
+            Self::SourceAddr => "source-addr".into(),
+            Self::Sni => "sni".into(),
+            Self::Header(h) => format!("header:{h}"),
+            Self::Cookie(c) => format!("cookie:{c}"),
+            Self::Path => "path".into(),
+        }
+    }
+
+    /// Keys only an HTTP request has.
+    pub fn is_http(&self) -> bool {
+        matches!(self, Self::Header(_) | Self::Cookie(_) | Self::Path)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +359,10 @@ pub struct Pool {
     pub passive: Option<Passive>,
     pub slow_start: Option<Duration>,
     pub backend_tls: Option<BackendTls>,
+    /// http: speak HTTP/2 (prior knowledge, or ALPN h2 with backend_tls) to the backends.
+    pub http2: bool,
+    /// http: insert this cookie naming the backend; requests carrying it go back there.
+    pub sticky_cookie: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

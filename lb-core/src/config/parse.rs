@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{did_you_mean, Diagnostic};
-use super::raw::{self, RawAdmin, RawGlobal, RawListener, RawPool};
+use super::raw::{self, RawAdmin, RawGlobal, RawListener, RawPool, RawRoute};
 
 /// The raw config plus where its sections start, for errors about whole sections.
 #[derive(Debug, Default)]
@@ -19,7 +19,8 @@ pub struct RawConfig {
     pub admin: Option<(RawAdmin, Range<usize>)>,
     pub listeners: Vec<(RawListener, Range<usize>)>,
     pub pools: Vec<(RawPool, Range<usize>)>,
-    /// Spans of `[[route]]` / `[policy.*]` sections, which this build does not serve.
+    pub routes: Vec<(RawRoute, Range<usize>)>,
+    /// Spans of `[policy.*]` sections, which this build does not serve.
     pub http_sections: Vec<(String, Range<usize>)>,
 }
 
@@ -63,7 +64,15 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
                     }
                 }
             }
-            "route" | "policy" => raw.http_sections.push((name.to_string(), kspan)),
+            "route" => {
+                for (i, v) in array_of_tables(value, "route", diags) {
+                    let path = format!("route[{i}]");
+                    if let Some(r) = item::<RawRoute>(v, &path, diags) {
+                        raw.routes.push((r, v.span()));
+                    }
+                }
+            }
+            "policy" => raw.http_sections.push((name.to_string(), kspan)),
             other => {
                 let mut d = Diagnostic::error(format!("unknown top-level key `{other}`"))
                     .at(kspan)
@@ -71,7 +80,7 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
                 d = match did_you_mean(other, raw::TOP_KEYS) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => {
-                        d.help("top-level sections are [global], [admin], [[listener]], [[pool]]")
+                        d.help("top-level sections are [global], [admin], [[listener]], [[pool]], [[route]]")
                     }
                 };
                 diags.push(d);

@@ -1,7 +1,6 @@
 //! Stage one of the config: serde structs that mirror the TOML file exactly, with spans kept on
 //! every value that needs a semantic check. Unknown keys are rejected here. Pure; no I/O.
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -46,6 +45,46 @@ pub struct RawListener {
     pub udp_session_timeout: Option<S<String>>,
     pub max_connections: Option<S<i64>>,
     pub access_log: Option<bool>,
+    /// lb additions for http listeners.
+    pub header_timeout: Option<S<String>>,
+    pub max_body_size: Option<S<RawSize>>,
+    pub forwarded_headers: Option<S<String>>,
+    pub via: Option<S<bool>>,
+}
+
+/// A size: bytes as an integer, or a string such as "10MiB", "512k", "1GB".
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub listener: S<String>,
+    pub name: Option<S<String>>,
+    #[serde(rename = "match")]
+    pub matches: Option<S<RawMatch>>,
+    pub pool: S<String>,
+    pub strip_prefix: Option<S<bool>>,
+    pub rewrite: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub retries: Option<S<i64>>,
+    pub max_body_size: Option<S<RawSize>>,
+    pub policies: Option<S<Vec<S<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub path_regex: Option<S<String>>,
+    pub methods: Option<S<Vec<S<String>>>>,
+    pub headers: Option<S<std::collections::BTreeMap<String, S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,8 +99,8 @@ pub struct RawPool {
     pub passive: Option<S<RawPassive>>,
     pub slow_start: Option<S<String>>,
     pub backend_tls: Option<S<RawBackendTls>>,
-    pub http2: Option<S<IgnoredAny>>,
-    pub sticky_cookie: Option<S<IgnoredAny>>,
+    pub http2: Option<S<bool>>,
+    pub sticky_cookie: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +179,30 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "udp_session_timeout",
             "max_connections",
             "access_log",
+            "header_timeout",
+            "max_body_size",
+            "forwarded_headers",
+            "via",
+        ],
+        "route" => &[
+            "listener",
+            "name",
+            "match",
+            "pool",
+            "strip_prefix",
+            "rewrite",
+            "timeout",
+            "retries",
+            "max_body_size",
+            "policies",
+        ],
+        "match" => &[
+            "host",
+            "path",
+            "path_prefix",
+            "path_regex",
+            "methods",
+            "headers",
         ],
         "pool" => &[
             "name",

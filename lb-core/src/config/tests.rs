@@ -68,7 +68,7 @@ fn good_config_loads_with_typed_values() {
         std::time::Duration::from_secs(10)
     );
     assert_eq!(c.admin.as_ref().map(|a| a.bind.port()), Some(9900));
-    assert_eq!(c.listeners[0].pool, 0);
+    assert_eq!(c.listeners[0].pool, Some(0));
     assert_eq!(c.listeners[0].idle_timeout.as_secs(), 60);
     assert_eq!(c.listeners[0].connect_timeout.as_secs(), 3);
     let p = &c.pools[0];
@@ -198,14 +198,9 @@ fn unsupported_listener_keys_are_refused_not_ignored() {
         "expected \"v1\" or \"v2\"",
     );
     one_error(
-        &with("access_log = true", "protocol = \"http\""),
+        &with("access_log = true", "protocol = \"htp\""),
         "listener[0].protocol",
-        "not supported",
-    );
-    one_error(
-        &with("slow_start = \"5s\"", "sticky_cookie = \"x\""),
-        "pool[0].sticky_cookie",
-        "not supported",
+        "expected one of",
     );
 }
 
@@ -311,11 +306,13 @@ fn empty_pool_and_no_listener() {
 }
 
 #[test]
-fn http_sections_refused() {
-    let text = format!("{GOOD}\n[[route]]\nlistener = \"web\"\npool = \"web\"\n");
+fn policies_are_refused() {
+    let text = format!("{GOOD}\n[policy.jwt]\nkind = \"jwt\"\n");
     let errs = errors(&text);
-    assert!(errs.iter().any(|d| d.key_path.as_deref() == Some("route")));
+    assert!(errs.iter().any(|d| d.key_path.as_deref() == Some("policy")));
 }
+
+mod http;
 
 mod prop {
     use super::super::*;

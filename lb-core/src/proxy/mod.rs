@@ -3,7 +3,8 @@
 
 mod buffers;
 pub mod front;
-mod prefixed;
+pub mod handoff;
+pub mod prefixed;
 pub mod relay;
 pub mod route;
 #[cfg(target_os = "linux")]

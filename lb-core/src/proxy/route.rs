@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{self, HashKey, Loaded};
+use super::handoff::{self, Handler};
+use crate::config::{self, HashKey, Loaded, Protocol};
 use crate::pool::Pool;
 use crate::tls::material::Backends;
 use crate::tls::sni::SniMap;
@@ -68,12 +69,16 @@ impl Target {
 #[derive(Debug)]
 pub struct Route {
     pub listener: config::Listener,
-    /// The listener's `pool`: what no SNI route claims.
-    pub default: Target,
+    /// The listener's `pool`: what no SNI route claims. `None` only on an http listener
+    /// without a default pool.
+    pub default: Option<Target>,
     /// `sni_routes`.
     pub by_sni: SniMap<Target>,
     /// TLS termination (`tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What serves the connections of a listener whose protocol lb-core does not speak
+    /// (http); `None` on an http listener only when no HTTP support is registered.
+    pub app: Option<Arc<dyn Handler>>,
 }
 
 impl Route {
@@ -91,17 +96,27 @@ impl Route {
                 .map(|r| (r.pattern.clone(), target(r.pool))),
         );
         let tls = loaded.tls.listeners.get(index).cloned().flatten();
+        let app = match l.protocol {
+            Protocol::Http => handoff::build_http(loaded, index, pools),
+            Protocol::Tcp | Protocol::Udp => None,
+        };
         Self {
-            default: target(l.pool),
+            default: l.pool.map(target),
             listener: l.clone(),
             by_sni,
             tls,
+            app,
         }
     }
 
     /// Whether connections must be read before a backend is picked.
     pub(crate) fn needs_client_hello(&self) -> bool {
         self.tls.is_none()
-            && (!self.by_sni.is_empty() || self.default.pool.config.hash_key == HashKey::Sni)
+            && self.listener.protocol == Protocol::Tcp
+            && (!self.by_sni.is_empty()
+                || self
+                    .default
+                    .as_ref()
+                    .is_some_and(|t| t.pool.config.hash_key == HashKey::Sni))
     }
 }

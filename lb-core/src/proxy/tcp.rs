@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
 use super::front::{self, Front, Reject};
+use super::handoff::{ClientStream, Conn};
 use super::prefixed::Prefixed;
 use super::relay::{relay, relay_streams, End, RelayMode};
 pub use super::route::{PairMetrics, Route, Target};
@@ -135,8 +136,9 @@ pub async fn accept_loop(
         };
         let route = shared.route.load_full();
         let cx2 = cx.clone();
+        let stop = stop.clone();
         cx.tracker.spawn(async move {
-            serve(stream, peer, route, &guard.shared, &cx2).await;
+            serve(stream, peer, route, &guard.shared, &cx2, stop).await;
             drop(guard);
         });
     }
@@ -206,8 +208,10 @@ fn key_with_sni(pool: &Pool, peer: SocketAddr, sni: Option<&str>) -> u64 {
     if pool.config.algorithm != Algorithm::ConsistentHash {
         return 0;
     }
-    match (pool.config.hash_key, sni) {
-        (HashKey::SourceIp, _) | (HashKey::Sni, None) => hash::ip_key(peer.ip()),
+    match (&pool.config.hash_key, sni) {
+        (HashKey::SourceIp, _)
+        | (HashKey::Sni, None)
+        | (HashKey::Header(_) | HashKey::Cookie(_) | HashKey::Path, _) => hash::ip_key(peer.ip()),
         (HashKey::SourceAddr, _) => hash::addr_key(peer),
         (HashKey::Sni, Some(name)) => hash::name_key(name),
     }
@@ -249,6 +253,7 @@ async fn serve(
     route: Arc<Route>,
     shared: &ListenerShared,
     cx: &Context,
+    stop: CancellationToken,
 ) {
     let start = Instant::now();
     let l = &route.listener;
@@ -333,12 +338,39 @@ async fn serve(
             }
         }
     };
+    if l.protocol == config::Protocol::Http {
+        let Some(app) = route.app.clone() else {
+            tracing::error!(listener = %l.name, "this build of lb cannot serve http listeners");
+            return;
+        };
+        let io = match io {
+            ClientIo::Plain(c) => ClientStream::Plain(Prefixed::new(front.prefix, c)),
+            ClientIo::Tls(t) => ClientStream::Tls(t),
+        };
+        let conn = Conn {
+            alpn: match &io {
+                ClientStream::Tls(t) => t.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+                ClientStream::Plain(_) => None,
+            },
+            io,
+            client: front.client,
+            sni: front.sni,
+            drain: stop,
+            cancel: cx.conn_cancel.clone(),
+            tracker: cx.tracker.clone(),
+        };
+        app.serve(conn).await;
+        return;
+    }
     let target = front
         .sni
         .as_deref()
         .and_then(|n| route.by_sni.get(n))
-        .unwrap_or(&route.default);
-    proxy_to(io, &front, target, &route, start, cx).await;
+        .or(route.default.as_ref());
+    match target {
+        Some(target) => proxy_to(io, &front, target, &route, start, cx).await,
+        None => tracing::error!(listener = %l.name, "tcp listener without a pool"),
+    }
 }
 
 /// Picks a backend of `target`, connects (retrying on the next candidate), and relays.

@@ -21,7 +21,7 @@ pub fn status(shared: &Shared) -> Value {
                 "name": l.name,
                 "bind": addr.to_string(),
                 "protocol": r.listener.protocol.name(),
-                "pool": r.default.pool.name(),
+                "pool": r.default.as_ref().map(|t| t.pool.name()),
                 "active_connections": l.active.load(Relaxed),
                 "total_connections": l.total.load(Relaxed),
                 "rejected_connections": l.rejected.load(Relaxed),

@@ -155,7 +155,7 @@ async fn control<F, Fut>(
     shared.phase.send_replace(Phase::Ready);
     for l in &state.listeners {
         let route = l.shared.route.load();
-        tracing::info!(listener = %l.shared.name, pool.name = %route.default.pool.name(), "listening on {}", l.addr);
+        tracing::info!(listener = %l.shared.name, pool.name = route.default.as_ref().map_or("-", |t| t.pool.name()), "listening on {}", l.addr);
     }
     drop(state);
     tracing::info!(workers = shared.workers, threading = ?shared.threading, mode = ?cx.mode, "lb ready");

@@ -17,9 +17,20 @@ use super::parse::RawConfig;
 /// Largest accepted backend weight; keeps weighted tables and sums small.
 pub const MAX_WEIGHT: i64 = 10_000;
 
+mod http;
 mod pool;
 
+use http::listener_http;
 use pool::pool;
+
+/// Marks a pool as used by a listener of this kind.
+fn mark(used: &mut (bool, bool), http: bool) {
+    if http {
+        used.1 = true;
+    } else {
+        used.0 = true;
+    }
+}
 
 pub(super) struct Ctx<'a> {
     diags: &'a mut Vec<Diagnostic>,
@@ -101,24 +112,6 @@ impl Ctx<'_> {
             }
         }
     }
-
-    pub(super) fn unsupported<T>(&mut self, v: &Option<Spanned<T>>, key: String, what: &str) {
-        if let Some(v) = v {
-            self.push(
-                Diagnostic::error(format!(
-                    "`{}` is not supported by this version of lb",
-                    key_leaf(&key)
-                ))
-                .at(v.span())
-                .key(key)
-                .help(what.to_string()),
-            );
-        }
-    }
-}
-
-fn key_leaf(key: &str) -> &str {
-    key.rsplit('.').next().unwrap_or(key)
 }
 
 /// Runs every semantic check; returns the model only if no error was found.
@@ -129,11 +122,11 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
     for (name, span) in &raw.http_sections {
         cx.push(
             Diagnostic::error(format!(
-                "[{name}] sections belong to HTTP mode, which this version of lb does not serve"
+                "[{name}] sections (gateway policies) are not supported by this version of lb"
             ))
             .at(span.clone())
             .key(name.clone())
-            .help("use protocol = \"tcp\" listeners"),
+            .help("remove them; routes without policies proxy as they are"),
         );
     }
 
@@ -193,7 +186,8 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         let _ = ra;
         binds.push((a.bind, false, "admin.bind".into()));
     }
-    let mut used_pools = vec![false; pools.len()];
+    // Which kinds of listener use each pool: (tcp or udp, http).
+    let mut used_pools = vec![(false, false); pools.len()];
     for (i, (l, _)) in raw.listeners.iter().enumerate() {
         let key = format!("listener[{i}]");
         let name = l.name.get_ref();
@@ -217,17 +211,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         let protocol = match l.protocol.as_ref().map(|p| p.get_ref().as_str()) {
             None | Some("tcp") => Some(Protocol::Tcp),
             Some("udp") => Some(Protocol::Udp),
-            Some(p @ "http") => {
-                cx.push(
-                    Diagnostic::error(format!(
-                        "protocol \"{p}\" is not supported by this version of lb"
-                    ))
-                    .at(l.protocol.as_ref().map_or(0..0, |p| p.span()))
-                    .key(format!("{key}.protocol"))
-                    .help("use protocol = \"tcp\" or \"udp\""),
-                );
-                None
-            }
+            Some("http") => Some(Protocol::Http),
             Some(other) => {
                 cx.push(
                     Diagnostic::error(format!(
@@ -255,7 +239,9 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             }
             binds.push((b, udp, format!("{key}.bind")));
         }
+        let http = protocol == Some(Protocol::Http);
         let pool = match &l.pool {
+            None if http => None,
             None => {
                 cx.push(
                     Diagnostic::error(format!("listener \"{name}\" has no pool"))
@@ -267,7 +253,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             }
             Some(p) => match pool_index.get(p.get_ref().as_str()) {
                 Some(&idx) => {
-                    used_pools[idx] = true;
+                    mark(&mut used_pools[idx], http);
                     Some(idx)
                 }
                 None => {
@@ -383,10 +369,17 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             l.accept_proxy_protocol.as_ref().map(|v| v.span()),
             "accept_proxy_protocol",
         );
-        let tls = l
+        let mut tls = l
             .tls
             .as_ref()
             .map(|t| tls_settings(&mut cx, t.get_ref(), &format!("{key}.tls")));
+        if let Some(t) = tls
+            .as_mut()
+            .filter(|t| protocol == Some(Protocol::Http) && t.alpn.is_empty())
+        {
+            // What HTTPS clients offer; h2 first, as nginx and HAProxy prefer it.
+            t.alpn = vec!["h2".into(), "http/1.1".into()];
+        }
         let mut sni_routes = Vec::new();
         for (pattern, target) in l.sni_routes.iter().flat_map(|m| m.get_ref().iter()) {
             let rkey = format!("{key}.sni_routes.\"{pattern}\"");
@@ -403,7 +396,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             }
             match pool_index.get(target.get_ref().as_str()) {
                 Some(&idx) => {
-                    used_pools[idx] = true;
+                    mark(&mut used_pools[idx], http);
                     sni_routes.push(SniRoute {
                         pattern: pattern.to_ascii_lowercase(),
                         pool: idx,
@@ -439,7 +432,19 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                     None
                 }
             });
-        if let (Some(protocol), Some(bind), Some(pool)) = (protocol, bind, pool) {
+        let http_settings = listener_http(&mut cx, l, &key, http);
+        if let Some(v) = &l.sni_routes {
+            if http {
+                cx.push(
+                    Diagnostic::error("`sni_routes` applies only to tcp listeners")
+                        .at(v.span())
+                        .key(format!("{key}.sni_routes"))
+                        .help("route http requests with [[route]] and match = { host = \"...\" }"),
+                );
+            }
+        }
+        let pool_ok = pool.is_some() || (http && l.pool.is_none());
+        if let (Some(protocol), Some(bind), true) = (protocol, bind, pool_ok) {
             listeners.push(Listener {
                 name: name.clone(),
                 bind,
@@ -458,12 +463,36 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                     .as_ref()
                     .is_some_and(|v| *v.get_ref()),
                 handshake_timeout,
+                http: http_settings,
             });
         }
     }
 
-    for (i, used) in used_pools.iter().enumerate() {
-        if !used && !raw.pools.is_empty() {
+    let protocols: Vec<Option<Protocol>> = raw
+        .listeners
+        .iter()
+        .map(
+            |(l, _)| match l.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+                None | Some("tcp") => Some(Protocol::Tcp),
+                Some("udp") => Some(Protocol::Udp),
+                Some("http") => Some(Protocol::Http),
+                Some(_) => None,
+            },
+        )
+        .collect();
+    let routes = http::routes(
+        &mut cx,
+        &raw.routes,
+        &names,
+        &protocols,
+        &pool_index,
+        &mut used_pools,
+    );
+    for (i, (p, _)) in raw.pools.iter().enumerate() {
+        http::pool_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);
+    }
+    for (i, &(l4, l7)) in used_pools.iter().enumerate() {
+        if !(l4 || l7) {
             let (p, _) = &raw.pools[i];
             cx.push(
                 Diagnostic::warning(format!(
@@ -492,6 +521,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         admin,
         listeners,
         pools: pools?,
+        routes,
     })
 }
 

@@ -48,18 +48,21 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
             "source-ip" => HashKey::SourceIp,
             "source-addr" => HashKey::SourceAddr,
             "sni" => HashKey::Sni,
-            other
-                if other == "path"
-                    || other.starts_with("header:")
-                    || other.starts_with("cookie:") =>
-            {
-                cx.push(
-                    Diagnostic::error(format!("hash_key \"{other}\" needs HTTP mode, which this version of lb does not serve"))
-                        .at(k.span())
-                        .key(format!("{key}.hash_key"))
-                        .help("use \"source-ip\", \"source-addr\" or \"sni\""),
-                );
-                HashKey::SourceIp
+            "path" => HashKey::Path,
+            other if other.starts_with("header:") || other.starts_with("cookie:") => {
+                let (kind, name) = other.split_once(':').unwrap_or((other, ""));
+                if !super::http::is_token(name) {
+                    cx.err(
+                        k.span(),
+                        format!("{key}.hash_key"),
+                        format!("\"{other}\": expected a {kind} name after \"{kind}:\""),
+                    );
+                }
+                if kind == "header" {
+                    HashKey::Header(name.to_ascii_lowercase())
+                } else {
+                    HashKey::Cookie(name.to_string())
+                }
             }
             other => {
                 cx.err(k.span(), format!("{key}.hash_key"), format!("expected one of \"source-ip\", \"source-addr\", \"sni\", \"header:NAME\", \"cookie:NAME\", \"path\", found \"{other}\""));
@@ -223,17 +226,19 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
             verify,
         }
     });
-    cx.unsupported(
-        &p.http2,
-        format!("{key}.http2"),
-        "`http2` is an HTTP-mode key and HTTP mode is not available yet",
-    );
-    cx.unsupported(
-        &p.sticky_cookie,
-        format!("{key}.sticky_cookie"),
-        "`sticky_cookie` is an HTTP-mode key and HTTP mode is not available yet",
-    );
-
+    let sticky_cookie = p.sticky_cookie.as_ref().and_then(|c| {
+        let name = c.get_ref();
+        if super::http::is_token(name) {
+            Some(name.clone())
+        } else {
+            cx.err(
+                c.span(),
+                format!("{key}.sticky_cookie"),
+                format!("expected a cookie name (letters, digits, - _ . and the like), found \"{name}\""),
+            );
+            None
+        }
+    });
     Some(Pool {
         name: p.name.get_ref().clone(),
         algorithm: algorithm?,
@@ -244,6 +249,8 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         passive,
         slow_start: slow_start.filter(|d| !d.is_zero()),
         backend_tls,
+        http2: p.http2.as_ref().is_some_and(|v| *v.get_ref()),
+        sticky_cookie,
     })
 }
 

@@ -236,7 +236,11 @@ fn open_flow(
     if shared.active.load(Relaxed) >= route.listener.max_connections {
         return Err(Refused::Full);
     }
-    let pool = &route.default.pool;
+    // udp listeners always have a pool (validated).
+    let Some(target) = route.default.as_ref() else {
+        return Err(Refused::NoBackend);
+    };
+    let pool = &target.pool;
     let key = key_of(pool, client);
     let mut attempt = Attempt::default();
     let mut made = None;
@@ -301,7 +305,12 @@ fn end_flow(
     // Passive detection: a flow that sent datagrams and never got a single reply counts as a
     // failure of its backend (a silent backend never triggers ICMP errors either).
     if why == "timeout" && c.bytes_in > 0 && c.last_reply_ms.load(Relaxed) == 0 {
-        let passive = shared.route.load().default.pool.config.passive;
+        let passive = shared
+            .route
+            .load()
+            .default
+            .as_ref()
+            .and_then(|t| t.pool.config.passive);
         c.backend
             .record_traffic(false, passive.as_ref(), "udp: no reply for a whole flow");
     }

@@ -1,0 +1,433 @@
+//! Checks of the HTTP-mode parts of a config: `[[route]]`s, http listener keys, and the pool
+//! keys only HTTP requests can use. Pure; no I/O.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::super::diag::{did_you_mean, Diagnostic};
+use super::super::raw::{RawListener, RawMatch, RawPool, RawRoute, RawSize, S};
+use super::super::size::parse_size;
+use super::{mark, valid_host_name, Ctx};
+use crate::config::model::*;
+
+/// Most retries a route may ask for: each is another backend tried for one request.
+const MAX_RETRIES: i64 = 10;
+
+/// An RFC 9110 token: header and cookie names, methods.
+pub(super) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn size(cx: &mut Ctx<'_>, v: &Option<S<RawSize>>, key: String) -> Option<u64> {
+    let v = v.as_ref()?;
+    let parsed = match v.get_ref() {
+        RawSize::Bytes(n) => {
+            u64::try_from(*n).map_err(|_| format!("expected a size of 0 or more bytes, found {n}"))
+        }
+        RawSize::Text(t) => parse_size(t),
+    };
+    match parsed {
+        Ok(n) => Some(n),
+        Err(e) => {
+            cx.err(v.span(), key, e);
+            None
+        }
+    }
+}
+
+/// The http settings of listener `l`; on other listeners, an error for each http key set.
+pub(super) fn listener_http(
+    cx: &mut Ctx<'_>,
+    l: &RawListener,
+    key: &str,
+    http: bool,
+) -> HttpSettings {
+    if !http {
+        let spans = [
+            (
+                "header_timeout",
+                l.header_timeout.as_ref().map(|v| v.span()),
+            ),
+            ("max_body_size", l.max_body_size.as_ref().map(|v| v.span())),
+            (
+                "forwarded_headers",
+                l.forwarded_headers.as_ref().map(|v| v.span()),
+            ),
+            ("via", l.via.as_ref().map(|v| v.span())),
+        ];
+        for (name, span) in spans {
+            if let Some(span) = span {
+                cx.push(
+                    Diagnostic::error(format!(
+                        "`{name}` applies only to protocol = \"http\" listeners"
+                    ))
+                    .at(span)
+                    .key(format!("{key}.{name}"))
+                    .help("remove it, or make this listener protocol = \"http\""),
+                );
+            }
+        }
+        return HttpSettings::default();
+    }
+    let d = HttpSettings::default();
+    let header_timeout = cx.duration(
+        &l.header_timeout,
+        format!("{key}.header_timeout"),
+        d.header_timeout,
+    );
+    if header_timeout.is_zero() {
+        if let Some(v) = &l.header_timeout {
+            cx.err(
+                v.span(),
+                format!("{key}.header_timeout"),
+                "header_timeout must be greater than 0",
+            );
+        }
+    }
+    let forwarded = match l
+        .forwarded_headers
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("replace", _)) => Forwarded::Replace,
+        Some(("append", _)) => Forwarded::Append,
+        Some((other, span)) => {
+            cx.push(
+                Diagnostic::error(format!(
+                    "expected \"replace\" or \"append\", found \"{other}\""
+                ))
+                .at(span)
+                .key(format!("{key}.forwarded_headers"))
+                .help("\"append\" only behind a proxy you trust: clients can write these headers"),
+            );
+            Forwarded::Replace
+        }
+    };
+    HttpSettings {
+        header_timeout,
+        max_body_size: size(cx, &l.max_body_size, format!("{key}.max_body_size")),
+        forwarded,
+        via: l.via.as_ref().is_some_and(|v| *v.get_ref()),
+    }
+}
+
+/// Checks every `[[route]]`; marks the pools they use as used by http.
+pub(super) fn routes(
+    cx: &mut Ctx<'_>,
+    raw: &[(RawRoute, std::ops::Range<usize>)],
+    listeners: &HashMap<&str, usize>,
+    protocols: &[Option<Protocol>],
+    pools: &HashMap<&str, usize>,
+    used_pools: &mut [(bool, bool)],
+) -> Vec<HttpRoute> {
+    let mut out = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, (r, _)) in raw.iter().enumerate() {
+        let key = format!("route[{i}]");
+        let name = r
+            .name
+            .as_ref()
+            .map_or_else(|| key.clone(), |n| n.get_ref().clone());
+        if let Some(n) = &r.name {
+            if n.get_ref().is_empty() {
+                cx.err(
+                    n.span(),
+                    format!("{key}.name"),
+                    "route name must not be empty",
+                );
+            } else if let Some(first) = names.insert(name.clone(), i) {
+                cx.push(
+                    Diagnostic::error(format!("duplicate route name \"{name}\""))
+                        .at(n.span())
+                        .key(format!("{key}.name"))
+                        .help(format!("route[{first}] already uses this name")),
+                );
+            }
+        }
+        let listener = match listeners.get(r.listener.get_ref().as_str()) {
+            Some(&l) if protocols.get(l).copied().flatten() == Some(Protocol::Http) => Some(l),
+            Some(&l) => {
+                let p = protocols
+                    .get(l)
+                    .copied()
+                    .flatten()
+                    .map_or("tcp", Protocol::name);
+                cx.push(
+                    Diagnostic::error(format!(
+                        "route \"{name}\" is on listener \"{}\", which is a {p} listener",
+                        r.listener.get_ref()
+                    ))
+                    .at(r.listener.span())
+                    .key(format!("{key}.listener"))
+                    .help("routes apply only to protocol = \"http\" listeners"),
+                );
+                None
+            }
+            None => {
+                let known: Vec<&str> = listeners.keys().copied().collect();
+                let mut d = Diagnostic::error(format!(
+                    "route \"{name}\" points at listener \"{}\", which does not exist",
+                    r.listener.get_ref()
+                ))
+                .at(r.listener.span())
+                .key(format!("{key}.listener"));
+                if let Some(s) = did_you_mean(r.listener.get_ref(), &known) {
+                    d = d.help(format!("did you mean \"{s}\"?"));
+                }
+                cx.push(d);
+                None
+            }
+        };
+        let pool = match pools.get(r.pool.get_ref().as_str()) {
+            Some(&p) => {
+                mark(&mut used_pools[p], true);
+                Some(p)
+            }
+            None => {
+                let known: Vec<&str> = pools.keys().copied().collect();
+                let mut d = Diagnostic::error(format!(
+                    "route \"{name}\" points at pool \"{}\", which does not exist",
+                    r.pool.get_ref()
+                ))
+                .at(r.pool.span())
+                .key(format!("{key}.pool"));
+                if let Some(s) = did_you_mean(r.pool.get_ref(), &known) {
+                    d = d.help(format!("did you mean \"{s}\"?"));
+                }
+                cx.push(d);
+                None
+            }
+        };
+        let m = r
+            .matches
+            .as_ref()
+            .map(|m| conditions(cx, m.get_ref(), &format!("{key}.match")));
+        let (host, path, methods, headers) = m.unwrap_or_default();
+        let strip_prefix = r.strip_prefix.as_ref().is_some_and(|v| *v.get_ref());
+        if let Some(v) = r.strip_prefix.as_ref().filter(|v| *v.get_ref()) {
+            if !matches!(path, Some(RoutePath::Prefix(_))) {
+                cx.err(
+                    v.span(),
+                    format!("{key}.strip_prefix"),
+                    "strip_prefix needs a match.path_prefix to strip",
+                );
+            }
+        }
+        let rewrite = r.rewrite.as_ref().map(|v| {
+            let text = v.get_ref();
+            if path.is_none() {
+                cx.push(
+                    Diagnostic::error("`rewrite` replaces what the path condition matched, and this route has none")
+                        .at(v.span())
+                        .key(format!("{key}.rewrite"))
+                        .help("add match.path_prefix, match.path or match.path_regex"),
+                );
+            } else if strip_prefix {
+                cx.err(v.span(), format!("{key}.rewrite"), "use either strip_prefix or rewrite, not both");
+            } else if !matches!(path, Some(RoutePath::Regex(_))) && !text.starts_with('/') {
+                cx.err(v.span(), format!("{key}.rewrite"), format!("expected a path starting with '/', found \"{text}\""));
+            }
+            text.clone()
+        });
+        let timeout = cx.duration(
+            &r.timeout,
+            format!("{key}.timeout"),
+            Duration::from_secs(60),
+        );
+        if timeout.is_zero() {
+            if let Some(v) = &r.timeout {
+                cx.err(
+                    v.span(),
+                    format!("{key}.timeout"),
+                    "timeout must be greater than 0",
+                );
+            }
+        }
+        let retries = cx.int(&r.retries, format!("{key}.retries"), 0, MAX_RETRIES, 0) as u32;
+        let max_body_size = size(cx, &r.max_body_size, format!("{key}.max_body_size"));
+        if let Some(p) = r.policies.as_ref().filter(|p| !p.get_ref().is_empty()) {
+            cx.push(
+                Diagnostic::error("`policies` are not supported by this version of lb")
+                    .at(p.span())
+                    .key(format!("{key}.policies"))
+                    .help("remove them; the route proxies without them"),
+            );
+        }
+        if let (Some(listener), Some(pool)) = (listener, pool) {
+            out.push(HttpRoute {
+                name,
+                listener,
+                host,
+                path,
+                methods,
+                headers,
+                pool,
+                strip_prefix,
+                rewrite,
+                timeout,
+                retries,
+                max_body_size,
+            });
+        }
+    }
+    out
+}
+
+type Conds = (
+    Option<String>,
+    Option<RoutePath>,
+    Vec<String>,
+    Vec<(String, String)>,
+);
+
+fn conditions(cx: &mut Ctx<'_>, m: &RawMatch, key: &str) -> Conds {
+    let host = m.host.as_ref().and_then(|h| {
+        let text = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let bare = text.strip_prefix("*.").unwrap_or(&text);
+        if valid_host_name(bare) {
+            Some(text)
+        } else {
+            cx.err(
+                h.span(),
+                format!("{key}.host"),
+                format!(
+                    "expected a host name or \"*.domain\", found \"{}\"",
+                    h.get_ref()
+                ),
+            );
+            None
+        }
+    });
+    let given: Vec<_> = [
+        m.path.as_ref().map(|p| ("path", p)),
+        m.path_prefix.as_ref().map(|p| ("path_prefix", p)),
+        m.path_regex.as_ref().map(|p| ("path_regex", p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let [_, (extra, v), ..] = given.as_slice() {
+        cx.push(
+            Diagnostic::error(format!(
+                "a route has one path condition; `{}` is its second",
+                extra
+            ))
+            .at(v.span())
+            .key(format!("{key}.{extra}"))
+            .help("keep one of path, path_prefix and path_regex"),
+        );
+    }
+    let path = given.first().and_then(|(kind, v)| {
+        let text = v.get_ref().clone();
+        let k = format!("{key}.{kind}");
+        match *kind {
+            "path_regex" => match regex::Regex::new(&text) {
+                Ok(_) => Some(RoutePath::Regex(text)),
+                Err(e) => {
+                    cx.err(
+                        v.span(),
+                        k,
+                        format!(
+                            "invalid regex: {}",
+                            e.to_string().lines().last().unwrap_or("").trim()
+                        ),
+                    );
+                    None
+                }
+            },
+            _ if !text.starts_with('/') => {
+                cx.err(
+                    v.span(),
+                    k,
+                    format!("expected a path starting with '/', found \"{text}\""),
+                );
+                None
+            }
+            "path" => Some(RoutePath::Exact(text)),
+            _ => Some(RoutePath::Prefix(text)),
+        }
+    });
+    let mut methods = Vec::new();
+    for (i, v) in m
+        .methods
+        .iter()
+        .flat_map(|m| m.get_ref().iter())
+        .enumerate()
+    {
+        let text = v.get_ref().to_ascii_uppercase();
+        if is_token(&text) {
+            methods.push(text);
+        } else {
+            cx.err(
+                v.span(),
+                format!("{key}.methods[{i}]"),
+                format!(
+                    "expected an HTTP method such as \"GET\", found \"{}\"",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, v) in m.headers.iter().flat_map(|h| h.get_ref().iter()) {
+        let hkey = format!("{key}.headers.\"{name}\"");
+        if !is_token(name) {
+            cx.err(
+                v.span(),
+                hkey,
+                format!("\"{name}\" is not a valid header name"),
+            );
+        } else if !v
+            .get_ref()
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            cx.err(
+                v.span(),
+                hkey,
+                "header values are visible ASCII, spaces and tabs",
+            );
+        } else {
+            headers.push((name.to_ascii_lowercase(), v.get_ref().clone()));
+        }
+    }
+    (host, path, methods, headers)
+}
+
+/// Pool keys only HTTP requests can honour are errors on a pool a tcp or udp listener uses.
+pub(super) fn pool_keys(cx: &mut Ctx<'_>, p: &RawPool, key: &str, (l4, _http): (bool, bool)) {
+    if !l4 {
+        return;
+    }
+    let http_hash = p
+        .hash_key
+        .as_ref()
+        .filter(|k| {
+            let k = k.get_ref();
+            k == "path" || k.starts_with("header:") || k.starts_with("cookie:")
+        })
+        .map(|k| k.span());
+    let keys = [
+        (
+            "http2",
+            p.http2.as_ref().filter(|v| *v.get_ref()).map(|v| v.span()),
+        ),
+        ("sticky_cookie", p.sticky_cookie.as_ref().map(|v| v.span())),
+        ("hash_key", http_hash),
+    ];
+    for (name, span) in keys {
+        if let Some(span) = span {
+            cx.push(
+                Diagnostic::error(format!(
+                    "`{name}` here needs HTTP requests, but pool \"{}\" serves a tcp or udp listener",
+                    p.name.get_ref()
+                ))
+                .at(span)
+                .key(format!("{key}.{name}"))
+                .help("use it on a pool that only http listeners and routes use"),
+            );
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Handing a client connection to a protocol lb-core does not speak itself. lb-core accepts,
+//! admits, reads the PROXY header and terminates TLS exactly as for a tcp listener; then a
+//! [`Handler`] built for the listener (lb-l7's HTTP gateway, registered by the binary) owns the
+//! connection. lb-core stays free of HTTP this way, and an http listener inherits every L4
+//! feature: limits, PROXY protocol, TLS with SNI certificates and ALPN, reloads, upgrades.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::prefixed::Prefixed;
+use crate::config::Loaded;
+use crate::pool::Pool;
+
+/// The client side of a handed-over connection: plain (with any bytes lb read ahead), or the
+/// TLS session lb terminated.
+pub enum ClientStream {
+    Plain(Prefixed<TcpStream>),
+    Tls(Box<server::TlsStream<Prefixed<TcpStream>>>),
+}
+
+impl fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Plain(_) => "ClientStream::Plain",
+            Self::Tls(_) => "ClientStream::Tls",
+        })
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            ClientStream::Plain($s) => $e,
+            ClientStream::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// One accepted connection, ready for its protocol.
+#[derive(Debug)]
+pub struct Conn {
+    pub io: ClientStream,
+    /// The client (from the PROXY header when the listener accepts one).
+    pub client: SocketAddr,
+    /// The TLS server name the client asked for.
+    pub sni: Option<String>,
+    /// The ALPN protocol agreed in the TLS handshake.
+    pub alpn: Option<Vec<u8>>,
+    /// Cancelled when the listener stops accepting (shutdown, or a reload removed it): finish
+    /// what is in flight and close, e.g. `Connection: close` / HTTP/2 GOAWAY.
+    pub drain: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: close now.
+    pub cancel: CancellationToken,
+    /// Shutdown waits for the tasks spawned here (e.g. a WebSocket tunnel that outlives the
+    /// HTTP exchange that opened it).
+    pub tracker: TaskTracker,
+}
+
+impl Conn {
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, ClientStream::Tls(_))
+    }
+}
+
+/// Serves the connections of one listener (one build per config generation).
+pub trait Handler: Send + Sync + fmt::Debug + 'static {
+    fn serve(self: Arc<Self>, conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Builds a listener's [`Handler`] from the config, over the running pools (`pools[i]` is the
+/// config's pool `i`); called at start-up and on every reload.
+pub trait Factory: Send + Sync + 'static {
+    fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler>;
+}
+
+static HTTP: OnceLock<Box<dyn Factory>> = OnceLock::new();
+
+/// Registers what serves `protocol = "http"` listeners; once per process, before running.
+/// A second registration is ignored and reported as `false`.
+pub fn register_http(factory: Box<dyn Factory>) -> bool {
+    HTTP.set(factory).is_ok()
+}
+
+/// Whether this process can serve http listeners.
+pub fn http_available() -> bool {
+    HTTP.get().is_some()
+}
+
+pub(crate) fn build_http(
+    loaded: &Loaded,
+    listener: usize,
+    pools: &[Arc<Pool>],
+) -> Option<Arc<dyn Handler>> {
+    HTTP.get().map(|f| f.build(loaded, listener, pools))
+}

@@ -1,0 +1,475 @@
+//! One request through the gateway: checked, normalised, routed, sent to a backend picked by
+//! the pool's algorithm (retried where that is safe), and the response streamed back.
+//!
+//! The backend receives the normalised path (the one that was routed), never the spelling
+//! the client used, so what a route allowed is exactly what the backend serves.
+//!
+//! Retries: a request that never left (no connection could be made, or a pooled connection
+//! turned out closed before it was written) goes to the next backend whatever its method. A
+//! request that left is sent again only when it is idempotent and has no body, on a timeout,
+//! a failed exchange, or a 502/503 answer; a POST is never replayed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use lb_core::pool::Attempt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance::{self, Keys};
+use crate::body::{answer, empty, refuse, Counted};
+use crate::forward;
+use crate::gateway::{Gateway, PoolTarget, RouteTarget};
+use crate::guard;
+use crate::path;
+use crate::router::RequestHead;
+use crate::upstream::{Body, SendError};
+
+/// What every request of one client connection shares.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub tls: bool,
+    pub sni: Option<String>,
+    /// Ends WebSocket tunnels when the shutdown grace period is over.
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// What the access log says of a request, kept only when the listener logs.
+struct LogLine {
+    client: SocketAddr,
+    listener: String,
+    route: String,
+    method: Method,
+    path: String,
+    status: u16,
+    backend: String,
+    upstream_ms: u64,
+}
+
+impl Gateway {
+    /// Answers one request: refused by lb, or forwarded and streamed back.
+    pub async fn handle(&self, mut req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
+        let start = Instant::now();
+        if let Err(r) = guard::check(req.uri(), req.version(), req.headers(), &self.limits) {
+            return self.own(None, &req, info, start, refuse(r.status(), &r.to_string()));
+        }
+        let path = match path::normalize(req.uri().path()) {
+            Ok(p) => p,
+            Err(e) => return self.own(None, &req, info, start, refuse(400, &e.to_string())),
+        };
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let routed = self.router.route(&RequestHead {
+            method: req.method(),
+            host: host.as_deref(),
+            path: &path,
+            headers: req.headers(),
+        });
+        let target = match routed.map(|&i| &self.routes[i]).or(self.default.as_ref()) {
+            Some(t) => t,
+            None => {
+                let resp = answer(404, "no route matches this request");
+                return self.own(None, &req, info, start, resp);
+            }
+        };
+        let Some(Some(pt)) = self.pools.get(target.pool) else {
+            return self.own(
+                Some(target),
+                &req,
+                info,
+                start,
+                answer(503, "no pool for this route"),
+            );
+        };
+        if let (Some(max), Some(len)) = (target.max_body, content_length(&req)) {
+            if len > max {
+                let resp = refuse(
+                    413,
+                    &format!("request body of {len} bytes is over the limit of {max}"),
+                );
+                return self.own(Some(target), &req, info, start, resp);
+            }
+        }
+        let upgrade = upgrade_of(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let log_path = self.access_log.then(|| path.clone());
+        let sticky = pt.sticky.as_ref().and_then(|(name, values)| {
+            balance::sticky_backend(&pt.pool, values, req.headers(), name)
+        });
+        let key = balance::key(
+            &pt.pool,
+            &Keys {
+                client: info.client.ip(),
+                sni: info.sni.as_deref(),
+                path: &path,
+                headers: req.headers(),
+            },
+        );
+        let forwarded_path = match &target.rewrite {
+            Some(r) => r.apply(&path),
+            None => path,
+        };
+        let replayable = req.method().is_idempotent() && req.body().is_end_stream();
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        let (parts, body) = req.into_parts();
+        let method = parts.method.clone();
+        let parts =
+            match self.upstream_parts(parts, &forwarded_path, host, info, pt, upgrade.as_ref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    return self.answered(
+                        Some(target),
+                        method,
+                        log_path,
+                        info,
+                        start,
+                        refuse(400, &e),
+                    )
+                }
+            };
+        let spare = (replayable && target.retries > 0).then(|| parts.clone());
+        let body: Body = match target.max_body {
+            Some(max) => {
+                Counted::new(Limited::new(body, max as usize), bytes_in.clone(), || {}).boxed()
+            }
+            None => Counted::new(body, bytes_in.clone(), || {}).boxed(),
+        };
+        let mut next = Some(Request::from_parts(parts, body));
+        let mut attempt = Attempt::default();
+        let mut last: Option<(u16, String)> = None;
+        let pool = &pt.pool;
+        for tries in 0..=target.retries {
+            let Some(req) = next
+                .take()
+                .or_else(|| spare.clone().map(|p| Request::from_parts(p, empty())))
+            else {
+                break;
+            };
+            let pick = match (tries, sticky) {
+                (0, Some(i)) => Some(i),
+                _ => balance::next(pool, key, &mut attempt),
+            };
+            let Some(i) = pick else { break };
+            let b = &pool.backends[i];
+            b.active.fetch_add(1, Relaxed);
+            b.total.fetch_add(1, Relaxed);
+            let sent_at = Instant::now();
+            let sent = tokio::time::timeout(target.timeout, pt.upstream.send(i, b.addr, req)).await;
+            let resp = match sent {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(SendError::Connect(e, req))) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    b.record_traffic(false, pool.config.passive.as_ref(), &e);
+                    pt.errors[i][0].increment(1);
+                    tracing::debug!(listener = %self.listener, route = %target.name, backend = %b.id, "connect failed: {e}");
+                    last = Some((502, format!("backend {} failed: {e}", b.id)));
+                    next = Some(*req);
+                    continue;
+                }
+                Ok(Err(SendError::Failed(e))) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    if is_body_limit(&e) {
+                        let resp = refuse(413, "request body over the limit");
+                        return self.answered(Some(target), method, log_path, info, start, resp);
+                    }
+                    pt.errors[i][2].increment(1);
+                    last = Some((502, format!("backend {} failed: {}", b.id, root_cause(&e))));
+                    if replayable {
+                        continue;
+                    }
+                    break;
+                }
+                Err(_) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    pt.errors[i][1].increment(1);
+                    last = Some((
+                        504,
+                        format!(
+                            "backend {} did not answer within {:?}",
+                            b.id, target.timeout
+                        ),
+                    ));
+                    if replayable {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            let status = resp.status().as_u16();
+            if matches!(status, 502 | 503) && replayable && tries < target.retries {
+                b.active.fetch_sub(1, Relaxed);
+                last = Some((status, String::new()));
+                continue;
+            }
+            b.record_traffic(true, pool.config.passive.as_ref(), "");
+            let upstream_ms = sent_at.elapsed().as_millis() as u64;
+            return self.respond(
+                resp,
+                target,
+                pt,
+                i,
+                sticky,
+                info,
+                start,
+                bytes_in,
+                client_upgrade,
+                LogFields {
+                    method,
+                    path: log_path,
+                    upstream_ms,
+                },
+            );
+        }
+        let resp = match last {
+            Some((status, msg)) if !msg.is_empty() => answer(status, &msg),
+            Some((status, _)) => answer(status, "every backend tried answered with an error"),
+            None => answer(503, "no healthy backend"),
+        };
+        self.answered(Some(target), method, log_path, info, start, resp)
+    }
+
+    /// The request as the backend gets it: normalised (and rewritten) path, forwarding
+    /// headers, the framing of the protocol spoken to the backend.
+    fn upstream_parts(
+        &self,
+        mut parts: Parts,
+        path: &str,
+        host: Option<String>,
+        info: &ConnInfo,
+        pt: &PoolTarget,
+        upgrade: Option<&HeaderValue>,
+    ) -> Result<Parts, String> {
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        let h2 = pt.pool.config.http2;
+        let uri = if h2 {
+            let scheme = if pt.upstream.is_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            let authority = host.clone().unwrap_or_else(|| "localhost".to_string());
+            Uri::builder()
+                .scheme(scheme)
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+        } else {
+            Uri::builder().path_and_query(path_and_query).build()
+        };
+        parts.uri = uri.map_err(|e| format!("cannot forward this request target: {e}"))?;
+        parts.version = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = forward::Client {
+            addr: info.client.ip(),
+            tls: info.tls,
+            host: host.clone(),
+        };
+        forward::request(&mut parts.headers, &client, self.trust, self.via.as_deref());
+        if h2 {
+            parts.headers.remove(header::HOST);
+        } else if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 clients send :authority, not Host; an HTTP/1.1 backend needs Host.
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        if let Some(proto) = upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        Ok(parts)
+    }
+
+    /// Streams the backend's response back; the exchange ends (counters, log) when its body
+    /// does. A 101 opens the tunnel of an upgraded (WebSocket) connection.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        target: &RouteTarget,
+        pt: &PoolTarget,
+        i: usize,
+        sticky: Option<usize>,
+        info: &ConnInfo,
+        start: Instant,
+        bytes_in: Arc<AtomicU64>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        log: LogFields,
+    ) -> Response<Body> {
+        let b = pt.pool.backends[i].clone();
+        let status = resp.status();
+        let backend_upgrade =
+            (status == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+        let (mut parts, body) = resp.into_parts();
+        let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
+        forward::response(&mut parts.headers, self.via.as_deref());
+        if let (Some(proto), Some(up_b), Some(up_c)) =
+            (upgrade_proto, backend_upgrade, client_upgrade)
+        {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto);
+            self.tunnel(up_c, up_b, info);
+        }
+        if let Some((name, values)) = &pt.sticky {
+            if sticky != Some(i) {
+                let cookie = format!("{name}={}; Path=/; HttpOnly", values[i]);
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    parts.headers.append(header::SET_COOKIE, v);
+                }
+            }
+        }
+        target.metrics.count(status.as_u16());
+        let bytes_out = Arc::new(AtomicU64::new(0));
+        let line = log.path.map(|path| LogLine {
+            client: info.client,
+            listener: self.listener.clone(),
+            route: target.name.clone(),
+            method: log.method,
+            path,
+            status: status.as_u16(),
+            backend: b.id.clone(),
+            upstream_ms: log.upstream_ms,
+        });
+        let duration = target.metrics.duration.clone();
+        let out = bytes_out.clone();
+        let done = move || {
+            b.active.fetch_sub(1, Relaxed);
+            let (rx, tx) = (bytes_in.load(Relaxed), out.load(Relaxed));
+            b.bytes_in.fetch_add(rx, Relaxed);
+            b.bytes_out.fetch_add(tx, Relaxed);
+            duration.record(start.elapsed().as_secs_f64());
+            if let Some(l) = line {
+                tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
+            }
+        };
+        Response::from_parts(parts, Counted::new(body, bytes_out, done).boxed())
+    }
+
+    /// Relays an upgraded connection both ways until either side closes, it idles for the
+    /// listener's `idle_timeout`, or shutdown's grace period ends.
+    fn tunnel(
+        &self,
+        client: hyper::upgrade::OnUpgrade,
+        backend: hyper::upgrade::OnUpgrade,
+        info: &ConnInfo,
+    ) {
+        let (idle, cancel, listener) = (
+            self.idle_timeout,
+            info.cancel.clone(),
+            self.listener.clone(),
+        );
+        info.tracker.spawn(async move {
+            match tokio::try_join!(client, backend) {
+                Ok((c, b)) => {
+                    let (mut c, mut b) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(b));
+                    let out = lb_core::proxy::relay::relay_streams(&mut c, &mut b, idle, &cancel).await;
+                    tracing::debug!(listener = %listener, from_client = out.from_client, from_backend = out.from_backend, end = out.end.as_str(), "upgraded connection closed");
+                }
+                Err(e) => tracing::debug!(listener = %listener, "upgrade failed: {e}"),
+            }
+        });
+    }
+
+    /// Counts and logs an answer lb made itself for a request it still holds.
+    fn own(
+        &self,
+        target: Option<&RouteTarget>,
+        req: &Request<Incoming>,
+        info: &ConnInfo,
+        start: Instant,
+        resp: Response<Body>,
+    ) -> Response<Body> {
+        let path = self.access_log.then(|| req.uri().path().to_string());
+        self.answered(target, req.method().clone(), path, info, start, resp)
+    }
+
+    fn answered(
+        &self,
+        target: Option<&RouteTarget>,
+        method: Method,
+        path: Option<String>,
+        info: &ConnInfo,
+        start: Instant,
+        resp: Response<Body>,
+    ) -> Response<Body> {
+        let status = resp.status().as_u16();
+        let metrics = target.map_or(&self.refused, |t| &t.metrics);
+        metrics.count(status);
+        metrics.duration.record(start.elapsed().as_secs_f64());
+        if let Some(path) = path {
+            tracing::info!(target: "lb::access", client = %info.client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);
+        }
+        resp
+    }
+}
+
+struct LogFields {
+    method: Method,
+    /// `Some` when the listener logs.
+    path: Option<String>,
+    upstream_ms: u64,
+}
+
+/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (`Connection: upgrade`).
+fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn is_body_limit(e: &hyper::Error) -> bool {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .any(|e| e.is::<http_body_util::LengthLimitError>())
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,407 @@
+//! One http listener's gateway, built from the config for each config generation: its
+//! routes, the pools they use (with their HTTP clients), limits and metric handles; and the
+//! serving of one client connection (HTTP/1.1 keep-alive, or HTTP/2 by prior knowledge or
+//! ALPN), which drains gracefully when the listener stops accepting.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use lb_core::config::{self, Forwarded, Loaded, RoutePath};
+use lb_core::pool::Pool;
+use lb_core::proxy::handoff::{Conn, Handler};
+use regex::Regex;
+
+use crate::balance;
+use crate::forward::Trust;
+use crate::guard::Limits;
+use crate::router::{Conditions, HostMatch, PathMatch, Router};
+use crate::upstream::{self, Upstream};
+
+/// How a route changes the path it forwards.
+#[derive(Debug, Clone)]
+pub enum Rewrite {
+    /// Replace the matched prefix (`strip_prefix` replaces it with nothing).
+    Prefix { prefix: String, with: String },
+    /// Replace the whole (exactly matched) path.
+    Exact(String),
+    /// `Regex::replace` with the route's regex; `$1`… are its groups.
+    Regex(Regex, String),
+}
+
+impl Rewrite {
+    pub fn apply(&self, path: &str) -> String {
+        let out = match self {
+            Self::Prefix { prefix, with } => {
+                let prefix = prefix.trim_end_matches('/');
+                match path.strip_prefix(prefix) {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                        format!("{}{rest}", with.trim_end_matches('/'))
+                    }
+                    _ => path.to_string(),
+                }
+            }
+            Self::Exact(p) => p.clone(),
+            Self::Regex(r, with) => r.replace(path, with.as_str()).into_owned(),
+        };
+        if out.starts_with('/') {
+            out
+        } else {
+            format!("/{out}")
+        }
+    }
+}
+
+/// `lb_http_requests_total{listener,route,status}` handles, made on first use per status.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    listener: String,
+    route: String,
+    by_status: Box<[OnceLock<metrics::Counter>]>,
+    pub duration: metrics::Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(listener: &str, route: &str) -> Self {
+        Self {
+            listener: listener.to_string(),
+            route: route.to_string(),
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            duration: metrics::histogram!("lb_http_request_duration_seconds", "listener" => listener.to_string(), "route" => route.to_string()),
+        }
+    }
+
+    pub fn count(&self, status: u16) {
+        let Some(slot) = self.by_status.get(usize::from(status).wrapping_sub(100)) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            metrics::counter!("lb_http_requests_total", "listener" => self.listener.clone(), "route" => self.route.clone(), "status" => status.to_string())
+        })
+        .increment(1);
+    }
+}
+
+/// Where a route sends its requests, and how.
+#[derive(Debug)]
+pub struct RouteTarget {
+    pub name: String,
+    /// Index into the config's pools (and [`Gateway::pools`]).
+    pub pool: usize,
+    pub rewrite: Option<Rewrite>,
+    /// From forwarding the request to the backend's response head.
+    pub timeout: Duration,
+    pub retries: u32,
+    pub max_body: Option<u64>,
+    pub metrics: RouteMetrics,
+}
+
+/// A pool as this listener's requests use it.
+#[derive(Debug)]
+pub struct PoolTarget {
+    pub pool: Arc<Pool>,
+    pub upstream: Upstream,
+    /// `sticky_cookie`: the cookie's name and each backend's value.
+    pub sticky: Option<(String, Vec<String>)>,
+    /// `lb_http_upstream_errors_total{pool,backend,kind}` by backend: connect, timeout, response.
+    pub errors: Vec<[metrics::Counter; 3]>,
+}
+
+/// One http listener's gateway for one config generation.
+pub struct Gateway {
+    pub listener: String,
+    pub router: Router<usize>,
+    pub routes: Vec<RouteTarget>,
+    /// The listener's `pool`: takes what no route matches; without it, 404.
+    pub default: Option<RouteTarget>,
+    /// By config pool index; `None` for pools this listener does not use.
+    pub pools: Vec<Option<PoolTarget>>,
+    pub limits: Limits,
+    pub trust: Trust,
+    pub via: Option<String>,
+    pub access_log: bool,
+    pub idle_timeout: Duration,
+    /// Requests lb answered itself, by reason: `lb_http_refused_total{listener,reason}`.
+    pub refused: RouteMetrics,
+    server: auto::Builder<TokioExecutor>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listener", &self.listener)
+            .field("routes", &self.routes.len())
+            .field("default", &self.default.as_ref().map(|d| d.pool))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What lb calls itself in `Via`.
+const VIA: &str = "lb";
+
+impl Gateway {
+    /// The gateway of listener `index` of `loaded`, over the running pools (`pools[i]` is
+    /// the config's pool `i`).
+    pub fn build(loaded: &Loaded, index: usize, pools: &[Arc<Pool>]) -> Self {
+        let c = &loaded.config;
+        let l = &c.listeners[index];
+        let mut used = vec![false; c.pools.len()];
+        let mut conditions = Vec::new();
+        let mut routes = Vec::new();
+        for r in c.routes.iter().filter(|r| r.listener == index) {
+            let (cond, rewrite) = compile(r);
+            used[r.pool] = true;
+            conditions.push((cond, routes.len()));
+            routes.push(RouteTarget {
+                name: r.name.clone(),
+                pool: r.pool,
+                rewrite,
+                timeout: r.timeout,
+                retries: r.retries,
+                max_body: r.max_body_size.or(l.http.max_body_size),
+                metrics: RouteMetrics::new(&l.name, &r.name),
+            });
+        }
+        let default = l.pool.map(|p| {
+            used[p] = true;
+            RouteTarget {
+                name: "default".into(),
+                pool: p,
+                rewrite: None,
+                timeout: Duration::from_secs(60),
+                retries: 0,
+                max_body: l.http.max_body_size,
+                metrics: RouteMetrics::new(&l.name, "default"),
+            }
+        });
+        let pools = used
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l.connect_timeout)))
+            .collect();
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(l.http.header_timeout)
+            .max_headers(Limits::default().max_headers + 1);
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol();
+        Self {
+            listener: l.name.clone(),
+            router: Router::new(conditions),
+            routes,
+            default,
+            pools,
+            limits: Limits::default(),
+            trust: match l.http.forwarded {
+                Forwarded::Replace => Trust::Replace,
+                Forwarded::Append => Trust::Append,
+            },
+            via: l.http.via.then(|| VIA.to_string()),
+            access_log: l.access_log,
+            idle_timeout: l.idle_timeout,
+            refused: RouteMetrics::new(&l.name, "-"),
+            server,
+        }
+    }
+
+    /// Serves one client connection until it closes; on `drain`, finishes what is in flight
+    /// and closes (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY); on `cancel`, closes now.
+    pub async fn serve_conn(self: Arc<Self>, conn: Conn) {
+        let info = crate::exchange::ConnInfo {
+            client: conn.client,
+            tls: conn.is_tls(),
+            sni: conn.sni.clone(),
+            cancel: conn.cancel.clone(),
+            tracker: conn.tracker.clone(),
+        };
+        let gw = self.clone();
+        let service = service_fn(move |req| {
+            let (gw, info) = (gw.clone(), info.clone());
+            async move { Ok::<_, std::convert::Infallible>(gw.handle(req, &info).await) }
+        });
+        let serving = self
+            .server
+            .serve_connection_with_upgrades(TokioIo::new(conn.io), service);
+        tokio::pin!(serving);
+        let result = tokio::select! {
+            r = serving.as_mut() => r,
+            () = conn.drain.cancelled() => {
+                serving.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = serving.as_mut() => r,
+                    () = conn.cancel.cancelled() => return,
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.connection_error(conn.client, e.as_ref());
+        }
+    }
+
+    fn connection_error(&self, client: SocketAddr, e: &(dyn std::error::Error + 'static)) {
+        let timeout = std::iter::successors(Some(e), |e| e.source()).any(|e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+        });
+        if timeout {
+            // A client that did not finish a request head in time (slowloris): cut, counted
+            // as 408 as nginx logs it.
+            self.refused.count(408);
+            if self.access_log {
+                tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = "-", status = 408u16, error = "request head not received in time");
+            }
+        } else {
+            tracing::debug!(listener = %self.listener, client = %client, "http connection ended: {e}");
+        }
+    }
+}
+
+impl Handler for Gateway {
+    fn serve(
+        self: Arc<Self>,
+        conn: Conn,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(self.serve_conn(conn))
+    }
+}
+
+/// Builds http listeners' gateways for lb-core (registered by the binary).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Factory;
+
+impl lb_core::proxy::handoff::Factory for Factory {
+    fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler> {
+        Arc::new(Gateway::build(loaded, listener, pools))
+    }
+}
+
+/// A route's conditions and rewrite, from its validated config.
+fn compile(r: &config::HttpRoute) -> (Conditions, Option<Rewrite>) {
+    // Validation compiled every pattern already; one failing here would be a bug, and the
+    // route then matches nothing rather than everything.
+    let never = || PathMatch::Exact(String::from("\u{0}never"));
+    let (path, rewrite) = match &r.path {
+        None => (None, None),
+        Some(RoutePath::Exact(p)) => (
+            Some(PathMatch::exact(p).unwrap_or_else(|_| never())),
+            r.rewrite.clone().map(Rewrite::Exact),
+        ),
+        Some(RoutePath::Prefix(p)) => {
+            let with = if r.strip_prefix {
+                Some(String::new())
+            } else {
+                r.rewrite.clone()
+            };
+            (
+                Some(PathMatch::prefix(p).unwrap_or_else(|_| never())),
+                with.map(|with| Rewrite::Prefix {
+                    prefix: p.clone(),
+                    with,
+                }),
+            )
+        }
+        Some(RoutePath::Regex(p)) => match Regex::new(p) {
+            Ok(re) => (
+                Some(PathMatch::Regex(re.clone())),
+                r.rewrite.clone().map(|w| Rewrite::Regex(re, w)),
+            ),
+            Err(_) => (Some(never()), None),
+        },
+    };
+    let cond = Conditions {
+        host: r.host.as_deref().and_then(|h| HostMatch::parse(h).ok()),
+        path,
+        methods: r
+            .methods
+            .iter()
+            .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .collect(),
+        headers: r
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((http::HeaderName::from_bytes(n.as_bytes()).ok()?, v.clone()))
+            })
+            .collect(),
+    };
+    (cond, rewrite)
+}
+
+fn pool_target(
+    loaded: &Loaded,
+    i: usize,
+    pool: &Arc<Pool>,
+    connect_timeout: Duration,
+) -> PoolTarget {
+    let cfg = &pool.config;
+    let tls = loaded.tls.pools.get(i).cloned().flatten().map(|b| {
+        let mut config = (*b.config).clone();
+        config.alpn_protocols = vec![if cfg.http2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        upstream::Tls {
+            config: Arc::new(config),
+            server_name: b.server_name.clone(),
+        }
+    });
+    let errors = pool
+        .backends
+        .iter()
+        .map(|b| {
+            ["connect", "timeout", "response"].map(|kind| {
+                metrics::counter!("lb_http_upstream_errors_total", "pool" => cfg.name.clone(), "backend" => b.id.clone(), "kind" => kind)
+            })
+        })
+        .collect();
+    PoolTarget {
+        upstream: Upstream::new(pool.backends.len(), cfg.http2, tls, connect_timeout),
+        sticky: cfg
+            .sticky_cookie
+            .clone()
+            .map(|name| (name, balance::sticky_values(pool))),
+        errors,
+        pool: pool.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_keep_the_path_absolute() {
+        let strip = Rewrite::Prefix {
+            prefix: "/api".into(),
+            with: String::new(),
+        };
+        assert_eq!(strip.apply("/api/users"), "/users");
+        assert_eq!(strip.apply("/api"), "/");
+        assert_eq!(strip.apply("/apix"), "/apix");
+        let strip = Rewrite::Prefix {
+            prefix: "/api/".into(),
+            with: String::new(),
+        };
+        assert_eq!(strip.apply("/api/"), "/");
+        let swap = Rewrite::Prefix {
+            prefix: "/v1".into(),
+            with: "/internal/v2/".into(),
+        };
+        assert_eq!(swap.apply("/v1/users/7"), "/internal/v2/users/7");
+        assert_eq!(Rewrite::Exact("/new".into()).apply("/old"), "/new");
+        let re = Regex::new("^/u/([0-9]+)$").expect("regex");
+        assert_eq!(
+            Rewrite::Regex(re.clone(), "/users/$1".into()).apply("/u/42"),
+            "/users/42"
+        );
+        assert_eq!(Rewrite::Regex(re, "users".into()).apply("/u/1"), "/users");
+    }
+}

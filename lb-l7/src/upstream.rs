@@ -1,0 +1,237 @@
+//! lb's HTTP client to one pool's backends: keep-alive connections pooled per backend
+//! (bounded, with an idle timeout), HTTP/1.1 or HTTP/2 (`http2 = true`), plain or TLS
+//! (`backend_tls`).
+//!
+//! It is hyper's connection API rather than a ready-made pooled client because lb must know
+//! whether a request left: a connect failure, or a pooled connection found closed before the
+//! request was written, hands the request back untouched, so it can go to another backend
+//! whatever its method and body. Once written, only the caller may decide to retry.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Bodies lb sends either way: streamed from the other side, or its own small answers.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Idle keep-alive connections kept per backend, and for how long.
+const IDLE_PER_BACKEND: usize = 64;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made; the request is handed back, never sent.
+    Connect(String, Box<Request<Body>>),
+    /// The request was (at least partly) sent, then the exchange failed.
+    Failed(hyper::Error),
+}
+
+/// TLS to the backends: the client config (with ALPN h2 for http2 pools) and the name to send.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: Option<ServerName<'static>>,
+}
+
+/// One pool's client; `conns[i]` holds backend `i`'s connections.
+#[derive(Debug)]
+pub struct Upstream {
+    http2: bool,
+    tls: Option<Tls>,
+    connect_timeout: Duration,
+    conns: Vec<Arc<Conns>>,
+}
+
+#[derive(Debug, Default)]
+struct Conns {
+    idle: Mutex<Vec<(Instant, http1::SendRequest<Body>)>>,
+    /// HTTP/2 multiplexes: one connection per backend, shared by every request. An async
+    /// lock, held while connecting, so a burst of first requests makes one connection.
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl Upstream {
+    pub fn new(backends: usize, http2: bool, tls: Option<Tls>, connect_timeout: Duration) -> Self {
+        Self {
+            http2,
+            tls,
+            connect_timeout,
+            conns: (0..backends).map(|_| Arc::new(Conns::default())).collect(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Sends `req` to backend `i` at `addr`, on a pooled connection or a new one.
+    pub async fn send(
+        &self,
+        i: usize,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let Some(conns) = self.conns.get(i) else {
+            return Err(SendError::Connect(format!("no backend {i}"), Box::new(req)));
+        };
+        if self.http2 {
+            self.send_h2(conns, addr, req).await
+        } else {
+            self.send_h1(conns, addr, req).await
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        conns: &Arc<Conns>,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        // A pooled connection the backend closed meanwhile hands the request back; then try
+        // the next one, and at last a new connection.
+        loop {
+            let (mut sender, fresh) = match take_idle(conns) {
+                Some(s) => (s, false),
+                None => match self.connect(addr).await {
+                    Ok(io) => match http1::handshake(TokioIo::new(io)).await {
+                        Ok((s, conn)) => {
+                            tokio::spawn(conn.with_upgrades());
+                            (s, true)
+                        }
+                        Err(e) => return Err(SendError::Connect(e.to_string(), Box::new(req))),
+                    },
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    give_back(conns, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if !fresh => req = r,
+                    Some(r) => {
+                        return Err(SendError::Connect(e.into_error().to_string(), Box::new(r)))
+                    }
+                    None => return Err(SendError::Failed(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        conns: &Conns,
+        addr: SocketAddr,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut sender = {
+            let mut shared = conns.h2.lock().await;
+            match shared.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => {
+                    let io = match self.connect(addr).await {
+                        Ok(io) => io,
+                        Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                    };
+                    match http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await {
+                        Ok((s, conn)) => {
+                            tokio::spawn(conn);
+                            *shared = Some(s.clone());
+                            s
+                        }
+                        Err(e) => return Err(SendError::Connect(e.to_string(), Box::new(req))),
+                    }
+                }
+            }
+        };
+        if let Err(e) = sender.ready().await {
+            *conns.h2.lock().await = None;
+            return Err(SendError::Connect(e.to_string(), Box::new(req)));
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(r) => {
+                    *conns.h2.lock().await = None;
+                    Err(SendError::Connect(e.into_error().to_string(), Box::new(r)))
+                }
+                None => Err(SendError::Failed(e.into_error())),
+            },
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Stream, String> {
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => Ok(Either::Left(tcp)),
+                Some(t) => {
+                    let name = t
+                        .server_name
+                        .clone()
+                        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                    TlsConnector::from(t.config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map(Either::Right)
+                        .map_err(|e| format!("backend TLS: {e}"))
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("connect timeout after {:?}", self.connect_timeout)),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; carry on with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A pooled connection that is still open, newest first (warm caches, and the backend's
+/// keep-alive timer is least likely to have run out).
+fn take_idle(conns: &Conns) -> Option<http1::SendRequest<Body>> {
+    let mut idle = lock(&conns.idle);
+    while let Some((at, s)) = idle.pop() {
+        if at.elapsed() < IDLE_TIMEOUT && s.is_ready() {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Returns the connection to the pool once its response has been read to the end (an
+/// HTTP/1.1 connection carries one exchange at a time). A connection that closes, or upgrades
+/// to a WebSocket, never becomes ready and is dropped.
+fn give_back(conns: &Arc<Conns>, mut sender: http1::SendRequest<Body>) {
+    let conns = conns.clone();
+    tokio::spawn(async move {
+        if sender.ready().await.is_ok() {
+            let mut idle = lock(&conns.idle);
+            idle.retain(|(at, s)| at.elapsed() < IDLE_TIMEOUT && !s.is_closed());
+            if idle.len() < IDLE_PER_BACKEND {
+                idle.push((Instant::now(), sender));
+            }
+        }
+    });
+}

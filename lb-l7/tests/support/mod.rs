@@ -1,0 +1,236 @@
+//! Harness for the gateway over real loopback sockets: in-process hyper backends (HTTP/1.1
+//! and HTTP/2) that report what they received, and a gateway built from a config text, fed
+//! by its own accept loop the way lb-core hands connections over.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use lb_core::pool::Pool;
+use lb_core::proxy::handoff::{ClientStream, Conn};
+use lb_core::proxy::prefixed::Prefixed;
+use lb_l7::gateway::Gateway;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A backend that answers `name METHOD URI xff=... host=...`, and on special paths:
+/// `/status/N` answers N, `/count` answers how many body bytes it read, `/trailers` ends its
+/// body with a `grpc-status: 0` trailer, `/cookie` echoes the Cookie header, `/slow` waits
+/// 3 s first. It counts its connections and requests.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+}
+
+impl Backend {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn backend(name: &'static str) -> Backend {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let connections = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    answer(name, req)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        addr,
+        connections,
+        requests,
+    }
+}
+
+type Reply = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
+
+async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let path = req.uri().path().to_string();
+    let text = format!(
+        "{name} {} {} xff={} host={} version={:?}",
+        req.method(),
+        req.uri(),
+        h("x-forwarded-for"),
+        h("host"),
+        req.version()
+    );
+    if let Some(code) = path.strip_prefix("/status/") {
+        let code = code.parse().unwrap_or(500);
+        let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());
+        *resp.status_mut() =
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Ok(resp);
+    }
+    let body = match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            text
+        }
+        "/cookie" => h("cookie"),
+        "/count" => {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
+                }
+            }
+            n.to_string()
+        }
+        "/trailers" => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                Ok(Frame::data(Bytes::from(text))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            return Ok(Response::new(BodyExt::boxed(body)));
+        }
+        _ => text,
+    };
+    Ok(Response::new(Full::new(Bytes::from(body)).boxed()))
+}
+
+/// A loopback address where nothing listens.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A config with one http listener "web" (default pool "p0" unless `routes` says otherwise)
+/// and pools `p0`, `p1`… over `pools`.
+pub fn config(pools: &[(&[SocketAddr], &str)], listener_extra: &str, routes: &str) -> String {
+    let mut text = format!(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\n{listener_extra}\n"
+    );
+    for (i, (addrs, extra)) in pools.iter().enumerate() {
+        let list: Vec<String> = addrs
+            .iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect();
+        text.push_str(&format!(
+            "[[pool]]\nname = \"p{i}\"\nbackends = [{}]\n{extra}\n",
+            list.join(", ")
+        ));
+    }
+    text.push_str(routes);
+    text
+}
+
+/// The gateway of `config` serving on a loopback port, as lb-core would hand it
+/// connections. Returns its address and the gateway (for its pools' live state).
+pub async fn gateway(config: &str) -> (SocketAddr, Arc<Gateway>) {
+    let loaded = lb_core::config::load_str("test.toml", config).unwrap_or_else(|e| panic!("{e}"));
+    let pools: Vec<Arc<Pool>> = loaded
+        .config
+        .pools
+        .iter()
+        .map(|p| Arc::new(Pool::new(p, None)))
+        .collect();
+    let gw = Arc::new(Gateway::build(&loaded, 0, &pools));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let served = gw.clone();
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = l.accept().await {
+            let conn = Conn {
+                io: ClientStream::Plain(Prefixed::new(Vec::new(), s)),
+                client: peer,
+                sni: None,
+                alpn: None,
+                drain: CancellationToken::new(),
+                cancel: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            };
+            tokio::spawn(served.clone().serve_conn(conn));
+        }
+    });
+    (addr, gw)
+}
+
+/// One raw HTTP/1.1 exchange on a fresh connection, read until lb closes it: status code,
+/// head and body.
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+pub fn get(host: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+/// `GET path` with a Host and extra header lines; status and body.
+pub async fn fetch(addr: SocketAddr, host: &str, path: &str, headers: &str) -> (u16, String) {
+    let (s, _, b) = raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"),
+    )
+    .await;
+    (s, b)
+}
+
+/// A hyper HTTP/1.1 keep-alive client.
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn body_text(resp: Response<Incoming>) -> String {
+    let b = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&b).into_owned()
+}
