@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the external tests (cargo feature `external-tests`) use:
 # chromium + chromium-driver for the dashboard test in a real browser, dnsmasq-base for a
-# real DNS server behind a UDP listener, nginx as a real reader of lb's PROXY headers.
-PACKAGES=(chromium chromium-driver dnsmasq-base nginx)
+# real DNS server behind a UDP listener, nginx as a real reader of lb's PROXY headers, curl
+# (with nghttp2) as a real HTTP/2-over-TLS client of http listeners.
+PACKAGES=(chromium chromium-driver dnsmasq-base nginx curl)
 missing=()
 for p in "${PACKAGES[@]:-}"; do
   [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")

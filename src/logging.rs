@@ -1,7 +1,7 @@
 //! Logging (tracing to stderr, text or JSON, filtered by RUST_LOG) and the Prometheus recorder.
 
 use clap::ValueEnum;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -23,7 +23,21 @@ pub fn init(format: LogFormat) {
 
 /// Installs the global metrics recorder; its handle renders `/metrics`.
 pub fn install_metrics() -> Option<PrometheusHandle> {
-    let recorder = PrometheusBuilder::new().build_recorder();
+    // Durations are histograms (SPEC §3), with buckets from 0.5 ms to 60 s: what HTTP
+    // requests and TLS handshakes through a proxy take.
+    const SECONDS: &[f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0,
+    ];
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), SECONDS);
+    let recorder = match builder {
+        Ok(b) => b.build_recorder(),
+        Err(e) => {
+            tracing::warn!(error = %e, "histogram buckets refused; durations render as summaries");
+            PrometheusBuilder::new().build_recorder()
+        }
+    };
     let handle = recorder.handle();
     match metrics::set_global_recorder(recorder) {
         Ok(()) => Some(handle),

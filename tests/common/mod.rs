@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod pki;
+pub mod web;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,0 +1,60 @@
+//! In-process HTTP backends (hyper, HTTP/1.1 and HTTP/2) for tests of http listeners.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use super::backends::Backend;
+
+/// Answers `name METHOD URI proto=X-Forwarded-Proto`; `/count` answers how many body bytes
+/// it read (streamed, never held). Counts requests into the returned counter.
+pub async fn web(name: &'static str) -> (Backend, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = l.local_addr().expect("addr");
+    let requests = Arc::new(AtomicU64::new(0));
+    let r = requests.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let proto = req
+                            .headers()
+                            .get("x-forwarded-proto")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string();
+                        let text = format!("{name} {} {} proto={proto}", req.method(), req.uri());
+                        let body = if req.uri().path() == "/count" {
+                            let mut body = req.into_body();
+                            let mut n = 0u64;
+                            while let Some(Ok(f)) = body.frame().await {
+                                n += f.data_ref().map_or(0, |d| d.len() as u64);
+                            }
+                            n.to_string()
+                        } else {
+                            text
+                        };
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (Backend::from_task(addr, task), requests)
+}

@@ -1,0 +1,315 @@
+//! HTTP mode through the real binary: routes from the config file, per-route metrics and the
+//! access log, HTTPS with HTTP/2 by ALPN (and a real curl), slow clients counted as 408,
+//! routes changed by reload, and a 1 GiB upload through lb with flat memory.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::pki::{connect, Pki};
+use common::web::web;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An http listener "web" (default pool `site`) with `listener_extra`, pools `site` and `api`,
+/// and `routes`.
+fn http_config(
+    site: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+    listener_extra: &str,
+    routes: &str,
+) -> String {
+    format!(
+        "[global]\nworkers = 2\nshutdown_timeout = \"5s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"site\"\naccess_log = true\n{listener_extra}\n\n\
+         [[pool]]\nname = \"site\"\nbackends = [{{ addr = \"{site}\" }}]\n\n\
+         [[pool]]\nname = \"api\"\nbackends = [{{ addr = \"{api}\" }}]\n\n{routes}"
+    )
+}
+
+const API_ROUTE: &str = "[[route]]\nlistener = \"web\"\nname = \"api\"\nmatch = { path_prefix = \"/api\" }\npool = \"api\"\nstrip_prefix = true\n";
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_from_the_config_are_served_counted_and_logged() {
+    let ((site, _), (api, api_hits)) = (web("site").await, web("api").await);
+    let mut lb = Lb::start(
+        "http-routes",
+        &http_config(site.addr, api.addr, "", API_ROUTE),
+    )
+    .await;
+    let addr = lb.listener("web").await;
+    for i in 0..5 {
+        let (s, body) = get(addr, &format!("/api/users/{i}")).await;
+        assert_eq!((s, body), (200, format!("api GET /users/{i} proto=http")));
+    }
+    let (s, body) = get(addr, "/index.html").await;
+    assert_eq!((s, body.as_str()), (200, "site GET /index.html proto=http"));
+    assert_eq!(api_hits.load(std::sync::atomic::Ordering::SeqCst), 5);
+
+    // The backend gets the normalised path; `..` never climbs above the root.
+    let (s, body) = get(addr, "/a/%2e%2e/%2e%2e/api//x").await;
+    assert_eq!((s, body.as_str()), (200, "api GET /x proto=http"));
+    let (s, body) = get(addr, "/a%00").await;
+    assert_eq!(s, 400, "an encoded NUL is refused: {body}");
+    let labels = |route, status| [("listener", "web"), ("route", route), ("status", status)];
+    assert_eq!(
+        lb.metric_reaching("lb_http_requests_total", &labels("api", "200"), 6.0)
+            .await,
+        6.0
+    );
+    assert_eq!(
+        lb.metric_reaching("lb_http_requests_total", &labels("default", "200"), 1.0)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        lb.metric_reaching("lb_http_requests_total", &labels("-", "400"), 1.0)
+            .await,
+        1.0
+    );
+    let m = lb.metrics().await;
+    assert!(
+        m.contains("lb_http_request_duration_seconds_bucket{listener=\"web\",route=\"api\""),
+        "{m}"
+    );
+    let line = lb.wait_log("path=/api/users/4", Duration::from_secs(5));
+    for field in [
+        "route=api",
+        "method=GET",
+        "status=200",
+        "upstream=",
+        "upstream_ms=",
+        "duration_ms=",
+        "bytes_out=",
+        "listener=web",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    let status = lb.status().await;
+    let l = &status["listeners"][0];
+    assert_eq!(l["protocol"], "http", "{status}");
+    assert_eq!(l["pool"], "site");
+}
+
+/// Speaks HTTP/2 over an established TLS session; answers the body of `GET /path`.
+async fn h2_get<S>(io: S, path: &str) -> (http::Version, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let version = resp.version();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (version, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_offers_http2_by_alpn_and_http11_to_the_rest() {
+    let dir = scratch("http-tls");
+    let pki = Pki::new(&dir);
+    let leaf = pki.leaf("site", &["localhost"]);
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start(
+        "http-tls",
+        &http_config(site.addr, api.addr, &tls, API_ROUTE),
+    )
+    .await;
+    let addr = lb.listener("web").await;
+    let s = connect(addr, "localhost", pki.client(&["h2", "http/1.1"], None))
+        .await
+        .expect("tls");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (version, body) = h2_get(s, "/api/x").await;
+    assert_eq!(version, http::Version::HTTP_2);
+    assert_eq!(body, "api GET /x proto=https");
+    // A client offering only HTTP/1.1 gets it.
+    let mut s = connect(addr, "localhost", pki.client(&["http/1.1"], None))
+        .await
+        .expect("tls");
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    s.write_all(b"GET /page HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("site GET /page proto=https"), "{text}");
+}
+
+/// A real client: curl negotiating HTTP/2 over TLS with ALPN.
+#[cfg(feature = "external-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn curl_speaks_http2_over_tls_through_lb() {
+    let dir = scratch("http-curl");
+    let pki = Pki::new(&dir);
+    let leaf = pki.leaf("site", &["localhost"]);
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start(
+        "http-curl",
+        &http_config(site.addr, api.addr, &tls, API_ROUTE),
+    )
+    .await;
+    let port = lb.listener("web").await.port();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(pki.ca_path())
+        .args([
+            "--resolve",
+            &format!("localhost:{port}:127.0.0.1"),
+            "-w",
+            "\\n%{http_version}",
+        ])
+        .arg(format!("https://localhost:{port}/api/curl"))
+        .output()
+        .await
+        .expect("run curl (scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, "api GET /curl proto=https\n2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_too_slow_with_its_head_is_cut_and_counted_as_408() {
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start(
+        "http-slow",
+        &http_config(site.addr, api.addr, "header_timeout = \"300ms\"", ""),
+    )
+    .await;
+    let addr = lb.listener("web").await;
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "not cut");
+    assert_eq!(get(addr, "/").await.0, 200, "others are served");
+    let labels = [("listener", "web"), ("route", "-"), ("status", "408")];
+    assert_eq!(
+        lb.metric_reaching("lb_http_requests_total", &labels, 1.0)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_changes_the_routes() {
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let mut lb = Lb::start("http-reload", &http_config(site.addr, api.addr, "", "")).await;
+    let addr = lb.listener("web").await;
+    assert_eq!(get(addr, "/api/x").await.1, "site GET /api/x proto=http");
+    std::fs::write(&lb.config, http_config(site.addr, api.addr, "", API_ROUTE)).expect("rewrite");
+    lb.signal("HUP");
+    lb.wait_log("config reloaded", Duration::from_secs(10));
+    assert_eq!(get(addr, "/api/x").await.1, "api GET /x proto=http");
+    // A bad route is refused and the running routes stay.
+    let bad = API_ROUTE.replace("pool = \"api\"", "pool = \"nope\"");
+    std::fs::write(&lb.config, http_config(site.addr, api.addr, "", &bad)).expect("rewrite");
+    lb.signal("HUP");
+    lb.wait_log("does not exist", Duration::from_secs(10));
+    assert_eq!(get(addr, "/api/x").await.1, "api GET /x proto=http");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Bodies stream: a 1 GiB upload costs lb no more memory than a small one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_gib_upload_passes_with_flat_memory() {
+    const LEN: u64 = 1 << 30;
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start("http-upload", &http_config(site.addr, api.addr, "", "")).await;
+    let addr = lb.listener("web").await;
+    // Warm up: buffers and pooled connections exist before the baseline.
+    let (_, body) = get(addr, "/warm").await;
+    assert!(body.starts_with("site"));
+    let pid = lb.pid();
+    let baseline = rss_kib(pid);
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![0x5au8; 256 * 1024];
+    let mut peak = baseline;
+    let mut sent = 0u64;
+    while sent < LEN {
+        s.write_all(&chunk).await.expect("body");
+        sent += chunk.len() as u64;
+        if sent % (32 << 20) == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.ends_with(&format!("\r\n\r\n{LEN}")), "{text}");
+    let growth = peak.saturating_sub(baseline);
+    assert!(
+        growth < 32 * 1024,
+        "lb's RSS grew by {growth} KiB during a 1 GiB upload (baseline {baseline} KiB)"
+    );
+}
