@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
-SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle"}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle l7"}
 # Idle connections held open for the RSS-per-connection scenario (each costs the proxy two
 # descriptors; the container limit here is 20000).
 IDLE_CONNS=${IDLE_CONNS:-5000}
@@ -115,6 +115,11 @@ name = "dns"
 bind = "127.0.0.1:$(( $2 + 60 ))"
 protocol = "udp"
 pool = "dns"
+[[listener]]
+name = "l7"
+bind = "127.0.0.1:$(( $2 + 80 ))"
+protocol = "http"
+pool = "http"
 [[pool]]
 name = "dns"
 backends = [{ addr = "127.0.0.1:$DNS_PORT" }]
@@ -161,6 +166,16 @@ frontend https
   default_backend http
 backend bulk
   server be 127.0.0.1:$IPERF_PORT
+# HTTP mode with keep-alive to the backend (http-reuse safe, the default), adding
+# X-Forwarded-For as lb does.
+frontend l7
+  mode http
+  option forwardfor
+  bind 127.0.0.1:$(( port + 80 ))
+  default_backend l7
+backend l7
+  mode http
+  server be $HTTP_BE
 HAP
       taskset -c $PROXY_CPU haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
     nginx)
@@ -176,6 +191,20 @@ stream {
   server { listen 127.0.0.1:$(( port + 60 )) udp; proxy_pass dns; proxy_responses 1; proxy_timeout 2s; }
   server { listen 127.0.0.1:$port backlog=4096; proxy_pass http; }
   server { listen 127.0.0.1:$(( port + 50 )) backlog=4096; proxy_pass bulk; }
+}
+# HTTP proxy with a keep-alive upstream pool, adding X-Forwarded-For as lb does.
+http {
+  access_log off;
+  upstream l7 { server $HTTP_BE; keepalive 64; }
+  server {
+    listen 127.0.0.1:$(( port + 80 )) backlog=4096;
+    location / {
+      proxy_pass http://l7;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
 }
 NGX
       taskset -c $PROXY_CPU nginx -c "$WORK/nginx-lb.conf" -e stderr 2>"$WORK/nginx-lb.log" & ;;
@@ -203,6 +232,7 @@ run_scenario() { # scenario port
     idle)  idle_rss "$port" ;;
     conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
     tls-rps)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    l7)    taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$(( port + 80 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
     tls-conn) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
 }
@@ -240,7 +270,7 @@ PYI
   rm -f "$WORK/idle.ready"
   echo $(( (after - before) * 1024 / IDLE_CONNS ))
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
@@ -257,6 +287,7 @@ for s in $SCENARIOS; do
       if [ "$p" = direct ]; then
         case $s in
           rps|conn) port=${HTTP_BE##*:} ;;
+          l7) port=$(( ${HTTP_BE##*:} - 80 )) ;;
           dns) port=$(( DNS_PORT - 60 )) ;;
           *) port=$(( IPERF_PORT - 50 )) ;;
         esac
@@ -276,7 +307,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s"}
+units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s"}
 data = collections.defaultdict(list)
 for s, p, r, v, cpu in rows:
     parts = v.split()

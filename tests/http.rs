@@ -116,6 +116,17 @@ async fn routes_from_the_config_are_served_counted_and_logged() {
     let l = &status["listeners"][0];
     assert_eq!(l["protocol"], "http", "{status}");
     assert_eq!(l["pool"], "site");
+    let r = &status["routes"][0];
+    assert_eq!(
+        (
+            r["name"].as_str(),
+            r["listener"].as_str(),
+            r["pool"].as_str()
+        ),
+        (Some("api"), Some("web"), Some("api")),
+        "{status}"
+    );
+    assert_eq!(r["path"], "path_prefix = \"/api\"");
 }
 
 /// Speaks HTTP/2 over an established TLS session; answers the body of `GET /path`.
@@ -311,5 +322,48 @@ async fn a_one_gib_upload_passes_with_flat_memory() {
     assert!(
         growth < 32 * 1024,
         "lb's RSS grew by {growth} KiB during a 1 GiB upload (baseline {baseline} KiB)"
+    );
+}
+
+/// A 1 GiB download through lb, read slowly at first: backpressure holds the backend back
+/// instead of lb buffering what the client has not taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_gib_download_passes_with_flat_memory() {
+    const MIB: u64 = 1024;
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start("http-download", &http_config(site.addr, api.addr, "", "")).await;
+    let addr = lb.listener("web").await;
+    let (_, body) = get(addr, "/warm").await;
+    assert!(body.starts_with("site"));
+    let pid = lb.pid();
+    let baseline = rss_kib(pid);
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET /big/{MIB} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("request");
+    // A stalled reader first: lb must not read the backend's gigabyte into memory meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = rss_kib(pid);
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut total, mut peak, mut next_sample) = (0u64, stalled, 32u64 << 20);
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("data in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total >= next_sample {
+            peak = peak.max(rss_kib(pid));
+            next_sample += 32 << 20;
+        }
+    }
+    let expected = (MIB << 20) as f64;
+    assert!((total as f64) > expected, "got {total} bytes");
+    let growth = peak.saturating_sub(baseline);
+    assert!(
+        growth < 32 * 1024,
+        "lb's RSS grew by {growth} KiB during a 1 GiB download (baseline {baseline} KiB, stalled {stalled} KiB)"
     );
 }

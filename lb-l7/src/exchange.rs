@@ -29,6 +29,7 @@ use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::guard;
 use crate::path;
 use crate::router::RequestHead;
+use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Body, SendError};
 
 /// What every request of one client connection shares.
@@ -106,8 +107,10 @@ impl Gateway {
                 return self.own(Some(target), &req, info, start, resp);
             }
         }
-        let upgrade = upgrade_of(&req);
-        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let upgrade = upgrade::of(&req);
+        let client_upgrade = upgrade
+            .clone()
+            .map(|kind| (kind, hyper::upgrade::on(&mut req)));
         let log_path = self.access_log.then(|| path.clone());
         let sticky = pt.sticky.as_ref().and_then(|(name, values)| {
             balance::sticky_backend(&pt.pool, values, req.headers(), name)
@@ -253,7 +256,7 @@ impl Gateway {
         host: Option<String>,
         info: &ConnInfo,
         pt: &PoolTarget,
-        upgrade: Option<&HeaderValue>,
+        upgrade: Option<&Upgrade>,
     ) -> Result<Parts, String> {
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{path}?{q}"),
@@ -295,11 +298,19 @@ impl Gateway {
                 parts.headers.insert(header::HOST, v);
             }
         }
-        if let Some(proto) = upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
+        match upgrade {
+            Some(Upgrade::H1(proto)) => {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, proto.clone());
+            }
+            Some(Upgrade::WebSocketOverH2) if !h2 => {
+                upgrade::websocket_h2_to_h1(&mut parts.method, &mut parts.headers);
+                parts.extensions.remove::<hyper::ext::Protocol>();
+            }
+            // An HTTP/2 backend takes the extended CONNECT as it is.
+            Some(Upgrade::WebSocketOverH2) | None => {}
         }
         Ok(parts)
     }
@@ -317,23 +328,34 @@ impl Gateway {
         info: &ConnInfo,
         start: Instant,
         bytes_in: Arc<AtomicU64>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        client_upgrade: Option<(Upgrade, hyper::upgrade::OnUpgrade)>,
         log: LogFields,
     ) -> Response<Body> {
         let b = pt.pool.backends[i].clone();
         let status = resp.status();
-        let backend_upgrade =
-            (status == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+        // An HTTP/1.1 backend switches with 101; an HTTP/2 one accepts a CONNECT with 2xx.
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS
+            || (pt.pool.config.http2
+                && status.is_success()
+                && matches!(client_upgrade, Some((Upgrade::WebSocketOverH2, _))));
+        let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut parts, body) = resp.into_parts();
         let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
         forward::response(&mut parts.headers, self.via.as_deref());
-        if let (Some(proto), Some(up_b), Some(up_c)) =
-            (upgrade_proto, backend_upgrade, client_upgrade)
-        {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto);
+        if let (Some(up_b), Some((kind, up_c))) = (backend_upgrade, client_upgrade) {
+            match (kind, upgrade_proto) {
+                (Upgrade::H1(_), Some(proto)) => {
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts.headers.insert(header::UPGRADE, proto);
+                }
+                (Upgrade::H1(_), None) => {}
+                (Upgrade::WebSocketOverH2, _) => {
+                    parts.status = StatusCode::OK;
+                    upgrade::h1_accept_to_h2(&mut parts.headers);
+                }
+            }
             self.tunnel(up_c, up_b, info);
         }
         if let Some((name, values)) = &pt.sticky {
@@ -434,22 +456,6 @@ struct LogFields {
     /// `Some` when the listener logs.
     path: Option<String>,
     upstream_ms: u64,
-}
-
-/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (`Connection: upgrade`).
-fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
-        return None;
-    }
-    let asks = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten()
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

@@ -245,20 +245,26 @@ impl Gateway {
         }
     }
 
+    /// Counts what ended a connection before the gateway saw a request: a head too slow
+    /// (408), or one the parser refused and answered itself (400, or 431 for a head over its
+    /// buffer).
     fn connection_error(&self, client: SocketAddr, e: &(dyn std::error::Error + 'static)) {
-        let timeout = std::iter::successors(Some(e), |e| e.source()).any(|e| {
-            e.downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout)
-        });
-        if timeout {
-            // A client that did not finish a request head in time (slowloris): cut, counted
-            // as 408 as nginx logs it.
-            self.refused.count(408);
-            if self.access_log {
-                tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = "-", status = 408u16, error = "request head not received in time");
+        let hyper_error = std::iter::successors(Some(e), |e| e.source())
+            .find_map(|e| e.downcast_ref::<hyper::Error>());
+        let status = match hyper_error {
+            // A client that did not finish a request head in time (slowloris): cut, and
+            // counted as 408, as nginx logs it.
+            Some(h) if h.is_timeout() => 408,
+            Some(h) if h.is_parse_too_large() => 431,
+            Some(h) if h.is_parse() => 400,
+            _ => {
+                tracing::debug!(listener = %self.listener, client = %client, "http connection ended: {e}");
+                return;
             }
-        } else {
-            tracing::debug!(listener = %self.listener, client = %client, "http connection ended: {e}");
+        };
+        self.refused.count(status);
+        if self.access_log {
+            tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = "-", status, error = %e);
         }
     }
 }

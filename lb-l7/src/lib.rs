@@ -15,4 +15,5 @@ pub mod gateway;
 pub mod guard;
 pub mod path;
 pub mod router;
+pub mod upgrade;
 pub mod upstream;

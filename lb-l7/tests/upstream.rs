@@ -295,3 +295,46 @@ async fn a_slow_header_client_is_cut_while_others_are_served() {
     );
     assert_eq!(b.requests(), 5);
 }
+
+/// RFC 8441: a WebSocket opened by extended CONNECT on an HTTP/2 connection reaches an
+/// HTTP/1.1 WebSocket backend as an ordinary upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_over_http2_reach_http1_backends() {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let echo = websocket_echo().await;
+    let (gw, _) = gateway(&config(&[(&[echo], "")], "pool = \"p0\"", "")).await;
+    let tcp = TcpStream::connect(gw).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::connect(format!("http://{gw}/chat"))
+        .version(http::Version::HTTP_2)
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200, "RFC 8441 accepts with 200");
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let io = hyper::upgrade::on(resp).await.expect("upgraded stream");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(io),
+        Role::Client,
+        None,
+    )
+    .await;
+    for i in 0..5 {
+        let text = format!("over h2 {i}");
+        ws.send(Message::text(text.clone())).await.expect("send");
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("open")
+            .expect("message");
+        assert_eq!(back.into_text().expect("text").as_str(), text);
+    }
+}

@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use super::backends::Backend;
 
 /// Answers `name METHOD URI proto=X-Forwarded-Proto`; `/count` answers how many body bytes
-/// it read (streamed, never held). Counts requests into the returned counter.
+/// it read (streamed, never held); `/big/N` streams N MiB of zeros. Counts requests into the
+/// returned counter.
 pub async fn web(name: &'static str) -> (Backend, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = l.local_addr().expect("addr");
@@ -37,6 +38,10 @@ pub async fn web(name: &'static str) -> (Backend, Arc<AtomicU64>) {
                             .unwrap_or("-")
                             .to_string();
                         let text = format!("{name} {} {} proto={proto}", req.method(), req.uri());
+                        if let Some(mib) = req.uri().path().strip_prefix("/big/") {
+                            let chunks = mib.parse::<u64>().unwrap_or(0) * 16;
+                            return Ok(Response::new(Repeat::new(chunks).boxed()));
+                        }
                         let body = if req.uri().path() == "/count" {
                             let mut body = req.into_body();
                             let mut n = 0u64;
@@ -47,7 +52,7 @@ pub async fn web(name: &'static str) -> (Backend, Arc<AtomicU64>) {
                         } else {
                             text
                         };
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)).boxed()))
                     }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -57,4 +62,39 @@ pub async fn web(name: &'static str) -> (Backend, Arc<AtomicU64>) {
         }
     });
     (Backend::from_task(addr, task), requests)
+}
+
+/// A body of `left` 64 KiB chunks of zeros, made as they are read.
+pub struct Repeat {
+    chunk: Bytes,
+    left: u64,
+}
+
+impl Repeat {
+    pub fn new(chunks: u64) -> Self {
+        Repeat {
+            chunk: Bytes::from(vec![0u8; 64 * 1024]),
+            left: chunks,
+        }
+    }
+}
+
+impl hyper::body::Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.clone()))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left * self.chunk.len() as u64)
+    }
 }

@@ -1,5 +1,5 @@
 //! The JSON of `GET /api/status`: version, uptime, config, and every listener, pool and
-//! backend with state and counters.
+//! backend with state and counters, and the HTTP routes.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::UNIX_EPOCH;
@@ -43,6 +43,24 @@ pub fn status(shared: &Shared) -> Value {
         })
         .collect();
     let cfg = &state.loaded;
+    let c = &cfg.config;
+    let routes: Vec<Value> = c
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "listener": c.listeners[r.listener].name,
+                "pool": c.pools[r.pool].name,
+                "host": r.host,
+                "path": r.path.as_ref().map(|p| p.text()),
+                "methods": r.methods,
+                "headers": r.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>(),
+                "timeout_seconds": r.timeout.as_secs_f64(),
+                "retries": r.retries,
+            })
+        })
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": shared.started.elapsed().as_secs_f64(),
@@ -54,6 +72,7 @@ pub fn status(shared: &Shared) -> Value {
         "max_connections": shared.limits.global_max.load(Relaxed),
         "listeners": listeners,
         "pools": pools,
+        "routes": routes,
     })
 }
 
