@@ -15,19 +15,35 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::upstream::{Body, BoxError};
 
-/// Counts the data bytes of `inner` into `count`; runs `done` when the body ends or is
-/// dropped, whichever comes first.
+/// The bytes of one exchange's bodies: request (client → backend) and response.
+#[derive(Debug, Default)]
+pub struct Meter {
+    pub request: AtomicU64,
+    pub response: AtomicU64,
+}
+
+/// Which body of an exchange a [`Counted`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// Counts the data bytes of `inner` into its side of `meter`; runs `done` when the body ends
+/// or is dropped, whichever comes first.
 pub struct Counted<B, F: FnOnce()> {
     inner: B,
-    count: Arc<AtomicU64>,
+    meter: Arc<Meter>,
+    side: Side,
     done: Option<F>,
 }
 
 impl<B, F: FnOnce()> Counted<B, F> {
-    pub fn new(inner: B, count: Arc<AtomicU64>, done: F) -> Self {
+    pub fn new(inner: B, meter: Arc<Meter>, side: Side, done: F) -> Self {
         Self {
             inner,
-            count,
+            meter,
+            side,
             done: Some(done),
         }
     }
@@ -62,7 +78,11 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    self.count.fetch_add(d.len() as u64, Relaxed);
+                    let n = d.len() as u64;
+                    match self.side {
+                        Side::Request => self.meter.request.fetch_add(n, Relaxed),
+                        Side::Response => self.meter.response.fetch_add(n, Relaxed),
+                    };
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),

@@ -10,11 +10,12 @@
 //! a failed exchange, or a 502/503 answer; a POST is never replayed.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -23,14 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::{self, Keys};
-use crate::body::{answer, empty, refuse, Counted};
+use crate::body::{answer, empty, refuse, Counted, Meter, Side};
 use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::guard;
 use crate::path;
 use crate::router::RequestHead;
 use crate::upgrade::{self, Upgrade};
-use crate::upstream::{Body, SendError};
+use crate::upstream::{Body, Pooled, SendError};
 
 /// What every request of one client connection shares.
 #[derive(Debug, Clone)]
@@ -129,7 +130,7 @@ impl Gateway {
             None => path,
         };
         let replayable = req.method().is_idempotent() && req.body().is_end_stream();
-        let bytes_in = Arc::new(AtomicU64::new(0));
+        let meter = Arc::new(Meter::default());
         let (parts, body) = req.into_parts();
         let method = parts.method.clone();
         let parts =
@@ -148,10 +149,14 @@ impl Gateway {
             };
         let spare = (replayable && target.retries > 0).then(|| parts.clone());
         let body: Body = match target.max_body {
-            Some(max) => {
-                Counted::new(Limited::new(body, max as usize), bytes_in.clone(), || {}).boxed()
-            }
-            None => Counted::new(body, bytes_in.clone(), || {}).boxed(),
+            Some(max) => Counted::new(
+                Limited::new(body, max as usize),
+                meter.clone(),
+                Side::Request,
+                || {},
+            )
+            .boxed(),
+            None => Counted::new(body, meter.clone(), Side::Request, || {}).boxed(),
         };
         let mut next = Some(Request::from_parts(parts, body));
         let mut attempt = Attempt::default();
@@ -172,10 +177,11 @@ impl Gateway {
             let b = &pool.backends[i];
             b.active.fetch_add(1, Relaxed);
             b.total.fetch_add(1, Relaxed);
-            let sent_at = Instant::now();
+            // Only the access log wants the backend's own time.
+            let sent_at = self.access_log.then(Instant::now);
             let sent = tokio::time::timeout(target.timeout, pt.upstream.send(i, b.addr, req)).await;
-            let resp = match sent {
-                Ok(Ok(resp)) => resp,
+            let (resp, pooled) = match sent {
+                Ok(Ok(r)) => r,
                 Ok(Err(SendError::Connect(e, req))) => {
                     b.active.fetch_sub(1, Relaxed);
                     b.record_traffic(false, pool.config.passive.as_ref(), &e);
@@ -221,16 +227,16 @@ impl Gateway {
                 continue;
             }
             b.record_traffic(true, pool.config.passive.as_ref(), "");
-            let upstream_ms = sent_at.elapsed().as_millis() as u64;
+            let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
             return self.respond(
                 resp,
                 target,
                 pt,
-                i,
+                (i, pooled),
                 sticky,
                 info,
                 start,
-                bytes_in,
+                meter,
                 client_upgrade,
                 LogFields {
                     method,
@@ -258,9 +264,14 @@ impl Gateway {
         pt: &PoolTarget,
         upgrade: Option<&Upgrade>,
     ) -> Result<Parts, String> {
-        let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
+        // Most paths arrive normal and are not rewritten: then the request's own (shared,
+        // already validated) path-and-query goes on.
+        let path_and_query = match (parts.uri.path_and_query(), parts.uri.query()) {
+            (Some(pq), _) if pq.path() == path => pq.clone(),
+            (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}"))
+                .map_err(|e| format!("cannot forward this request target: {e}"))?,
+            (_, None) => PathAndQuery::try_from(path)
+                .map_err(|e| format!("cannot forward this request target: {e}"))?,
         };
         let h2 = pt.pool.config.http2;
         let uri = if h2 {
@@ -323,11 +334,11 @@ impl Gateway {
         mut resp: Response<Incoming>,
         target: &RouteTarget,
         pt: &PoolTarget,
-        i: usize,
+        (i, pooled): (usize, Option<Pooled>),
         sticky: Option<usize>,
         info: &ConnInfo,
         start: Instant,
-        bytes_in: Arc<AtomicU64>,
+        meter: Arc<Meter>,
         client_upgrade: Option<(Upgrade, hyper::upgrade::OnUpgrade)>,
         log: LogFields,
     ) -> Response<Body> {
@@ -367,7 +378,6 @@ impl Gateway {
             }
         }
         target.metrics.count(status.as_u16());
-        let bytes_out = Arc::new(AtomicU64::new(0));
         let line = log.path.map(|path| LogLine {
             client: info.client,
             listener: self.listener.clone(),
@@ -379,10 +389,15 @@ impl Gateway {
             upstream_ms: log.upstream_ms,
         });
         let duration = target.metrics.duration.clone();
-        let out = bytes_out.clone();
+        let m = meter.clone();
+        // An upgraded connection is the tunnel's now, never the pool's.
+        let pooled = pooled.filter(|_| !switching);
         let done = move || {
+            if let Some(p) = pooled {
+                p.release();
+            }
             b.active.fetch_sub(1, Relaxed);
-            let (rx, tx) = (bytes_in.load(Relaxed), out.load(Relaxed));
+            let (rx, tx) = (m.request.load(Relaxed), m.response.load(Relaxed));
             b.bytes_in.fetch_add(rx, Relaxed);
             b.bytes_out.fetch_add(tx, Relaxed);
             duration.record(start.elapsed().as_secs_f64());
@@ -390,7 +405,10 @@ impl Gateway {
                 tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
             }
         };
-        Response::from_parts(parts, Counted::new(body, bytes_out, done).boxed())
+        Response::from_parts(
+            parts,
+            Counted::new(body, meter, Side::Response, done).boxed(),
+        )
     }
 
     /// Relays an upgraded connection both ways until either side closes, it idles for the

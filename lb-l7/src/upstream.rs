@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -29,7 +29,7 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Idle keep-alive connections kept per backend, and for how long.
 const IDLE_PER_BACKEND: usize = 64;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -58,7 +58,8 @@ pub struct Upstream {
 
 #[derive(Debug, Default)]
 struct Conns {
-    idle: Mutex<Vec<(Instant, http1::SendRequest<Body>)>>,
+    /// With when they were returned ([`lb_core::clock::now_ms`]).
+    idle: Mutex<Vec<(u64, http1::SendRequest<Body>)>>,
     /// HTTP/2 multiplexes: one connection per backend, shared by every request. An async
     /// lock, held while connecting, so a burst of first requests makes one connection.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
@@ -86,12 +87,12 @@ impl Upstream {
         i: usize,
         addr: SocketAddr,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
         let Some(conns) = self.conns.get(i) else {
             return Err(SendError::Connect(format!("no backend {i}"), Box::new(req)));
         };
         if self.http2 {
-            self.send_h2(conns, addr, req).await
+            self.send_h2(conns, addr, req).await.map(|r| (r, None))
         } else {
             self.send_h1(conns, addr, req).await
         }
@@ -102,27 +103,30 @@ impl Upstream {
         conns: &Arc<Conns>,
         addr: SocketAddr,
         mut req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
         // A pooled connection the backend closed meanwhile hands the request back; then try
         // the next one, and at last a new connection.
         loop {
             let (mut sender, fresh) = match take_idle(conns) {
-                Some(s) => (s, false),
-                None => match self.connect(addr).await {
-                    Ok(io) => match http1::handshake(TokioIo::new(io)).await {
-                        Ok((s, conn)) => {
-                            tokio::spawn(conn.with_upgrades());
-                            (s, true)
-                        }
-                        Err(e) => return Err(SendError::Connect(e.to_string(), Box::new(req))),
-                    },
+                Some(mut s) => {
+                    // Ready once the previous exchange on it is over; an error means closed.
+                    if s.ready().await.is_err() {
+                        continue;
+                    }
+                    (s, false)
+                }
+                None => match Box::pin(self.connect_h1(addr)).await {
+                    Ok(s) => (s, true),
                     Err(e) => return Err(SendError::Connect(e, Box::new(req))),
                 },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    give_back(conns, sender);
-                    return Ok(resp);
+                    let pooled = Pooled {
+                        conns: conns.clone(),
+                        sender,
+                    };
+                    return Ok((resp, Some(pooled)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(r) if !fresh => req = r,
@@ -145,20 +149,15 @@ impl Upstream {
             let mut shared = conns.h2.lock().await;
             match shared.as_ref().filter(|s| !s.is_closed()) {
                 Some(s) => s.clone(),
-                None => {
-                    let io = match self.connect(addr).await {
-                        Ok(io) => io,
-                        Err(e) => return Err(SendError::Connect(e, Box::new(req))),
-                    };
-                    match http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await {
-                        Ok((s, conn)) => {
-                            tokio::spawn(conn);
-                            *shared = Some(s.clone());
-                            s
-                        }
-                        Err(e) => return Err(SendError::Connect(e.to_string(), Box::new(req))),
+                // Boxed: a connect (TLS and HTTP/2 handshakes included) is a large future,
+                // and the common path, a request on an open connection, should not carry it.
+                None => match Box::pin(self.connect_h2(addr)).await {
+                    Ok(s) => {
+                        *shared = Some(s.clone());
+                        s
                     }
-                }
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                },
             }
         };
         if let Err(e) = sender.ready().await {
@@ -175,6 +174,25 @@ impl Upstream {
                 None => Err(SendError::Failed(e.into_error())),
             },
         }
+    }
+
+    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Body>, String> {
+        let io = self.connect(addr).await?;
+        let (s, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(s)
+    }
+
+    /// A new HTTP/1.1 connection (boxed by the caller for the reason given in `send_h2`).
+    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<Body>, String> {
+        let io = self.connect(addr).await?;
+        let (s, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn.with_upgrades());
+        Ok(s)
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Stream, String> {
@@ -208,30 +226,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A pooled connection that is still open, newest first (warm caches, and the backend's
-/// keep-alive timer is least likely to have run out).
+/// A pooled connection that is still open and not idle for too long, newest first (warm
+/// caches, and the backend's keep-alive timer is least likely to have run out). It may still
+/// be finishing its previous exchange: the caller waits for it to be ready.
 fn take_idle(conns: &Conns) -> Option<http1::SendRequest<Body>> {
+    let now = lb_core::clock::now_ms();
     let mut idle = lock(&conns.idle);
     while let Some((at, s)) = idle.pop() {
-        if at.elapsed() < IDLE_TIMEOUT && s.is_ready() {
+        if now.saturating_sub(at) < IDLE_TIMEOUT_MS && !s.is_closed() {
             return Some(s);
         }
     }
     None
 }
 
-/// Returns the connection to the pool once its response has been read to the end (an
-/// HTTP/1.1 connection carries one exchange at a time). A connection that closes, or upgrades
-/// to a WebSocket, never becomes ready and is dropped.
-fn give_back(conns: &Arc<Conns>, mut sender: http1::SendRequest<Body>) {
-    let conns = conns.clone();
-    tokio::spawn(async move {
-        if sender.ready().await.is_ok() {
-            let mut idle = lock(&conns.idle);
-            idle.retain(|(at, s)| at.elapsed() < IDLE_TIMEOUT && !s.is_closed());
-            if idle.len() < IDLE_PER_BACKEND {
-                idle.push((Instant::now(), sender));
-            }
+/// An HTTP/1.1 connection lent to one exchange; [`Pooled::release`] it when the response
+/// body has been read to the end (or dropped) and the connection goes back to the pool.
+/// One exchange at a time per connection: the next user waits until it is ready.
+#[derive(Debug)]
+pub struct Pooled {
+    conns: Arc<Conns>,
+    sender: http1::SendRequest<Body>,
+}
+
+impl Pooled {
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
         }
-    });
+        let now = lb_core::clock::now_ms();
+        let mut idle = lock(&self.conns.idle);
+        if idle.len() >= IDLE_PER_BACKEND {
+            idle.retain(|(at, s)| now.saturating_sub(*at) < IDLE_TIMEOUT_MS && !s.is_closed());
+        }
+        if idle.len() < IDLE_PER_BACKEND {
+            idle.push((now, self.sender));
+        }
+    }
 }
