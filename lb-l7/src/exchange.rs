@@ -42,6 +42,8 @@ pub struct ConnInfo {
     /// Ends WebSocket tunnels when the shutdown grace period is over.
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
+    /// What the connection's request heads carried that the parser does not show.
+    pub framing: Arc<std::sync::Mutex<crate::framing::Tracker>>,
 }
 
 /// What the access log says of a request, kept only when the listener logs.
@@ -60,6 +62,13 @@ impl Gateway {
     /// Answers one request: refused by lb, or forwarded and streamed back.
     pub async fn handle(&self, mut req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
+        // One framing record per HTTP/1 request, in order (HTTP/2 has none).
+        let both_lengths = req.version() < Version::HTTP_2
+            && crate::sniff::lock(&info.framing).take() == Some(true);
+        if both_lengths {
+            let r = guard::Refusal::LengthAndChunked;
+            return self.own(None, &req, info, start, refuse(r.status(), &r.to_string()));
+        }
         if let Err(r) = guard::check(req.uri(), req.version(), req.headers(), &self.limits) {
             return self.own(None, &req, info, start, refuse(r.status(), &r.to_string()));
         }

@@ -17,8 +17,10 @@ use regex::Regex;
 
 use crate::balance;
 use crate::forward::Trust;
+use crate::framing::Tracker;
 use crate::guard::Limits;
 use crate::router::{Conditions, HostMatch, PathMatch, Router};
+use crate::sniff::Sniffed;
 use crate::upstream::{self, Upstream};
 
 /// How a route changes the path it forwards.
@@ -214,12 +216,14 @@ impl Gateway {
     /// Serves one client connection until it closes; on `drain`, finishes what is in flight
     /// and closes (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY); on `cancel`, closes now.
     pub async fn serve_conn(self: Arc<Self>, conn: Conn) {
+        let framing = Arc::new(std::sync::Mutex::new(Tracker::default()));
         let info = crate::exchange::ConnInfo {
             client: conn.client,
             tls: conn.is_tls(),
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
             tracker: conn.tracker.clone(),
+            framing: framing.clone(),
         };
         let gw = self.clone();
         let service = service_fn(move |req| {
@@ -228,7 +232,7 @@ impl Gateway {
         });
         let serving = self
             .server
-            .serve_connection_with_upgrades(TokioIo::new(conn.io), service);
+            .serve_connection_with_upgrades(TokioIo::new(Sniffed::new(conn.io, framing)), service);
         tokio::pin!(serving);
         let result = tokio::select! {
             r = serving.as_mut() => r,
