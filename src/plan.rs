@@ -144,6 +144,14 @@ pub fn plan(l: &Loaded) -> String {
             if let Some(m) = r.max_body_size {
                 how.push(format!("max_body_size {m} bytes"));
             }
+            if !r.policies.is_empty() {
+                let names: Vec<&str> = r
+                    .policies
+                    .iter()
+                    .map(|&i| c.policies[i].name.as_str())
+                    .collect();
+                how.push(format!("policies {}", names.join(" → ")));
+            }
             let _ = writeln!(
                 out,
                 "  route \"{}\": {} → pool \"{}\" ({})",
@@ -153,6 +161,9 @@ pub fn plan(l: &Loaded) -> String {
                 how.join(", ")
             );
         }
+    }
+    for p in &c.policies {
+        let _ = writeln!(out, "policy \"{}\": {}", p.name, describe_policy(&p.kind));
     }
     for p in &c.pools {
         let _ = write!(out, "pool \"{}\": {}", p.name, p.algorithm.name());
@@ -222,4 +233,55 @@ pub fn plan(l: &Loaded) -> String {
         }
     }
     out
+}
+
+fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
+    use lb_core::config::{PolicyKind as K, RateKey};
+    match k {
+        K::IpFilter {
+            allow,
+            deny,
+            trusted_proxies,
+        } => format!(
+            "ip_filter, {} allowed, {} denied network(s), {} trusted proxy network(s)",
+            allow.len(),
+            deny.len(),
+            trusted_proxies.len()
+        ),
+        K::ApiKey {
+            keys,
+            header,
+            query,
+        } => format!(
+            "api_key, {} key(s) in header {header}{}",
+            keys.len(),
+            query
+                .as_ref()
+                .map_or(String::new(), |q| format!(" or query parameter {q}"))
+        ),
+        K::RateLimit {
+            requests,
+            per,
+            burst,
+            key,
+            ..
+        } => {
+            let key = match key {
+                RateKey::Ip => "client address".to_string(),
+                RateKey::Header(h) => format!("header {h}"),
+                RateKey::ApiKey => "API-key consumer".to_string(),
+                RateKey::Route => "route".to_string(),
+            };
+            format!(
+                "rate_limit, {requests} per {} by {key}, burst {burst}, local",
+                d(*per)
+            )
+        }
+        K::Cors { allow_origins, .. } => format!("cors for {}", allow_origins.join(", ")),
+        K::Headers { request, response } => format!(
+            "headers, {} request and {} response edit(s)",
+            request.set.len() + request.add.len() + request.remove.len(),
+            response.set.len() + response.add.len() + response.remove.len()
+        ),
+    }
 }

@@ -367,3 +367,58 @@ async fn a_one_gib_download_passes_with_flat_memory() {
         "lb's RSS grew by {growth} KiB during a 1 GiB download (baseline {baseline} KiB, stalled {stalled} KiB)"
     );
 }
+
+/// Policies through the binary: refusals counted by policy and reason, listed in the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_refusals_are_counted() {
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let routes = format!(
+        "{}policies = [\"keys\", \"two\"]\n\n\
+         [policy.keys]\nkind = \"api_key\"\nkeys = [{{ name = \"mobile\", sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\" }}]\n\n\
+         [policy.two]\nkind = \"rate_limit\"\nrequests = 2\nper = \"1m\"\n",
+        API_ROUTE
+    );
+    let lb = Lb::start(
+        "http-policies",
+        &http_config(site.addr, api.addr, "", &routes),
+    )
+    .await;
+    let addr = lb.listener("web").await;
+    assert_eq!(get(addr, "/api/x").await.0, 401);
+    let keyed = |n: u32| async move {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET /api/{n} HTTP/1.1\r\nHost: h\r\nX-API-Key: secret\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf)
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (keyed(1).await, keyed(2).await, keyed(3).await),
+        (200, 200, 429)
+    );
+    assert_eq!(
+        lb.metric_reaching(
+            "lb_auth_failures_total",
+            &[("policy", "keys"), ("reason", "missing")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        lb.metric_reaching("lb_ratelimited_total", &[("policy", "two")], 1.0)
+            .await,
+        1.0
+    );
+    let status = lb.status().await;
+    assert_eq!(
+        status["routes"][0]["policies"],
+        serde_json::json!(["keys", "two"]),
+        "{status}"
+    );
+    assert_eq!(status["policies"][1]["kind"], "rate_limit");
+}

@@ -29,6 +29,7 @@ use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::guard;
 use crate::path;
+use crate::policy::{self, RequestInfo};
 use crate::router::RequestHead;
 use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Body, Pooled, SendError};
@@ -99,6 +100,26 @@ impl Gateway {
                 return self.own(None, &req, info, start, resp);
             }
         };
+        // Policies first: a request they refuse (401, 403, 429, a CORS preflight) costs no
+        // backend anything.
+        let mut policy_info = None;
+        if !target.policies.is_empty() {
+            let mut pi = RequestInfo {
+                client: info.client.ip(),
+                method: req.method().clone(),
+                host: host.as_deref().map(crate::router::host_of),
+                path: path.clone(),
+                query: req.uri().query().map(str::to_string),
+                route: target.name.clone(),
+                consumer: None,
+                origin: None,
+                rate: None,
+            };
+            if let Err(resp) = policy::on_request(&target.policies, &mut pi, req.headers_mut()) {
+                return self.own(Some(target), &req, info, start, *resp);
+            }
+            policy_info = Some(pi);
+        }
         let Some(Some(pt)) = self.pools.get(target.pool) else {
             return self.own(
                 Some(target),
@@ -251,6 +272,7 @@ impl Gateway {
                     method,
                     path: log_path,
                     upstream_ms,
+                    policy: policy_info,
                 },
             );
         }
@@ -378,6 +400,9 @@ impl Gateway {
             }
             self.tunnel(up_c, up_b, info);
         }
+        if let Some(pi) = &log.policy {
+            policy::on_response(&target.policies, pi, &mut parts.headers);
+        }
         if let Some((name, values)) = &pt.sticky {
             if sticky != Some(i) {
                 let cookie = format!("{name}={}; Path=/; HttpOnly", values[i]);
@@ -483,6 +508,8 @@ struct LogFields {
     /// `Some` when the listener logs.
     path: Option<String>,
     upstream_ms: u64,
+    /// What the route's policies learnt, for their response phase.
+    policy: Option<RequestInfo>,
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

@@ -19,6 +19,7 @@ use crate::balance;
 use crate::forward::Trust;
 use crate::framing::Tracker;
 use crate::guard::Limits;
+use crate::policy;
 use crate::router::{Conditions, HostMatch, PathMatch, Router};
 use crate::sniff::Sniffed;
 use crate::upstream::{self, Upstream};
@@ -99,6 +100,8 @@ pub struct RouteTarget {
     pub retries: u32,
     pub max_body: Option<u64>,
     pub metrics: RouteMetrics,
+    /// `policies`, in order.
+    pub policies: policy::Chain,
 }
 
 /// A pool as this listener's requests use it.
@@ -151,6 +154,9 @@ impl Gateway {
         let c = &loaded.config;
         let l = &c.listeners[index];
         let mut used = vec![false; c.pools.len()];
+        // One instance of each policy per listener and config generation: a rate limit
+        // counts every route of this listener that names it.
+        let built: Vec<Arc<dyn policy::Policy>> = c.policies.iter().map(policy::build).collect();
         let mut conditions = Vec::new();
         let mut routes = Vec::new();
         for r in c.routes.iter().filter(|r| r.listener == index) {
@@ -165,6 +171,7 @@ impl Gateway {
                 retries: r.retries,
                 max_body: r.max_body_size.or(l.http.max_body_size),
                 metrics: RouteMetrics::new(&l.name, &r.name),
+                policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
             });
         }
         let default = l.pool.map(|p| {
@@ -177,6 +184,7 @@ impl Gateway {
                 retries: 0,
                 max_body: l.http.max_body_size,
                 metrics: RouteMetrics::new(&l.name, "default"),
+                policies: Vec::new(),
             }
         });
         let pools = used

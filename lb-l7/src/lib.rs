@@ -15,6 +15,7 @@ pub mod framing;
 pub mod gateway;
 pub mod guard;
 pub mod path;
+pub mod policy;
 pub mod router;
 pub mod sniff;
 pub mod upgrade;

@@ -17,6 +17,140 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// `[[route]]`s of http listeners, in config order.
     pub routes: Vec<HttpRoute>,
+    /// `[policy.NAME]`s, in config order; routes name them by index.
+    pub policies: Vec<Policy>,
+}
+
+/// One `[policy.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub kind: PolicyKind,
+}
+
+/// An IP network: address and prefix length (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `a.b.c.d/n`, `v6::/n`, or a bare address (a /32 or /128).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let max = if matches!(addr, std::net::IpAddr::V4(_)) {
+            32
+        } else {
+            128
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address (after `trusted_proxies` of an `ip_filter`, PROXY protocol).
+    Ip,
+    /// A request header's value (lowercase name); requests without it share one bucket.
+    Header(String),
+    /// The consumer an `api_key` policy earlier on the route identified.
+    ApiKey,
+    /// One limit for the whole route.
+    Route,
+}
+
+/// Header edits of a `headers` policy; values may hold `${client_ip}`, `${host}`,
+/// `${method}`, `${path}`, `${consumer}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyKind {
+    /// Allow/deny by client address. The peer is the client unless it is one of
+    /// `trusted_proxies`; then the right-most untrusted `X-Forwarded-For` entry is.
+    IpFilter {
+        allow: Vec<Cidr>,
+        deny: Vec<Cidr>,
+        trusted_proxies: Vec<Cidr>,
+    },
+    /// Requests must carry one of these keys (compared by SHA-256) in `header` (default
+    /// `x-api-key`) or the `query` parameter; the key's name is the consumer.
+    ApiKey {
+        keys: Vec<(String, [u8; 32])>,
+        header: String,
+        query: Option<String>,
+    },
+    /// `requests` per `per`, smoothly (GCRA), with bursts of up to `burst`.
+    RateLimit {
+        requests: u32,
+        per: Duration,
+        burst: u32,
+        key: RateKey,
+        /// Most keys tracked; the idlest are forgotten first.
+        max_keys: usize,
+    },
+    Cors {
+        /// Exact origins, `https://*.example.com` wildcards, or `*`.
+        allow_origins: Vec<String>,
+        allow_methods: Vec<String>,
+        allow_headers: Vec<String>,
+        expose_headers: Vec<String>,
+        allow_credentials: bool,
+        max_age: Option<Duration>,
+    },
+    Headers {
+        request: HeaderOps,
+        response: HeaderOps,
+    },
+}
+
+impl PolicyKind {
+    pub const NAMES: &'static [&'static str] =
+        &["ip_filter", "api_key", "rate_limit", "cors", "headers"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::IpFilter { .. } => "ip_filter",
+            Self::ApiKey { .. } => "api_key",
+            Self::RateLimit { .. } => "rate_limit",
+            Self::Cors { .. } => "cors",
+            Self::Headers { .. } => "headers",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +294,8 @@ pub struct HttpRoute {
     pub retries: u32,
     /// Overrides the listener's `max_body_size`.
     pub max_body_size: Option<u64>,
+    /// Indices into `Config::policies`, applied in this order.
+    pub policies: Vec<usize>,
 }
 
 impl PartialEq for HttpRoute {
@@ -188,7 +324,8 @@ impl PartialEq for HttpRoute {
             o.timeout,
             o.retries,
             o.max_body_size,
-        ) && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
+        ) && self.policies == o.policies
+            && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
     }
 }
 

@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{did_you_mean, Diagnostic};
-use super::raw::{self, RawAdmin, RawGlobal, RawListener, RawPool, RawRoute};
+use super::raw::{self, RawAdmin, RawGlobal, RawListener, RawPolicy, RawPool, RawRoute};
 
 /// The raw config plus where its sections start, for errors about whole sections.
 #[derive(Debug, Default)]
@@ -20,8 +20,8 @@ pub struct RawConfig {
     pub listeners: Vec<(RawListener, Range<usize>)>,
     pub pools: Vec<(RawPool, Range<usize>)>,
     pub routes: Vec<(RawRoute, Range<usize>)>,
-    /// Spans of `[policy.*]` sections, which this build does not serve.
-    pub http_sections: Vec<(String, Range<usize>)>,
+    /// `[policy.NAME]`s with the span of their name.
+    pub policies: Vec<(String, Range<usize>, RawPolicy)>,
 }
 
 /// Retries per item: each retry drops one bad key, so this bounds the errors per item.
@@ -72,7 +72,27 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
                     }
                 }
             }
-            "policy" => raw.http_sections.push((name.to_string(), kspan)),
+            "policy" => match value.get_ref() {
+                DeValue::Table(t) => {
+                    for (pname, v) in t.iter() {
+                        let path = format!("policy.{}", pname.get_ref());
+                        if let Some(p) = item::<RawPolicy>(v, &path, diags) {
+                            raw.policies
+                                .push((pname.get_ref().to_string(), pname.span(), p));
+                        }
+                    }
+                    // The table comes back sorted by name; keep the file's order.
+                    raw.policies.sort_by_key(|(_, span, _)| span.start);
+                }
+                other => diags.push(
+                    Diagnostic::error(format!(
+                        "expected tables [policy.NAME], found {}",
+                        other.type_str()
+                    ))
+                    .at(kspan)
+                    .key("policy"),
+                ),
+            },
             other => {
                 let mut d = Diagnostic::error(format!("unknown top-level key `{other}`"))
                     .at(kspan)
@@ -177,14 +197,18 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
 /// table that key lives in (for the list of allowed keys).
 fn locate(value: &Spanned<DeValue<'_>>, span: &Range<usize>, prefix: &str) -> (String, String) {
     let mut path = prefix.to_string();
-    let mut table = prefix
-        .split('[')
-        .next()
-        .unwrap_or(prefix)
-        .rsplit('.')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let mut table = if prefix.starts_with("policy.") {
+        "policy".to_string()
+    } else {
+        prefix
+            .split('[')
+            .next()
+            .unwrap_or(prefix)
+            .rsplit('.')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
     let mut cur = value;
     loop {
         let next = match cur.get_ref() {

@@ -76,6 +76,79 @@ pub struct RawRoute {
     pub policies: Option<S<Vec<S<String>>>>,
 }
 
+/// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,
+/// so a key of another kind is reported as such rather than as unknown).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub kind: S<String>,
+    // ip_filter
+    pub allow: Option<S<Vec<S<String>>>>,
+    pub deny: Option<S<Vec<S<String>>>>,
+    pub trusted_proxies: Option<S<Vec<S<String>>>>,
+    // api_key
+    pub keys: Option<S<Vec<S<RawApiKey>>>>,
+    pub header: Option<S<String>>,
+    pub query: Option<S<String>>,
+    // rate_limit
+    pub requests: Option<S<i64>>,
+    pub per: Option<S<String>>,
+    pub burst: Option<S<i64>>,
+    pub key: Option<S<String>>,
+    pub store: Option<S<String>>,
+    pub max_keys: Option<S<i64>>,
+    // cors
+    pub allow_origins: Option<S<Vec<S<String>>>>,
+    pub allow_methods: Option<S<Vec<S<String>>>>,
+    pub allow_headers: Option<S<Vec<S<String>>>>,
+    pub expose_headers: Option<S<Vec<S<String>>>>,
+    pub allow_credentials: Option<S<bool>>,
+    pub max_age: Option<S<String>>,
+    // headers
+    pub request: Option<S<RawHeaderOps>>,
+    pub response: Option<S<RawHeaderOps>>,
+}
+
+/// `keys = [{ name = "mobile-app", sha256 = "…" }]`: the SHA-256 (hex) of each key, never
+/// the key itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub name: S<String>,
+    pub sha256: S<String>,
+}
+
+/// Header edits: `set` replaces, `add` appends, `remove` deletes.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderOps {
+    pub set: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    pub add: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    pub remove: Option<S<Vec<S<String>>>>,
+}
+
+/// Keys of `[policy.NAME]` by kind (`kind` itself aside).
+pub const POLICY_KEYS: &[(&str, &[&str])] = &[
+    ("ip_filter", &["allow", "deny", "trusted_proxies"]),
+    ("api_key", &["keys", "header", "query"]),
+    (
+        "rate_limit",
+        &["requests", "per", "burst", "key", "store", "max_keys"],
+    ),
+    (
+        "cors",
+        &[
+            "allow_origins",
+            "allow_methods",
+            "allow_headers",
+            "expose_headers",
+            "allow_credentials",
+            "max_age",
+        ],
+    ),
+    ("headers", &["request", "response"]),
+];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
@@ -196,6 +269,31 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "max_body_size",
             "policies",
         ],
+        "policy" => &[
+            "kind",
+            "allow",
+            "deny",
+            "trusted_proxies",
+            "keys",
+            "header",
+            "query",
+            "requests",
+            "per",
+            "burst",
+            "key",
+            "store",
+            "max_keys",
+            "allow_origins",
+            "allow_methods",
+            "allow_headers",
+            "expose_headers",
+            "allow_credentials",
+            "max_age",
+            "request",
+            "response",
+        ],
+        "keys" => &["name", "sha256"],
+        "request" | "response" => &["set", "add", "remove"],
         "match" => &[
             "host",
             "path",

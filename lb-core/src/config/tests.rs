@@ -305,14 +305,8 @@ fn empty_pool_and_no_listener() {
     assert!(errs.iter().any(|d| d.message.contains("no [[listener]]")));
 }
 
-#[test]
-fn policies_are_refused() {
-    let text = format!("{GOOD}\n[policy.jwt]\nkind = \"jwt\"\n");
-    let errs = errors(&text);
-    assert!(errs.iter().any(|d| d.key_path.as_deref() == Some("policy")));
-}
-
 mod http;
+mod policy;
 
 mod prop {
     use super::super::*;

@@ -58,6 +58,7 @@ pub fn status(shared: &Shared) -> Value {
                 "headers": r.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>(),
                 "timeout_seconds": r.timeout.as_secs_f64(),
                 "retries": r.retries,
+                "policies": r.policies.iter().map(|&i| c.policies[i].name.as_str()).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -73,6 +74,7 @@ pub fn status(shared: &Shared) -> Value {
         "listeners": listeners,
         "pools": pools,
         "routes": routes,
+        "policies": c.policies.iter().map(|p| json!({ "name": p.name, "kind": p.kind.name() })).collect::<Vec<_>>(),
     })
 }
 

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// A backend that answers `name METHOD URI xff=... host=...`, and on special paths:
-/// `/status/N` answers N, `/count` answers how many body bytes it read, `/trailers` ends its
+/// `/status/N` answers N, `/count` answers how many body bytes it read, `/headers` lists the request headers, `/trailers` ends its
 /// body with a `grpc-status: 0` trailer, `/cookie` echoes the Cookie header, `/slow` waits
 /// 3 s first. It counts its connections and requests.
 pub struct Backend {
@@ -105,6 +105,15 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Reply, Inf
             text
         }
         "/cookie" => h("cookie"),
+        "/headers" => {
+            let mut lines: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            lines.sort();
+            lines.join("\n")
+        }
         "/count" => {
             let mut body = req.into_body();
             let mut n = 0u64;

@@ -235,8 +235,8 @@ fn route_conditions_are_checked() {
     );
     http_error(
         &http_with("retries = 2", "retries = 2\npolicies = [\"jwt\"]"),
-        "route[0].policies",
-        "not supported",
+        "route[0].policies[0]",
+        "does not exist",
     );
     http_error(
         &http_with("retries = 2", "retries = 2\nwhat = 1"),

@@ -120,6 +120,7 @@ pub(super) fn routes(
     listeners: &HashMap<&str, usize>,
     protocols: &[Option<Protocol>],
     pools: &HashMap<&str, usize>,
+    policies: &HashMap<String, usize>,
     used_pools: &mut [(bool, bool)],
 ) -> Vec<HttpRoute> {
     let mut out = Vec::new();
@@ -247,13 +248,31 @@ pub(super) fn routes(
         }
         let retries = cx.int(&r.retries, format!("{key}.retries"), 0, MAX_RETRIES, 0) as u32;
         let max_body_size = size(cx, &r.max_body_size, format!("{key}.max_body_size"));
-        if let Some(p) = r.policies.as_ref().filter(|p| !p.get_ref().is_empty()) {
-            cx.push(
-                Diagnostic::error("`policies` are not supported by this version of lb")
+        let mut route_policies = Vec::new();
+        for (j, p) in r
+            .policies
+            .iter()
+            .flat_map(|p| p.get_ref().iter())
+            .enumerate()
+        {
+            match policies.get(p.get_ref()) {
+                Some(&idx) => route_policies.push(idx),
+                None => {
+                    let known: Vec<&str> = policies.keys().map(String::as_str).collect();
+                    let mut d = Diagnostic::error(format!(
+                        "route \"{name}\" names policy \"{}\", which does not exist",
+                        p.get_ref()
+                    ))
                     .at(p.span())
-                    .key(format!("{key}.policies"))
-                    .help("remove them; the route proxies without them"),
-            );
+                    .key(format!("{key}.policies[{j}]"));
+                    if let Some(s) = did_you_mean(p.get_ref(), &known) {
+                        d = d.help(format!("did you mean \"{s}\"?"));
+                    } else {
+                        d = d.help("define it as [policy.NAME] with a kind");
+                    }
+                    cx.push(d);
+                }
+            }
         }
         if let (Some(listener), Some(pool)) = (listener, pool) {
             out.push(HttpRoute {
@@ -269,6 +288,7 @@ pub(super) fn routes(
                 timeout,
                 retries,
                 max_body_size,
+                policies: route_policies,
             });
         }
     }

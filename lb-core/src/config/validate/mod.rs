@@ -18,6 +18,7 @@ use super::parse::RawConfig;
 pub const MAX_WEIGHT: i64 = 10_000;
 
 mod http;
+mod policy;
 mod pool;
 
 use http::listener_http;
@@ -119,16 +120,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
     let errors_before = diags.iter().filter(|d| d.is_error()).count();
     let mut cx = Ctx { diags };
 
-    for (name, span) in &raw.http_sections {
-        cx.push(
-            Diagnostic::error(format!(
-                "[{name}] sections (gateway policies) are not supported by this version of lb"
-            ))
-            .at(span.clone())
-            .key(name.clone())
-            .help("remove them; routes without policies proxy as they are"),
-        );
-    }
+    let (policies, policy_index) = policy::policies(&mut cx, &raw.policies);
 
     let global = raw.global.as_ref().map_or_else(Global::default, |g| {
         let d = Global::default();
@@ -486,6 +478,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         &names,
         &protocols,
         &pool_index,
+        &policy_index,
         &mut used_pools,
     );
     for (i, (p, _)) in raw.pools.iter().enumerate() {
@@ -522,6 +515,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         listeners,
         pools: pools?,
         routes,
+        policies,
     })
 }
 

@@ -1,0 +1,212 @@
+//! `[policy.NAME]` sections: each kind read, keys of other kinds and bad values reported.
+
+use super::*;
+use std::time::Duration;
+
+const POLICIES: &str = r#"
+[[listener]]
+name = "api"
+bind = "127.0.0.1:8080"
+protocol = "http"
+
+[[pool]]
+name = "p"
+backends = [{ addr = "127.0.0.1:9001" }]
+
+[[route]]
+listener = "api"
+pool = "p"
+policies = ["office", "keys", "per-key", "browser", "stamp"]
+
+[policy.office]
+kind = "ip_filter"
+allow = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+deny = ["10.6.0.0/16"]
+trusted_proxies = ["127.0.0.1"]
+
+[policy.keys]
+kind = "api_key"
+keys = [{ name = "mobile", sha256 = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b" }]
+query = "api_key"
+
+[policy.per-key]
+kind = "rate_limit"
+requests = 100
+per = "1m"
+burst = 20
+key = "api_key"
+
+[policy.browser]
+kind = "cors"
+allow_origins = ["https://app.example.com", "https://*.example.org"]
+allow_methods = ["get", "POST"]
+allow_credentials = true
+max_age = "10m"
+
+[policy.stamp]
+kind = "headers"
+request = { set = { "x-client" = "${client_ip}" }, remove = ["cookie"] }
+response = { add = { "x-served-by" = "lb ${route}" } }
+"#;
+
+fn policy_error(text: &str, key: &str, needle: &str) {
+    let errs = errors(text);
+    let hit = errs
+        .iter()
+        .find(|d| d.key_path.as_deref() == Some(key))
+        .unwrap_or_else(|| panic!("no error at {key}; got {errs:#?}"));
+    assert!(
+        hit.message.contains(needle) || hit.help.as_deref().is_some_and(|h| h.contains(needle)),
+        "{hit:?} lacks {needle:?}"
+    );
+}
+
+fn with(pattern: &str, replacement: &str) -> String {
+    assert!(POLICIES.contains(pattern), "{pattern}");
+    POLICIES.replacen(pattern, replacement, 1)
+}
+
+#[test]
+fn every_kind_is_read() {
+    let c = load_str("p.toml", POLICIES)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    let names: Vec<&str> = c.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["office", "keys", "per-key", "browser", "stamp"]);
+    assert_eq!(c.routes[0].policies, [0, 1, 2, 3, 4]);
+    match &c.policies[0].kind {
+        PolicyKind::IpFilter {
+            allow,
+            deny,
+            trusted_proxies,
+        } => {
+            assert_eq!((allow.len(), deny.len(), trusted_proxies.len()), (3, 1, 1));
+            assert_eq!(allow[2].prefix, 32, "a bare address is a /32");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &c.policies[1].kind {
+        PolicyKind::ApiKey {
+            keys,
+            header,
+            query,
+        } => {
+            assert_eq!(keys[0].0, "mobile");
+            assert_eq!(keys[0].1[0], 0x2b);
+            assert_eq!(
+                (header.as_str(), query.as_deref()),
+                ("x-api-key", Some("api_key"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.policies[2].kind,
+        PolicyKind::RateLimit {
+            requests: 100,
+            per: Duration::from_secs(60),
+            burst: 20,
+            key: RateKey::ApiKey,
+            max_keys: 100_000
+        }
+    );
+    match &c.policies[3].kind {
+        PolicyKind::Cors {
+            allow_methods,
+            allow_credentials,
+            max_age,
+            ..
+        } => {
+            assert_eq!(allow_methods, &["GET", "POST"]);
+            assert!(*allow_credentials);
+            assert_eq!(*max_age, Some(Duration::from_secs(600)));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &c.policies[4].kind {
+        PolicyKind::Headers { request, response } => {
+            assert_eq!(
+                request.set,
+                [("x-client".to_string(), "${client_ip}".to_string())]
+            );
+            assert_eq!(request.remove, ["cookie"]);
+            assert_eq!(
+                response.add,
+                [("x-served-by".to_string(), "lb ${route}".to_string())]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn policy_mistakes_are_reported_with_their_place() {
+    policy_error(
+        &with("kind = \"cors\"", "kind = \"corz\""),
+        "policy.browser.kind",
+        "did you mean \"cors\"",
+    );
+    policy_error(
+        &with("kind = \"cors\"", "kind = \"jwt\""),
+        "policy.browser.kind",
+        "not supported",
+    );
+    policy_error(
+        &with("burst = 20", "burst = 20\nallow = [\"10.0.0.0/8\"]"),
+        "policy.per-key.allow",
+        "does not apply to kind = \"rate_limit\"",
+    );
+    policy_error(
+        &with("burst = 20", "burst = 20\nallwo = 1"),
+        "policy.per-key.allwo",
+        "unknown key",
+    );
+    policy_error(
+        &with("\"10.6.0.0/16\"", "\"10.6.0.0/33\""),
+        "policy.office.deny[0]",
+        "expected an address or network",
+    );
+    policy_error(
+        &with("sha256 = \"2bb8", "sha256 = \"zz"),
+        "policy.keys.keys[0].sha256",
+        "SHA-256",
+    );
+    policy_error(
+        &with("requests = 100", "requests = 0"),
+        "policy.per-key.requests",
+        "from 1",
+    );
+    policy_error(
+        &with("key = \"api_key\"", "key = \"jwt:sub\""),
+        "policy.per-key.key",
+        "jwt",
+    );
+    policy_error(
+        &with("per = \"1m\"", "per = \"1m\"\nstore = \"redis\""),
+        "policy.per-key.store",
+        "not supported",
+    );
+    policy_error(
+        &with("\"https://*.example.org\"", "\"example.org\""),
+        "policy.browser.allow_origins[1]",
+        "origin",
+    );
+    policy_error(
+        &with(
+            "\"https://app.example.com\", \"https://*.example.org\"",
+            "\"*\"",
+        ),
+        "policy.browser.allow_credentials",
+        "wildcard",
+    );
+    policy_error(
+        &with("${route}", "${user}"),
+        "policy.stamp.response.add.\"x-served-by\"",
+        "unknown variable ${user}",
+    );
+    policy_error(
+        &with("\"per-key\", \"browser\"", "\"per-key\", \"browsr\""),
+        "route[0].policies[3]",
+        "did you mean \"browser\"",
+    );
+}

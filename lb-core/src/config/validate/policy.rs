@@ -1,0 +1,475 @@
+//! Checks of `[policy.NAME]` sections: the kind, the keys that belong to it, and each value.
+//! Pure; no I/O.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::super::diag::{did_you_mean, Diagnostic};
+use super::super::raw::{RawHeaderOps, RawPolicy, POLICY_KEYS, S};
+use super::http::is_token;
+use super::Ctx;
+use crate::config::model::*;
+
+/// Most keys a local rate limit tracks by default (each costs about 100 bytes).
+const DEFAULT_MAX_KEYS: i64 = 100_000;
+
+/// The policies in file order, and their index by name.
+pub(super) fn policies(
+    cx: &mut Ctx<'_>,
+    raw: &[(String, std::ops::Range<usize>, RawPolicy)],
+) -> (Vec<Policy>, HashMap<String, usize>) {
+    let mut out = Vec::new();
+    let mut index = HashMap::new();
+    for (name, span, p) in raw {
+        let key = format!("policy.{name}");
+        if name.is_empty() || !is_token(name) {
+            cx.err(
+                span.clone(),
+                key.clone(),
+                format!("policy names are letters, digits, - and _; found \"{name}\""),
+            );
+        }
+        if let Some(kind) = policy(cx, p, &key) {
+            index.insert(name.clone(), out.len());
+            out.push(Policy {
+                name: name.clone(),
+                kind,
+            });
+        }
+    }
+    (out, index)
+}
+
+/// Every key set in `p` with its span, by name.
+fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
+    fn s<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+        v.as_ref().map(Spanned::span)
+    }
+    [
+        ("allow", s(&p.allow)),
+        ("deny", s(&p.deny)),
+        ("trusted_proxies", s(&p.trusted_proxies)),
+        ("keys", s(&p.keys)),
+        ("header", s(&p.header)),
+        ("query", s(&p.query)),
+        ("requests", s(&p.requests)),
+        ("per", s(&p.per)),
+        ("burst", s(&p.burst)),
+        ("key", s(&p.key)),
+        ("store", s(&p.store)),
+        ("max_keys", s(&p.max_keys)),
+        ("allow_origins", s(&p.allow_origins)),
+        ("allow_methods", s(&p.allow_methods)),
+        ("allow_headers", s(&p.allow_headers)),
+        ("expose_headers", s(&p.expose_headers)),
+        ("allow_credentials", s(&p.allow_credentials)),
+        ("max_age", s(&p.max_age)),
+        ("request", s(&p.request)),
+        ("response", s(&p.response)),
+    ]
+    .into_iter()
+    .filter_map(|(k, span)| span.map(|s| (k, s)))
+    .collect()
+}
+
+fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
+    let kind = p.kind.get_ref().as_str();
+    let Some((_, allowed)) = POLICY_KEYS.iter().find(|(k, _)| *k == kind) else {
+        let mut d = Diagnostic::error(format!(
+            "expected a policy kind ({}), found \"{kind}\"",
+            PolicyKind::NAMES.join(", ")
+        ))
+        .at(p.kind.span())
+        .key(format!("{key}.kind"));
+        if let Some(s) = did_you_mean(kind, PolicyKind::NAMES) {
+            d = d.help(format!("did you mean \"{s}\"?"));
+        } else if matches!(kind, "jwt" | "basic_auth" | "cache" | "transform") {
+            d = d.help(format!(
+                "kind \"{kind}\" is not supported by this version of lb"
+            ));
+        }
+        cx.push(d);
+        return None;
+    };
+    let mut foreign = false;
+    for (k, span) in keys_set(p) {
+        if !allowed.contains(&k) {
+            foreign = true;
+            let owner = POLICY_KEYS
+                .iter()
+                .find(|(_, ks)| ks.contains(&k))
+                .map_or("", |(n, _)| *n);
+            cx.push(
+                Diagnostic::error(format!("`{k}` does not apply to kind = \"{kind}\""))
+                    .at(span)
+                    .key(format!("{key}.{k}"))
+                    .help(format!(
+                        "`{k}` belongs to kind = \"{owner}\"; {kind} takes {}",
+                        allowed.join(", ")
+                    )),
+            );
+        }
+    }
+    let kind = match kind {
+        "ip_filter" => ip_filter(cx, p, key),
+        "api_key" => api_key(cx, p, key),
+        "rate_limit" => rate_limit(cx, p, key),
+        "cors" => cors(cx, p, key),
+        _ => PolicyKind::Headers {
+            request: header_ops(cx, p.request.as_ref(), &format!("{key}.request")),
+            response: header_ops(cx, p.response.as_ref(), &format!("{key}.response")),
+        },
+    };
+    (!foreign).then_some(kind)
+}
+
+fn cidrs(cx: &mut Ctx<'_>, v: &Option<S<Vec<S<String>>>>, key: String) -> Vec<Cidr> {
+    let mut out = Vec::new();
+    for (i, c) in v.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+        match Cidr::parse(c.get_ref()) {
+            Some(n) => out.push(n),
+            None => cx.err(
+                c.span(),
+                format!("{key}[{i}]"),
+                format!("expected an address or network such as \"10.0.0.0/8\" or \"2001:db8::/32\", found \"{}\"", c.get_ref()),
+            ),
+        }
+    }
+    out
+}
+
+fn ip_filter(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let allow = cidrs(cx, &p.allow, format!("{key}.allow"));
+    let deny = cidrs(cx, &p.deny, format!("{key}.deny"));
+    if p.allow.is_none() && p.deny.is_none() {
+        cx.push(
+            Diagnostic::error("an ip_filter needs `allow`, `deny` or both")
+                .at(p.kind.span())
+                .key(key.to_string()),
+        );
+    }
+    PolicyKind::IpFilter {
+        allow,
+        deny,
+        trusted_proxies: cidrs(cx, &p.trusted_proxies, format!("{key}.trusted_proxies")),
+    }
+}
+
+fn api_key(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let mut keys = Vec::new();
+    for (i, k) in p.keys.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+        let k = k.get_ref();
+        let hex = k.sha256.get_ref();
+        match parse_sha256(hex) {
+            Some(d) => keys.push((k.name.get_ref().clone(), d)),
+            None => cx.push(
+                Diagnostic::error(format!(
+                    "expected the 64 hex digits of a SHA-256, found \"{hex}\""
+                ))
+                .at(k.sha256.span())
+                .key(format!("{key}.keys[{i}].sha256"))
+                .help("store the key's digest, never the key: printf %s \"$KEY\" | sha256sum"),
+            ),
+        }
+    }
+    if keys.is_empty() && p.keys.is_none() {
+        cx.push(
+            Diagnostic::error("an api_key policy needs `keys`")
+                .at(p.kind.span())
+                .key(key.to_string()),
+        );
+    }
+    let header = p.header.as_ref().map_or_else(
+        || "x-api-key".to_string(),
+        |h| {
+            if !is_token(h.get_ref()) {
+                cx.err(
+                    h.span(),
+                    format!("{key}.header"),
+                    format!("\"{}\" is not a valid header name", h.get_ref()),
+                );
+            }
+            h.get_ref().to_ascii_lowercase()
+        },
+    );
+    PolicyKind::ApiKey {
+        keys,
+        header,
+        query: p.query.as_ref().map(|q| q.get_ref().clone()),
+    }
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let requests = cx.int(
+        &p.requests,
+        format!("{key}.requests"),
+        1,
+        u32::MAX.into(),
+        1,
+    ) as u32;
+    if p.requests.is_none() {
+        cx.push(
+            Diagnostic::error("a rate_limit needs `requests` (per `per`)")
+                .at(p.kind.span())
+                .key(format!("{key}.requests")),
+        );
+    }
+    let per = cx.duration(&p.per, format!("{key}.per"), Duration::from_secs(1));
+    if per.is_zero() {
+        if let Some(v) = &p.per {
+            cx.err(v.span(), format!("{key}.per"), "per must be greater than 0");
+        }
+    }
+    let burst = cx.int(
+        &p.burst,
+        format!("{key}.burst"),
+        1,
+        u32::MAX.into(),
+        i64::from(requests),
+    ) as u32;
+    let rate_key = match p.key.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+        None | Some(("ip", _)) => RateKey::Ip,
+        Some(("route", _)) => RateKey::Route,
+        Some(("api_key", _)) => RateKey::ApiKey,
+        Some((h, span)) if h.starts_with("header:") => {
+            let name = &h["header:".len()..];
+            if !is_token(name) {
+                cx.err(
+                    span.clone(),
+                    format!("{key}.key"),
+                    format!("\"{h}\": expected a header name after \"header:\""),
+                );
+            }
+            RateKey::Header(name.to_ascii_lowercase())
+        }
+        Some((other, span)) => {
+            let mut d = Diagnostic::error(format!(
+                "expected \"ip\", \"header:NAME\", \"api_key\" or \"route\", found \"{other}\""
+            ))
+            .at(span)
+            .key(format!("{key}.key"));
+            if other.starts_with("jwt:") {
+                d = d.help(
+                    "jwt claims come with the jwt policy, which this version of lb does not have",
+                );
+            }
+            cx.push(d);
+            RateKey::Ip
+        }
+    };
+    if let Some(s) = &p.store {
+        if s.get_ref() != "local" {
+            cx.push(
+                Diagnostic::error(format!(
+                    "store \"{}\" is not supported by this version of lb",
+                    s.get_ref()
+                ))
+                .at(s.span())
+                .key(format!("{key}.store"))
+                .help("use store = \"local\" (per lb process)"),
+            );
+        }
+    }
+    let max_keys = cx.int(
+        &p.max_keys,
+        format!("{key}.max_keys"),
+        1,
+        100_000_000,
+        DEFAULT_MAX_KEYS,
+    ) as usize;
+    PolicyKind::RateLimit {
+        requests,
+        per,
+        burst,
+        key: rate_key,
+        max_keys,
+    }
+}
+
+fn strings(
+    cx: &mut Ctx<'_>,
+    v: &Option<S<Vec<S<String>>>>,
+    key: String,
+    check: fn(&str) -> bool,
+    what: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, s) in v.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+        if check(s.get_ref()) {
+            out.push(s.get_ref().clone());
+        } else {
+            cx.err(
+                s.span(),
+                format!("{key}[{i}]"),
+                format!("expected {what}, found \"{}\"", s.get_ref()),
+            );
+        }
+    }
+    out
+}
+
+fn is_origin(s: &str) -> bool {
+    s == "*"
+        || ["http://", "https://"].iter().any(|scheme| {
+            s.strip_prefix(scheme).is_some_and(|rest| {
+                let host = rest.strip_prefix("*.").unwrap_or(rest);
+                !host.is_empty() && !host.contains(['/', '*', ' '])
+            })
+        })
+}
+
+fn cors(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let allow_origins = strings(
+        cx,
+        &p.allow_origins,
+        format!("{key}.allow_origins"),
+        is_origin,
+        "\"*\" or an origin such as \"https://app.example.com\" or \"https://*.example.com\"",
+    );
+    if p.allow_origins.is_none() {
+        cx.push(
+            Diagnostic::error("a cors policy needs `allow_origins`")
+                .at(p.kind.span())
+                .key(key.to_string()),
+        );
+    }
+    let allow_credentials = p.allow_credentials.as_ref().is_some_and(|v| *v.get_ref());
+    if allow_credentials && allow_origins.iter().any(|o| o == "*") {
+        if let Some(v) = &p.allow_credentials {
+            cx.push(
+                Diagnostic::error("allow_credentials = true cannot go with allow_origins = [\"*\"]")
+                    .at(v.span())
+                    .key(format!("{key}.allow_credentials"))
+                    .help("browsers refuse credentials for a wildcard origin (Fetch standard); list the origins"),
+            );
+        }
+    }
+    let upper = |m: Vec<String>| {
+        m.into_iter()
+            .map(|s| s.to_ascii_uppercase())
+            .collect::<Vec<_>>()
+    };
+    PolicyKind::Cors {
+        allow_origins,
+        allow_methods: upper(strings(
+            cx,
+            &p.allow_methods,
+            format!("{key}.allow_methods"),
+            is_token,
+            "an HTTP method",
+        )),
+        allow_headers: strings(
+            cx,
+            &p.allow_headers,
+            format!("{key}.allow_headers"),
+            is_token,
+            "a header name",
+        ),
+        expose_headers: strings(
+            cx,
+            &p.expose_headers,
+            format!("{key}.expose_headers"),
+            is_token,
+            "a header name",
+        ),
+        allow_credentials,
+        max_age: p
+            .max_age
+            .as_ref()
+            .map(|_| cx.duration(&p.max_age, format!("{key}.max_age"), Duration::ZERO)),
+    }
+}
+
+fn header_ops(cx: &mut Ctx<'_>, ops: Option<&S<RawHeaderOps>>, key: &str) -> HeaderOps {
+    let Some(ops) = ops else {
+        return HeaderOps::default();
+    };
+    let ops = ops.get_ref();
+    let mut pairs = |m: &Option<S<std::collections::BTreeMap<String, S<String>>>>, what: &str| {
+        let mut out = Vec::new();
+        for (name, v) in m.iter().flat_map(|m| m.get_ref().iter()) {
+            let hkey = format!("{key}.{what}.\"{name}\"");
+            if !is_token(name) {
+                cx.err(
+                    v.span(),
+                    hkey,
+                    format!("\"{name}\" is not a valid header name"),
+                );
+            } else if !v
+                .get_ref()
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                cx.err(
+                    v.span(),
+                    hkey,
+                    "header values are visible ASCII, spaces and tabs",
+                );
+            } else if let Some(bad) = unknown_variable(v.get_ref()) {
+                cx.push(
+                    Diagnostic::error(format!("unknown variable ${{{bad}}}"))
+                        .at(v.span())
+                        .key(hkey)
+                        .help(format!(
+                            "variables: {}",
+                            VARIABLES
+                                .iter()
+                                .map(|v| format!("${{{v}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                );
+            } else {
+                out.push((name.to_ascii_lowercase(), v.get_ref().clone()));
+            }
+        }
+        out
+    };
+    let set = pairs(&ops.set, "set");
+    let add = pairs(&ops.add, "add");
+    let remove = strings(
+        cx,
+        &ops.remove,
+        format!("{key}.remove"),
+        is_token,
+        "a header name",
+    )
+    .into_iter()
+    .map(|h| h.to_ascii_lowercase())
+    .collect();
+    HeaderOps { set, add, remove }
+}
+
+/// What `${...}` may name in header values.
+pub const VARIABLES: &[&str] = &["client_ip", "host", "method", "path", "consumer", "route"];
+
+fn unknown_variable(v: &str) -> Option<String> {
+    let mut rest = v;
+    while let Some(i) = rest.find("${") {
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Some(after.to_string());
+        };
+        let name = &after[..end];
+        if !VARIABLES.contains(&name) {
+            return Some(name.to_string());
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}

@@ -1,0 +1,156 @@
+//! Gateway policies (`[policy.NAME]`, applied per route in the order the route lists them):
+//! each kind is one [`Policy`] in its own file. A policy looks at a request before it is
+//! routed to a backend, may change it or answer it instead (401, 403, 429, a CORS
+//! preflight), and may change the response's head on its way back.
+
+mod api_key;
+mod cors;
+mod headers;
+mod ip_filter;
+pub mod rate_limit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, Response};
+use lb_core::config::{Policy as PolicyConfig, PolicyKind};
+
+use crate::body::answer;
+use crate::upstream::Body;
+
+/// What policies know of one request, and what they tell each other and the response phase.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The client: the peer (or the PROXY header's address), or the address an `ip_filter`
+    /// found behind its trusted proxies.
+    pub client: IpAddr,
+    pub method: Method,
+    pub host: Option<String>,
+    pub path: String,
+    pub query: Option<String>,
+    pub route: String,
+    /// Set by an `api_key` policy: the name of the key presented.
+    pub consumer: Option<String>,
+    /// The request's `Origin`, for CORS on the response.
+    pub origin: Option<HeaderValue>,
+    /// `(limit, remaining, seconds to reset)` of the rate limit that let the request pass.
+    pub rate: Option<(u32, u32, u64)>,
+}
+
+/// A policy's own answer to a request (boxed: it is the rare path).
+pub type Refusal = Box<Response<Body>>;
+
+/// One policy kind.
+pub trait Policy: Send + Sync + std::fmt::Debug {
+    /// Looks at (and may change) a request's headers; `Err` answers the request instead.
+    fn request(&self, info: &mut RequestInfo, headers: &mut HeaderMap) -> Result<(), Refusal>;
+
+    /// Changes the head of the response (the backend's, or lb's own answer).
+    fn response(&self, _info: &RequestInfo, _headers: &mut HeaderMap) {}
+}
+
+/// A route's policies, in order.
+pub type Chain = Vec<Arc<dyn Policy>>;
+
+/// The policy of a validated `[policy.NAME]`.
+pub fn build(p: &PolicyConfig) -> Arc<dyn Policy> {
+    match &p.kind {
+        PolicyKind::IpFilter {
+            allow,
+            deny,
+            trusted_proxies,
+        } => Arc::new(ip_filter::IpFilter::new(
+            &p.name,
+            allow,
+            deny,
+            trusted_proxies,
+        )),
+        PolicyKind::ApiKey {
+            keys,
+            header,
+            query,
+        } => Arc::new(api_key::ApiKey::new(
+            &p.name,
+            keys,
+            header,
+            query.as_deref(),
+        )),
+        PolicyKind::RateLimit {
+            requests,
+            per,
+            burst,
+            key,
+            max_keys,
+        } => Arc::new(rate_limit::RateLimit::new(
+            &p.name,
+            *requests,
+            *per,
+            *burst,
+            key.clone(),
+            *max_keys,
+        )),
+        PolicyKind::Cors {
+            allow_origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            allow_credentials,
+            max_age,
+        } => Arc::new(cors::Cors::new(
+            allow_origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            *allow_credentials,
+            *max_age,
+        )),
+        PolicyKind::Headers { request, response } => {
+            Arc::new(headers::Headers::new(request.clone(), response.clone()))
+        }
+    }
+}
+
+/// Runs a route's policies on a request: `Err` is the answer of the first that refused it,
+/// with the response phase of the policies before it applied (so e.g. CORS headers reach
+/// the browser on a 429).
+pub fn on_request(
+    chain: &Chain,
+    info: &mut RequestInfo,
+    headers: &mut HeaderMap,
+) -> Result<(), Refusal> {
+    for (i, p) in chain.iter().enumerate() {
+        if let Err(mut resp) = p.request(info, headers) {
+            for q in &chain[..i] {
+                q.response(info, resp.headers_mut());
+            }
+            return Err(resp);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a route's policies on a response head, last first (as layers unwinding).
+pub fn on_response(chain: &Chain, info: &RequestInfo, headers: &mut HeaderMap) {
+    for p in chain.iter().rev() {
+        p.response(info, headers);
+    }
+}
+
+/// `lb_auth_failures_total{policy,reason}`.
+pub(crate) fn auth_failure(policy: &str, reason: &'static str) {
+    metrics::counter!("lb_auth_failures_total", "policy" => policy.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// A refusal with the gateway's JSON body and extra headers.
+pub(crate) fn refuse_with(
+    status: u16,
+    message: &str,
+    headers: &[(http::HeaderName, HeaderValue)],
+) -> Refusal {
+    let mut resp = Box::new(answer(status, message));
+    for (n, v) in headers {
+        resp.headers_mut().insert(n.clone(), v.clone());
+    }
+    resp
+}

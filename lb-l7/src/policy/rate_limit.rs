@@ -1,0 +1,234 @@
+//! `kind = "rate_limit"`: `requests` per `per` for each key (client address, a header, the
+//! API-key consumer, or the whole route), smoothly: the generic cell rate algorithm (GCRA,
+//! a token bucket kept as one timestamp per key) lets `burst` requests through at once and
+//! then one every `per / requests`. A refused request gets 429 with `Retry-After`; every
+//! answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+//!
+//! Keys live in sharded maps, bounded by `max_keys`: a key whose bucket is full again is
+//! forgotten at no loss (it would be allowed anyway), and if all are busy the shard sheds the
+//! ones closest to full.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use lb_core::config::RateKey;
+
+use super::{refuse_with, Policy, Refusal, RequestInfo};
+
+const SHARDS: usize = 16;
+
+/// One decision of the GCRA, in nanoseconds: `tat` is the key's theoretical arrival time,
+/// `interval` the time one request costs, `tolerance` how far ahead of now `tat` may run
+/// (`interval × (burst − 1)`). `Ok(new tat)`, or `Err(wait before a retry may pass)`.
+pub fn gcra(tat: u64, now: u64, interval: u64, tolerance: u64) -> Result<u64, u64> {
+    let tat = tat.max(now);
+    let ahead = tat - now;
+    if ahead > tolerance {
+        return Err(ahead - tolerance);
+    }
+    Ok(tat.saturating_add(interval))
+}
+
+/// Requests still allowed right now by a key at `tat` (after this one was counted).
+pub fn remaining(tat: u64, now: u64, interval: u64, tolerance: u64) -> u64 {
+    let ahead = tat.saturating_sub(now);
+    (tolerance + interval).saturating_sub(ahead) / interval.max(1)
+}
+
+#[derive(Debug)]
+pub struct RateLimit {
+    limit: u32,
+    interval: u64,
+    tolerance: u64,
+    key: RateKey,
+    shard_cap: usize,
+    shards: Vec<Mutex<HashMap<String, u64>>>,
+    refused: metrics::Counter,
+}
+
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+impl RateLimit {
+    pub fn new(
+        name: &str,
+        requests: u32,
+        per: Duration,
+        burst: u32,
+        key: RateKey,
+        max_keys: usize,
+    ) -> Self {
+        let interval = (per.as_nanos() / u128::from(requests.max(1))).max(1) as u64;
+        Self {
+            limit: burst.max(1),
+            interval,
+            tolerance: interval.saturating_mul(u64::from(burst.max(1) - 1)),
+            key,
+            shard_cap: max_keys.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            refused: metrics::counter!("lb_ratelimited_total", "policy" => name.to_string()),
+        }
+    }
+
+    fn key_of(&self, info: &RequestInfo, headers: &HeaderMap) -> String {
+        match &self.key {
+            RateKey::Ip => info.client.to_string(),
+            RateKey::Header(h) => headers
+                .get(h.as_str())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+            RateKey::ApiKey => info.consumer.clone().unwrap_or_default(),
+            RateKey::Route => String::new(),
+        }
+    }
+
+    /// Counts one request of `key` at `now`: `Ok(remaining)` or `Err(retry after, ns)`.
+    pub fn take(&self, key: String, now: u64) -> Result<u64, u64> {
+        let shard = &self.shards[lb_core::hash::hash64(0, key.as_bytes()) as usize % SHARDS];
+        let mut map = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tat = map.get(&key).copied().unwrap_or(0);
+        let new = gcra(tat, now, self.interval, self.tolerance)?;
+        if !map.contains_key(&key) && map.len() >= self.shard_cap {
+            // Full buckets first: forgetting them changes no decision.
+            map.retain(|_, t| *t > now);
+            if map.len() >= self.shard_cap {
+                let mut tats: Vec<u64> = map.values().copied().collect();
+                tats.sort_unstable();
+                let cut = tats[tats.len() / 10];
+                map.retain(|_, t| *t > cut);
+            }
+        }
+        map.insert(key, new);
+        Ok(remaining(new, now, self.interval, self.tolerance))
+    }
+
+    fn reset_secs(&self, remaining: u64) -> u64 {
+        // Time until the bucket is full again, rounded up.
+        let missing = u64::from(self.limit).saturating_sub(remaining);
+        (missing * self.interval).div_ceil(1_000_000_000)
+    }
+}
+
+impl Policy for RateLimit {
+    fn request(&self, info: &mut RequestInfo, headers: &mut HeaderMap) -> Result<(), Refusal> {
+        let key = self.key_of(info, headers);
+        match self.take(key, now_ns()) {
+            Ok(left) => {
+                info.rate = Some((self.limit, left as u32, self.reset_secs(left)));
+                Ok(())
+            }
+            Err(wait) => {
+                self.refused.increment(1);
+                let secs = wait.div_ceil(1_000_000_000).max(1);
+                let v = |n: u64| HeaderValue::from(n);
+                Err(refuse_with(
+                    429,
+                    "too many requests",
+                    &[
+                        (http::header::RETRY_AFTER, v(secs)),
+                        (
+                            HeaderName::from_static("ratelimit-limit"),
+                            v(u64::from(self.limit)),
+                        ),
+                        (HeaderName::from_static("ratelimit-remaining"), v(0)),
+                        (HeaderName::from_static("ratelimit-reset"), v(secs)),
+                    ],
+                ))
+            }
+        }
+    }
+
+    fn response(&self, info: &RequestInfo, headers: &mut HeaderMap) {
+        if let Some((limit, left, reset)) = info.rate {
+            headers.insert(
+                HeaderName::from_static("ratelimit-limit"),
+                HeaderValue::from(limit),
+            );
+            headers.insert(
+                HeaderName::from_static("ratelimit-remaining"),
+                HeaderValue::from(left),
+            );
+            headers.insert(
+                HeaderName::from_static("ratelimit-reset"),
+                HeaderValue::from(reset),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn limiter(requests: u32, burst: u32, max_keys: usize) -> RateLimit {
+        RateLimit::new(
+            "t",
+            requests,
+            Duration::from_secs(10),
+            burst,
+            RateKey::Ip,
+            max_keys,
+        )
+    }
+
+    #[test]
+    fn n_pass_then_429_then_one_per_interval_then_full_after_the_window() {
+        let l = limiter(5, 5, 100);
+        let t0 = 100 * S;
+        for i in 0..5 {
+            assert_eq!(l.take("a".into(), t0), Ok(4 - i), "request {i}");
+        }
+        let wait = l.take("a".into(), t0).expect_err("the sixth is refused");
+        assert_eq!(wait, 2 * S, "one request costs 10s / 5");
+        assert!(l.take("b".into(), t0).is_ok(), "keys are separate");
+        assert_eq!(l.take("a".into(), t0 + 2 * S), Ok(0));
+        // After the whole window, the whole allowance again.
+        let later = t0 + 12 * S;
+        for _ in 0..5 {
+            assert!(l.take("a".into(), later).is_ok());
+        }
+        assert!(l.take("a".into(), later).is_err());
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let l = limiter(1, 1, 64);
+        for i in 0..10_000u64 {
+            let _ = l.take(format!("k{i}"), 100 * S + i);
+        }
+        let total: usize = l
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        assert!(total <= 64 + SHARDS, "{total} keys kept");
+    }
+
+    proptest! {
+        /// Over any schedule, a key never gets more than burst + elapsed / interval passes.
+        #[test]
+        fn never_more_than_the_allowance(gaps in proptest::collection::vec(0u64..3 * S, 1..200), requests in 1u32..20, burst in 1u32..20) {
+            let l = RateLimit::new("t", requests, Duration::from_secs(10), burst, RateKey::Route, 10);
+            let mut now = S;
+            let start = now;
+            let mut passed = 0u64;
+            for g in gaps {
+                now += g;
+                if l.take(String::new(), now).is_ok() {
+                    passed += 1;
+                }
+            }
+            let allowance = u64::from(burst) + (now - start) / l.interval;
+            prop_assert!(passed <= allowance, "{} passed, allowance {}", passed, allowance);
+        }
+    }
+}

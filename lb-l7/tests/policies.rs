@@ -1,0 +1,216 @@
+//! Gateway policies with real requests through the gateway: IP filters (and spoofed
+//! X-Forwarded-For), API keys, rate limits at their boundary, CORS, header templates.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// A gateway whose one route (`/`) applies `policies`, defined by `defs`.
+async fn with_policies(b: &Backend, policies: &str, defs: &str) -> std::net::SocketAddr {
+    let routes = format!("[[route]]\nlistener = \"web\"\nname = \"api\"\npool = \"p0\"\npolicies = [{policies}]\n{defs}");
+    gateway(&config(&[(&[b.addr], "")], "", &routes)).await.0
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+async fn status(gw: std::net::SocketAddr, extra: &str) -> (u16, String, String) {
+    raw(
+        gw,
+        &format!("GET /headers HTTP/1.1\r\nHost: h\r\n{extra}Connection: close\r\n\r\n"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_filters_allow_deny_and_ignore_untrusted_forwarding_claims() {
+    let b = backend("b").await;
+    let gw = with_policies(
+        &b,
+        "\"office\"",
+        "[policy.office]\nkind = \"ip_filter\"\nallow = [\"10.0.0.0/8\"]\n",
+    )
+    .await;
+    let (s, _, body) = status(gw, "").await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("\"status\":403"));
+    // The peer (127.0.0.1) is not a trusted proxy: its X-Forwarded-For counts for nothing.
+    assert_eq!(status(gw, "X-Forwarded-For: 10.1.1.1\r\n").await.0, 403);
+    let gw = with_policies(&b, "\"office\"", "[policy.office]\nkind = \"ip_filter\"\nallow = [\"127.0.0.0/8\"]\ndeny = [\"127.0.0.9\"]\n").await;
+    assert_eq!(status(gw, "").await.0, 200);
+    // Behind a trusted proxy, the right-most untrusted address is the client.
+    let behind = "[policy.office]\nkind = \"ip_filter\"\nallow = [\"10.0.0.0/8\"]\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    let gw = with_policies(&b, "\"office\"", behind).await;
+    assert_eq!(status(gw, "X-Forwarded-For: 10.1.1.1\r\n").await.0, 200);
+    assert_eq!(
+        status(gw, "X-Forwarded-For: 10.1.1.1, 192.0.2.1\r\n")
+            .await
+            .0,
+        403,
+        "a spoofed left-most entry does not win"
+    );
+    assert_eq!(
+        status(gw, "").await.0,
+        403,
+        "the proxy itself is not in 10/8"
+    );
+    assert_eq!(
+        b.requests(),
+        2,
+        "only the two allowed requests reached the backend"
+    );
+}
+
+const KEYS: &str = "[policy.keys]\nkind = \"api_key\"\nquery = \"api_key\"\nkeys = [\n  { name = \"mobile\", sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\" },\n  { name = \"cli\", sha256 = \"5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\" },\n]\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_are_checked_and_never_reach_the_backend() {
+    let b = backend("b").await;
+    // sha256("secret") and sha256("password").
+    let stamp = "[policy.stamp]\nkind = \"headers\"\nrequest = { set = { \"x-consumer\" = \"${consumer}\" } }\n";
+    let gw = with_policies(&b, "\"keys\", \"stamp\"", &format!("{KEYS}{stamp}")).await;
+    let (s, head, _) = status(gw, "").await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some("ApiKey header=\"x-api-key\"")
+    );
+    assert_eq!(status(gw, "X-API-Key: wrong\r\n").await.0, 401);
+    let (s, _, body) = status(gw, "X-API-Key: secret\r\n").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-consumer: mobile"), "{body}");
+    assert!(
+        !body.contains("x-api-key"),
+        "the key went on to the backend: {body}"
+    );
+    let (s, _, body) = raw(
+        gw,
+        "GET /headers?api_key=password HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-consumer: cli"), "{body}");
+    assert_eq!(b.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_hold_at_the_boundary_and_refill() {
+    let b = backend("b").await;
+    let gw = with_policies(
+        &b,
+        "\"three\"",
+        "[policy.three]\nkind = \"rate_limit\"\nrequests = 3\nper = \"1s\"\n",
+    )
+    .await;
+    for left in ["2", "1", "0"] {
+        let (s, head, _) = status(gw, "").await;
+        assert_eq!(s, 200);
+        assert_eq!(header(&head, "ratelimit-limit"), Some("3"));
+        assert_eq!(header(&head, "ratelimit-remaining"), Some(left), "{head}");
+    }
+    let (s, head, body) = status(gw, "").await;
+    assert_eq!(s, 429, "{body}");
+    assert!(body.contains("\"status\":429"));
+    let retry: u64 = header(&head, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=1).contains(&retry), "{retry}");
+    assert_eq!(header(&head, "ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        b.requests(),
+        3,
+        "the refused request cost the backend nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            status(gw, "").await.0,
+            200,
+            "the window passed: the allowance is back"
+        );
+    }
+    assert_eq!(status(gw, "").await.0, 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_count_per_consumer_after_the_api_key() {
+    let b = backend("b").await;
+    let limit =
+        "[policy.per-key]\nkind = \"rate_limit\"\nrequests = 2\nper = \"1m\"\nkey = \"api_key\"\n";
+    let gw = with_policies(&b, "\"keys\", \"per-key\"", &format!("{KEYS}{limit}")).await;
+    for key in ["secret", "password"] {
+        for _ in 0..2 {
+            assert_eq!(status(gw, &format!("X-API-Key: {key}\r\n")).await.0, 200);
+        }
+        assert_eq!(
+            status(gw, &format!("X-API-Key: {key}\r\n")).await.0,
+            429,
+            "{key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_preflights_are_answered_by_lb_and_only_allowed_origins_get_headers() {
+    let b = backend("b").await;
+    let cors = "[policy.browser]\nkind = \"cors\"\nallow_origins = [\"https://app.example.com\", \"https://*.example.org\"]\nallow_methods = [\"GET\", \"PUT\"]\nallow_headers = [\"x-token\"]\nexpose_headers = [\"x-trace\"]\nmax_age = \"10m\"\n";
+    let gw = with_policies(&b, "\"browser\"", cors).await;
+    let preflight = |origin: &str| {
+        format!("OPTIONS /headers HTTP/1.1\r\nHost: h\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: PUT\r\nConnection: close\r\n\r\n")
+    };
+    let (s, head, _) = raw(gw, &preflight("https://app.example.com")).await;
+    assert_eq!(s, 204);
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&head, "access-control-allow-methods"),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        header(&head, "access-control-allow-headers"),
+        Some("x-token")
+    );
+    assert_eq!(header(&head, "access-control-max-age"), Some("600"));
+    let (s, head, _) = raw(gw, &preflight("https://evil.example")).await;
+    assert_eq!(s, 204);
+    assert_eq!(header(&head, "access-control-allow-origin"), None);
+    assert_eq!(b.requests(), 0, "preflights never reach the backend");
+    let (s, head, _) = status(gw, "Origin: https://x.example.org\r\n").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        header(&head, "access-control-allow-origin"),
+        Some("https://x.example.org")
+    );
+    assert_eq!(
+        header(&head, "access-control-expose-headers"),
+        Some("x-trace")
+    );
+    assert_eq!(header(&head, "vary"), Some("Origin"));
+    let (s, head, _) = status(gw, "Origin: https://example.org\r\n").await;
+    assert_eq!(
+        s, 200,
+        "not an allowed origin, but the request itself goes on"
+    );
+    assert_eq!(header(&head, "access-control-allow-origin"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_templates_fill_requests_and_responses() {
+    let b = backend("b").await;
+    let defs = "[policy.stamp]\nkind = \"headers\"\nrequest = { set = { \"x-client\" = \"${client_ip}\", \"x-where\" = \"${method} ${host}${path}\" }, remove = [\"cookie\"] }\nresponse = { add = { \"x-served-by\" = \"lb/${route}\" }, remove = [\"server\"] }\n";
+    let gw = with_policies(&b, "\"stamp\"", defs).await;
+    let (s, head, body) = status(gw, "Cookie: session=1\r\n").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-client: 127.0.0.1"), "{body}");
+    assert!(body.contains("x-where: GET h/headers"), "{body}");
+    assert!(!body.contains("cookie"), "{body}");
+    assert_eq!(header(&head, "x-served-by"), Some("lb/api"));
+}
