@@ -284,18 +284,31 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// lb in front of two backends, warmed up (buffers and pooled connections exist), with its
+/// RSS then in KiB.
+async fn warmed_up(
+    tag: &str,
+) -> (
+    [common::backends::Backend; 2],
+    Lb,
+    std::net::SocketAddr,
+    u64,
+) {
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start(tag, &http_config(site.addr, api.addr, "", "")).await;
+    let addr = lb.listener("web").await;
+    let (_, body) = get(addr, "/warm").await;
+    assert!(body.starts_with("site"));
+    let baseline = rss_kib(lb.pid());
+    ([site, api], lb, addr, baseline)
+}
+
 /// Bodies stream: a 1 GiB upload costs lb no more memory than a small one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_gib_upload_passes_with_flat_memory() {
     const LEN: u64 = 1 << 30;
-    let ((site, _), (api, _)) = (web("site").await, web("api").await);
-    let lb = Lb::start("http-upload", &http_config(site.addr, api.addr, "", "")).await;
-    let addr = lb.listener("web").await;
-    // Warm up: buffers and pooled connections exist before the baseline.
-    let (_, body) = get(addr, "/warm").await;
-    assert!(body.starts_with("site"));
+    let (_backends, lb, addr, baseline) = warmed_up("http-upload").await;
     let pid = lb.pid();
-    let baseline = rss_kib(pid);
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
         "POST /count HTTP/1.1\r\nHost: h\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n"
@@ -330,13 +343,8 @@ async fn a_one_gib_upload_passes_with_flat_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_gib_download_passes_with_flat_memory() {
     const MIB: u64 = 1024;
-    let ((site, _), (api, _)) = (web("site").await, web("api").await);
-    let lb = Lb::start("http-download", &http_config(site.addr, api.addr, "", "")).await;
-    let addr = lb.listener("web").await;
-    let (_, body) = get(addr, "/warm").await;
-    assert!(body.starts_with("site"));
+    let (_backends, lb, addr, baseline) = warmed_up("http-download").await;
     let pid = lb.pid();
-    let baseline = rss_kib(pid);
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET /big/{MIB} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("request");

@@ -46,6 +46,25 @@ impl Backend {
 }
 
 pub async fn backend(name: &'static str) -> Backend {
+    serve(move |s, r| async move {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            r.fetch_add(1, Ordering::SeqCst);
+            answer(name, req)
+        });
+        let _ = auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+            .await;
+    })
+    .await
+}
+
+/// A backend on a loopback port: each connection is counted and handed to `conn` with the
+/// request counter.
+async fn serve<F, Fut>(conn: F) -> Backend
+where
+    F: Fn(TcpStream, Arc<AtomicU64>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let connections = Arc::new(AtomicU64::new(0));
@@ -54,16 +73,7 @@ pub async fn backend(name: &'static str) -> Backend {
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
-            let r = r.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    answer(name, req)
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                    .await;
-            });
+            tokio::spawn(conn(s, r.clone()));
         }
     });
     Backend {
@@ -247,69 +257,39 @@ pub async fn body_text(resp: Response<Incoming>) -> String {
 /// A backend that reads a request head (and whatever body came with it) and closes without
 /// answering; counts the requests it swallowed.
 pub async fn swallower() -> Backend {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let connections = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let (c, r) = (connections.clone(), requests.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let r = r.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                r.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            });
+    serve(|mut s, r| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    Backend {
-        addr,
-        connections,
-        requests,
-    }
+        r.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    })
+    .await
 }
 
 /// A backend that answers every request with `status`.
 pub async fn failing(status: u16) -> Backend {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let connections = Arc::new(AtomicU64::new(0));
-    let requests = Arc::new(AtomicU64::new(0));
-    let (c, r) = (connections.clone(), requests.clone());
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let r = r.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let _ = req.into_body().collect().await;
-                        let mut resp = Response::new(Full::new(Bytes::from("failing")));
-                        *resp.status_mut() =
-                            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    Backend {
-        addr,
-        connections,
-        requests,
-    }
+    serve(move |s, r| async move {
+        let svc = service_fn(move |req: Request<Incoming>| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _ = req.into_body().collect().await;
+                let mut resp = Response::new(Full::new(Bytes::from("failing")));
+                *resp.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(s), svc)
+            .await;
+    })
+    .await
 }
 
 /// A WebSocket echo server (tokio-tungstenite).

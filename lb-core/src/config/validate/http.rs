@@ -13,6 +13,31 @@ use crate::config::model::*;
 /// Most retries a route may ask for: each is another backend tried for one request.
 const MAX_RETRIES: i64 = 10;
 
+/// Whether `name = value` can be a header field; reports why not at `key`.
+pub(super) fn header_field(cx: &mut Ctx<'_>, name: &str, v: &S<String>, key: String) -> bool {
+    if !is_token(name) {
+        cx.err(
+            v.span(),
+            key,
+            format!("\"{name}\" is not a valid header name"),
+        );
+        return false;
+    }
+    if !v
+        .get_ref()
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        cx.err(
+            v.span(),
+            key,
+            "header values are visible ASCII, spaces and tabs",
+        );
+        return false;
+    }
+    true
+}
+
 /// An RFC 9110 token: header and cookie names, methods.
 pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -392,24 +417,7 @@ fn conditions(cx: &mut Ctx<'_>, m: &RawMatch, key: &str) -> Conds {
     }
     let mut headers = Vec::new();
     for (name, v) in m.headers.iter().flat_map(|h| h.get_ref().iter()) {
-        let hkey = format!("{key}.headers.\"{name}\"");
-        if !is_token(name) {
-            cx.err(
-                v.span(),
-                hkey,
-                format!("\"{name}\" is not a valid header name"),
-            );
-        } else if !v
-            .get_ref()
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            cx.err(
-                v.span(),
-                hkey,
-                "header values are visible ASCII, spaces and tabs",
-            );
-        } else {
+        if header_field(cx, name, v, format!("{key}.headers.\"{name}\"")) {
             headers.push((name.to_ascii_lowercase(), v.get_ref().clone()));
         }
     }

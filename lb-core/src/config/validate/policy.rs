@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::super::diag::{did_you_mean, Diagnostic};
 use super::super::raw::{RawHeaderOps, RawPolicy, POLICY_KEYS, S};
-use super::http::is_token;
+use super::http::{header_field, is_token};
 use super::Ctx;
 use crate::config::model::*;
 
@@ -404,23 +404,10 @@ fn header_ops(cx: &mut Ctx<'_>, ops: Option<&S<RawHeaderOps>>, key: &str) -> Hea
         let mut out = Vec::new();
         for (name, v) in m.iter().flat_map(|m| m.get_ref().iter()) {
             let hkey = format!("{key}.{what}.\"{name}\"");
-            if !is_token(name) {
-                cx.err(
-                    v.span(),
-                    hkey,
-                    format!("\"{name}\" is not a valid header name"),
-                );
-            } else if !v
-                .get_ref()
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-            {
-                cx.err(
-                    v.span(),
-                    hkey,
-                    "header values are visible ASCII, spaces and tabs",
-                );
-            } else if let Some(bad) = unknown_variable(v.get_ref()) {
+            if !header_field(cx, name, v, hkey.clone()) {
+                continue;
+            }
+            if let Some(bad) = unknown_variable(v.get_ref()) {
                 cx.push(
                     Diagnostic::error(format!("unknown variable ${{{bad}}}"))
                         .at(v.span())
