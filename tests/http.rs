@@ -129,6 +129,20 @@ async fn routes_from_the_config_are_served_counted_and_logged() {
     assert_eq!(r["path"], "path_prefix = \"/api\"");
 }
 
+/// lb terminating TLS (a certificate for "localhost" from a fresh CA) on its http listener.
+async fn https_lb(tag: &str) -> (Pki, [common::backends::Backend; 2], Lb) {
+    let pki = Pki::new(&scratch(tag));
+    let leaf = pki.leaf("site", &["localhost"]);
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let lb = Lb::start(tag, &http_config(site.addr, api.addr, &tls, API_ROUTE)).await;
+    (pki, [site, api], lb)
+}
+
 /// Speaks HTTP/2 over an established TLS session; answers the body of `GET /path`.
 async fn h2_get<S>(io: S, path: &str) -> (http::Version, String)
 where
@@ -150,20 +164,7 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_offers_http2_by_alpn_and_http11_to_the_rest() {
-    let dir = scratch("http-tls");
-    let pki = Pki::new(&dir);
-    let leaf = pki.leaf("site", &["localhost"]);
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        leaf.cert.display(),
-        leaf.key.display()
-    );
-    let ((site, _), (api, _)) = (web("site").await, web("api").await);
-    let lb = Lb::start(
-        "http-tls",
-        &http_config(site.addr, api.addr, &tls, API_ROUTE),
-    )
-    .await;
+    let (pki, _backends, lb) = https_lb("http-tls").await;
     let addr = lb.listener("web").await;
     let s = connect(addr, "localhost", pki.client(&["h2", "http/1.1"], None))
         .await
@@ -191,20 +192,7 @@ async fn https_offers_http2_by_alpn_and_http11_to_the_rest() {
 #[cfg(feature = "external-tests")]
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_speaks_http2_over_tls_through_lb() {
-    let dir = scratch("http-curl");
-    let pki = Pki::new(&dir);
-    let leaf = pki.leaf("site", &["localhost"]);
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        leaf.cert.display(),
-        leaf.key.display()
-    );
-    let ((site, _), (api, _)) = (web("site").await, web("api").await);
-    let lb = Lb::start(
-        "http-curl",
-        &http_config(site.addr, api.addr, &tls, API_ROUTE),
-    )
-    .await;
+    let (pki, _backends, lb) = https_lb("http-curl").await;
     let port = lb.listener("web").await.port();
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--http2", "--cacert"])
