@@ -270,6 +270,7 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
                 RateKey::Ip => "client address".to_string(),
                 RateKey::Header(h) => format!("header {h}"),
                 RateKey::ApiKey => "API-key consumer".to_string(),
+                RateKey::Jwt(c) => format!("token claim {c}"),
                 RateKey::Route => "route".to_string(),
             };
             format!(
@@ -278,6 +279,24 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             )
         }
         K::Cors { allow_origins, .. } => format!("cors for {}", allow_origins.join(", ")),
+        K::Jwt {
+            algorithms,
+            key,
+            require_roles,
+            ..
+        } => {
+            let from = match key {
+                lb_core::config::JwtKey::SecretEnv { var, .. } => format!("secret from ${var}"),
+                lb_core::config::JwtKey::PublicKeyFile(f) => format!("public key {}", f.path),
+                lb_core::config::JwtKey::JwksFile(f) => format!("JWKS {}", f.path),
+            };
+            let roles = if require_roles.is_empty() {
+                String::new()
+            } else {
+                format!(", requires one of {}", require_roles.join(", "))
+            };
+            format!("jwt {} with {from}{roles}", algorithms.join("/"))
+        }
         K::Headers { request, response } => format!(
             "headers, {} request and {} response edit(s)",
             request.set.len() + request.add.len() + request.remove.len(),

@@ -114,6 +114,7 @@ impl Gateway {
                 consumer: None,
                 origin: None,
                 rate: None,
+                claims: None,
             };
             if let Err(resp) = policy::on_request(&target.policies, &mut pi, req.headers_mut()) {
                 return self.own(Some(target), &req, info, start, *resp);

@@ -156,7 +156,16 @@ impl Gateway {
         let mut used = vec![false; c.pools.len()];
         // One instance of each policy per listener and config generation: a rate limit
         // counts every route of this listener that names it.
-        let built: Vec<Arc<dyn policy::Policy>> = c.policies.iter().map(policy::build).collect();
+        let prepared = loaded
+            .http
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<policy::Prepared>());
+        let built: Vec<Arc<dyn policy::Policy>> = c
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| policy::build(p, i, prepared))
+            .collect();
         let mut conditions = Vec::new();
         let mut routes = Vec::new();
         for r in c.routes.iter().filter(|r| r.listener == index) {
@@ -295,6 +304,14 @@ impl Handler for Gateway {
 pub struct Factory;
 
 impl lb_core::proxy::handoff::Factory for Factory {
+    fn prepare(
+        &self,
+        config: &lb_core::config::Config,
+        diags: &mut Vec<lb_core::config::Diagnostic>,
+    ) -> Option<lb_core::proxy::handoff::Prepared> {
+        Some(Arc::new(policy::prepare(config, diags)))
+    }
+
     fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler> {
         Arc::new(Gateway::build(loaded, listener, pools))
     }

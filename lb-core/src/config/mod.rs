@@ -30,6 +30,8 @@ pub struct Loaded {
     pub hash: String,
     /// The rustls configs built from the TLS files named, read at load time.
     pub tls: crate::tls::TlsMaterial,
+    /// What the HTTP side read at load time (policy key files), if it is registered.
+    pub http: Option<crate::proxy::handoff::Prepared>,
 }
 
 /// A config that failed validation: every diagnostic found, errors and warnings.
@@ -71,6 +73,9 @@ pub fn load(source: Source) -> Result<Loaded, Invalid> {
         Some(c) => crate::tls::material::build(c, &mut diagnostics),
         None => Default::default(),
     };
+    let http = config
+        .as_ref()
+        .and_then(|c| crate::proxy::handoff::prepare_http(c, &mut diagnostics));
     // Report in file order, as a reader goes through the file.
     diagnostics.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     match config {
@@ -82,6 +87,7 @@ pub fn load(source: Source) -> Result<Loaded, Invalid> {
                 source,
                 hash,
                 tls,
+                http,
             })
         }
         _ => Err(Invalid {

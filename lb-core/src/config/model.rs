@@ -85,6 +85,8 @@ pub enum RateKey {
     Header(String),
     /// The consumer an `api_key` policy earlier on the route identified.
     ApiKey,
+    /// A claim of the token a `jwt` policy earlier on the route verified.
+    Jwt(String),
     /// One limit for the whole route.
     Route,
 }
@@ -136,11 +138,47 @@ pub enum PolicyKind {
         request: HeaderOps,
         response: HeaderOps,
     },
+    /// Bearer tokens (RFC 7519), verified with the key of `key` by one of `algorithms`.
+    Jwt {
+        /// Upper-case JWS names: HS256, RS256, ES256, EdDSA…; never "none".
+        algorithms: Vec<String>,
+        key: JwtKey,
+        issuer: Option<String>,
+        audience: Option<String>,
+        leeway: Duration,
+        /// The token's `roles_claim` must hold one of these (403 otherwise).
+        require_roles: Vec<String>,
+        roles_claim: String,
+        /// Claim → request header to set from it (any such header a client sent is
+        /// removed first).
+        forward_claims: Vec<(String, String)>,
+    },
+}
+
+/// Where a `jwt` policy's key comes from; read when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// An HMAC secret in this environment variable.
+    SecretEnv {
+        var: String,
+        span: Range<usize>,
+        key: String,
+    },
+    /// A PEM public key (RSA, EC or Ed25519).
+    PublicKeyFile(FileRef),
+    /// A JSON Web Key Set; tokens pick their key by `kid`.
+    JwksFile(FileRef),
 }
 
 impl PolicyKind {
-    pub const NAMES: &'static [&'static str] =
-        &["ip_filter", "api_key", "rate_limit", "cors", "headers"];
+    pub const NAMES: &'static [&'static str] = &[
+        "ip_filter",
+        "api_key",
+        "rate_limit",
+        "cors",
+        "headers",
+        "jwt",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -149,6 +187,7 @@ impl PolicyKind {
             Self::RateLimit { .. } => "rate_limit",
             Self::Cors { .. } => "cors",
             Self::Headers { .. } => "headers",
+            Self::Jwt { .. } => "jwt",
         }
     }
 }

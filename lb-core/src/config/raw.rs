@@ -107,6 +107,17 @@ pub struct RawPolicy {
     // headers
     pub request: Option<S<RawHeaderOps>>,
     pub response: Option<S<RawHeaderOps>>,
+    // jwt
+    pub algorithms: Option<S<Vec<S<String>>>>,
+    pub secret_env: Option<S<String>>,
+    pub public_key_file: Option<S<String>>,
+    pub jwks_file: Option<S<String>>,
+    pub issuer: Option<S<String>>,
+    pub audience: Option<S<String>>,
+    pub leeway: Option<S<String>>,
+    pub require_roles: Option<S<Vec<S<String>>>>,
+    pub roles_claim: Option<S<String>>,
+    pub forward_claims: Option<S<std::collections::BTreeMap<String, S<String>>>>,
 }
 
 /// `keys = [{ name = "mobile-app", sha256 = "…" }]`: the SHA-256 (hex) of each key, never
@@ -147,6 +158,21 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("headers", &["request", "response"]),
+    (
+        "jwt",
+        &[
+            "algorithms",
+            "secret_env",
+            "public_key_file",
+            "jwks_file",
+            "issuer",
+            "audience",
+            "leeway",
+            "require_roles",
+            "roles_claim",
+            "forward_claims",
+        ],
+    ),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +317,16 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "max_age",
             "request",
             "response",
+            "algorithms",
+            "secret_env",
+            "public_key_file",
+            "jwks_file",
+            "issuer",
+            "audience",
+            "leeway",
+            "require_roles",
+            "roles_claim",
+            "forward_claims",
         ],
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],

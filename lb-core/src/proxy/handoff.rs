@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::prefixed::Prefixed;
-use crate::config::Loaded;
+use crate::config::{Config, Diagnostic, Loaded};
 use crate::pool::Pool;
 
 /// The client side of a handed-over connection: plain (with any bytes lb read ahead), or the
@@ -121,9 +121,20 @@ pub trait Handler: Send + Sync + fmt::Debug + 'static {
     fn serve(self: Arc<Self>, conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
+/// What a [`Factory`] read and checked when the config was loaded (key files and the like),
+/// kept in [`Loaded::http`] for its builds.
+pub type Prepared = Arc<dyn std::any::Any + Send + Sync>;
+
 /// Builds a listener's [`Handler`] from the config, over the running pools (`pools[i]` is the
 /// config's pool `i`); called at start-up and on every reload.
 pub trait Factory: Send + Sync + 'static {
+    /// Reads and checks, when a config is loaded (`lb check`, start-up, reload), what the
+    /// config names beyond itself; every problem goes to `diags`, so a bad file fails the
+    /// load like a bad key does.
+    fn prepare(&self, _config: &Config, _diags: &mut Vec<Diagnostic>) -> Option<Prepared> {
+        None
+    }
+
     fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler>;
 }
 
@@ -138,6 +149,10 @@ pub fn register_http(factory: Box<dyn Factory>) -> bool {
 /// Whether this process can serve http listeners.
 pub fn http_available() -> bool {
     HTTP.get().is_some()
+}
+
+pub(crate) fn prepare_http(config: &Config, diags: &mut Vec<Diagnostic>) -> Option<Prepared> {
+    HTTP.get().and_then(|f| f.prepare(config, diags))
 }
 
 pub(crate) fn build_http(

@@ -37,6 +37,11 @@ pub fn expand(template: &str, info: &RequestInfo) -> String {
             "path" => out.push_str(&info.path),
             "consumer" => out.push_str(info.consumer.as_deref().unwrap_or("")),
             "route" => out.push_str(&info.route),
+            claim if claim.starts_with("jwt.") => {
+                if let Some(v) = info.claims.as_ref().and_then(|c| c.get(&claim[4..])) {
+                    out.push_str(&super::jwt::claim_text(v));
+                }
+            }
             other => {
                 out.push_str("${");
                 out.push_str(other);
@@ -93,6 +98,7 @@ mod tests {
             consumer: Some("mobile".into()),
             origin: None,
             rate: None,
+            claims: None,
         };
         assert_eq!(
             expand(

@@ -7,6 +7,7 @@ mod api_key;
 mod cors;
 mod headers;
 mod ip_filter;
+pub mod jwt;
 pub mod rate_limit;
 
 use std::net::IpAddr;
@@ -35,6 +36,49 @@ pub struct RequestInfo {
     pub origin: Option<HeaderValue>,
     /// `(limit, remaining, seconds to reset)` of the rate limit that let the request pass.
     pub rate: Option<(u32, u32, u64)>,
+    /// The claims of the token a `jwt` policy verified.
+    pub claims: Option<Arc<serde_json::Value>>,
+}
+
+/// What the HTTP side read when the config was loaded: each `jwt` policy's settings with its
+/// keys, by policy index.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub jwt: Vec<Option<jwt::Settings>>,
+}
+
+/// Reads the key sources of every `jwt` policy of `config`; problems go to `diags`.
+pub fn prepare(
+    config: &lb_core::config::Config,
+    diags: &mut Vec<lb_core::config::Diagnostic>,
+) -> Prepared {
+    let jwt = config
+        .policies
+        .iter()
+        .map(|p| match &p.kind {
+            PolicyKind::Jwt {
+                algorithms,
+                key,
+                issuer,
+                audience,
+                leeway,
+                require_roles,
+                roles_claim,
+                forward_claims,
+            } => jwt::load_keys(key, algorithms, diags).map(|keys| jwt::Settings {
+                algorithms: algorithms.clone(),
+                keys,
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+                leeway: *leeway,
+                require_roles: require_roles.clone(),
+                roles_claim: roles_claim.clone(),
+                forward_claims: forward_claims.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    Prepared { jwt }
 }
 
 /// A policy's own answer to a request (boxed: it is the rare path).
@@ -52,9 +96,35 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
 /// A route's policies, in order.
 pub type Chain = Vec<Arc<dyn Policy>>;
 
-/// The policy of a validated `[policy.NAME]`.
-pub fn build(p: &PolicyConfig) -> Arc<dyn Policy> {
+/// The policy of a validated `[policy.NAME]` (number `index`), with what was read for it at
+/// load time. A `jwt` policy whose keys were not read (nothing prepared them) refuses every
+/// token: it fails closed.
+pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc<dyn Policy> {
     match &p.kind {
+        PolicyKind::Jwt {
+            algorithms,
+            issuer,
+            audience,
+            leeway,
+            require_roles,
+            roles_claim,
+            forward_claims,
+            ..
+        } => {
+            let settings = prepared
+                .and_then(|pr| pr.jwt.get(index).cloned().flatten())
+                .unwrap_or_else(|| jwt::Settings {
+                    algorithms: algorithms.clone(),
+                    keys: jwt::Keys::Set(Vec::new()),
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    leeway: *leeway,
+                    require_roles: require_roles.clone(),
+                    roles_claim: roles_claim.clone(),
+                    forward_claims: forward_claims.clone(),
+                });
+            Arc::new(jwt::Jwt::new(&p.name, settings))
+        }
         PolicyKind::IpFilter {
             allow,
             deny,

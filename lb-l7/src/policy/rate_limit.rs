@@ -82,6 +82,12 @@ impl RateLimit {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default(),
             RateKey::ApiKey => info.consumer.clone().unwrap_or_default(),
+            RateKey::Jwt(claim) => info
+                .claims
+                .as_ref()
+                .and_then(|c| c.get(claim))
+                .map(super::jwt::claim_text)
+                .unwrap_or_default(),
             RateKey::Route => String::new(),
         }
     }

@@ -147,7 +147,7 @@ fn policy_mistakes_are_reported_with_their_place() {
         "did you mean \"cors\"",
     );
     policy_error(
-        &with("kind = \"cors\"", "kind = \"jwt\""),
+        &with("kind = \"cors\"", "kind = \"basic_auth\""),
         "policy.browser.kind",
         "not supported",
     );
@@ -177,9 +177,9 @@ fn policy_mistakes_are_reported_with_their_place() {
         "from 1",
     );
     policy_error(
-        &with("key = \"api_key\"", "key = \"jwt:sub\""),
+        &with("key = \"api_key\"", "key = \"jwt:\""),
         "policy.per-key.key",
-        "jwt",
+        "claim name",
     );
     policy_error(
         &with("per = \"1m\"", "per = \"1m\"\nstore = \"redis\""),
@@ -208,5 +208,50 @@ fn policy_mistakes_are_reported_with_their_place() {
         &with("\"per-key\", \"browser\"", "\"per-key\", \"browsr\""),
         "route[0].policies[3]",
         "did you mean \"browser\"",
+    );
+}
+
+#[test]
+fn jwt_keys_and_algorithms_must_agree() {
+    let jwt = |body: &str| format!("{POLICIES}\n[policy.auth]\nkind = \"jwt\"\n{body}");
+    policy_error(
+        &jwt("algorithms = [\"none\"]\nsecret_env = \"S\"\n"),
+        "policy.auth.algorithms[0]",
+        "never accepted",
+    );
+    policy_error(
+        &jwt("algorithms = [\"RS255\"]\nsecret_env = \"S\"\n"),
+        "policy.auth.algorithms[0]",
+        "expected one of",
+    );
+    policy_error(
+        &jwt("algorithms = [\"RS256\"]\nsecret_env = \"S\"\n"),
+        "policy.auth.algorithms",
+        "HS256/384/512 only",
+    );
+    policy_error(
+        &jwt("algorithms = [\"HS256\"]\njwks_file = \"k.json\"\n"),
+        "policy.auth.algorithms",
+        "signed with that public key",
+    );
+    policy_error(
+        &jwt("algorithms = [\"RS256\", \"ES256\"]\npublic_key_file = \"k.pub\"\n"),
+        "policy.auth.public_key_file",
+        "one kind of key",
+    );
+    policy_error(
+        &jwt("algorithms = [\"RS256\"]\n"),
+        "policy.auth",
+        "needs its key",
+    );
+    policy_error(
+        &jwt("algorithms = [\"RS256\"]\npublic_key_file = \"k.pub\"\njwks_file = \"k.json\"\n"),
+        "policy.auth.jwks_file",
+        "second",
+    );
+    policy_error(
+        &jwt("algorithms = [\"RS256\"]\npublic_key_file = \"k.pub\"\nallow = [\"10.0.0.0/8\"]\n"),
+        "policy.auth.allow",
+        "does not apply to kind = \"jwt\"",
     );
 }

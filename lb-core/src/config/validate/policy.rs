@@ -68,6 +68,16 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("max_age", s(&p.max_age)),
         ("request", s(&p.request)),
         ("response", s(&p.response)),
+        ("algorithms", s(&p.algorithms)),
+        ("secret_env", s(&p.secret_env)),
+        ("public_key_file", s(&p.public_key_file)),
+        ("jwks_file", s(&p.jwks_file)),
+        ("issuer", s(&p.issuer)),
+        ("audience", s(&p.audience)),
+        ("leeway", s(&p.leeway)),
+        ("require_roles", s(&p.require_roles)),
+        ("roles_claim", s(&p.roles_claim)),
+        ("forward_claims", s(&p.forward_claims)),
     ]
     .into_iter()
     .filter_map(|(k, span)| span.map(|s| (k, s)))
@@ -85,7 +95,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         .key(format!("{key}.kind"));
         if let Some(s) = did_you_mean(kind, PolicyKind::NAMES) {
             d = d.help(format!("did you mean \"{s}\"?"));
-        } else if matches!(kind, "jwt" | "basic_auth" | "cache" | "transform") {
+        } else if matches!(kind, "basic_auth" | "cache" | "transform") {
             d = d.help(format!(
                 "kind \"{kind}\" is not supported by this version of lb"
             ));
@@ -117,6 +127,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         "api_key" => api_key(cx, p, key),
         "rate_limit" => rate_limit(cx, p, key),
         "cors" => cors(cx, p, key),
+        "jwt" => jwt(cx, p, key),
         _ => PolicyKind::Headers {
             request: header_ops(cx, p.request.as_ref(), &format!("{key}.request")),
             response: header_ops(cx, p.response.as_ref(), &format!("{key}.response")),
@@ -257,18 +268,23 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             }
             RateKey::Header(name.to_ascii_lowercase())
         }
-        Some((other, span)) => {
-            let mut d = Diagnostic::error(format!(
-                "expected \"ip\", \"header:NAME\", \"api_key\" or \"route\", found \"{other}\""
-            ))
-            .at(span)
-            .key(format!("{key}.key"));
-            if other.starts_with("jwt:") {
-                d = d.help(
-                    "jwt claims come with the jwt policy, which this version of lb does not have",
+        Some((c, span)) if c.starts_with("jwt:") => {
+            let claim = &c["jwt:".len()..];
+            if claim.is_empty() {
+                cx.err(
+                    span.clone(),
+                    format!("{key}.key"),
+                    "expected a claim name after \"jwt:\", e.g. \"jwt:sub\"",
                 );
             }
-            cx.push(d);
+            RateKey::Jwt(claim.to_string())
+        }
+        Some((other, span)) => {
+            cx.push(
+                Diagnostic::error(format!("expected \"ip\", \"header:NAME\", \"jwt:CLAIM\", \"api_key\" or \"route\", found \"{other}\""))
+                    .at(span)
+                    .key(format!("{key}.key")),
+            );
             RateKey::Ip
         }
     };
@@ -442,8 +458,16 @@ fn header_ops(cx: &mut Ctx<'_>, ops: Option<&S<RawHeaderOps>>, key: &str) -> Hea
     HeaderOps { set, add, remove }
 }
 
-/// What `${...}` may name in header values.
-pub const VARIABLES: &[&str] = &["client_ip", "host", "method", "path", "consumer", "route"];
+/// What `${...}` may name in header values (and `jwt.CLAIM`).
+pub const VARIABLES: &[&str] = &[
+    "client_ip",
+    "host",
+    "method",
+    "path",
+    "consumer",
+    "route",
+    "jwt.CLAIM",
+];
 
 fn unknown_variable(v: &str) -> Option<String> {
     let mut rest = v;
@@ -453,10 +477,177 @@ fn unknown_variable(v: &str) -> Option<String> {
             return Some(after.to_string());
         };
         let name = &after[..end];
-        if !VARIABLES.contains(&name) {
+        let claim = name.strip_prefix("jwt.").is_some_and(|c| !c.is_empty());
+        if !claim && !VARIABLES.contains(&name) {
             return Some(name.to_string());
         }
         rest = &after[end + 1..];
     }
     None
+}
+
+/// JWS algorithms a `jwt` policy may accept, by key family.
+const HMAC: &[&str] = &["HS256", "HS384", "HS512"];
+const RSA: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+const EC: &[&str] = &["ES256", "ES384"];
+const ED: &[&str] = &["EdDSA"];
+
+fn family(alg: &str) -> Option<&'static str> {
+    [(HMAC, "hmac"), (RSA, "rsa"), (EC, "ec"), (ED, "ed")]
+        .iter()
+        .find(|(algs, _)| algs.contains(&alg))
+        .map(|(_, f)| *f)
+}
+
+fn jwt(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let mut algorithms = Vec::new();
+    for (i, a) in p
+        .algorithms
+        .iter()
+        .flat_map(|l| l.get_ref().iter())
+        .enumerate()
+    {
+        let name = a.get_ref();
+        let canonical = if name.eq_ignore_ascii_case("eddsa") {
+            "EdDSA".to_string()
+        } else {
+            name.to_ascii_uppercase()
+        };
+        if canonical == "NONE" {
+            cx.push(
+                Diagnostic::error(
+                    "algorithm \"none\" is never accepted: it means an unsigned token",
+                )
+                .at(a.span())
+                .key(format!("{key}.algorithms[{i}]")),
+            );
+        } else if family(&canonical).is_none() {
+            cx.err(
+                a.span(),
+                format!("{key}.algorithms[{i}]"),
+                format!("expected one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA; found \"{name}\""),
+            );
+        } else {
+            algorithms.push(canonical);
+        }
+    }
+    if p.algorithms.is_none() {
+        cx.push(
+            Diagnostic::error("a jwt policy needs `algorithms`, e.g. [\"RS256\"]")
+                .at(p.kind.span())
+                .key(format!("{key}.algorithms")),
+        );
+    }
+    let sources: Vec<(&str, &S<String>)> = [
+        ("secret_env", p.secret_env.as_ref()),
+        ("public_key_file", p.public_key_file.as_ref()),
+        ("jwks_file", p.jwks_file.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| v.map(|v| (n, v)))
+    .collect();
+    let jwt_key = match sources.as_slice() {
+        [] => {
+            cx.push(
+                Diagnostic::error(
+                    "a jwt policy needs its key: secret_env, public_key_file or jwks_file",
+                )
+                .at(p.kind.span())
+                .key(key.to_string()),
+            );
+            None
+        }
+        [(n, v)] => Some(match *n {
+            "secret_env" => JwtKey::SecretEnv {
+                var: v.get_ref().clone(),
+                span: v.span(),
+                key: format!("{key}.secret_env"),
+            },
+            "public_key_file" => {
+                JwtKey::PublicKeyFile(super::file_ref(v, format!("{key}.public_key_file")))
+            }
+            _ => JwtKey::JwksFile(super::file_ref(v, format!("{key}.jwks_file"))),
+        }),
+        [_, (n, v), ..] => {
+            cx.push(
+                Diagnostic::error(format!(
+                    "a jwt policy has one key source; `{n}` is its second"
+                ))
+                .at(v.span())
+                .key(format!("{key}.{n}")),
+            );
+            None
+        }
+    };
+    // The key decides which algorithms can be honest: an HMAC secret signs HS* only, and a
+    // public key must never verify HS* (anyone holding the public key could sign with it).
+    let families: Vec<&str> = algorithms.iter().filter_map(|a| family(a)).collect();
+    if let (Some(k), Some(algs)) = (&jwt_key, &p.algorithms) {
+        let secret = matches!(k, JwtKey::SecretEnv { .. });
+        if secret && families.iter().any(|f| *f != "hmac") {
+            cx.push(
+                Diagnostic::error("secret_env is an HMAC secret: it verifies HS256/384/512 only")
+                    .at(algs.span())
+                    .key(format!("{key}.algorithms"))
+                    .help("use public_key_file or jwks_file for RS/PS/ES/EdDSA tokens"),
+            );
+        }
+        if !secret && families.contains(&"hmac") {
+            cx.push(
+                Diagnostic::error(
+                    "HS256/384/512 with a public key would accept tokens signed with that public key",
+                )
+                .at(algs.span())
+                .key(format!("{key}.algorithms"))
+                .help("HMAC algorithms need secret_env"),
+            );
+        }
+        if let JwtKey::PublicKeyFile(f) = k {
+            if families.windows(2).any(|w| w[0] != w[1]) {
+                cx.push(
+                    Diagnostic::error(
+                        "one public key file holds one kind of key: these algorithms need several",
+                    )
+                    .at(f.span.clone())
+                    .key(format!("{key}.public_key_file"))
+                    .help("use a jwks_file for keys of several kinds"),
+                );
+            }
+        }
+    }
+    let leeway = cx.duration(&p.leeway, format!("{key}.leeway"), Duration::ZERO);
+    let mut forward_claims = Vec::new();
+    for (claim, h) in p.forward_claims.iter().flat_map(|m| m.get_ref().iter()) {
+        if is_token(h.get_ref()) {
+            forward_claims.push((claim.clone(), h.get_ref().to_ascii_lowercase()));
+        } else {
+            cx.err(
+                h.span(),
+                format!("{key}.forward_claims.\"{claim}\""),
+                format!("\"{}\" is not a valid header name", h.get_ref()),
+            );
+        }
+    }
+    PolicyKind::Jwt {
+        algorithms,
+        key: jwt_key.unwrap_or(JwtKey::SecretEnv {
+            var: String::new(),
+            span: 0..0,
+            key: String::new(),
+        }),
+        issuer: p.issuer.as_ref().map(|v| v.get_ref().clone()),
+        audience: p.audience.as_ref().map(|v| v.get_ref().clone()),
+        leeway,
+        require_roles: p
+            .require_roles
+            .iter()
+            .flat_map(|l| l.get_ref().iter())
+            .map(|r| r.get_ref().clone())
+            .collect(),
+        roles_claim: p
+            .roles_claim
+            .as_ref()
+            .map_or_else(|| "roles".to_string(), |v| v.get_ref().clone()),
+        forward_claims,
+    }
 }

@@ -1,0 +1,284 @@
+//! The `jwt` policy with tokens minted in the test: valid, expired, not yet valid, wrong
+//! signature, `alg: none`, HS256 signed with the RSA public key, wrong issuer or audience,
+//! missing role; keys from a PEM file, a JWKS (by `kid`), or an environment variable; claims
+//! forwarded as headers and used as rate-limit keys; key problems caught when the config
+//! loads.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+use support::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
+
+fn register() {
+    // Key files are read when a config is loaded, by the registered HTTP side.
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+}
+
+fn rs256(claims: &serde_json::Value, kid: Option<&str>) -> String {
+    let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = kid.map(str::to_string);
+    let key = EncodingKey::from_rsa_pem(&fixture("rsa.key")).expect("rsa key");
+    encode(&header, claims, &key).expect("sign")
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({ "sub": "alice", "iss": "https://auth.example", "aud": "api", "exp": now() + 600, "roles": ["reader", "admin"] });
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+async fn gateway_with(policy: &str, more: &str) -> (std::net::SocketAddr, Backend) {
+    register();
+    let b = backend("b").await;
+    let routes = format!(
+        "[[route]]\nlistener = \"web\"\nname = \"api\"\npool = \"p0\"\npolicies = [\"auth\"{more}]\n[policy.auth]\nkind = \"jwt\"\n{policy}"
+    );
+    let (gw, _) = gateway(&config(&[(&[b.addr], "")], "", &routes)).await;
+    (gw, b)
+}
+
+async fn call(gw: std::net::SocketAddr, token: Option<&str>) -> (u16, String, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    raw(gw, &format!("GET /headers HTTP/1.1\r\nHost: h\r\n{auth}X-User-Id: mallory\r\nConnection: close\r\n\r\n")).await
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(A[(n >> shift) as usize & 63]));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rs256_tokens_get_exactly_the_status_they_deserve() {
+    let policy = format!(
+        "algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\nissuer = \"https://auth.example\"\naudience = \"api\"\nrequire_roles = [\"admin\"]\nforward_claims = {{ sub = \"x-user-id\" }}\n"
+    );
+    let (gw, b) = gateway_with(&policy, "").await;
+    // Valid: through, with the verified subject forwarded and the client's claim replaced.
+    let (s, _, body) = call(gw, Some(&rs256(&claims(json!({})), None))).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("x-user-id: alice") && !body.contains("mallory"),
+        "{body}"
+    );
+    // No token: 401 with a bare Bearer challenge.
+    let (s, head, _) = call(gw, None).await;
+    assert_eq!(s, 401);
+    assert!(head.contains("www-authenticate: Bearer"), "{head}");
+    let invalid = |head: &str| head.contains("error=\"invalid_token\"");
+    // Expired, not yet valid, wrong issuer, wrong audience.
+    for bad in [
+        json!({ "exp": now() - 60 }),
+        json!({ "nbf": now() + 600 }),
+        json!({ "iss": "https://evil.example" }),
+        json!({ "aud": "other" }),
+    ] {
+        let (s, head, _) = call(gw, Some(&rs256(&claims(bad.clone()), None))).await;
+        assert_eq!(s, 401, "{bad}");
+        assert!(invalid(&head), "{bad}: {head}");
+    }
+    // A tampered payload breaks the signature.
+    let good = rs256(&claims(json!({})), None);
+    let parts: Vec<&str> = good.split('.').collect();
+    let forged_payload = b64(claims(json!({ "sub": "root" })).to_string().as_bytes());
+    let tampered = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+    assert_eq!(call(gw, Some(&tampered)).await.0, 401);
+    // alg: none, with and without a signature part.
+    let none_header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    for token in [
+        format!("{none_header}.{}.", parts[1]),
+        format!("{none_header}.{}", parts[1]),
+    ] {
+        let (s, head, _) = call(gw, Some(&token)).await;
+        assert_eq!(s, 401, "alg none must never pass");
+        assert!(invalid(&head));
+    }
+    // HS256 signed with the RSA public key as the HMAC secret (the classic confusion).
+    let hs = encode(
+        &Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims(json!({})),
+        &EncodingKey::from_secret(&fixture("rsa.pub")),
+    )
+    .expect("sign");
+    assert_eq!(call(gw, Some(&hs)).await.0, 401);
+    // Valid but without the role: 403.
+    let (s, head, _) = call(
+        gw,
+        Some(&rs256(&claims(json!({ "roles": ["reader"] })), None)),
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert!(head.contains("insufficient_scope"), "{head}");
+    assert_eq!(b.requests(), 1, "only the valid token reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_keys_are_picked_by_kid() {
+    let policy = format!("algorithms = [\"RS256\"]\njwks_file = \"{FIXTURES}/jwks.json\"\n");
+    let (gw, _) = gateway_with(&policy, "").await;
+    assert_eq!(
+        call(gw, Some(&rs256(&claims(json!({})), Some("rsa-1"))))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(gw, Some(&rs256(&claims(json!({})), Some("rsa-2"))))
+            .await
+            .0,
+        401,
+        "unknown kid"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ec_ed25519_and_hmac_keys_verify_their_algorithms() {
+    let es = encode(
+        &Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims(json!({})),
+        &EncodingKey::from_ec_pem(&fixture("ec.key")).expect("ec"),
+    )
+    .expect("sign");
+    let (gw, _) = gateway_with(
+        &format!("algorithms = [\"ES256\"]\npublic_key_file = \"{FIXTURES}/ec.pub\"\n"),
+        "",
+    )
+    .await;
+    assert_eq!(call(gw, Some(&es)).await.0, 200);
+    let ed = encode(
+        &Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims(json!({})),
+        &EncodingKey::from_ed_pem(&fixture("ed.key")).expect("ed"),
+    )
+    .expect("sign");
+    let (gw, _) = gateway_with(
+        &format!("algorithms = [\"EdDSA\"]\npublic_key_file = \"{FIXTURES}/ed.pub\"\n"),
+        "",
+    )
+    .await;
+    assert_eq!(call(gw, Some(&ed)).await.0, 200);
+    assert_eq!(
+        call(gw, Some(&es)).await.0,
+        401,
+        "an ES256 token against an Ed25519 key"
+    );
+    std::env::set_var("LB_TEST_JWT_SECRET", "hunter2-but-longer-than-that");
+    let hs = encode(
+        &Header::new(jsonwebtoken::Algorithm::HS384),
+        &claims(json!({})),
+        &EncodingKey::from_secret(b"hunter2-but-longer-than-that"),
+    )
+    .expect("sign");
+    let (gw, _) = gateway_with(
+        "algorithms = [\"HS384\"]\nsecret_env = \"LB_TEST_JWT_SECRET\"\n",
+        "",
+    )
+    .await;
+    assert_eq!(call(gw, Some(&hs)).await.0, 200);
+    let wrong = encode(
+        &Header::new(jsonwebtoken::Algorithm::HS384),
+        &claims(json!({})),
+        &EncodingKey::from_secret(b"guess"),
+    )
+    .expect("sign");
+    assert_eq!(call(gw, Some(&wrong)).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claims_key_rate_limits_and_fill_header_templates() {
+    let policy = format!(
+        "algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\n\
+         [policy.per-user]\nkind = \"rate_limit\"\nrequests = 1\nper = \"1m\"\nkey = \"jwt:sub\"\n\
+         [policy.stamp]\nkind = \"headers\"\nrequest = {{ set = {{ \"x-who\" = \"${{jwt.sub}} via ${{route}}\" }} }}\n"
+    );
+    let (gw, _) = gateway_with(&policy, ", \"per-user\", \"stamp\"").await;
+    let (s, _, body) = call(gw, Some(&rs256(&claims(json!({})), None))).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-who: alice via api"), "{body}");
+    assert_eq!(
+        call(gw, Some(&rs256(&claims(json!({})), None))).await.0,
+        429,
+        "alice's one request is spent"
+    );
+    assert_eq!(
+        call(gw, Some(&rs256(&claims(json!({ "sub": "bob" })), None)))
+            .await
+            .0,
+        200,
+        "bob has his own"
+    );
+}
+
+#[test]
+fn key_problems_fail_the_config_load_naming_the_file() {
+    register();
+    let base = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\npool = \"p\"\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"127.0.0.1:2\" }]\n[[route]]\nlistener = \"web\"\npool = \"p\"\npolicies = [\"auth\"]\n[policy.auth]\nkind = \"jwt\"\n";
+    let cases = [
+        (
+            "algorithms = [\"HS256\"]\nsecret_env = \"LB_TEST_NO_SUCH_VARIABLE\"\n".to_string(),
+            "LB_TEST_NO_SUCH_VARIABLE is not set",
+        ),
+        (
+            "algorithms = [\"RS256\"]\npublic_key_file = \"/nonexistent/key.pub\"\n".to_string(),
+            "/nonexistent/key.pub: cannot read",
+        ),
+        (
+            format!("algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/README.md\"\n"),
+            "not a RS256 public key",
+        ),
+        (
+            format!("algorithms = [\"RS256\"]\njwks_file = \"{FIXTURES}/rsa.pub\"\n"),
+            "not a JSON Web Key Set",
+        ),
+        (
+            format!("algorithms = [\"HS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\n"),
+            "would accept tokens signed with that public key",
+        ),
+        (
+            "algorithms = [\"none\"]\nsecret_env = \"X\"\n".to_string(),
+            "never accepted",
+        ),
+    ];
+    for (policy, needle) in cases {
+        let text = format!("{base}{policy}");
+        let err = lb_core::config::load_str("jwt.toml", &text).expect_err(needle);
+        let rendered = err.to_string();
+        assert!(rendered.contains(needle), "{needle:?} not in:\n{rendered}");
+        assert!(
+            rendered.contains("jwt.toml:"),
+            "the error names the config place:\n{rendered}"
+        );
+    }
+}
