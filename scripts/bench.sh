@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
-SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle l7"}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle l7 gateway"}
 # Idle connections held open for the RSS-per-connection scenario (each costs the proxy two
 # descriptors; the container limit here is 20000).
 IDLE_CONNS=${IDLE_CONNS:-5000}
@@ -89,6 +89,17 @@ printf 'www.example A\n' > "$WORK/queries.txt"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
   -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
 cat "$WORK/tls.pem" "$WORK/tls.key" > "$WORK/tls-combined.pem"
+# An HS256 token for the gateway scenario (lb reads the secret from the environment).
+export LB_BENCH_JWT_SECRET=bench-secret-0123456789abcdef
+JWT=$(python3 - <<'PYJ'
+import base64, hmac, hashlib, json, os, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+sig = hmac.new(os.environ["LB_BENCH_JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+print(f"{head}.{body}.{b(sig)}")
+PYJ
+)
 wait_port "${HTTP_BE##*:}"; wait_port $IPERF_PORT
 
 # --- proxies -----------------------------------------------------------------------------
@@ -120,6 +131,25 @@ name = "l7"
 bind = "127.0.0.1:$(( $2 + 80 ))"
 protocol = "http"
 pool = "http"
+# The gateway scenario: every request verifies a JWT and passes a local rate limit (set
+# high enough never to refuse), so its cost against plain "l7" is the policies' cost.
+[[listener]]
+name = "gw"
+bind = "127.0.0.1:$(( $2 + 90 ))"
+protocol = "http"
+[[route]]
+listener = "gw"
+pool = "http"
+policies = ["auth", "limit"]
+[policy.auth]
+kind = "jwt"
+algorithms = ["HS256"]
+secret_env = "LB_BENCH_JWT_SECRET"
+[policy.limit]
+kind = "rate_limit"
+requests = 1000000000
+per = "1s"
+key = "jwt:sub"
 [[pool]]
 name = "dns"
 backends = [{ addr = "127.0.0.1:$DNS_PORT" }]
@@ -232,6 +262,7 @@ run_scenario() { # scenario port
     idle)  idle_rss "$port" ;;
     conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
     tls-rps)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    gateway) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency -H "Authorization: Bearer $JWT" "http://127.0.0.1:$(( port + 90 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
     l7)    taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$(( port + 80 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
     tls-conn) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
@@ -270,7 +301,7 @@ PYI
   rm -f "$WORK/idle.ready"
   echo $(( (after - before) * 1024 / IDLE_CONNS ))
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7|gateway) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
@@ -282,6 +313,8 @@ for s in $SCENARIOS; do
       # TLS termination is compared between lb and HAProxy (nginx's stream TLS is not set
       # up here), and there is no direct TLS path to the plain backend.
       case $s in tls-*) case $p in nginx|direct) continue ;; esac ;; esac
+      # Gateway policies are lb's alone; compare with its own plain l7 figure.
+      if [ "$s" = gateway ]; then case $p in lb|lb-base) ;; *) continue ;; esac; fi
       # RSS per connection is a proxy's figure; there is no direct path to measure.
       if [ "$s" = idle ] && [ "$p" = direct ]; then continue; fi
       if [ "$p" = direct ]; then
@@ -307,7 +340,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s"}
+units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s", "gateway": "HTTP mode + JWT + rate limit req/s"}
 data = collections.defaultdict(list)
 for s, p, r, v, cpu in rows:
     parts = v.split()

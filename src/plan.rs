@@ -279,6 +279,17 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             )
         }
         K::Cors { allow_origins, .. } => format!("cors for {}", allow_origins.join(", ")),
+        K::BasicAuth {
+            users,
+            htpasswd_file,
+            realm,
+        } => format!(
+            "basic_auth \"{realm}\", {} user(s) in the config{}",
+            users.len(),
+            htpasswd_file
+                .as_ref()
+                .map_or(String::new(), |f| format!(" and those of {}", f.path))
+        ),
         K::Jwt {
             algorithms,
             key,

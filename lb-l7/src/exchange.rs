@@ -116,7 +116,9 @@ impl Gateway {
                 rate: None,
                 claims: None,
             };
-            if let Err(resp) = policy::on_request(&target.policies, &mut pi, req.headers_mut()) {
+            if let Err(resp) =
+                policy::on_request(&target.policies, &mut pi, req.headers_mut()).await
+            {
                 return self.own(Some(target), &req, info, start, *resp);
             }
             policy_info = Some(pi);

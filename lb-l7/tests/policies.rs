@@ -214,3 +214,75 @@ async fn header_templates_fill_requests_and_responses() {
     assert!(!body.contains("cookie"), "{body}");
     assert_eq!(header(&head, "x-served-by"), Some("lb/api"));
 }
+
+fn basic(user: &str, password: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= chunk.len() {
+                char::from(A[(n >> shift) as usize & 63])
+            } else {
+                '='
+            });
+        }
+    }
+    format!("Authorization: Basic {out}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
+    // Key files are read when a config is loaded, by the registered HTTP side.
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    let b = backend("b").await;
+    let alice = bcrypt::hash("wonderland", 4).expect("hash");
+    let bob = bcrypt::hash("builder", 4).expect("hash");
+    let dir = std::env::temp_dir().join(format!("lb-htpasswd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, format!("# users\nbob:{bob}\n")).expect("write");
+    let defs = format!(
+        "[policy.login]\nkind = \"basic_auth\"\nrealm = \"staff\"\nusers = {{ alice = \"{alice}\" }}\nhtpasswd_file = \"{}\"\n\
+         [policy.stamp]\nkind = \"headers\"\nrequest = {{ set = {{ \"x-user\" = \"${{consumer}}\" }} }}\n",
+        file.display()
+    );
+    let gw = with_policies(&b, "\"login\", \"stamp\"", &defs).await;
+    let (s, head, _) = status(gw, "").await;
+    assert_eq!(s, 401);
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some("Basic realm=\"staff\", charset=\"UTF-8\"")
+    );
+    assert_eq!(status(gw, &basic("alice", "looking-glass")).await.0, 401);
+    assert_eq!(status(gw, &basic("mallory", "wonderland")).await.0, 401);
+    for _ in 0..3 {
+        let (s, _, body) = status(gw, &basic("alice", "wonderland")).await;
+        assert_eq!(s, 200);
+        assert!(
+            body.contains("x-user: alice") && !body.contains("authorization"),
+            "{body}"
+        );
+    }
+    let (s, _, body) = status(gw, &basic("bob", "builder")).await;
+    assert_eq!(s, 200, "a user of the htpasswd file");
+    assert!(body.contains("x-user: bob"), "{body}");
+    // A file line that is not a bcrypt hash fails the config load, naming file and line.
+    std::fs::write(&file, "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").expect("write");
+    let routes =
+        format!("[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"login\"]\n{defs}");
+    let err = lb_core::config::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
+        .expect_err("bad htpasswd");
+    assert!(
+        err.to_string()
+            .contains(&format!("{}:1: expected USER:BCRYPT-HASH", file.display())),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -153,6 +153,18 @@ pub enum PolicyKind {
         /// removed first).
         forward_claims: Vec<(String, String)>,
     },
+    /// HTTP Basic authentication (RFC 7617) against bcrypt hashes: `users` in the config
+    /// and/or an htpasswd file (read when the config is loaded).
+    BasicAuth {
+        users: Vec<(String, String)>,
+        htpasswd_file: Option<FileRef>,
+        realm: String,
+    },
+}
+
+/// Whether `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`: what `htpasswd -B` writes).
+pub fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
 }
 
 /// Where a `jwt` policy's key comes from; read when the config is loaded.
@@ -178,6 +190,7 @@ impl PolicyKind {
         "cors",
         "headers",
         "jwt",
+        "basic_auth",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -188,6 +201,7 @@ impl PolicyKind {
             Self::Cors { .. } => "cors",
             Self::Headers { .. } => "headers",
             Self::Jwt { .. } => "jwt",
+            Self::BasicAuth { .. } => "basic_auth",
         }
     }
 }

@@ -118,6 +118,10 @@ pub struct RawPolicy {
     pub require_roles: Option<S<Vec<S<String>>>>,
     pub roles_claim: Option<S<String>>,
     pub forward_claims: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    // basic_auth
+    pub users: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    pub htpasswd_file: Option<S<String>>,
+    pub realm: Option<S<String>>,
 }
 
 /// `keys = [{ name = "mobile-app", sha256 = "…" }]`: the SHA-256 (hex) of each key, never
@@ -173,6 +177,7 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
             "forward_claims",
         ],
     ),
+    ("basic_auth", &["users", "htpasswd_file", "realm"]),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +332,9 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "require_roles",
             "roles_claim",
             "forward_claims",
+            "users",
+            "htpasswd_file",
+            "realm",
         ],
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],

@@ -4,13 +4,16 @@
 //! preflight), and may change the response's head on its way back.
 
 mod api_key;
+mod basic_auth;
 mod cors;
 mod headers;
 mod ip_filter;
 pub mod jwt;
 pub mod rate_limit;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Method, Response};
@@ -40,11 +43,13 @@ pub struct RequestInfo {
     pub claims: Option<Arc<serde_json::Value>>,
 }
 
-/// What the HTTP side read when the config was loaded: each `jwt` policy's settings with its
-/// keys, by policy index.
+/// What the HTTP side read when the config was loaded, by policy index: each `jwt`
+/// policy's settings with its keys, each `basic_auth` policy's users (htpasswd file
+/// included).
 #[derive(Debug, Default)]
 pub struct Prepared {
     pub jwt: Vec<Option<jwt::Settings>>,
+    pub basic: Vec<Option<Vec<(String, String)>>>,
 }
 
 /// Reads the key sources of every `jwt` policy of `config`; problems go to `diags`.
@@ -78,16 +83,47 @@ pub fn prepare(
             _ => None,
         })
         .collect();
-    Prepared { jwt }
+    let basic = config
+        .policies
+        .iter()
+        .map(|p| match &p.kind {
+            PolicyKind::BasicAuth {
+                users,
+                htpasswd_file,
+                ..
+            } => {
+                let mut all = users.clone();
+                if let Some(f) = htpasswd_file {
+                    all.extend(basic_auth::read_htpasswd(f, diags));
+                }
+                Some(all)
+            }
+            _ => None,
+        })
+        .collect();
+    Prepared { jwt, basic }
 }
 
 /// A policy's own answer to a request (boxed: it is the rare path).
 pub type Refusal = Box<Response<Body>>;
 
+/// The part of a policy's check that has to wait.
+pub type Waiting<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
 /// One policy kind.
 pub trait Policy: Send + Sync + std::fmt::Debug {
     /// Looks at (and may change) a request's headers; `Err` answers the request instead.
     fn request(&self, info: &mut RequestInfo, headers: &mut HeaderMap) -> Result<(), Refusal>;
+
+    /// Work that has to wait (a verification off the worker threads, a store over the
+    /// network), run after [`Policy::request`] passed.
+    fn request_async<'a>(
+        &'a self,
+        _info: &'a mut RequestInfo,
+        _headers: &'a mut HeaderMap,
+    ) -> Option<Waiting<'a>> {
+        None
+    }
 
     /// Changes the head of the response (the backend's, or lb's own answer).
     fn response(&self, _info: &RequestInfo, _headers: &mut HeaderMap) {}
@@ -124,6 +160,14 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
                     forward_claims: forward_claims.clone(),
                 });
             Arc::new(jwt::Jwt::new(&p.name, settings))
+        }
+        PolicyKind::BasicAuth { users, realm, .. } => {
+            // Without the file read at load, only the config's own users (fails closed for
+            // the file's).
+            let all = prepared
+                .and_then(|pr| pr.basic.get(index).cloned().flatten())
+                .unwrap_or_else(|| users.clone());
+            Arc::new(basic_auth::BasicAuth::new(&p.name, all, realm))
         }
         PolicyKind::IpFilter {
             allow,
@@ -183,13 +227,19 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
 /// Runs a route's policies on a request: `Err` is the answer of the first that refused it,
 /// with the response phase of the policies before it applied (so e.g. CORS headers reach
 /// the browser on a 429).
-pub fn on_request(
+pub async fn on_request(
     chain: &Chain,
     info: &mut RequestInfo,
     headers: &mut HeaderMap,
 ) -> Result<(), Refusal> {
     for (i, p) in chain.iter().enumerate() {
-        if let Err(mut resp) = p.request(info, headers) {
+        let mut outcome = p.request(info, headers);
+        if outcome.is_ok() {
+            if let Some(wait) = p.request_async(info, headers) {
+                outcome = wait.await;
+            }
+        }
+        if let Err(mut resp) = outcome {
             for q in &chain[..i] {
                 q.response(info, resp.headers_mut());
             }

@@ -147,7 +147,7 @@ fn policy_mistakes_are_reported_with_their_place() {
         "did you mean \"cors\"",
     );
     policy_error(
-        &with("kind = \"cors\"", "kind = \"basic_auth\""),
+        &with("kind = \"cors\"", "kind = \"cache\""),
         "policy.browser.kind",
         "not supported",
     );
@@ -253,5 +253,37 @@ fn jwt_keys_and_algorithms_must_agree() {
         &jwt("algorithms = [\"RS256\"]\npublic_key_file = \"k.pub\"\nallow = [\"10.0.0.0/8\"]\n"),
         "policy.auth.allow",
         "does not apply to kind = \"jwt\"",
+    );
+}
+
+#[test]
+fn basic_auth_takes_bcrypt_hashes_only() {
+    let hash = "$2y$04$abcdefghijklmnopqrstuu5MDaG2mK2V2hGAn2cV9VyKkL2hJbPTq";
+    assert_eq!(hash.len(), 60);
+    let basic = |body: &str| format!("{POLICIES}\n[policy.login]\nkind = \"basic_auth\"\n{body}");
+    let ok = load_str(
+        "p.toml",
+        &basic(&format!(
+            "users = {{ alice = \"{hash}\" }}\nrealm = \"staff\"\n"
+        )),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .config;
+    match &ok.policies[5].kind {
+        PolicyKind::BasicAuth { users, realm, .. } => {
+            assert_eq!((users.len(), realm.as_str()), (1, "staff"));
+        }
+        other => panic!("{other:?}"),
+    }
+    policy_error(
+        &basic("users = { alice = \"wonderland\" }\n"),
+        "policy.login.users.\"alice\"",
+        "bcrypt",
+    );
+    policy_error(&basic("realm = \"x\"\n"), "policy.login", "needs `users`");
+    policy_error(
+        &basic(&format!("users = {{ \"a:b\" = \"{hash}\" }}\n")),
+        "policy.login.users.\"a:b\"",
+        "no ':'",
     );
 }

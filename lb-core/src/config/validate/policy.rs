@@ -78,6 +78,9 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("require_roles", s(&p.require_roles)),
         ("roles_claim", s(&p.roles_claim)),
         ("forward_claims", s(&p.forward_claims)),
+        ("users", s(&p.users)),
+        ("htpasswd_file", s(&p.htpasswd_file)),
+        ("realm", s(&p.realm)),
     ]
     .into_iter()
     .filter_map(|(k, span)| span.map(|s| (k, s)))
@@ -95,7 +98,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         .key(format!("{key}.kind"));
         if let Some(s) = did_you_mean(kind, PolicyKind::NAMES) {
             d = d.help(format!("did you mean \"{s}\"?"));
-        } else if matches!(kind, "basic_auth" | "cache" | "transform") {
+        } else if matches!(kind, "cache" | "transform") {
             d = d.help(format!(
                 "kind \"{kind}\" is not supported by this version of lb"
             ));
@@ -128,6 +131,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         "rate_limit" => rate_limit(cx, p, key),
         "cors" => cors(cx, p, key),
         "jwt" => jwt(cx, p, key),
+        "basic_auth" => basic_auth(cx, p, key),
         _ => PolicyKind::Headers {
             request: header_ops(cx, p.request.as_ref(), &format!("{key}.request")),
             response: header_ops(cx, p.response.as_ref(), &format!("{key}.response")),
@@ -649,5 +653,57 @@ fn jwt(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             .as_ref()
             .map_or_else(|| "roles".to_string(), |v| v.get_ref().clone()),
         forward_claims,
+    }
+}
+
+fn basic_auth(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let mut users = Vec::new();
+    for (name, h) in p.users.iter().flat_map(|m| m.get_ref().iter()) {
+        if name.is_empty() || name.contains(':') {
+            cx.err(
+                h.span(),
+                format!("{key}.users.\"{name}\""),
+                "a user name is not empty and has no ':'",
+            );
+        } else if !is_bcrypt(h.get_ref()) {
+            cx.push(
+                Diagnostic::error(format!(
+                    "user \"{name}\": expected a bcrypt hash ($2y$…, 60 characters)"
+                ))
+                .at(h.span())
+                .key(format!("{key}.users.\"{name}\""))
+                .help("make one with: htpasswd -nbB USER PASSWORD (the part after the ':'); never a plain password"),
+            );
+        } else {
+            users.push((name.clone(), h.get_ref().clone()));
+        }
+    }
+    if p.users.is_none() && p.htpasswd_file.is_none() {
+        cx.push(
+            Diagnostic::error("a basic_auth policy needs `users`, an `htpasswd_file`, or both")
+                .at(p.kind.span())
+                .key(key.to_string()),
+        );
+    }
+    let realm = p
+        .realm
+        .as_ref()
+        .map_or_else(|| "lb".to_string(), |r| r.get_ref().clone());
+    if realm.contains('"') || !realm.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        if let Some(r) = &p.realm {
+            cx.err(
+                r.span(),
+                format!("{key}.realm"),
+                "a realm is visible ASCII without '\"'",
+            );
+        }
+    }
+    PolicyKind::BasicAuth {
+        users,
+        htpasswd_file: p
+            .htpasswd_file
+            .as_ref()
+            .map(|f| super::file_ref(f, format!("{key}.htpasswd_file"))),
+        realm,
     }
 }
