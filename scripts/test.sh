@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages the external tests (cargo feature `external-tests`) use:
 # chromium + chromium-driver for the dashboard test in a real browser, dnsmasq-base for a
 # real DNS server behind a UDP listener, nginx as a real reader of lb's PROXY headers, curl
-# (with nghttp2) as a real HTTP/2-over-TLS client of http listeners.
-PACKAGES=(chromium chromium-driver dnsmasq-base nginx curl)
+# (with nghttp2) as a real HTTP/2-over-TLS client of http listeners, redis-server as the
+# store two lb processes share a rate limit through.
+PACKAGES=(chromium chromium-driver dnsmasq-base nginx curl redis-server)
 missing=()
 for p in "${PACKAGES[@]:-}"; do
   [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")

@@ -264,8 +264,15 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             per,
             burst,
             key,
+            store,
             ..
         } => {
+            let store = match store {
+                lb_core::config::RateStore::Local => "local".to_string(),
+                lb_core::config::RateStore::Redis { url, on_error } => {
+                    format!("shared in {url} (while it fails: {on_error:?})")
+                }
+            };
             let key = match key {
                 RateKey::Ip => "client address".to_string(),
                 RateKey::Header(h) => format!("header {h}"),
@@ -274,7 +281,7 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
                 RateKey::Route => "route".to_string(),
             };
             format!(
-                "rate_limit, {requests} per {} by {key}, burst {burst}, local",
+                "rate_limit, {requests} per {} by {key}, burst {burst}, {store}",
                 d(*per)
             )
         }

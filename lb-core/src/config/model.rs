@@ -91,6 +91,26 @@ pub enum RateKey {
     Route,
 }
 
+/// Where a rate limit's counts live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateStore {
+    /// In this lb process.
+    Local,
+    /// In Redis, shared by every lb pointed at it: one limit for all of them.
+    Redis { url: String, on_error: OnRedisError },
+}
+
+/// What a Redis-backed rate limit does while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Count in this process meanwhile (the default).
+    Local,
+    /// Let every request through.
+    Allow,
+    /// Refuse every request (503).
+    Deny,
+}
+
 /// Header edits of a `headers` policy; values may hold `${client_ip}`, `${host}`,
 /// `${method}`, `${path}`, `${consumer}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -124,6 +144,8 @@ pub enum PolicyKind {
         key: RateKey,
         /// Most keys tracked; the idlest are forgotten first.
         max_keys: usize,
+        /// Where the counts live.
+        store: RateStore,
     },
     Cors {
         /// Exact origins, `https://*.example.com` wildcards, or `*`.

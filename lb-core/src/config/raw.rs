@@ -97,6 +97,8 @@ pub struct RawPolicy {
     pub key: Option<S<String>>,
     pub store: Option<S<String>>,
     pub max_keys: Option<S<i64>>,
+    pub redis_url: Option<S<String>>,
+    pub on_redis_error: Option<S<String>>,
     // cors
     pub allow_origins: Option<S<Vec<S<String>>>>,
     pub allow_methods: Option<S<Vec<S<String>>>>,
@@ -148,7 +150,16 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
     ("api_key", &["keys", "header", "query"]),
     (
         "rate_limit",
-        &["requests", "per", "burst", "key", "store", "max_keys"],
+        &[
+            "requests",
+            "per",
+            "burst",
+            "key",
+            "store",
+            "max_keys",
+            "redis_url",
+            "on_redis_error",
+        ],
     ),
     (
         "cors",
@@ -314,6 +325,8 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "key",
             "store",
             "max_keys",
+            "redis_url",
+            "on_redis_error",
             "allow_origins",
             "allow_methods",
             "allow_headers",

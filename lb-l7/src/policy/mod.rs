@@ -10,6 +10,7 @@ mod headers;
 mod ip_filter;
 pub mod jwt;
 pub mod rate_limit;
+mod redis_store;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -195,6 +196,7 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
             burst,
             key,
             max_keys,
+            store,
         } => Arc::new(rate_limit::RateLimit::new(
             &p.name,
             *requests,
@@ -202,6 +204,7 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
             *burst,
             key.clone(),
             *max_keys,
+            store,
         )),
         PolicyKind::Cors {
             allow_origins,

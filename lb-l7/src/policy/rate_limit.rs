@@ -9,13 +9,14 @@
 //! ones closest to full.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use lb_core::config::RateKey;
+use lb_core::config::{OnRedisError, RateKey, RateStore};
 
-use super::{refuse_with, Policy, Refusal, RequestInfo};
+use super::redis_store::{Decision, RedisStore};
+use super::{refuse_with, Policy, Refusal, RequestInfo, Waiting};
 
 const SHARDS: usize = 16;
 
@@ -46,6 +47,8 @@ pub struct RateLimit {
     shard_cap: usize,
     shards: Vec<Mutex<HashMap<String, u64>>>,
     refused: metrics::Counter,
+    /// `store = "redis"`: the shared store, and what to do while it does not answer.
+    redis: Option<(Arc<RedisStore>, OnRedisError)>,
 }
 
 fn now_ns() -> u64 {
@@ -61,9 +64,17 @@ impl RateLimit {
         burst: u32,
         key: RateKey,
         max_keys: usize,
+        store: &RateStore,
     ) -> Self {
         let interval = (per.as_nanos() / u128::from(requests.max(1))).max(1) as u64;
+        let redis = match store {
+            RateStore::Local => None,
+            RateStore::Redis { url, on_error } => {
+                RedisStore::new(url, name).map(|s| (s, *on_error))
+            }
+        };
         Self {
+            redis,
             limit: burst.max(1),
             interval,
             tolerance: interval.saturating_mul(u64::from(burst.max(1) - 1)),
@@ -121,10 +132,10 @@ impl RateLimit {
     }
 }
 
-impl Policy for RateLimit {
-    fn request(&self, info: &mut RequestInfo, headers: &mut HeaderMap) -> Result<(), Refusal> {
-        let key = self.key_of(info, headers);
-        match self.take(key, now_ns()) {
+impl RateLimit {
+    /// The answer to one counted request: `Ok(remaining)` or `Err(wait, ns)`.
+    fn decide(&self, info: &mut RequestInfo, counted: Result<u64, u64>) -> Result<(), Refusal> {
+        match counted {
             Ok(left) => {
                 info.rate = Some((self.limit, left as u32, self.reset_secs(left)));
                 Ok(())
@@ -148,6 +159,53 @@ impl Policy for RateLimit {
                 ))
             }
         }
+    }
+
+    async fn shared(
+        &self,
+        store: &RedisStore,
+        on_error: OnRedisError,
+        info: &mut RequestInfo,
+        key: String,
+    ) -> Result<(), Refusal> {
+        let (interval_us, tolerance_us) = ((self.interval / 1000).max(1), self.tolerance / 1000);
+        match store.take(&key, interval_us, tolerance_us).await {
+            Some(Decision::Pass(ahead_us)) => {
+                let left = remaining(ahead_us, 0, interval_us, tolerance_us);
+                self.decide(info, Ok(left))
+            }
+            Some(Decision::Wait(us)) => self.decide(info, Err(us * 1000)),
+            None => match on_error {
+                OnRedisError::Local => self.decide(info, self.take(key, now_ns())),
+                OnRedisError::Allow => Ok(()),
+                OnRedisError::Deny => Err(refuse_with(
+                    503,
+                    "the rate limit store is unavailable",
+                    &[(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
+                )),
+            },
+        }
+    }
+}
+
+impl Policy for RateLimit {
+    fn request(&self, info: &mut RequestInfo, headers: &mut HeaderMap) -> Result<(), Refusal> {
+        if self.redis.is_some() {
+            return Ok(());
+        }
+        let key = self.key_of(info, headers);
+        let counted = self.take(key, now_ns());
+        self.decide(info, counted)
+    }
+
+    fn request_async<'a>(
+        &'a self,
+        info: &'a mut RequestInfo,
+        headers: &'a mut HeaderMap,
+    ) -> Option<Waiting<'a>> {
+        let (store, on_error) = self.redis.as_ref()?;
+        let key = self.key_of(info, headers);
+        Some(Box::pin(self.shared(store, *on_error, info, key)))
     }
 
     fn response(&self, info: &RequestInfo, headers: &mut HeaderMap) {
@@ -183,6 +241,7 @@ mod tests {
             burst,
             RateKey::Ip,
             max_keys,
+            &RateStore::Local,
         )
     }
 
@@ -223,7 +282,7 @@ mod tests {
         /// Over any schedule, a key never gets more than burst + elapsed / interval passes.
         #[test]
         fn never_more_than_the_allowance(gaps in proptest::collection::vec(0u64..3 * S, 1..200), requests in 1u32..20, burst in 1u32..20) {
-            let l = RateLimit::new("t", requests, Duration::from_secs(10), burst, RateKey::Route, 10);
+            let l = RateLimit::new("t", requests, Duration::from_secs(10), burst, RateKey::Route, 10, &RateStore::Local);
             let mut now = S;
             let start = now;
             let mut passed = 0u64;

@@ -107,7 +107,8 @@ fn every_kind_is_read() {
             per: Duration::from_secs(60),
             burst: 20,
             key: RateKey::ApiKey,
-            max_keys: 100_000
+            max_keys: 100_000,
+            store: RateStore::Local,
         }
     );
     match &c.policies[3].kind {
@@ -183,8 +184,26 @@ fn policy_mistakes_are_reported_with_their_place() {
     );
     policy_error(
         &with("per = \"1m\"", "per = \"1m\"\nstore = \"redis\""),
-        "policy.per-key.store",
-        "not supported",
+        "policy.per-key.redis_url",
+        "needs `redis_url`",
+    );
+    policy_error(
+        &with(
+            "per = \"1m\"",
+            "per = \"1m\"\nstore = \"redis\"\nredis_url = \"http://x\"",
+        ),
+        "policy.per-key.redis_url",
+        "redis://",
+    );
+    policy_error(
+        &with("per = \"1m\"", "per = \"1m\"\nredis_url = \"redis://x:1\""),
+        "policy.per-key.redis_url",
+        "store = \"redis\" only",
+    );
+    policy_error(
+        &with("per = \"1m\"", "per = \"1m\"\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\non_redis_error = \"panic\""),
+        "policy.per-key.on_redis_error",
+        "\"local\", \"allow\" or \"deny\"",
     );
     policy_error(
         &with("\"https://*.example.org\"", "\"example.org\""),

@@ -60,6 +60,8 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("key", s(&p.key)),
         ("store", s(&p.store)),
         ("max_keys", s(&p.max_keys)),
+        ("redis_url", s(&p.redis_url)),
+        ("on_redis_error", s(&p.on_redis_error)),
         ("allow_origins", s(&p.allow_origins)),
         ("allow_methods", s(&p.allow_methods)),
         ("allow_headers", s(&p.allow_headers)),
@@ -292,19 +294,77 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             RateKey::Ip
         }
     };
-    if let Some(s) = &p.store {
-        if s.get_ref() != "local" {
-            cx.push(
-                Diagnostic::error(format!(
-                    "store \"{}\" is not supported by this version of lb",
-                    s.get_ref()
-                ))
-                .at(s.span())
-                .key(format!("{key}.store"))
-                .help("use store = \"local\" (per lb process)"),
-            );
+    let store = match p.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("local", _)) => {
+            for (name, v) in [
+                ("redis_url", &p.redis_url),
+                ("on_redis_error", &p.on_redis_error),
+            ] {
+                if let Some(v) = v {
+                    cx.push(
+                        Diagnostic::error(format!("`{name}` applies to store = \"redis\" only"))
+                            .at(v.span())
+                            .key(format!("{key}.{name}")),
+                    );
+                }
+            }
+            RateStore::Local
         }
-    }
+        Some(("redis", span)) => {
+            let url = match &p.redis_url {
+                Some(u)
+                    if u.get_ref().starts_with("redis://")
+                        && u.get_ref().len() > "redis://".len() =>
+                {
+                    u.get_ref().clone()
+                }
+                Some(u) => {
+                    cx.err(
+                        u.span(),
+                        format!("{key}.redis_url"),
+                        format!("expected redis://HOST:PORT[/DB], found \"{}\"", u.get_ref()),
+                    );
+                    String::new()
+                }
+                None => {
+                    cx.push(
+                        Diagnostic::error(
+                            "store = \"redis\" needs `redis_url`, e.g. \"redis://127.0.0.1:6379\"",
+                        )
+                        .at(span)
+                        .key(format!("{key}.redis_url")),
+                    );
+                    String::new()
+                }
+            };
+            let on_error = match p
+                .on_redis_error
+                .as_ref()
+                .map(|v| (v.get_ref().as_str(), v.span()))
+            {
+                None | Some(("local", _)) => OnRedisError::Local,
+                Some(("allow", _)) => OnRedisError::Allow,
+                Some(("deny", _)) => OnRedisError::Deny,
+                Some((other, span)) => {
+                    cx.err(
+                        span,
+                        format!("{key}.on_redis_error"),
+                        format!("expected \"local\", \"allow\" or \"deny\", found \"{other}\""),
+                    );
+                    OnRedisError::Local
+                }
+            };
+            RateStore::Redis { url, on_error }
+        }
+        Some((other, span)) => {
+            cx.err(
+                span,
+                format!("{key}.store"),
+                format!("expected \"local\" or \"redis\", found \"{other}\""),
+            );
+            RateStore::Local
+        }
+    };
     let max_keys = cx.int(
         &p.max_keys,
         format!("{key}.max_keys"),
@@ -318,6 +378,7 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         burst,
         key: rate_key,
         max_keys,
+        store,
     }
 }
 
