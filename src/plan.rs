@@ -286,6 +286,20 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             )
         }
         K::Cors { allow_origins, .. } => format!("cors for {}", allow_origins.join(", ")),
+        K::Cache {
+            ttl,
+            vary,
+            max_size,
+            max_object_size,
+        } => format!(
+            "cache for up to {}{}, {max_size} bytes, objects up to {max_object_size} bytes",
+            d(*ttl),
+            if vary.is_empty() {
+                String::new()
+            } else {
+                format!(", varying on {}", vary.join(", "))
+            }
+        ),
         K::BasicAuth {
             users,
             htpasswd_file,

@@ -418,3 +418,39 @@ async fn policy_refusals_are_counted() {
     );
     assert_eq!(status["policies"][1]["kind"], "rate_limit");
 }
+
+/// A cache policy through the binary: counted by result, and purged by the admin API.
+#[tokio::test(flavor = "multi_thread")]
+async fn caches_are_counted_and_purged_by_the_admin_api() {
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let routes =
+        format!("{API_ROUTE}policies = [\"c\"]\n[policy.c]\nkind = \"cache\"\nttl = \"10m\"\n");
+    let lb = Lb::start("http-cache", &http_config(site.addr, api.addr, "", &routes)).await;
+    let addr = lb.listener("web").await;
+    let x_cache = |addr| async move {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /api/doc HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .find_map(|l| l.strip_prefix("x-cache: ").map(str::to_string))
+    };
+    assert_eq!(x_cache(addr).await.as_deref(), Some("MISS"));
+    assert_eq!(x_cache(addr).await.as_deref(), Some("HIT"));
+    assert_eq!(
+        lb.metric_reaching(
+            "lb_cache_requests_total",
+            &[("policy", "c"), ("result", "hit")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    let (code, body) = http(lb.admin, "POST", "/api/cache/purge", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"purged_caches\":1"), "{body}");
+    assert_eq!(x_cache(addr).await.as_deref(), Some("MISS"), "purged");
+}

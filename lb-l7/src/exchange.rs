@@ -29,6 +29,7 @@ use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::guard;
 use crate::path;
+use crate::policy::cache::{Fill, Filling, Lookup};
 use crate::policy::{self, RequestInfo};
 use crate::router::RequestHead;
 use crate::upgrade::{self, Upgrade};
@@ -122,6 +123,18 @@ impl Gateway {
                 return self.own(Some(target), &req, info, start, *resp);
             }
             policy_info = Some(pi);
+        }
+        // A route's cache answers before any backend is picked, and fills on the way back.
+        let mut fill = None;
+        if let (Some(cache), Some(pi)) = (&target.cache, &policy_info) {
+            match cache.lookup(pi, req.headers()).await {
+                Lookup::Hit(mut resp) => {
+                    policy::on_response(&target.policies, pi, resp.headers_mut());
+                    return self.own(Some(target), &req, info, start, resp);
+                }
+                Lookup::Miss(f) => fill = Some(f),
+                Lookup::Bypass => {}
+            }
         }
         let Some(Some(pt)) = self.pools.get(target.pool) else {
             return self.own(
@@ -276,6 +289,7 @@ impl Gateway {
                     path: log_path,
                     upstream_ms,
                     policy: policy_info,
+                    fill,
                 },
             );
         }
@@ -387,6 +401,18 @@ impl Gateway {
         let (mut parts, body) = resp.into_parts();
         let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
         forward::response(&mut parts.headers, self.via.as_deref());
+        // What is stored is the backend's response as lb forwards it, before the per-request
+        // touches (policies' response phase, sticky cookie) that hits get anew.
+        let missed = log.fill.is_some();
+        let fill = log.fill.and_then(|f| {
+            let plan = f.plan(status, &parts.headers)?;
+            Some((f, plan, parts.headers.clone()))
+        });
+        if missed {
+            parts
+                .headers
+                .insert("x-cache", HeaderValue::from_static("MISS"));
+        }
         if let (Some(up_b), Some((kind, up_c))) = (backend_upgrade, client_upgrade) {
             match (kind, upgrade_proto) {
                 (Upgrade::H1(_), Some(proto)) => {
@@ -442,10 +468,14 @@ impl Gateway {
                 tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
             }
         };
-        Response::from_parts(
-            parts,
-            Counted::new(body, meter, Side::Response, done).boxed(),
-        )
+        let body = Counted::new(body, meter, Side::Response, done);
+        match fill {
+            Some((f, plan, stored_headers)) => Response::from_parts(
+                parts,
+                Filling::new(body, f, status, stored_headers, plan).boxed(),
+            ),
+            None => Response::from_parts(parts, body.boxed()),
+        }
     }
 
     /// Relays an upgraded connection both ways until either side closes, it idles for the
@@ -513,6 +543,8 @@ struct LogFields {
     upstream_ms: u64,
     /// What the route's policies learnt, for their response phase.
     policy: Option<RequestInfo>,
+    /// The cache entry this response may fill.
+    fill: Option<Fill>,
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

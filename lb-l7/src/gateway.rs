@@ -102,6 +102,8 @@ pub struct RouteTarget {
     pub metrics: RouteMetrics,
     /// `policies`, in order.
     pub policies: policy::Chain,
+    /// The route's `cache` policy, which works around the backend exchange.
+    pub cache: Option<Arc<policy::cache::Cache>>,
 }
 
 /// A pool as this listener's requests use it.
@@ -160,11 +162,16 @@ impl Gateway {
             .http
             .as_ref()
             .and_then(|p| p.downcast_ref::<policy::Prepared>());
+        let caches: Vec<Option<Arc<policy::cache::Cache>>> =
+            c.policies.iter().map(policy::build_cache).collect();
         let built: Vec<Arc<dyn policy::Policy>> = c
             .policies
             .iter()
             .enumerate()
-            .map(|(i, p)| policy::build(p, i, prepared))
+            .map(|(i, p)| match &caches[i] {
+                Some(cache) => cache.clone() as Arc<dyn policy::Policy>,
+                None => policy::build(p, i, prepared),
+            })
             .collect();
         let mut conditions = Vec::new();
         let mut routes = Vec::new();
@@ -181,6 +188,7 @@ impl Gateway {
                 max_body: r.max_body_size.or(l.http.max_body_size),
                 metrics: RouteMetrics::new(&l.name, &r.name),
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
+                cache: r.policies.iter().find_map(|&i| caches[i].clone()),
             });
         }
         let default = l.pool.map(|p| {
@@ -194,6 +202,7 @@ impl Gateway {
                 max_body: l.http.max_body_size,
                 metrics: RouteMetrics::new(&l.name, "default"),
                 policies: Vec::new(),
+                cache: None,
             }
         });
         let pools = used
@@ -269,6 +278,16 @@ impl Gateway {
     /// Counts what ended a connection before the gateway saw a request: a head too slow
     /// (408), or one the parser refused and answered itself (400, or 431 for a head over its
     /// buffer).
+    /// Empties every cache of this listener's routes (admin purge); how many there were.
+    pub fn purge_caches(&self) -> usize {
+        let mut n = 0;
+        for c in self.routes.iter().filter_map(|r| r.cache.as_ref()) {
+            c.purge();
+            n += 1;
+        }
+        n
+    }
+
     fn connection_error(&self, client: SocketAddr, e: &(dyn std::error::Error + 'static)) {
         let hyper_error = std::iter::successors(Some(e), |e| e.source())
             .find_map(|e| e.downcast_ref::<hyper::Error>());
@@ -296,6 +315,10 @@ impl Handler for Gateway {
         conn: Conn,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         Box::pin(self.serve_conn(conn))
+    }
+
+    fn purge_cache(&self) -> usize {
+        self.purge_caches()
     }
 }
 

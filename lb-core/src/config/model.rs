@@ -182,6 +182,16 @@ pub enum PolicyKind {
         htpasswd_file: Option<FileRef>,
         realm: String,
     },
+    /// Shared cache of GET/HEAD responses, keyed by method, host, path, query and the
+    /// `vary` request headers; bounded in bytes.
+    Cache {
+        /// Longest life of an entry; `Cache-Control: max-age`/`s-maxage` may shorten it.
+        ttl: Duration,
+        /// Lowercase request header names that are part of the key.
+        vary: Vec<String>,
+        max_size: u64,
+        max_object_size: u64,
+    },
 }
 
 /// Whether `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`: what `htpasswd -B` writes).
@@ -213,6 +223,7 @@ impl PolicyKind {
         "headers",
         "jwt",
         "basic_auth",
+        "cache",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -224,6 +235,7 @@ impl PolicyKind {
             Self::Headers { .. } => "headers",
             Self::Jwt { .. } => "jwt",
             Self::BasicAuth { .. } => "basic_auth",
+            Self::Cache { .. } => "cache",
         }
     }
 }

@@ -120,6 +120,11 @@ pub struct RawPolicy {
     pub require_roles: Option<S<Vec<S<String>>>>,
     pub roles_claim: Option<S<String>>,
     pub forward_claims: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    // cache
+    pub ttl: Option<S<String>>,
+    pub vary: Option<S<Vec<S<String>>>>,
+    pub max_size: Option<S<RawSize>>,
+    pub max_object_size: Option<S<RawSize>>,
     // basic_auth
     pub users: Option<S<std::collections::BTreeMap<String, S<String>>>>,
     pub htpasswd_file: Option<S<String>>,
@@ -189,6 +194,10 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("basic_auth", &["users", "htpasswd_file", "realm"]),
+    (
+        "cache",
+        &["ttl", "vary", "max_size", "max_object_size", "store"],
+    ),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +357,10 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "users",
             "htpasswd_file",
             "realm",
+            "ttl",
+            "vary",
+            "max_size",
+            "max_object_size",
         ],
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],

@@ -119,6 +119,11 @@ impl Conn {
 /// Serves the connections of one listener (one build per config generation).
 pub trait Handler: Send + Sync + fmt::Debug + 'static {
     fn serve(self: Arc<Self>, conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Empties the listener's response caches (admin `POST /api/cache/purge`); how many.
+    fn purge_cache(&self) -> usize {
+        0
+    }
 }
 
 /// What a [`Factory`] read and checked when the config was loaded (key files and the like),

@@ -95,6 +95,19 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => {
             backend_action(shared, pool, addr, action)
         }
+        (&Method::POST, ["api", "cache", "purge"]) => {
+            let state = shared.state.load();
+            let purged: usize = state
+                .listeners
+                .iter()
+                .filter_map(|l| l.shared.route.load().app.clone())
+                .map(|app| app.purge_cache())
+                .sum();
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "purged_caches": purged }),
+            )
+        }
         (&Method::POST, ["api", "reload"]) => match shared.reload() {
             Ok(changes) => json_response(StatusCode::OK, &changes),
             Err(ReloadError::Unavailable(why)) => error(StatusCode::CONFLICT, why),
@@ -118,7 +131,7 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
 /// The dashboard: one self-contained page (no CDN, no build step) polling `/api/status`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\n";
+const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\nPOST /api/cache/purge                             empty every HTTP cache policy's store\n";
 
 fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp {
     let state = match action {

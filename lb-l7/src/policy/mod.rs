@@ -5,6 +5,7 @@
 
 mod api_key;
 mod basic_auth;
+pub mod cache;
 mod cors;
 mod headers;
 mod ip_filter;
@@ -162,6 +163,13 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
                 });
             Arc::new(jwt::Jwt::new(&p.name, settings))
         }
+        PolicyKind::Cache { .. } => match build_cache(p) {
+            Some(c) => c,
+            None => Arc::new(headers::Headers::new(
+                Default::default(),
+                Default::default(),
+            )),
+        },
         PolicyKind::BasicAuth { users, realm, .. } => {
             // Without the file read at load, only the config's own users (fails closed for
             // the file's).
@@ -276,4 +284,23 @@ pub(crate) fn refuse_with(
         resp.headers_mut().insert(n.clone(), v.clone());
     }
     resp
+}
+
+/// The cache of a `cache` policy (the gateway keeps it typed, to work around the exchange).
+pub fn build_cache(p: &PolicyConfig) -> Option<Arc<cache::Cache>> {
+    match &p.kind {
+        PolicyKind::Cache {
+            ttl,
+            vary,
+            max_size,
+            max_object_size,
+        } => Some(Arc::new(cache::Cache::new(
+            &p.name,
+            *ttl,
+            vary,
+            *max_size,
+            *max_object_size,
+        ))),
+        _ => None,
+    }
 }

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 /// A backend that answers `name METHOD URI xff=... host=...`, and on special paths:
 /// `/status/N` answers N, `/count` answers how many body bytes it read, `/headers` lists the request headers, `/trailers` ends its
 /// body with a `grpc-status: 0` trailer, `/cookie` echoes the Cookie header, `/slow` waits
-/// 3 s first. It counts its connections and requests.
+/// 3 s first, `/pause` 300 ms, `/cc/X` answers with `Cache-Control: X`. It counts its connections and requests.
 pub struct Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
@@ -102,6 +102,16 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Reply, Inf
         h("host"),
         req.version()
     );
+    if let Some(cc) = path.strip_prefix("/cc/") {
+        let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());
+        if let Ok(v) = http::HeaderValue::from_str(cc) {
+            resp.headers_mut().insert(http::header::CACHE_CONTROL, v);
+        }
+        return Ok(resp);
+    }
+    if path == "/pause" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let code = code.parse().unwrap_or(500);
         let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());

@@ -148,7 +148,7 @@ fn policy_mistakes_are_reported_with_their_place() {
         "did you mean \"cors\"",
     );
     policy_error(
-        &with("kind = \"cors\"", "kind = \"cache\""),
+        &with("kind = \"cors\"", "kind = \"transform\""),
         "policy.browser.kind",
         "not supported",
     );
@@ -304,5 +304,37 @@ fn basic_auth_takes_bcrypt_hashes_only() {
         &basic(&format!("users = {{ \"a:b\" = \"{hash}\" }}\n")),
         "policy.login.users.\"a:b\"",
         "no ':'",
+    );
+}
+
+#[test]
+fn cache_policies_are_read_and_checked() {
+    let cache = |body: &str| format!("{POLICIES}\n[policy.c]\nkind = \"cache\"\n{body}");
+    let c = load_str(
+        "p.toml",
+        &cache("ttl = \"10m\"\nvary = [\"Accept-Language\"]\nmax_size = \"8MiB\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .config;
+    assert_eq!(
+        c.policies[5].kind,
+        PolicyKind::Cache {
+            ttl: Duration::from_secs(600),
+            vary: vec!["accept-language".into()],
+            max_size: 8 << 20,
+            max_object_size: 1 << 20,
+        }
+    );
+    policy_error(&cache("vary = []\n"), "policy.c.ttl", "needs `ttl`");
+    policy_error(&cache("ttl = \"0s\"\n"), "policy.c.ttl", "greater than 0");
+    policy_error(
+        &cache("ttl = \"1m\"\nstore = \"redis\"\n"),
+        "policy.c.store",
+        "not supported",
+    );
+    policy_error(
+        &cache("ttl = \"1m\"\nmax_size = \"1KiB\"\nmax_object_size = \"2KiB\"\n"),
+        "policy.c.max_object_size",
+        "larger than max_size",
     );
 }

@@ -45,7 +45,7 @@ pub(super) fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn size(cx: &mut Ctx<'_>, v: &Option<S<RawSize>>, key: String) -> Option<u64> {
+pub(super) fn size(cx: &mut Ctx<'_>, v: &Option<S<RawSize>>, key: String) -> Option<u64> {
     let v = v.as_ref()?;
     let parsed = match v.get_ref() {
         RawSize::Bytes(n) => {

@@ -80,6 +80,10 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("require_roles", s(&p.require_roles)),
         ("roles_claim", s(&p.roles_claim)),
         ("forward_claims", s(&p.forward_claims)),
+        ("ttl", s(&p.ttl)),
+        ("vary", s(&p.vary)),
+        ("max_size", s(&p.max_size)),
+        ("max_object_size", s(&p.max_object_size)),
         ("users", s(&p.users)),
         ("htpasswd_file", s(&p.htpasswd_file)),
         ("realm", s(&p.realm)),
@@ -100,7 +104,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         .key(format!("{key}.kind"));
         if let Some(s) = did_you_mean(kind, PolicyKind::NAMES) {
             d = d.help(format!("did you mean \"{s}\"?"));
-        } else if matches!(kind, "cache" | "transform") {
+        } else if kind == "transform" {
             d = d.help(format!(
                 "kind \"{kind}\" is not supported by this version of lb"
             ));
@@ -134,6 +138,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         "cors" => cors(cx, p, key),
         "jwt" => jwt(cx, p, key),
         "basic_auth" => basic_auth(cx, p, key),
+        "cache" => cache(cx, p, key),
         _ => PolicyKind::Headers {
             request: header_ops(cx, p.request.as_ref(), &format!("{key}.request")),
             response: header_ops(cx, p.response.as_ref(), &format!("{key}.response")),
@@ -766,5 +771,63 @@ fn basic_auth(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             .as_ref()
             .map(|f| super::file_ref(f, format!("{key}.htpasswd_file"))),
         realm,
+    }
+}
+
+fn cache(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let ttl = cx.duration(&p.ttl, format!("{key}.ttl"), Duration::from_secs(60));
+    match &p.ttl {
+        None => cx.push(
+            Diagnostic::error("a cache policy needs `ttl`, e.g. \"10m\"")
+                .at(p.kind.span())
+                .key(format!("{key}.ttl")),
+        ),
+        Some(v) if ttl.is_zero() => {
+            cx.err(v.span(), format!("{key}.ttl"), "ttl must be greater than 0")
+        }
+        Some(_) => {}
+    }
+    if let Some(s) = &p.store {
+        if s.get_ref() != "local" {
+            cx.push(
+                Diagnostic::error(format!(
+                    "cache store \"{}\" is not supported by this version of lb",
+                    s.get_ref()
+                ))
+                .at(s.span())
+                .key(format!("{key}.store"))
+                .help("use store = \"local\" (per lb process)"),
+            );
+        }
+    }
+    let size =
+        |cx: &mut Ctx<'_>, v: &Option<S<super::super::raw::RawSize>>, name: &str, default: u64| {
+            super::http::size(cx, v, format!("{key}.{name}")).unwrap_or(default)
+        };
+    let max_size = size(cx, &p.max_size, "max_size", 64 << 20);
+    let max_object_size = size(cx, &p.max_object_size, "max_object_size", 1 << 20);
+    if max_object_size > max_size {
+        if let Some(v) = &p.max_object_size {
+            cx.err(
+                v.span(),
+                format!("{key}.max_object_size"),
+                "max_object_size is larger than max_size",
+            );
+        }
+    }
+    PolicyKind::Cache {
+        ttl,
+        vary: strings(
+            cx,
+            &p.vary,
+            format!("{key}.vary"),
+            is_token,
+            "a header name",
+        )
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect(),
+        max_size,
+        max_object_size,
     }
 }
