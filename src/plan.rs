@@ -286,6 +286,23 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             )
         }
         K::Cors { allow_origins, .. } => format!("cors for {}", allow_origins.join(", ")),
+        K::Transform {
+            xml_to_json,
+            json_schema_file,
+            max_object_size,
+        } => {
+            let mut what = Vec::new();
+            if *xml_to_json {
+                what.push("XML answers to JSON".to_string());
+            }
+            if let Some(f) = json_schema_file {
+                what.push(format!("JSON bodies checked against {}", f.path));
+            }
+            format!(
+                "transform: {} (bodies up to {max_object_size} bytes)",
+                what.join(", ")
+            )
+        }
         K::Cache {
             ttl,
             vary,

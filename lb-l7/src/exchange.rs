@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::{self, Keys};
-use crate::body::{answer, empty, refuse, Counted, Meter, Side};
+use crate::body::{answer, empty, full, refuse, Counted, Meter, Side};
 use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::guard;
@@ -194,15 +194,44 @@ impl Gateway {
                 }
             };
         let spare = (replayable && target.retries > 0).then(|| parts.clone());
-        let body: Body = match target.max_body {
-            Some(max) => Counted::new(
-                Limited::new(body, max as usize),
-                meter.clone(),
-                Side::Request,
-                || {},
-            )
-            .boxed(),
-            None => Counted::new(body, meter.clone(), Side::Request, || {}).boxed(),
+        // A body a transform checks is read whole first: it goes on only if it passes.
+        let checked = target
+            .transform
+            .as_ref()
+            .filter(|t| t.checks(&parts.method, !body.is_end_stream()));
+        let body: Body = if let Some(t) = checked {
+            let limit = t.max.min(target.max_body.unwrap_or(u64::MAX));
+            let bytes = match read_whole(body, limit).await {
+                Ok(b) => b,
+                Err(None) => {
+                    let resp = refuse(
+                        413,
+                        &format!("request body over the {limit} bytes this route checks"),
+                    );
+                    return self.answered(Some(target), method, log_path, info, start, resp);
+                }
+                Err(Some(_)) => {
+                    let resp = refuse(400, "the request body could not be read");
+                    return self.answered(Some(target), method, log_path, info, start, resp);
+                }
+            };
+            if let Err(why) = t.check(&parts.headers, &bytes) {
+                let resp = answer(400, &why);
+                return self.answered(Some(target), method, log_path, info, start, resp);
+            }
+            meter.request.fetch_add(bytes.len() as u64, Relaxed);
+            full(bytes)
+        } else {
+            match target.max_body {
+                Some(max) => Counted::new(
+                    Limited::new(body, max as usize),
+                    meter.clone(),
+                    Side::Request,
+                    || {},
+                )
+                .boxed(),
+                None => Counted::new(body, meter.clone(), Side::Request, || {}).boxed(),
+            }
         };
         let mut next = Some(Request::from_parts(parts, body));
         let mut attempt = Attempt::default();
@@ -274,24 +303,26 @@ impl Gateway {
             }
             b.record_traffic(true, pool.config.passive.as_ref(), "");
             let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
-            return self.respond(
-                resp,
-                target,
-                pt,
-                (i, pooled),
-                sticky,
-                info,
-                start,
-                meter,
-                client_upgrade,
-                LogFields {
-                    method,
-                    path: log_path,
-                    upstream_ms,
-                    policy: policy_info,
-                    fill,
-                },
-            );
+            return self
+                .respond(
+                    resp,
+                    target,
+                    pt,
+                    (i, pooled),
+                    sticky,
+                    info,
+                    start,
+                    meter,
+                    client_upgrade,
+                    LogFields {
+                        method,
+                        path: log_path,
+                        upstream_ms,
+                        policy: policy_info,
+                        fill,
+                    },
+                )
+                .await;
         }
         let resp = match last {
             Some((status, msg)) if !msg.is_empty() => answer(status, &msg),
@@ -377,7 +408,7 @@ impl Gateway {
     /// Streams the backend's response back; the exchange ends (counters, log) when its body
     /// does. A 101 opens the tunnel of an upgraded (WebSocket) connection.
     #[allow(clippy::too_many_arguments)]
-    fn respond(
+    async fn respond(
         &self,
         mut resp: Response<Incoming>,
         target: &RouteTarget,
@@ -399,8 +430,34 @@ impl Gateway {
                 && matches!(client_upgrade, Some((Upgrade::WebSocketOverH2, _))));
         let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut parts, body) = resp.into_parts();
+        let mut body: Body = body.map_err(box_error).boxed();
         let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
         forward::response(&mut parts.headers, self.via.as_deref());
+        if let Some(t) = target
+            .transform
+            .as_ref()
+            .filter(|t| t.converts(&parts.headers))
+        {
+            let converted = match read_whole(body, t.max).await {
+                Ok(b) => t.convert(&mut parts.headers, &b),
+                Err(None) => Err(format!(
+                    "the XML answer is over the {} bytes this route converts",
+                    t.max
+                )),
+                Err(Some(e)) => Err(format!("reading the answer failed: {e}")),
+            };
+            body = match converted {
+                Ok(json) => full(json),
+                Err(why) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    let resp = answer(
+                        502,
+                        &format!("the backend's XML could not be turned into JSON: {why}"),
+                    );
+                    return self.answered(Some(target), log.method, log.path, info, start, resp);
+                }
+            };
+        }
         // What is stored is the backend's response as lb forwards it, before the per-request
         // touches (policies' response phase, sticky cookie) that hits get anew.
         let missed = log.fill.is_some();
@@ -545,6 +602,30 @@ struct LogFields {
     policy: Option<RequestInfo>,
     /// The cache entry this response may fill.
     fill: Option<Fill>,
+}
+
+fn box_error(e: hyper::Error) -> crate::upstream::BoxError {
+    Box::new(e)
+}
+
+/// A whole body, if it fits in `limit` bytes: `Err(None)` when it does not, `Err(Some(why))`
+/// when it could not be read.
+async fn read_whole<B>(mut body: B, limit: u64) -> Result<bytes::Bytes, Option<String>>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Some(e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            if (buf.len() + d.len()) as u64 > limit {
+                return Err(None);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

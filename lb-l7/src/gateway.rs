@@ -104,6 +104,8 @@ pub struct RouteTarget {
     pub policies: policy::Chain,
     /// The route's `cache` policy, which works around the backend exchange.
     pub cache: Option<Arc<policy::cache::Cache>>,
+    /// The route's `transform` policy, which reads bodies around the exchange.
+    pub transform: Option<Arc<crate::transform::Transform>>,
 }
 
 /// A pool as this listener's requests use it.
@@ -164,13 +166,20 @@ impl Gateway {
             .and_then(|p| p.downcast_ref::<policy::Prepared>());
         let caches: Vec<Option<Arc<policy::cache::Cache>>> =
             c.policies.iter().map(policy::build_cache).collect();
+        let transforms: Vec<Option<Arc<crate::transform::Transform>>> = c
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| policy::build_transform(p, i, prepared))
+            .collect();
         let built: Vec<Arc<dyn policy::Policy>> = c
             .policies
             .iter()
             .enumerate()
-            .map(|(i, p)| match &caches[i] {
-                Some(cache) => cache.clone() as Arc<dyn policy::Policy>,
-                None => policy::build(p, i, prepared),
+            .map(|(i, p)| match (&caches[i], &transforms[i]) {
+                (Some(cache), _) => cache.clone() as Arc<dyn policy::Policy>,
+                (None, Some(t)) => t.clone() as Arc<dyn policy::Policy>,
+                (None, None) => policy::build(p, i, prepared),
             })
             .collect();
         let mut conditions = Vec::new();
@@ -189,6 +198,7 @@ impl Gateway {
                 metrics: RouteMetrics::new(&l.name, &r.name),
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
                 cache: r.policies.iter().find_map(|&i| caches[i].clone()),
+                transform: r.policies.iter().find_map(|&i| transforms[i].clone()),
             });
         }
         let default = l.pool.map(|p| {
@@ -203,6 +213,7 @@ impl Gateway {
                 metrics: RouteMetrics::new(&l.name, "default"),
                 policies: Vec::new(),
                 cache: None,
+                transform: None,
             }
         });
         let pools = used

@@ -18,5 +18,6 @@ pub mod path;
 pub mod policy;
 pub mod router;
 pub mod sniff;
+pub mod transform;
 pub mod upgrade;
 pub mod upstream;

@@ -192,6 +192,14 @@ pub enum PolicyKind {
         max_size: u64,
         max_object_size: u64,
     },
+    /// Protocol translation and validation: backend XML answers turned into JSON
+    /// (`xml_to_json`), JSON request bodies checked against a schema (`json_schema_file`,
+    /// read when the config loads); bodies up to `max_object_size` are read whole for it.
+    Transform {
+        xml_to_json: bool,
+        json_schema_file: Option<FileRef>,
+        max_object_size: u64,
+    },
 }
 
 /// Whether `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`: what `htpasswd -B` writes).
@@ -224,6 +232,7 @@ impl PolicyKind {
         "jwt",
         "basic_auth",
         "cache",
+        "transform",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -236,6 +245,7 @@ impl PolicyKind {
             Self::Jwt { .. } => "jwt",
             Self::BasicAuth { .. } => "basic_auth",
             Self::Cache { .. } => "cache",
+            Self::Transform { .. } => "transform",
         }
     }
 }

@@ -125,6 +125,9 @@ pub struct RawPolicy {
     pub vary: Option<S<Vec<S<String>>>>,
     pub max_size: Option<S<RawSize>>,
     pub max_object_size: Option<S<RawSize>>,
+    // transform
+    pub xml_to_json: Option<S<bool>>,
+    pub json_schema_file: Option<S<String>>,
     // basic_auth
     pub users: Option<S<std::collections::BTreeMap<String, S<String>>>>,
     pub htpasswd_file: Option<S<String>>,
@@ -197,6 +200,10 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
     (
         "cache",
         &["ttl", "vary", "max_size", "max_object_size", "store"],
+    ),
+    (
+        "transform",
+        &["xml_to_json", "json_schema_file", "max_object_size"],
     ),
 ];
 
@@ -361,6 +368,8 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "vary",
             "max_size",
             "max_object_size",
+            "xml_to_json",
+            "json_schema_file",
         ],
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],

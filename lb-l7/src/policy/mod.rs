@@ -52,6 +52,7 @@ pub struct RequestInfo {
 pub struct Prepared {
     pub jwt: Vec<Option<jwt::Settings>>,
     pub basic: Vec<Option<Vec<(String, String)>>>,
+    pub schemas: Vec<Option<crate::transform::schema::Schema>>,
 }
 
 /// Reads the key sources of every `jwt` policy of `config`; problems go to `diags`.
@@ -103,7 +104,22 @@ pub fn prepare(
             _ => None,
         })
         .collect();
-    Prepared { jwt, basic }
+    let schemas = config
+        .policies
+        .iter()
+        .map(|p| match &p.kind {
+            PolicyKind::Transform {
+                json_schema_file: Some(f),
+                ..
+            } => crate::transform::load_schema(f, diags),
+            _ => None,
+        })
+        .collect();
+    Prepared {
+        jwt,
+        basic,
+        schemas,
+    }
 }
 
 /// A policy's own answer to a request (boxed: it is the rare path).
@@ -163,6 +179,13 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
                 });
             Arc::new(jwt::Jwt::new(&p.name, settings))
         }
+        PolicyKind::Transform { .. } => match build_transform(p, index, prepared) {
+            Some(t) => t,
+            None => Arc::new(headers::Headers::new(
+                Default::default(),
+                Default::default(),
+            )),
+        },
         PolicyKind::Cache { .. } => match build_cache(p) {
             Some(c) => c,
             None => Arc::new(headers::Headers::new(
@@ -301,6 +324,34 @@ pub fn build_cache(p: &PolicyConfig) -> Option<Arc<cache::Cache>> {
             *max_size,
             *max_object_size,
         ))),
+        _ => None,
+    }
+}
+
+/// The transform of a `transform` policy. Without its schema read at load (nothing
+/// prepared it), it refuses every body it should check: it fails closed.
+pub fn build_transform(
+    p: &PolicyConfig,
+    index: usize,
+    prepared: Option<&Prepared>,
+) -> Option<Arc<crate::transform::Transform>> {
+    match &p.kind {
+        PolicyKind::Transform {
+            xml_to_json,
+            json_schema_file,
+            max_object_size,
+        } => {
+            let schema = json_schema_file.as_ref().map(|_| {
+                prepared
+                    .and_then(|pr| pr.schemas.get(index).cloned().flatten())
+                    .unwrap_or_else(crate::transform::schema::Schema::reject_all)
+            });
+            Some(Arc::new(crate::transform::Transform {
+                xml_to_json: *xml_to_json,
+                schema,
+                max: *max_object_size,
+            }))
+        }
         _ => None,
     }
 }

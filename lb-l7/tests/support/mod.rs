@@ -28,7 +28,8 @@ use tokio_util::task::TaskTracker;
 /// A backend that answers `name METHOD URI xff=... host=...`, and on special paths:
 /// `/status/N` answers N, `/count` answers how many body bytes it read, `/headers` lists the request headers, `/trailers` ends its
 /// body with a `grpc-status: 0` trailer, `/cookie` echoes the Cookie header, `/slow` waits
-/// 3 s first, `/pause` 300 ms, `/cc/X` answers with `Cache-Control: X`. It counts its connections and requests.
+/// 3 s first, `/pause` 300 ms, `/cc/X` answers with `Cache-Control: X`, `/xml` and
+/// `/badxml` answer `application/xml`. It counts its connections and requests.
 pub struct Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
@@ -107,6 +108,19 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Reply, Inf
         if let Ok(v) = http::HeaderValue::from_str(cc) {
             resp.headers_mut().insert(http::header::CACHE_CONTROL, v);
         }
+        return Ok(resp);
+    }
+    if path == "/xml" || path == "/badxml" {
+        let xml = if path == "/xml" {
+            "<?xml version=\"1.0\"?><order id=\"7\"><item>a</item><item>b &amp; c</item></order>"
+        } else {
+            "<a><b></a>"
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(xml)).boxed());
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
         return Ok(resp);
     }
     if path == "/pause" {

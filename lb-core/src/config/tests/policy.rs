@@ -148,9 +148,9 @@ fn policy_mistakes_are_reported_with_their_place() {
         "did you mean \"cors\"",
     );
     policy_error(
-        &with("kind = \"cors\"", "kind = \"transform\""),
+        &with("kind = \"cors\"", "kind = \"oauth\""),
         "policy.browser.kind",
-        "not supported",
+        "expected a policy kind",
     );
     policy_error(
         &with("burst = 20", "burst = 20\nallow = [\"10.0.0.0/8\"]"),
@@ -337,4 +337,24 @@ fn cache_policies_are_read_and_checked() {
         "policy.c.max_object_size",
         "larger than max_size",
     );
+}
+
+#[test]
+fn transforms_need_something_to_do() {
+    let t = |body: &str| format!("{POLICIES}\n[policy.t]\nkind = \"transform\"\n{body}");
+    let c = load_str(
+        "p.toml",
+        &t("xml_to_json = true\nmax_object_size = \"2MiB\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .config;
+    assert_eq!(
+        c.policies[5].kind,
+        PolicyKind::Transform {
+            xml_to_json: true,
+            json_schema_file: None,
+            max_object_size: 2 << 20
+        }
+    );
+    policy_error(&t("xml_to_json = false\n"), "policy.t", "does nothing");
 }

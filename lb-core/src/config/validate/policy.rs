@@ -80,6 +80,8 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("require_roles", s(&p.require_roles)),
         ("roles_claim", s(&p.roles_claim)),
         ("forward_claims", s(&p.forward_claims)),
+        ("xml_to_json", s(&p.xml_to_json)),
+        ("json_schema_file", s(&p.json_schema_file)),
         ("ttl", s(&p.ttl)),
         ("vary", s(&p.vary)),
         ("max_size", s(&p.max_size)),
@@ -104,10 +106,6 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         .key(format!("{key}.kind"));
         if let Some(s) = did_you_mean(kind, PolicyKind::NAMES) {
             d = d.help(format!("did you mean \"{s}\"?"));
-        } else if kind == "transform" {
-            d = d.help(format!(
-                "kind \"{kind}\" is not supported by this version of lb"
-            ));
         }
         cx.push(d);
         return None;
@@ -139,6 +137,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         "jwt" => jwt(cx, p, key),
         "basic_auth" => basic_auth(cx, p, key),
         "cache" => cache(cx, p, key),
+        "transform" => transform(cx, p, key),
         _ => PolicyKind::Headers {
             request: header_ops(cx, p.request.as_ref(), &format!("{key}.request")),
             response: header_ops(cx, p.response.as_ref(), &format!("{key}.response")),
@@ -829,5 +828,31 @@ fn cache(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         .collect(),
         max_size,
         max_object_size,
+    }
+}
+
+fn transform(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
+    let xml_to_json = p.xml_to_json.as_ref().is_some_and(|v| *v.get_ref());
+    if !xml_to_json && p.json_schema_file.is_none() {
+        cx.push(
+            Diagnostic::error(
+                "a transform does nothing without xml_to_json = true or a json_schema_file",
+            )
+            .at(p.kind.span())
+            .key(key.to_string()),
+        );
+    }
+    PolicyKind::Transform {
+        xml_to_json,
+        json_schema_file: p
+            .json_schema_file
+            .as_ref()
+            .map(|f| super::file_ref(f, format!("{key}.json_schema_file"))),
+        max_object_size: super::http::size(
+            cx,
+            &p.max_object_size,
+            format!("{key}.max_object_size"),
+        )
+        .unwrap_or(1 << 20),
     }
 }
