@@ -308,14 +308,18 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             vary,
             max_size,
             max_object_size,
+            redis_url,
         } => format!(
-            "cache for up to {}{}, {max_size} bytes, objects up to {max_object_size} bytes",
+            "cache for up to {}{}, {max_size} bytes, objects up to {max_object_size} bytes{}",
             d(*ttl),
             if vary.is_empty() {
                 String::new()
             } else {
                 format!(", varying on {}", vary.join(", "))
-            }
+            },
+            redis_url
+                .as_ref()
+                .map_or(String::new(), |u| format!(", shared in {u}"))
         ),
         K::BasicAuth {
             users,

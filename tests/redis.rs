@@ -126,3 +126,61 @@ async fn two_lbs_share_one_limit_and_fall_back_when_redis_dies() {
         .count();
     assert_eq!(warnings, 1, "the switch is logged once");
 }
+
+fn cache_config(backend: std::net::SocketAddr, redis_port: u16) -> String {
+    format!(
+        "[global]\nworkers = 1\nshutdown_timeout = \"2s\"\n[admin]\nbind = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+         [[pool]]\nname = \"p\"\nbackends = [{{ addr = \"{backend}\" }}]\n\
+         [[route]]\nlistener = \"web\"\npool = \"p\"\npolicies = [\"c\"]\n\
+         [policy.c]\nkind = \"cache\"\nttl = \"10m\"\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n"
+    )
+}
+
+async fn x_cache(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .find_map(|l| l.strip_prefix("x-cache: ").map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_cached_by_one_lb_is_served_by_another() {
+    let redis = redis().await;
+    let (b, hits) = web("b").await;
+    let one = Lb::start("cache-one", &cache_config(b.addr, redis.port)).await;
+    let two = Lb::start("cache-two", &cache_config(b.addr, redis.port)).await;
+    let (a1, a2) = (one.listener("web").await, two.listener("web").await);
+    assert_eq!(x_cache(a1, "/doc").await.as_deref(), Some("MISS"));
+    // The entry reaches Redis from a task after the response: give it a moment.
+    let mut second = None;
+    for _ in 0..50 {
+        second = x_cache(a2, "/doc").await;
+        if second.as_deref() == Some("HIT") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        second.as_deref(),
+        Some("HIT"),
+        "lb two answered from what lb one stored"
+    );
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(x_cache(a2, "/doc").await.as_deref(), Some("HIT"));
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "no backend request for a hit"
+    );
+    // Without Redis each keeps working from its own copy.
+    drop(redis);
+    assert_eq!(x_cache(a1, "/doc").await.as_deref(), Some("HIT"));
+    assert_eq!(x_cache(a1, "/other").await.as_deref(), Some("MISS"));
+}

@@ -191,6 +191,9 @@ pub enum PolicyKind {
         vary: Vec<String>,
         max_size: u64,
         max_object_size: u64,
+        /// `store = "redis"`: entries are also kept in this Redis, shared by every lb on it
+        /// (each keeps its own local copy too).
+        redis_url: Option<String>,
     },
     /// Protocol translation and validation: backend XML answers turned into JSON
     /// (`xml_to_json`), JSON request bodies checked against a schema (`json_schema_file`,

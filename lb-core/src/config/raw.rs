@@ -199,7 +199,14 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
     ("basic_auth", &["users", "htpasswd_file", "realm"]),
     (
         "cache",
-        &["ttl", "vary", "max_size", "max_object_size", "store"],
+        &[
+            "ttl",
+            "vary",
+            "max_size",
+            "max_object_size",
+            "store",
+            "redis_url",
+        ],
     ),
     (
         "transform",

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use tokio::sync::Notify;
 
+use super::redis_store::Redis;
 use super::{Policy, Refusal, RequestInfo};
 use crate::body::{empty, full};
 use crate::upstream::Body;
@@ -42,6 +43,8 @@ pub struct Cache {
     max_object: u64,
     store: moka::sync::Cache<String, Arc<Stored>>,
     inflight: Mutex<HashMap<String, Arc<Notify>>>,
+    /// `store = "redis"`: entries shared with every lb on that Redis.
+    shared: Option<Arc<Redis>>,
     hit: metrics::Counter,
     miss: metrics::Counter,
     bypass: metrics::Counter,
@@ -105,7 +108,14 @@ fn seconds(dirs: &[String], name: &str) -> Option<u64> {
 }
 
 impl Cache {
-    pub fn new(name: &str, ttl: Duration, vary: &[String], max_size: u64, max_object: u64) -> Self {
+    pub fn new(
+        name: &str,
+        ttl: Duration,
+        vary: &[String],
+        max_size: u64,
+        max_object: u64,
+        redis_url: Option<&str>,
+    ) -> Self {
         let counter = |result: &'static str| metrics::counter!("lb_cache_requests_total", "policy" => name.to_string(), "result" => result);
         Self {
             ttl,
@@ -124,6 +134,8 @@ impl Cache {
                 .time_to_live(ttl)
                 .build(),
             inflight: Mutex::new(HashMap::new()),
+            shared: redis_url
+                .and_then(|u| Redis::new(u, format!("lb:cache:{name}:"), "cache store")),
             hit: counter("hit"),
             miss: counter("miss"),
             bypass: counter("bypass"),
@@ -191,6 +203,17 @@ impl Cache {
         if let Some(resp) = self.fresh(&key, authorized, head) {
             self.hit.increment(1);
             return Lookup::Hit(resp);
+        }
+        if let Some(shared) = &self.shared {
+            if let Some(Some(bytes)) = shared.get(&key).await {
+                if let Some(stored) = decode(&bytes) {
+                    self.store.insert(key.clone(), Arc::new(stored));
+                    if let Some(resp) = self.fresh(&key, authorized, head) {
+                        self.hit.increment(1);
+                        return Lookup::Hit(resp);
+                    }
+                }
+            }
         }
         let waiting = {
             let mut inflight = lock(&self.inflight);
@@ -284,15 +307,21 @@ impl Fill {
         (ttl, for_authorized): (Duration, bool),
     ) {
         let now = Instant::now();
-        let stored = Stored {
+        let stored = Arc::new(Stored {
             status,
             headers,
             body,
             stored_at: now,
             expires: now + ttl,
             for_authorized,
-        };
-        self.cache.store.insert(self.key.clone(), Arc::new(stored));
+        });
+        self.cache.store.insert(self.key.clone(), stored.clone());
+        if let Some(shared) = self.cache.shared.clone() {
+            let key = self.key.clone();
+            tokio::spawn(async move {
+                shared.set(&key, encode(&stored), ttl).await;
+            });
+        }
     }
 }
 
@@ -382,6 +411,75 @@ where
     }
 }
 
+/// An entry as kept in Redis: a line `lb-cache-1 STATUS STORED_MS EXPIRES_MS AUTH` (wall
+/// clock, so any lb can judge its age), a `name: value` line per header, an empty line, the
+/// body.
+fn encode(s: &Stored) -> Vec<u8> {
+    let wall = |t: Instant| {
+        let now = Instant::now();
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i128);
+        (unix + (t.saturating_duration_since(now).as_millis() as i128)
+            - (now.saturating_duration_since(t).as_millis() as i128)) as u64
+    };
+    let mut out = format!(
+        "lb-cache-1 {} {} {} {}\n",
+        s.status.as_u16(),
+        wall(s.stored_at),
+        wall(s.expires),
+        u8::from(s.for_authorized)
+    )
+    .into_bytes();
+    for (n, v) in &s.headers {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(&s.body);
+    out
+}
+
+/// An entry read back from Redis; `None` for anything malformed or already expired.
+fn decode(bytes: &[u8]) -> Option<Stored> {
+    let end = bytes.windows(2).position(|w| w == b"\n\n")?;
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut lines = head.split('\n');
+    let first: Vec<&str> = lines.next()?.split(' ').collect();
+    let [magic, status, stored, expires, auth] = first.as_slice() else {
+        return None;
+    };
+    if *magic != "lb-cache-1" {
+        return None;
+    }
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    let (stored, expires): (u64, u64) = (stored.parse().ok()?, expires.parse().ok()?);
+    let left = expires.checked_sub(now_unix).filter(|l| *l > 0)?;
+    let age = now_unix.saturating_sub(stored);
+    let now = Instant::now();
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (n, v) = line.split_once(": ")?;
+        headers.append(
+            http::HeaderName::from_bytes(n.as_bytes()).ok()?,
+            HeaderValue::from_str(v).ok()?,
+        );
+    }
+    Some(Stored {
+        status: StatusCode::from_u16(status.parse().ok()?).ok()?,
+        headers,
+        body: Bytes::copy_from_slice(&bytes[end + 2..]),
+        stored_at: now.checked_sub(Duration::from_millis(age)).unwrap_or(now),
+        expires: now + Duration::from_millis(left),
+        for_authorized: *auth == "1",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +500,7 @@ mod tests {
             &["accept-language".into()],
             1 << 20,
             1 << 10,
+            None,
         );
         let ok = StatusCode::OK;
         assert_eq!(
@@ -444,5 +543,30 @@ mod tests {
             "a Vary the key does not hold"
         );
         assert_eq!(c.storable(ok, &headers(&[("vary", "*")])), None);
+    }
+
+    #[test]
+    fn entries_survive_the_trip_through_redis_bytes() {
+        let now = Instant::now();
+        let s = Stored {
+            status: StatusCode::OK,
+            headers: headers(&[("content-type", "text/plain"), ("x-a", "1"), ("x-a", "2")]),
+            body: Bytes::from_static(b"line\n\nwith blank lines\n"),
+            stored_at: now,
+            expires: now + Duration::from_secs(60),
+            for_authorized: true,
+        };
+        let back = decode(&encode(&s)).expect("decodes");
+        assert_eq!(
+            (back.status, back.body.clone(), back.for_authorized),
+            (s.status, s.body.clone(), true)
+        );
+        assert_eq!(back.headers.get_all("x-a").iter().count(), 2);
+        assert!(back.expires > now + Duration::from_secs(58));
+        assert!(decode(b"garbage").is_none());
+        assert!(
+            decode(b"lb-cache-1 200 1 2 0\n\nbody").is_none(),
+            "expired long ago"
+        );
     }
 }

@@ -317,12 +317,14 @@ pub fn build_cache(p: &PolicyConfig) -> Option<Arc<cache::Cache>> {
             vary,
             max_size,
             max_object_size,
+            redis_url,
         } => Some(Arc::new(cache::Cache::new(
             &p.name,
             *ttl,
             vary,
             *max_size,
             *max_object_size,
+            redis_url.as_deref(),
         ))),
         _ => None,
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use lb_core::config::{OnRedisError, RateKey, RateStore};
 
-use super::redis_store::{Decision, RedisStore};
+use super::redis_store::{Decision, Redis};
 use super::{refuse_with, Policy, Refusal, RequestInfo, Waiting};
 
 const SHARDS: usize = 16;
@@ -48,7 +48,7 @@ pub struct RateLimit {
     shards: Vec<Mutex<HashMap<String, u64>>>,
     refused: metrics::Counter,
     /// `store = "redis"`: the shared store, and what to do while it does not answer.
-    redis: Option<(Arc<RedisStore>, OnRedisError)>,
+    redis: Option<(Arc<Redis>, OnRedisError)>,
 }
 
 fn now_ns() -> u64 {
@@ -70,7 +70,8 @@ impl RateLimit {
         let redis = match store {
             RateStore::Local => None,
             RateStore::Redis { url, on_error } => {
-                RedisStore::new(url, name).map(|s| (s, *on_error))
+                Redis::new(url, format!("lb:rl:{name}:"), "rate limit store")
+                    .map(|s| (s, *on_error))
             }
         };
         Self {
@@ -163,7 +164,7 @@ impl RateLimit {
 
     async fn shared(
         &self,
-        store: &RedisStore,
+        store: &Redis,
         on_error: OnRedisError,
         info: &mut RequestInfo,
         key: String,

@@ -323,14 +323,15 @@ fn cache_policies_are_read_and_checked() {
             vary: vec!["accept-language".into()],
             max_size: 8 << 20,
             max_object_size: 1 << 20,
+            redis_url: None,
         }
     );
     policy_error(&cache("vary = []\n"), "policy.c.ttl", "needs `ttl`");
     policy_error(&cache("ttl = \"0s\"\n"), "policy.c.ttl", "greater than 0");
     policy_error(
         &cache("ttl = \"1m\"\nstore = \"redis\"\n"),
-        "policy.c.store",
-        "not supported",
+        "policy.c.redis_url",
+        "needs `redis_url`",
     );
     policy_error(
         &cache("ttl = \"1m\"\nmax_size = \"1KiB\"\nmax_object_size = \"2KiB\"\n"),

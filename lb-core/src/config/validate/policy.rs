@@ -786,19 +786,47 @@ fn cache(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         }
         Some(_) => {}
     }
-    if let Some(s) = &p.store {
-        if s.get_ref() != "local" {
-            cx.push(
-                Diagnostic::error(format!(
-                    "cache store \"{}\" is not supported by this version of lb",
-                    s.get_ref()
-                ))
-                .at(s.span())
-                .key(format!("{key}.store"))
-                .help("use store = \"local\" (per lb process)"),
-            );
+    let redis_url = match p.store.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("local", _)) => {
+            if let Some(u) = &p.redis_url {
+                cx.err(
+                    u.span(),
+                    format!("{key}.redis_url"),
+                    "`redis_url` applies to store = \"redis\" only",
+                );
+            }
+            None
         }
-    }
+        Some(("redis", span)) => match &p.redis_url {
+            Some(u) if u.get_ref().starts_with("redis://") => Some(u.get_ref().clone()),
+            Some(u) => {
+                cx.err(
+                    u.span(),
+                    format!("{key}.redis_url"),
+                    format!("expected redis://HOST:PORT[/DB], found \"{}\"", u.get_ref()),
+                );
+                None
+            }
+            None => {
+                cx.push(
+                    Diagnostic::error(
+                        "store = \"redis\" needs `redis_url`, e.g. \"redis://127.0.0.1:6379\"",
+                    )
+                    .at(span)
+                    .key(format!("{key}.redis_url")),
+                );
+                None
+            }
+        },
+        Some((other, span)) => {
+            cx.err(
+                span,
+                format!("{key}.store"),
+                format!("expected \"local\" or \"redis\", found \"{other}\""),
+            );
+            None
+        }
+    };
     let size =
         |cx: &mut Ctx<'_>, v: &Option<S<super::super::raw::RawSize>>, name: &str, default: u64| {
             super::http::size(cx, v, format!("{key}.{name}")).unwrap_or(default)
@@ -828,6 +856,7 @@ fn cache(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         .collect(),
         max_size,
         max_object_size,
+        redis_url,
     }
 }
 
