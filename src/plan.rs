@@ -250,11 +250,15 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
         ),
         K::ApiKey {
             keys,
+            keys_file,
             header,
             query,
         } => format!(
-            "api_key, {} key(s) in header {header}{}",
+            "api_key, {} key(s){} in header {header}{}",
             keys.len(),
+            keys_file
+                .as_ref()
+                .map_or(String::new(), |f| format!(" and those of {}", f.path)),
             query
                 .as_ref()
                 .map_or(String::new(), |q| format!(" or query parameter {q}"))

@@ -286,3 +286,36 @@ async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_can_come_from_a_file() {
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    let b = backend("b").await;
+    let dir = std::env::temp_dir().join(format!("lb-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("keys");
+    // sha256("password").
+    std::fs::write(
+        &file,
+        "# consumers\ncli 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n",
+    )
+    .expect("write");
+    let defs = format!(
+        "[policy.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        file.display()
+    );
+    let gw = with_policies(&b, "\"keys\"", &defs).await;
+    assert_eq!(status(gw, "X-API-Key: password\r\n").await.0, 200);
+    assert_eq!(status(gw, "X-API-Key: secret\r\n").await.0, 401);
+    std::fs::write(&file, "cli password\n").expect("write");
+    let routes =
+        format!("[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"keys\"]\n{defs}");
+    let err = lb_core::config::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
+        .expect_err("a plain key in the file");
+    assert!(
+        err.to_string()
+            .contains(&format!("{}:1: expected NAME SHA256-HEX", file.display())),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,7 +14,7 @@ pub use diag::{Diagnostic, Severity, Source};
 pub use duration::{format_duration, parse_duration};
 pub use model::*;
 pub use size::parse_size;
-pub use validate::MAX_WEIGHT;
+pub use validate::{parse_sha256, MAX_WEIGHT};
 
 use std::fmt;
 

@@ -130,9 +130,11 @@ pub enum PolicyKind {
         trusted_proxies: Vec<Cidr>,
     },
     /// Requests must carry one of these keys (compared by SHA-256) in `header` (default
-    /// `x-api-key`) or the `query` parameter; the key's name is the consumer.
+    /// `x-api-key`) or the `query` parameter; the key's name is the consumer. `keys_file`
+    /// adds `NAME SHA256-HEX` lines, read when the config loads.
     ApiKey {
         keys: Vec<(String, [u8; 32])>,
+        keys_file: Option<FileRef>,
         header: String,
         query: Option<String>,
     },

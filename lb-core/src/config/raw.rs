@@ -88,6 +88,7 @@ pub struct RawPolicy {
     pub trusted_proxies: Option<S<Vec<S<String>>>>,
     // api_key
     pub keys: Option<S<Vec<S<RawApiKey>>>>,
+    pub keys_file: Option<S<String>>,
     pub header: Option<S<String>>,
     pub query: Option<S<String>>,
     // rate_limit
@@ -155,7 +156,7 @@ pub struct RawHeaderOps {
 /// Keys of `[policy.NAME]` by kind (`kind` itself aside).
 pub const POLICY_KEYS: &[(&str, &[&str])] = &[
     ("ip_filter", &["allow", "deny", "trusted_proxies"]),
-    ("api_key", &["keys", "header", "query"]),
+    ("api_key", &["keys", "keys_file", "header", "query"]),
     (
         "rate_limit",
         &[
@@ -340,6 +341,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "deny",
             "trusted_proxies",
             "keys",
+            "keys_file",
             "header",
             "query",
             "requests",

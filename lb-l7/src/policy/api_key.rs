@@ -59,6 +59,51 @@ impl ApiKey {
     }
 }
 
+/// Reads a keys file: `NAME SHA256-HEX` lines, `#` comments; a bad line names file and line.
+pub fn read_keys_file(
+    f: &lb_core::config::FileRef,
+    diags: &mut Vec<lb_core::config::Diagnostic>,
+) -> Vec<(String, [u8; 32])> {
+    let error = |diags: &mut Vec<lb_core::config::Diagnostic>, m: String| {
+        diags.push(
+            lb_core::config::Diagnostic::error(m)
+                .at(f.span.clone())
+                .key(f.key.clone()),
+        );
+    };
+    let text = match std::fs::read_to_string(&f.path) {
+        Ok(t) => t,
+        Err(e) => {
+            error(diags, format!("{}: cannot read: {e}", f.path));
+            return Vec::new();
+        }
+    };
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        match (
+            parts.next(),
+            parts.next().and_then(lb_core::config::parse_sha256),
+            parts.next(),
+        ) {
+            (Some(name), Some(digest), None) => keys.push((name.to_string(), digest)),
+            _ => error(
+                diags,
+                format!(
+                    "{}:{}: expected NAME SHA256-HEX (the key's digest, never the key)",
+                    f.path,
+                    n + 1
+                ),
+            ),
+        }
+    }
+    keys
+}
+
 fn percent_decode(v: &str) -> Vec<u8> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());

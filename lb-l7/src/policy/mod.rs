@@ -53,6 +53,7 @@ pub struct Prepared {
     pub jwt: Vec<Option<jwt::Settings>>,
     pub basic: Vec<Option<Vec<(String, String)>>>,
     pub schemas: Vec<Option<crate::transform::schema::Schema>>,
+    pub api_keys: Vec<Option<Vec<(String, [u8; 32])>>>,
 }
 
 /// Reads the key sources of every `jwt` policy of `config`; problems go to `diags`.
@@ -115,10 +116,21 @@ pub fn prepare(
             _ => None,
         })
         .collect();
+    let api_keys = config
+        .policies
+        .iter()
+        .map(|p| match &p.kind {
+            PolicyKind::ApiKey {
+                keys_file: Some(f), ..
+            } => Some(api_key::read_keys_file(f, diags)),
+            _ => None,
+        })
+        .collect();
     Prepared {
         jwt,
         basic,
         schemas,
+        api_keys,
     }
 }
 
@@ -215,12 +227,22 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
             keys,
             header,
             query,
-        } => Arc::new(api_key::ApiKey::new(
-            &p.name,
-            keys,
-            header,
-            query.as_deref(),
-        )),
+            ..
+        } => {
+            // The file's keys as read at load; without them, only the config's (fails closed).
+            let mut all = keys.clone();
+            if let Some(file_keys) =
+                prepared.and_then(|pr| pr.api_keys.get(index).cloned().flatten())
+            {
+                all.extend(file_keys);
+            }
+            Arc::new(api_key::ApiKey::new(
+                &p.name,
+                &all,
+                header,
+                query.as_deref(),
+            ))
+        }
         PolicyKind::RateLimit {
             requests,
             per,

@@ -19,6 +19,8 @@ pub const MAX_WEIGHT: i64 = 10_000;
 
 mod http;
 mod policy;
+
+pub use policy::parse_sha256;
 mod pool;
 
 use http::listener_http;

@@ -52,6 +52,7 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("deny", s(&p.deny)),
         ("trusted_proxies", s(&p.trusted_proxies)),
         ("keys", s(&p.keys)),
+        ("keys_file", s(&p.keys_file)),
         ("header", s(&p.header)),
         ("query", s(&p.query)),
         ("requests", s(&p.requests)),
@@ -195,9 +196,9 @@ fn api_key(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             ),
         }
     }
-    if keys.is_empty() && p.keys.is_none() {
+    if keys.is_empty() && p.keys.is_none() && p.keys_file.is_none() {
         cx.push(
-            Diagnostic::error("an api_key policy needs `keys`")
+            Diagnostic::error("an api_key policy needs `keys`, a `keys_file`, or both")
                 .at(p.kind.span())
                 .key(key.to_string()),
         );
@@ -217,12 +218,17 @@ fn api_key(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
     );
     PolicyKind::ApiKey {
         keys,
+        keys_file: p
+            .keys_file
+            .as_ref()
+            .map(|f| super::file_ref(f, format!("{key}.keys_file"))),
         header,
         query: p.query.as_ref().map(|q| q.get_ref().clone()),
     }
 }
 
-fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+/// The 32 bytes of a SHA-256 written as 64 hex digits.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     let bytes = hex.as_bytes();
     if bytes.len() != 64 {
         return None;
