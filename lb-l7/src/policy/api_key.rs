@@ -59,11 +59,14 @@ impl ApiKey {
     }
 }
 
+/// A consumer's name and its key's SHA-256.
+pub type Named = (String, [u8; 32]);
+
 /// Reads a keys file: `NAME SHA256-HEX` lines, `#` comments; a bad line names file and line.
 pub fn read_keys_file(
     f: &lb_core::config::FileRef,
     diags: &mut Vec<lb_core::config::Diagnostic>,
-) -> Vec<(String, [u8; 32])> {
+) -> Vec<Named> {
     let error = |diags: &mut Vec<lb_core::config::Diagnostic>, m: String| {
         diags.push(
             lb_core::config::Diagnostic::error(m)

@@ -53,7 +53,7 @@ pub struct Prepared {
     pub jwt: Vec<Option<jwt::Settings>>,
     pub basic: Vec<Option<Vec<(String, String)>>>,
     pub schemas: Vec<Option<crate::transform::schema::Schema>>,
-    pub api_keys: Vec<Option<Vec<(String, [u8; 32])>>>,
+    pub api_keys: Vec<Option<Vec<api_key::Named>>>,
 }
 
 /// Reads the key sources of every `jwt` policy of `config`; problems go to `diags`.

@@ -90,6 +90,7 @@ fn every_kind_is_read() {
             keys,
             header,
             query,
+            ..
         } => {
             assert_eq!(keys[0].0, "mobile");
             assert_eq!(keys[0].1[0], 0x2b);
