@@ -216,25 +216,8 @@ async fn header_templates_fill_requests_and_responses() {
 }
 
 fn basic(user: &str, password: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            out.push(if i <= chunk.len() {
-                char::from(A[(n >> shift) as usize & 63])
-            } else {
-                '='
-            });
-        }
-    }
-    format!("Authorization: Basic {out}\r\n")
+    let token = lb_l7::upgrade::base64(format!("{user}:{password}").as_bytes());
+    format!("Authorization: Basic {token}\r\n")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,10 +61,11 @@ pub fn prepare(
     config: &lb_core::config::Config,
     diags: &mut Vec<lb_core::config::Diagnostic>,
 ) -> Prepared {
-    let jwt = config
-        .policies
-        .iter()
-        .map(|p| match &p.kind {
+    let mut out = Prepared::default();
+    // One slot per policy in every list, so each is indexed like the config's policies.
+    for p in &config.policies {
+        let (mut jwt, mut basic, mut schema, mut keys) = (None, None, None, None);
+        match &p.kind {
             PolicyKind::Jwt {
                 algorithms,
                 key,
@@ -74,23 +75,18 @@ pub fn prepare(
                 require_roles,
                 roles_claim,
                 forward_claims,
-            } => jwt::load_keys(key, algorithms, diags).map(|keys| jwt::Settings {
-                algorithms: algorithms.clone(),
-                keys,
-                issuer: issuer.clone(),
-                audience: audience.clone(),
-                leeway: *leeway,
-                require_roles: require_roles.clone(),
-                roles_claim: roles_claim.clone(),
-                forward_claims: forward_claims.clone(),
-            }),
-            _ => None,
-        })
-        .collect();
-    let basic = config
-        .policies
-        .iter()
-        .map(|p| match &p.kind {
+            } => {
+                jwt = jwt::load_keys(key, algorithms, diags).map(|keys| jwt::Settings {
+                    algorithms: algorithms.clone(),
+                    keys,
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    leeway: *leeway,
+                    require_roles: require_roles.clone(),
+                    roles_claim: roles_claim.clone(),
+                    forward_claims: forward_claims.clone(),
+                });
+            }
             PolicyKind::BasicAuth {
                 users,
                 htpasswd_file,
@@ -100,38 +96,23 @@ pub fn prepare(
                 if let Some(f) = htpasswd_file {
                     all.extend(basic_auth::read_htpasswd(f, diags));
                 }
-                Some(all)
+                basic = Some(all);
             }
-            _ => None,
-        })
-        .collect();
-    let schemas = config
-        .policies
-        .iter()
-        .map(|p| match &p.kind {
             PolicyKind::Transform {
                 json_schema_file: Some(f),
                 ..
-            } => crate::transform::load_schema(f, diags),
-            _ => None,
-        })
-        .collect();
-    let api_keys = config
-        .policies
-        .iter()
-        .map(|p| match &p.kind {
+            } => schema = crate::transform::load_schema(f, diags),
             PolicyKind::ApiKey {
                 keys_file: Some(f), ..
-            } => Some(api_key::read_keys_file(f, diags)),
-            _ => None,
-        })
-        .collect();
-    Prepared {
-        jwt,
-        basic,
-        schemas,
-        api_keys,
+            } => keys = Some(api_key::read_keys_file(f, diags)),
+            _ => {}
+        }
+        out.jwt.push(jwt);
+        out.basic.push(basic);
+        out.schemas.push(schema);
+        out.api_keys.push(keys);
     }
+    out
 }
 
 /// A policy's own answer to a request (boxed: it is the rare path).

@@ -321,32 +321,7 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             RateStore::Local
         }
         Some(("redis", span)) => {
-            let url = match &p.redis_url {
-                Some(u)
-                    if u.get_ref().starts_with("redis://")
-                        && u.get_ref().len() > "redis://".len() =>
-                {
-                    u.get_ref().clone()
-                }
-                Some(u) => {
-                    cx.err(
-                        u.span(),
-                        format!("{key}.redis_url"),
-                        format!("expected redis://HOST:PORT[/DB], found \"{}\"", u.get_ref()),
-                    );
-                    String::new()
-                }
-                None => {
-                    cx.push(
-                        Diagnostic::error(
-                            "store = \"redis\" needs `redis_url`, e.g. \"redis://127.0.0.1:6379\"",
-                        )
-                        .at(span)
-                        .key(format!("{key}.redis_url")),
-                    );
-                    String::new()
-                }
-            };
+            let url = redis_url(cx, p, key, span).unwrap_or_default();
             let on_error = match p
                 .on_redis_error
                 .as_ref()
@@ -803,27 +778,7 @@ fn cache(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             }
             None
         }
-        Some(("redis", span)) => match &p.redis_url {
-            Some(u) if u.get_ref().starts_with("redis://") => Some(u.get_ref().clone()),
-            Some(u) => {
-                cx.err(
-                    u.span(),
-                    format!("{key}.redis_url"),
-                    format!("expected redis://HOST:PORT[/DB], found \"{}\"", u.get_ref()),
-                );
-                None
-            }
-            None => {
-                cx.push(
-                    Diagnostic::error(
-                        "store = \"redis\" needs `redis_url`, e.g. \"redis://127.0.0.1:6379\"",
-                    )
-                    .at(span)
-                    .key(format!("{key}.redis_url")),
-                );
-                None
-            }
-        },
+        Some(("redis", span)) => redis_url(cx, p, key, span),
         Some((other, span)) => {
             cx.err(
                 span,
@@ -889,5 +844,37 @@ fn transform(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             format!("{key}.max_object_size"),
         )
         .unwrap_or(1 << 20),
+    }
+}
+
+/// The `redis_url` of a policy with `store = "redis"` (set at `store_span`), if usable.
+fn redis_url(
+    cx: &mut Ctx<'_>,
+    p: &RawPolicy,
+    key: &str,
+    store_span: std::ops::Range<usize>,
+) -> Option<String> {
+    match &p.redis_url {
+        Some(u) if u.get_ref().len() > "redis://".len() && u.get_ref().starts_with("redis://") => {
+            Some(u.get_ref().clone())
+        }
+        Some(u) => {
+            cx.err(
+                u.span(),
+                format!("{key}.redis_url"),
+                format!("expected redis://HOST:PORT[/DB], found \"{}\"", u.get_ref()),
+            );
+            None
+        }
+        None => {
+            cx.push(
+                Diagnostic::error(
+                    "store = \"redis\" needs `redis_url`, e.g. \"redis://127.0.0.1:6379\"",
+                )
+                .at(store_span)
+                .key(format!("{key}.redis_url")),
+            );
+            None
+        }
     }
 }
