@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use lb_core::pool::Attempt;
@@ -29,11 +29,12 @@ use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::guard;
 use crate::path;
-use crate::policy::cache::{Fill, Filling, Lookup};
+use crate::policy::cache::Lookup;
 use crate::policy::{self, RequestInfo};
+use crate::respond::LogFields;
 use crate::router::RequestHead;
 use crate::upgrade::{self, Upgrade};
-use crate::upstream::{Body, Pooled, SendError};
+use crate::upstream::{Body, SendError};
 
 /// What every request of one client connection shares.
 #[derive(Debug, Clone)]
@@ -46,18 +47,6 @@ pub struct ConnInfo {
     pub tracker: TaskTracker,
     /// What the connection's request heads carried that the parser does not show.
     pub framing: Arc<std::sync::Mutex<crate::framing::Tracker>>,
-}
-
-/// What the access log says of a request, kept only when the listener logs.
-struct LogLine {
-    client: SocketAddr,
-    listener: String,
-    route: String,
-    method: Method,
-    path: String,
-    status: u16,
-    backend: String,
-    upstream_ms: u64,
 }
 
 impl Gateway {
@@ -405,161 +394,6 @@ impl Gateway {
         Ok(parts)
     }
 
-    /// Streams the backend's response back; the exchange ends (counters, log) when its body
-    /// does. A 101 opens the tunnel of an upgraded (WebSocket) connection.
-    #[allow(clippy::too_many_arguments)]
-    async fn respond(
-        &self,
-        mut resp: Response<Incoming>,
-        target: &RouteTarget,
-        pt: &PoolTarget,
-        (i, pooled): (usize, Option<Pooled>),
-        sticky: Option<usize>,
-        info: &ConnInfo,
-        start: Instant,
-        meter: Arc<Meter>,
-        client_upgrade: Option<(Upgrade, hyper::upgrade::OnUpgrade)>,
-        log: LogFields,
-    ) -> Response<Body> {
-        let b = pt.pool.backends[i].clone();
-        let status = resp.status();
-        // An HTTP/1.1 backend switches with 101; an HTTP/2 one accepts a CONNECT with 2xx.
-        let switching = status == StatusCode::SWITCHING_PROTOCOLS
-            || (pt.pool.config.http2
-                && status.is_success()
-                && matches!(client_upgrade, Some((Upgrade::WebSocketOverH2, _))));
-        let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
-        let (mut parts, body) = resp.into_parts();
-        let mut body: Body = body.map_err(box_error).boxed();
-        let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
-        forward::response(&mut parts.headers, self.via.as_deref());
-        if let Some(t) = target
-            .transform
-            .as_ref()
-            .filter(|t| t.converts(&parts.headers))
-        {
-            let converted = match read_whole(body, t.max).await {
-                Ok(b) => t.convert(&mut parts.headers, &b),
-                Err(None) => Err(format!(
-                    "the XML answer is over the {} bytes this route converts",
-                    t.max
-                )),
-                Err(Some(e)) => Err(format!("reading the answer failed: {e}")),
-            };
-            body = match converted {
-                Ok(json) => full(json),
-                Err(why) => {
-                    b.active.fetch_sub(1, Relaxed);
-                    let resp = answer(
-                        502,
-                        &format!("the backend's XML could not be turned into JSON: {why}"),
-                    );
-                    return self.answered(Some(target), log.method, log.path, info, start, resp);
-                }
-            };
-        }
-        // What is stored is the backend's response as lb forwards it, before the per-request
-        // touches (policies' response phase, sticky cookie) that hits get anew.
-        let missed = log.fill.is_some();
-        let fill = log.fill.and_then(|f| {
-            let plan = f.plan(status, &parts.headers)?;
-            Some((f, plan, parts.headers.clone()))
-        });
-        if missed {
-            parts
-                .headers
-                .insert("x-cache", HeaderValue::from_static("MISS"));
-        }
-        if let (Some(up_b), Some((kind, up_c))) = (backend_upgrade, client_upgrade) {
-            match (kind, upgrade_proto) {
-                (Upgrade::H1(_), Some(proto)) => {
-                    parts
-                        .headers
-                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                    parts.headers.insert(header::UPGRADE, proto);
-                }
-                (Upgrade::H1(_), None) => {}
-                (Upgrade::WebSocketOverH2, _) => {
-                    parts.status = StatusCode::OK;
-                    upgrade::h1_accept_to_h2(&mut parts.headers);
-                }
-            }
-            self.tunnel(up_c, up_b, info);
-        }
-        if let Some(pi) = &log.policy {
-            policy::on_response(&target.policies, pi, &mut parts.headers);
-        }
-        if let Some((name, values)) = &pt.sticky {
-            if sticky != Some(i) {
-                let cookie = format!("{name}={}; Path=/; HttpOnly", values[i]);
-                if let Ok(v) = HeaderValue::from_str(&cookie) {
-                    parts.headers.append(header::SET_COOKIE, v);
-                }
-            }
-        }
-        target.metrics.count(status.as_u16());
-        let line = log.path.map(|path| LogLine {
-            client: info.client,
-            listener: self.listener.clone(),
-            route: target.name.clone(),
-            method: log.method,
-            path,
-            status: status.as_u16(),
-            backend: b.id.clone(),
-            upstream_ms: log.upstream_ms,
-        });
-        let duration = target.metrics.duration.clone();
-        let m = meter.clone();
-        // An upgraded connection is the tunnel's now, never the pool's.
-        let pooled = pooled.filter(|_| !switching);
-        let done = move || {
-            if let Some(p) = pooled {
-                p.release();
-            }
-            b.active.fetch_sub(1, Relaxed);
-            let (rx, tx) = (m.request.load(Relaxed), m.response.load(Relaxed));
-            b.bytes_in.fetch_add(rx, Relaxed);
-            b.bytes_out.fetch_add(tx, Relaxed);
-            duration.record(start.elapsed().as_secs_f64());
-            if let Some(l) = line {
-                tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
-            }
-        };
-        let body = Counted::new(body, meter, Side::Response, done);
-        match fill {
-            Some((f, plan, stored_headers)) => Response::from_parts(
-                parts,
-                Filling::new(body, f, status, stored_headers, plan).boxed(),
-            ),
-            None => Response::from_parts(parts, body.boxed()),
-        }
-    }
-
-    /// Relays an upgraded connection both ways until either side closes, it idles for the
-    /// listener's `idle_timeout`, or shutdown's grace period ends.
-    fn tunnel(
-        &self,
-        client: hyper::upgrade::OnUpgrade,
-        backend: hyper::upgrade::OnUpgrade,
-        info: &ConnInfo,
-    ) {
-        let (idle, cancel, listener) = (
-            self.idle_timeout,
-            info.cancel.clone(),
-            self.listener.clone(),
-        );
-        info.tracker.spawn(async move {
-            match tokio::try_join!(client, backend) {
-                Ok((c, b)) => {
-                    let (mut c, mut b) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(b));
-                    let out = lb_core::proxy::relay::relay_streams(&mut c, &mut b, idle, &cancel).await;
-                    tracing::debug!(listener = %listener, from_client = out.from_client, from_backend = out.from_backend, end = out.end.as_str(), "upgraded connection closed");
-                }
-                Err(e) => tracing::debug!(listener = %listener, "upgrade failed: {e}"),
-            }
-        });
-    }
-
     /// Counts and logs an answer lb made itself for a request it still holds.
     fn own(
         &self,
@@ -573,7 +407,7 @@ impl Gateway {
         self.answered(target, req.method().clone(), path, info, start, resp)
     }
 
-    fn answered(
+    pub(crate) fn answered(
         &self,
         target: Option<&RouteTarget>,
         method: Method,
@@ -593,24 +427,9 @@ impl Gateway {
     }
 }
 
-struct LogFields {
-    method: Method,
-    /// `Some` when the listener logs.
-    path: Option<String>,
-    upstream_ms: u64,
-    /// What the route's policies learnt, for their response phase.
-    policy: Option<RequestInfo>,
-    /// The cache entry this response may fill.
-    fill: Option<Fill>,
-}
-
-fn box_error(e: hyper::Error) -> crate::upstream::BoxError {
-    Box::new(e)
-}
-
 /// A whole body, if it fits in `limit` bytes: `Err(None)` when it does not, `Err(Some(why))`
 /// when it could not be read.
-async fn read_whole<B>(mut body: B, limit: u64) -> Result<bytes::Bytes, Option<String>>
+pub(crate) async fn read_whole<B>(mut body: B, limit: u64) -> Result<bytes::Bytes, Option<String>>
 where
     B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: std::fmt::Display,

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod guard;
 pub mod path;
 pub mod policy;
+pub mod respond;
 pub mod router;
 pub mod sniff;
 pub mod transform;

@@ -6,6 +6,7 @@ mod diag;
 mod duration;
 mod model;
 mod parse;
+mod policy_model;
 mod raw;
 mod size;
 mod validate;

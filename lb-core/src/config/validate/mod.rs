@@ -19,8 +19,9 @@ pub const MAX_WEIGHT: i64 = 10_000;
 
 mod http;
 mod policy;
+mod policy_auth;
 
-pub use policy::parse_sha256;
+pub use policy_auth::parse_sha256;
 mod pool;
 
 use http::listener_http;

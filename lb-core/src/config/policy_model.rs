@@ -1,0 +1,240 @@
+//! The validated model of `[policy.NAME]` sections (see [`super::model`] for the rest). Pure.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use super::model::FileRef;
+
+/// One `[policy.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub kind: PolicyKind,
+}
+
+/// An IP network: address and prefix length (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `a.b.c.d/n`, `v6::/n`, or a bare address (a /32 or /128).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.parse().ok()?, None),
+        };
+        let max = if matches!(addr, std::net::IpAddr::V4(_)) {
+            32
+        } else {
+            128
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's address (after `trusted_proxies` of an `ip_filter`, PROXY protocol).
+    Ip,
+    /// A request header's value (lowercase name); requests without it share one bucket.
+    Header(String),
+    /// The consumer an `api_key` policy earlier on the route identified.
+    ApiKey,
+    /// A claim of the token a `jwt` policy earlier on the route verified.
+    Jwt(String),
+    /// One limit for the whole route.
+    Route,
+}
+
+/// Where a rate limit's counts live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateStore {
+    /// In this lb process.
+    Local,
+    /// In Redis, shared by every lb pointed at it: one limit for all of them.
+    Redis { url: String, on_error: OnRedisError },
+}
+
+/// What a Redis-backed rate limit does while Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Count in this process meanwhile (the default).
+    Local,
+    /// Let every request through.
+    Allow,
+    /// Refuse every request (503).
+    Deny,
+}
+
+/// Header edits of a `headers` policy; values may hold `${client_ip}`, `${host}`,
+/// `${method}`, `${path}`, `${consumer}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyKind {
+    /// Allow/deny by client address. The peer is the client unless it is one of
+    /// `trusted_proxies`; then the right-most untrusted `X-Forwarded-For` entry is.
+    IpFilter {
+        allow: Vec<Cidr>,
+        deny: Vec<Cidr>,
+        trusted_proxies: Vec<Cidr>,
+    },
+    /// Requests must carry one of these keys (compared by SHA-256) in `header` (default
+    /// `x-api-key`) or the `query` parameter; the key's name is the consumer. `keys_file`
+    /// adds `NAME SHA256-HEX` lines, read when the config loads.
+    ApiKey {
+        keys: Vec<(String, [u8; 32])>,
+        keys_file: Option<FileRef>,
+        header: String,
+        query: Option<String>,
+    },
+    /// `requests` per `per`, smoothly (GCRA), with bursts of up to `burst`.
+    RateLimit {
+        requests: u32,
+        per: Duration,
+        burst: u32,
+        key: RateKey,
+        /// Most keys tracked; the idlest are forgotten first.
+        max_keys: usize,
+        /// Where the counts live.
+        store: RateStore,
+    },
+    Cors {
+        /// Exact origins, `https://*.example.com` wildcards, or `*`.
+        allow_origins: Vec<String>,
+        allow_methods: Vec<String>,
+        allow_headers: Vec<String>,
+        expose_headers: Vec<String>,
+        allow_credentials: bool,
+        max_age: Option<Duration>,
+    },
+    Headers {
+        request: HeaderOps,
+        response: HeaderOps,
+    },
+    /// Bearer tokens (RFC 7519), verified with the key of `key` by one of `algorithms`.
+    Jwt {
+        /// Upper-case JWS names: HS256, RS256, ES256, EdDSA…; never "none".
+        algorithms: Vec<String>,
+        key: JwtKey,
+        issuer: Option<String>,
+        audience: Option<String>,
+        leeway: Duration,
+        /// The token's `roles_claim` must hold one of these (403 otherwise).
+        require_roles: Vec<String>,
+        roles_claim: String,
+        /// Claim → request header to set from it (any such header a client sent is
+        /// removed first).
+        forward_claims: Vec<(String, String)>,
+    },
+    /// HTTP Basic authentication (RFC 7617) against bcrypt hashes: `users` in the config
+    /// and/or an htpasswd file (read when the config is loaded).
+    BasicAuth {
+        users: Vec<(String, String)>,
+        htpasswd_file: Option<FileRef>,
+        realm: String,
+    },
+    /// Shared cache of GET/HEAD responses, keyed by method, host, path, query and the
+    /// `vary` request headers; bounded in bytes.
+    Cache {
+        /// Longest life of an entry; `Cache-Control: max-age`/`s-maxage` may shorten it.
+        ttl: Duration,
+        /// Lowercase request header names that are part of the key.
+        vary: Vec<String>,
+        max_size: u64,
+        max_object_size: u64,
+        /// `store = "redis"`: entries are also kept in this Redis, shared by every lb on it
+        /// (each keeps its own local copy too).
+        redis_url: Option<String>,
+    },
+    /// Protocol translation and validation: backend XML answers turned into JSON
+    /// (`xml_to_json`), JSON request bodies checked against a schema (`json_schema_file`,
+    /// read when the config loads); bodies up to `max_object_size` are read whole for it.
+    Transform {
+        xml_to_json: bool,
+        json_schema_file: Option<FileRef>,
+        max_object_size: u64,
+    },
+}
+
+/// Whether `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`: what `htpasswd -B` writes).
+pub fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60
+}
+
+/// Where a `jwt` policy's key comes from; read when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// An HMAC secret in this environment variable.
+    SecretEnv {
+        var: String,
+        span: Range<usize>,
+        key: String,
+    },
+    /// A PEM public key (RSA, EC or Ed25519).
+    PublicKeyFile(FileRef),
+    /// A JSON Web Key Set; tokens pick their key by `kid`.
+    JwksFile(FileRef),
+}
+
+impl PolicyKind {
+    pub const NAMES: &'static [&'static str] = &[
+        "ip_filter",
+        "api_key",
+        "rate_limit",
+        "cors",
+        "headers",
+        "jwt",
+        "basic_auth",
+        "cache",
+        "transform",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::IpFilter { .. } => "ip_filter",
+            Self::ApiKey { .. } => "api_key",
+            Self::RateLimit { .. } => "rate_limit",
+            Self::Cors { .. } => "cors",
+            Self::Headers { .. } => "headers",
+            Self::Jwt { .. } => "jwt",
+            Self::BasicAuth { .. } => "basic_auth",
+            Self::Cache { .. } => "cache",
+            Self::Transform { .. } => "transform",
+        }
+    }
+}
