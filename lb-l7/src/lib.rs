@@ -1,11 +1,14 @@
 //! lb-l7: the HTTP side of lb, served on `protocol = "http"` listeners through lb-core's
 //! handoff (the binary registers [`gateway::Factory`]).
 //!
-//! Pure pieces: request-head checks against smuggling and oversize requests ([`guard`]),
+//! Pure pieces: request-head checks against smuggling and oversize requests ([`guard`]), a
+//! second look at HTTP/1 framing for what the parser hides ([`framing`], fed by [`sniff`]),
 //! request-path normalisation ([`path`]), the route table ([`router`]), the forwarding header
-//! rewrite ([`forward`]) and backend picking by request ([`balance`]). On top of them: the
-//! client to backends ([`upstream`]), streamed and counted bodies ([`body`]), one listener's
-//! gateway ([`gateway`]) and the handling of one request ([`exchange`]).
+//! rewrite ([`forward`]), connection upgrades ([`upgrade`]) and backend picking by request
+//! ([`balance`]). On top of them: the client to backends ([`upstream`]), streamed and counted
+//! bodies ([`body`]), one listener's gateway ([`gateway`]), the handling of one request
+//! ([`exchange`]) and of its response ([`respond`]), and the gateway policies ([`policy`],
+//! with body transforms in [`transform`]).
 
 pub mod balance;
 pub mod body;
