@@ -14,7 +14,7 @@ use cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
     match cli.command {
         Command::Run(args) => cli::run(args),
         Command::Check(args) => cli::check(args),

@@ -454,3 +454,46 @@ async fn caches_are_counted_and_purged_by_the_admin_api() {
     assert!(body.contains("\"purged_caches\":1"), "{body}");
     assert_eq!(x_cache(addr).await.as_deref(), Some("MISS"), "purged");
 }
+
+/// A reload keeps a rate limit's buckets while its config is unchanged; a changed limit starts
+/// afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_survive_reloads_that_leave_them_alone() {
+    let ((site, _), (api, _)) = (web("site").await, web("api").await);
+    let limit = |n: u32| {
+        format!("{API_ROUTE}policies = [\"two\"]\n[policy.two]\nkind = \"rate_limit\"\nrequests = {n}\nper = \"1m\"\n")
+    };
+    let mut lb = Lb::start(
+        "http-limit-reload",
+        &http_config(site.addr, api.addr, "", &limit(2)),
+    )
+    .await;
+    let addr = lb.listener("web").await;
+    assert_eq!(
+        (get(addr, "/api/1").await.0, get(addr, "/api/2").await.0),
+        (200, 200)
+    );
+    // The same policy, another listener setting changed: the spent allowance stays spent.
+    std::fs::write(
+        &lb.config,
+        http_config(site.addr, api.addr, "header_timeout = \"9s\"", &limit(2)),
+    )
+    .expect("rewrite");
+    lb.signal("HUP");
+    lb.wait_log("config reloaded", Duration::from_secs(10));
+    assert_eq!(
+        get(addr, "/api/3").await.0,
+        429,
+        "a reload must not hand out a new allowance"
+    );
+    // A new limit is a new policy.
+    std::fs::write(&lb.config, http_config(site.addr, api.addr, "", &limit(3))).expect("rewrite");
+    lb.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lb.log_text().matches("config reloaded").count() < 2
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(addr, "/api/4").await.0, 200);
+}

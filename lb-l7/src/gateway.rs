@@ -155,6 +155,16 @@ impl Gateway {
     /// The gateway of listener `index` of `loaded`, over the running pools (`pools[i]` is
     /// the config's pool `i`).
     pub fn build(loaded: &Loaded, index: usize, pools: &[Arc<Pool>]) -> Self {
+        Self::build_keeping(loaded, index, pools, None)
+    }
+
+    /// [`Gateway::build`], reusing from `kept` the stateful policies whose config did not change.
+    pub fn build_keeping(
+        loaded: &Loaded,
+        index: usize,
+        pools: &[Arc<Pool>],
+        kept: Option<&Kept>,
+    ) -> Self {
         let c = &loaded.config;
         let l = &c.listeners[index];
         let mut used = vec![false; c.pools.len()];
@@ -164,8 +174,46 @@ impl Gateway {
             .http
             .as_ref()
             .and_then(|p| p.downcast_ref::<policy::Prepared>());
-        let caches: Vec<Option<Arc<policy::cache::Cache>>> =
-            c.policies.iter().map(policy::build_cache).collect();
+        let mut reused: Vec<Option<KeptPolicy>> = vec![None; c.policies.len()];
+        if let Some(kept) = kept {
+            let mut map = lock(kept);
+            for (i, p) in c.policies.iter().enumerate() {
+                let stateful = matches!(
+                    p.kind,
+                    config::PolicyKind::RateLimit { .. } | config::PolicyKind::Cache { .. }
+                );
+                if !stateful {
+                    continue;
+                }
+                let entry = match map.get(&p.name) {
+                    Some(e) if e.config == *p => e.clone(),
+                    _ => {
+                        let cache = policy::build_cache(p);
+                        let built = match &cache {
+                            Some(c) => c.clone() as Arc<dyn policy::Policy>,
+                            None => policy::build(p, i, None),
+                        };
+                        let e = KeptPolicy {
+                            config: p.clone(),
+                            policy: built,
+                            cache,
+                        };
+                        map.insert(p.name.clone(), e.clone());
+                        e
+                    }
+                };
+                reused[i] = Some(entry);
+            }
+        }
+        let caches: Vec<Option<Arc<policy::cache::Cache>>> = c
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match &reused[i] {
+                Some(k) => k.cache.clone(),
+                None => policy::build_cache(p),
+            })
+            .collect();
         let transforms: Vec<Option<Arc<crate::transform::Transform>>> = c
             .policies
             .iter()
@@ -177,6 +225,10 @@ impl Gateway {
             .iter()
             .enumerate()
             .map(|(i, p)| match (&caches[i], &transforms[i]) {
+                _ if reused[i].is_some() => reused[i]
+                    .as_ref()
+                    .map(|k| k.policy.clone())
+                    .unwrap_or_else(|| policy::build(p, i, prepared)),
                 (Some(cache), _) => cache.clone() as Arc<dyn policy::Policy>,
                 (None, Some(t)) => t.clone() as Arc<dyn policy::Policy>,
                 (None, None) => policy::build(p, i, prepared),
@@ -333,9 +385,23 @@ impl Handler for Gateway {
     }
 }
 
-/// Builds http listeners' gateways for lb-core (registered by the binary).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Factory;
+/// Builds http listeners' gateways for lb-core (registered by the binary). It keeps the
+/// policies that hold state (rate-limit buckets, caches) across reloads while their config is
+/// unchanged, shared by every listener naming them.
+#[derive(Debug, Clone, Default)]
+pub struct Factory {
+    kept: Kept,
+}
+
+/// Stateful policies by name, with the config they were built from.
+pub type Kept = Arc<std::sync::Mutex<std::collections::HashMap<String, KeptPolicy>>>;
+
+#[derive(Debug, Clone)]
+pub struct KeptPolicy {
+    config: config::Policy,
+    policy: Arc<dyn policy::Policy>,
+    cache: Option<Arc<policy::cache::Cache>>,
+}
 
 impl lb_core::proxy::handoff::Factory for Factory {
     fn prepare(
@@ -343,11 +409,18 @@ impl lb_core::proxy::handoff::Factory for Factory {
         config: &lb_core::config::Config,
         diags: &mut Vec<lb_core::config::Diagnostic>,
     ) -> Option<lb_core::proxy::handoff::Prepared> {
+        // Policies gone from the config let go of their state.
+        lock(&self.kept).retain(|name, _| config.policies.iter().any(|p| &p.name == name));
         Some(Arc::new(policy::prepare(config, diags)))
     }
 
     fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler> {
-        Arc::new(Gateway::build(loaded, listener, pools))
+        Arc::new(Gateway::build_keeping(
+            loaded,
+            listener,
+            pools,
+            Some(&self.kept),
+        ))
     }
 }
 
@@ -440,6 +513,11 @@ fn pool_target(
         errors,
         pool: pool.clone(),
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves plain data: carry on with it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt"
 
 fn register() {
     // Key files are read when a config is loaded, by the registered HTTP side.
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
 }
 
 fn now() -> u64 {

@@ -223,7 +223,7 @@ fn basic(user: &str, password: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
     // Key files are read when a config is loaded, by the registered HTTP side.
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
     let b = backend("b").await;
     let alice = bcrypt::hash("wonderland", 4).expect("hash");
     let bob = bcrypt::hash("builder", 4).expect("hash");
@@ -272,7 +272,7 @@ async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_can_come_from_a_file() {
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
     let b = backend("b").await;
     let dir = std::env::temp_dir().join(format!("lb-keys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -7,7 +7,7 @@ use support::*;
 
 fn register() {
     // Schema files are read when a config is loaded, by the registered HTTP side.
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory));
+    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
 }
 
 fn schema_file(tag: &str, schema: &str) -> std::path::PathBuf {
