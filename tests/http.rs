@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::pki::{connect, Pki};
-use common::web::web;
+use common::web::{fetch, web};
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -34,26 +34,8 @@ fn http_config(
 const API_ROUTE: &str = "[[route]]\nlistener = \"web\"\nname = \"api\"\nmatch = { path_prefix = \"/api\" }\npool = \"api\"\nstrip_prefix = true\n";
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
+    let a = fetch(addr, path, "").await;
+    (a.status, a.body)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -382,15 +364,9 @@ async fn policy_refusals_are_counted() {
     let addr = lb.listener("web").await;
     assert_eq!(get(addr, "/api/x").await.0, 401);
     let keyed = |n: u32| async move {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(format!("GET /api/{n} HTTP/1.1\r\nHost: h\r\nX-API-Key: secret\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
-        let mut buf = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        String::from_utf8_lossy(&buf)
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .unwrap_or(0)
+        fetch(addr, &format!("/api/{n}"), "X-API-Key: secret\r\n")
+            .await
+            .status
     };
     assert_eq!(
         (keyed(1).await, keyed(2).await, keyed(3).await),
@@ -428,15 +404,10 @@ async fn caches_are_counted_and_purged_by_the_admin_api() {
     let lb = Lb::start("http-cache", &http_config(site.addr, api.addr, "", &routes)).await;
     let addr = lb.listener("web").await;
     let x_cache = |addr| async move {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"GET /api/doc HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        fetch(addr, "/api/doc", "")
             .await
-            .expect("write");
-        let mut buf = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        String::from_utf8_lossy(&buf)
-            .lines()
-            .find_map(|l| l.strip_prefix("x-cache: ").map(str::to_string))
+            .header("x-cache")
+            .map(str::to_string)
     };
     assert_eq!(x_cache(addr).await.as_deref(), Some("MISS"));
     assert_eq!(x_cache(addr).await.as_deref(), Some("HIT"));

@@ -9,9 +9,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::web::web;
+use common::web::{fetch, web};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A redis-server on a free loopback port, killed (by its PID) on drop.
@@ -72,17 +71,7 @@ fn shared_config(backend: std::net::SocketAddr, redis_port: u16, on_error: &str)
 }
 
 async fn status(addr: std::net::SocketAddr) -> u16 {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    fetch(addr, "/", "").await.status
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,15 +127,10 @@ fn cache_config(backend: std::net::SocketAddr, redis_port: u16) -> String {
 }
 
 async fn x_cache(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes())
+    fetch(addr, path, "")
         .await
-        .expect("write");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf)
-        .lines()
-        .find_map(|l| l.strip_prefix("x-cache: ").map(str::to_string))
+        .header("x-cache")
+        .map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -306,14 +306,15 @@ impl Gateway {
     /// and closes (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY); on `cancel`, closes now.
     pub async fn serve_conn(self: Arc<Self>, conn: Conn) {
         let framing = Arc::new(std::sync::Mutex::new(Tracker::default()));
-        let info = crate::exchange::ConnInfo {
+        // Shared by the connection's requests: one reference count per request, no copies.
+        let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
             tls: conn.is_tls(),
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
             tracker: conn.tracker.clone(),
             framing: framing.clone(),
-        };
+        });
         let gw = self.clone();
         let service = service_fn(move |req| {
             let (gw, info) = (gw.clone(), info.clone());

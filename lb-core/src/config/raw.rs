@@ -298,6 +298,22 @@ pub struct RawPassive {
     pub eject_for: S<String>,
 }
 
+/// Every key a `[policy.NAME]` may hold: `kind` and the keys of every kind.
+fn policy_keys() -> &'static [&'static str] {
+    static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all = vec!["kind"];
+        for (_, keys) in POLICY_KEYS {
+            for k in *keys {
+                if !all.contains(k) {
+                    all.push(k);
+                }
+            }
+        }
+        all
+    })
+}
+
 /// Known keys per table, for "did you mean" hints on unknown ones.
 pub fn known_keys(table: &str) -> &'static [&'static str] {
     match table {
@@ -335,51 +351,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "max_body_size",
             "policies",
         ],
-        "policy" => &[
-            "kind",
-            "allow",
-            "deny",
-            "trusted_proxies",
-            "keys",
-            "keys_file",
-            "header",
-            "query",
-            "requests",
-            "per",
-            "burst",
-            "key",
-            "store",
-            "max_keys",
-            "redis_url",
-            "on_redis_error",
-            "allow_origins",
-            "allow_methods",
-            "allow_headers",
-            "expose_headers",
-            "allow_credentials",
-            "max_age",
-            "request",
-            "response",
-            "algorithms",
-            "secret_env",
-            "public_key_file",
-            "jwks_file",
-            "issuer",
-            "audience",
-            "leeway",
-            "require_roles",
-            "roles_claim",
-            "forward_claims",
-            "users",
-            "htpasswd_file",
-            "realm",
-            "ttl",
-            "vary",
-            "max_size",
-            "max_object_size",
-            "xml_to_json",
-            "json_schema_file",
-        ],
+        "policy" => policy_keys(),
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],
         "match" => &[

@@ -23,6 +23,12 @@ pub enum Keys {
     Set(Vec<(Option<String>, DecodingKey)>),
 }
 
+impl Default for Keys {
+    fn default() -> Self {
+        Self::Set(Vec::new())
+    }
+}
+
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -127,8 +133,9 @@ pub fn load_keys(key: &JwtKey, algorithms: &[String], diags: &mut Vec<Diagnostic
     }
 }
 
-/// The configuration of one `jwt` policy, keys loaded.
-#[derive(Debug, Clone)]
+/// The configuration of one `jwt` policy, keys loaded. The default has no algorithm and no
+/// key: it accepts no token.
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub algorithms: Vec<String>,
     pub keys: Keys,

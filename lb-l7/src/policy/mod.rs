@@ -67,25 +67,10 @@ pub fn prepare(
         let (mut jwt, mut basic, mut schema, mut keys) = (None, None, None, None);
         match &p.kind {
             PolicyKind::Jwt {
-                algorithms,
-                key,
-                issuer,
-                audience,
-                leeway,
-                require_roles,
-                roles_claim,
-                forward_claims,
+                algorithms, key, ..
             } => {
-                jwt = jwt::load_keys(key, algorithms, diags).map(|keys| jwt::Settings {
-                    algorithms: algorithms.clone(),
-                    keys,
-                    issuer: issuer.clone(),
-                    audience: audience.clone(),
-                    leeway: *leeway,
-                    require_roles: require_roles.clone(),
-                    roles_claim: roles_claim.clone(),
-                    forward_claims: forward_claims.clone(),
-                });
+                jwt = jwt::load_keys(key, algorithms, diags)
+                    .and_then(|keys| jwt_settings(&p.kind, keys));
             }
             PolicyKind::BasicAuth {
                 users,
@@ -143,33 +128,44 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
 /// A route's policies, in order.
 pub type Chain = Vec<Arc<dyn Policy>>;
 
+/// A `jwt` policy's settings with `keys`; `None` for other kinds.
+fn jwt_settings(kind: &PolicyKind, keys: jwt::Keys) -> Option<jwt::Settings> {
+    let PolicyKind::Jwt {
+        algorithms,
+        issuer,
+        audience,
+        leeway,
+        require_roles,
+        roles_claim,
+        forward_claims,
+        ..
+    } = kind
+    else {
+        return None;
+    };
+    Some(jwt::Settings {
+        algorithms: algorithms.clone(),
+        keys,
+        issuer: issuer.clone(),
+        audience: audience.clone(),
+        leeway: *leeway,
+        require_roles: require_roles.clone(),
+        roles_claim: roles_claim.clone(),
+        forward_claims: forward_claims.clone(),
+    })
+}
+
 /// The policy of a validated `[policy.NAME]` (number `index`), with what was read for it at
 /// load time. A `jwt` policy whose keys were not read (nothing prepared them) refuses every
 /// token: it fails closed.
 pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc<dyn Policy> {
     match &p.kind {
-        PolicyKind::Jwt {
-            algorithms,
-            issuer,
-            audience,
-            leeway,
-            require_roles,
-            roles_claim,
-            forward_claims,
-            ..
-        } => {
+        PolicyKind::Jwt { .. } => {
             let settings = prepared
                 .and_then(|pr| pr.jwt.get(index).cloned().flatten())
-                .unwrap_or_else(|| jwt::Settings {
-                    algorithms: algorithms.clone(),
-                    keys: jwt::Keys::Set(Vec::new()),
-                    issuer: issuer.clone(),
-                    audience: audience.clone(),
-                    leeway: *leeway,
-                    require_roles: require_roles.clone(),
-                    roles_claim: roles_claim.clone(),
-                    forward_claims: forward_claims.clone(),
-                });
+                .or_else(|| jwt_settings(&p.kind, jwt::Keys::Set(Vec::new())));
+            // Always `Some` for a jwt kind; a policy without settings accepts no token.
+            let settings = settings.unwrap_or_default();
             Arc::new(jwt::Jwt::new(&p.name, settings))
         }
         PolicyKind::Transform { .. } => match build_transform(p, index, prepared) {
