@@ -60,6 +60,9 @@ async fn new_flows_spread_and_each_flow_sticks() {
     let lb = Lb::start("udp-spread", &udp_config("round-robin", &addrs, "", "")).await;
     let addr = lb.listener("main").await;
     let mut counts: HashMap<String, usize> = HashMap::new();
+    // Every client socket stays open to the end: a port freed by one could be handed to the
+    // next, which would then be the same flow, not a new one.
+    let mut clients = Vec::new();
     for _ in 0..30 {
         let c = client(Ipv4Addr::LOCALHOST).await;
         let first = who(&ask(&c, addr, b"hello").await.expect("reply"));
@@ -71,6 +74,7 @@ async fn new_flows_spread_and_each_flow_sticks() {
             assert!(r.ends_with(format!("again {i}").as_bytes()));
         }
         *counts.entry(first).or_default() += 1;
+        clients.push(c);
     }
     assert_eq!(counts.len(), 3, "{counts:?}");
     assert!(
