@@ -102,7 +102,7 @@ where
 
 /// A gateway answer: `{"error": "...", "status": N}` (SPEC §2).
 pub fn answer(status: u16, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message, "status": status }).to_string();
+    let body = answer_json(status, message);
     let mut resp = Response::new(full(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     resp.headers_mut().insert(
@@ -110,6 +110,11 @@ pub fn answer(status: u16, message: &str) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// The body of a gateway answer.
+pub fn answer_json(status: u16, message: &str) -> String {
+    serde_json::json!({ "error": message, "status": status }).to_string()
 }
 
 /// A gateway answer to a request whose framing cannot be trusted: the connection closes

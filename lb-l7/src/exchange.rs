@@ -417,13 +417,26 @@ impl Gateway {
         resp: Response<Body>,
     ) -> Response<Body> {
         let status = resp.status().as_u16();
+        self.note_answer(target, status, &method, path.as_deref(), info.client, start);
+        resp
+    }
+
+    /// Counts and logs an answer lb made itself (`path` is `Some` when the listener logs).
+    pub(crate) fn note_answer(
+        &self,
+        target: Option<&RouteTarget>,
+        status: u16,
+        method: &Method,
+        path: Option<&str>,
+        client: SocketAddr,
+        start: Instant,
+    ) {
         let metrics = target.map_or(&self.refused, |t| &t.metrics);
         metrics.count(status);
         metrics.duration.record(start.elapsed().as_secs_f64());
         if let Some(path) = path {
-            tracing::info!(target: "lb::access", client = %info.client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);
+            tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);
         }
-        resp
     }
 }
 

@@ -65,34 +65,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares a request's headers for the backend.
-pub fn request(headers: &mut HeaderMap, client: &Client, trust: Trust, via: Option<&str>) {
-    strip_hop_by_hop(headers);
+/// The forwarding fields lb sets on a request, whatever form its headers take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    pub xff: String,
+    pub proto: &'static str,
+    /// `X-Forwarded-Host`: the Host the client asked for.
+    pub host: Option<String>,
+    pub forwarded: String,
+}
+
+/// What lb says of `client`, after what the trusted chain said (`prior_*`: the client's own
+/// `X-Forwarded-For` and `Forwarded` values joined, given only under [`Trust::Append`]).
+pub fn forwarding(
+    client: &Client,
+    prior_xff: Option<String>,
+    prior_forwarded: Option<String>,
+) -> Forwarding {
     let proto = if client.tls { "https" } else { "http" };
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let xfp_name = HeaderName::from_static("x-forwarded-proto");
-    let xfh_name = HeaderName::from_static("x-forwarded-host");
-    let prior_xff = match trust {
-        Trust::Append => joined(headers, &xff_name),
-        Trust::Replace => None,
-    };
-    let prior_forwarded = match trust {
-        Trust::Append => joined(headers, &header::FORWARDED),
-        Trust::Replace => None,
-    };
-    for n in [&xff_name, &xfp_name, &xfh_name, &header::FORWARDED] {
-        headers.remove(n);
-    }
     let ip = client.addr.to_string();
     let xff = match prior_xff {
         Some(p) => format!("{p}, {ip}"),
         None => ip,
     };
-    set(headers, xff_name, &xff);
-    set(headers, xfp_name, proto);
     let mut element = format!("for={};proto={proto}", forwarded_node(client.addr));
     if let Some(host) = &client.host {
-        set(headers, xfh_name, host);
         if host
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
@@ -104,9 +101,59 @@ pub fn request(headers: &mut HeaderMap, client: &Client, trust: Trust, via: Opti
         Some(p) => format!("{p}, {element}"),
         None => element,
     };
-    set(headers, header::FORWARDED, &forwarded);
+    Forwarding {
+        xff,
+        proto,
+        host: client.host.clone(),
+        forwarded,
+    }
+}
+
+/// Whether a request field is one lb replaces with its own [`Forwarding`].
+pub fn is_forwarding(name: &str) -> bool {
+    FORWARDING.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+const FORWARDING: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+/// Whether a field describes one connection (always hop-by-hop; fields that `Connection`
+/// names are too, and the caller checks those).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The `Via` value lb adds (RFC 9110 §7.6.3).
+pub fn via_value(pseudonym: &str) -> String {
+    format!("1.1 {pseudonym}")
+}
+
+/// Prepares a request's headers for the backend.
+pub fn request(headers: &mut HeaderMap, client: &Client, trust: Trust, via: Option<&str>) {
+    strip_hop_by_hop(headers);
+    let (prior_xff, prior_forwarded) = match trust {
+        Trust::Append => (
+            joined(headers, &HeaderName::from_static(FORWARDING[0])),
+            joined(headers, &header::FORWARDED),
+        ),
+        Trust::Replace => (None, None),
+    };
+    for n in FORWARDING {
+        headers.remove(n);
+    }
+    let f = forwarding(client, prior_xff, prior_forwarded);
+    set(headers, HeaderName::from_static(FORWARDING[0]), &f.xff);
+    set(headers, HeaderName::from_static(FORWARDING[1]), f.proto);
+    if let Some(host) = &f.host {
+        set(headers, HeaderName::from_static(FORWARDING[2]), host);
+    }
+    set(headers, header::FORWARDED, &f.forwarded);
     if let Some(via) = via {
-        append_via(headers, via, "1.1");
+        append_via(headers, via);
     }
 }
 
@@ -114,7 +161,7 @@ pub fn request(headers: &mut HeaderMap, client: &Client, trust: Trust, via: Opti
 pub fn response(headers: &mut HeaderMap, via: Option<&str>) {
     strip_hop_by_hop(headers);
     if let Some(via) = via {
-        append_via(headers, via, "1.1");
+        append_via(headers, via);
     }
 }
 
@@ -133,8 +180,8 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-fn append_via(headers: &mut HeaderMap, pseudonym: &str, version: &str) {
-    if let Ok(v) = HeaderValue::from_str(&format!("{version} {pseudonym}")) {
+fn append_via(headers: &mut HeaderMap, pseudonym: &str) {
+    if let Ok(v) = HeaderValue::from_str(&via_value(pseudonym)) {
         headers.append(header::VIA, v);
     }
 }

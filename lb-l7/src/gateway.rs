@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use lb_core::config::{self, Forwarded, Loaded, RoutePath};
 use lb_core::pool::Pool;
 use lb_core::proxy::handoff::{Conn, Handler};
+use lb_core::proxy::prefixed::Prefixed;
 use regex::Regex;
 
 use crate::balance;
@@ -106,6 +107,8 @@ pub struct RouteTarget {
     pub cache: Option<Arc<policy::cache::Cache>>,
     /// The route's `transform` policy, which reads bodies around the exchange.
     pub transform: Option<Arc<crate::transform::Transform>>,
+    /// Its requests may take the lean path: no policies, a plain HTTP/1.1 pool.
+    pub lean: bool,
 }
 
 /// A pool as this listener's requests use it.
@@ -133,6 +136,12 @@ pub struct Gateway {
     pub via: Option<String>,
     pub access_log: bool,
     pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    /// Some route takes the lean path.
+    pub lean: bool,
+    /// The lean path must give routing or picking a request's fields (header conditions,
+    /// `hash_key = header:|cookie:`, `sticky_cookie`).
+    pub lean_needs_headers: bool,
     /// Requests lb answered itself, by reason: `lb_http_refused_total{listener,reason}`.
     pub refused: RouteMetrics,
     server: auto::Builder<TokioExecutor>,
@@ -251,6 +260,7 @@ impl Gateway {
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
                 cache: r.policies.iter().find_map(|&i| caches[i].clone()),
                 transform: r.policies.iter().find_map(|&i| transforms[i].clone()),
+                lean: r.policies.is_empty() && lean_pool(loaded, r.pool),
             });
         }
         let default = l.pool.map(|p| {
@@ -266,6 +276,7 @@ impl Gateway {
                 policies: Vec::new(),
                 cache: None,
                 transform: None,
+                lean: lean_pool(loaded, p),
             }
         });
         let pools = used
@@ -273,6 +284,19 @@ impl Gateway {
             .enumerate()
             .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l.connect_timeout)))
             .collect();
+        let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean);
+        let lean_needs_headers = c
+            .routes
+            .iter()
+            .any(|r| r.listener == index && !r.headers.is_empty())
+            || used.iter().enumerate().any(|(i, &u)| {
+                let p = &c.pools[i];
+                u && (p.sticky_cookie.is_some()
+                    || matches!(
+                        p.hash_key,
+                        config::HashKey::Header(_) | config::HashKey::Cookie(_)
+                    ))
+            });
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -297,6 +321,9 @@ impl Gateway {
             via: l.http.via.then(|| VIA.to_string()),
             access_log: l.access_log,
             idle_timeout: l.idle_timeout,
+            header_timeout: l.http.header_timeout,
+            lean,
+            lean_needs_headers,
             refused: RouteMetrics::new(&l.name, "-"),
             server,
         }
@@ -304,8 +331,8 @@ impl Gateway {
 
     /// Serves one client connection until it closes; on `drain`, finishes what is in flight
     /// and closes (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY); on `cancel`, closes now.
+    /// HTTP/1.1 requests of lean routes take the lean path until one is not.
     pub async fn serve_conn(self: Arc<Self>, conn: Conn) {
-        let framing = Arc::new(std::sync::Mutex::new(Tracker::default()));
         // Shared by the connection's requests: one reference count per request, no copies.
         let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
@@ -313,8 +340,44 @@ impl Gateway {
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
             tracker: conn.tracker.clone(),
-            framing: framing.clone(),
+            framing: Arc::new(std::sync::Mutex::new(Tracker::default())),
         });
+        let Conn {
+            mut io,
+            drain,
+            cancel,
+            alpn,
+            ..
+        } = conn;
+        let mut pending = Vec::new();
+        if self.lean && alpn.as_deref() != Some(b"h2") {
+            let mut session = crate::lean::Session::new(&self, &info);
+            let end = tokio::select! {
+                end = session.run(&mut io, &drain) => end,
+                () = cancel.cancelled() => return,
+            };
+            if end == crate::lean::End::Closed {
+                return;
+            }
+            pending = session.pending();
+        }
+        self.serve_full(Prefixed::new(pending, io), info, drain, cancel)
+            .await;
+    }
+
+    /// The full path: hyper's HTTP/1.1 and HTTP/2 server, every request through
+    /// [`Gateway::handle`].
+    async fn serve_full<IO>(
+        self: Arc<Self>,
+        io: IO,
+        info: Arc<crate::exchange::ConnInfo>,
+        drain: tokio_util::sync::CancellationToken,
+        cancel: tokio_util::sync::CancellationToken,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = info.client;
+        let framing = info.framing.clone();
         let gw = self.clone();
         let service = service_fn(move |req| {
             let (gw, info) = (gw.clone(), info.clone());
@@ -322,20 +385,20 @@ impl Gateway {
         });
         let serving = self
             .server
-            .serve_connection_with_upgrades(TokioIo::new(Sniffed::new(conn.io, framing)), service);
+            .serve_connection_with_upgrades(TokioIo::new(Sniffed::new(io, framing)), service);
         tokio::pin!(serving);
         let result = tokio::select! {
             r = serving.as_mut() => r,
-            () = conn.drain.cancelled() => {
+            () = drain.cancelled() => {
                 serving.as_mut().graceful_shutdown();
                 tokio::select! {
                     r = serving.as_mut() => r,
-                    () = conn.cancel.cancelled() => return,
+                    () = cancel.cancelled() => return,
                 }
             }
         };
         if let Err(e) = result {
-            self.connection_error(conn.client, e.as_ref());
+            self.connection_error(client, e.as_ref());
         }
     }
 
@@ -366,6 +429,11 @@ impl Gateway {
                 return;
             }
         };
+        self.cut(client, status, e);
+    }
+
+    /// Counts (and logs) a connection cut before its request was answered.
+    pub(crate) fn cut(&self, client: SocketAddr, status: u16, e: &dyn std::fmt::Display) {
         self.refused.count(status);
         if self.access_log {
             tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = "-", status, error = %e);
@@ -475,6 +543,12 @@ fn compile(r: &config::HttpRoute) -> (Conditions, Option<Rewrite>) {
             .collect(),
     };
     (cond, rewrite)
+}
+
+/// Whether a pool's requests may take the lean path: plain HTTP/1.1 backends.
+fn lean_pool(loaded: &Loaded, i: usize) -> bool {
+    let plain = loaded.tls.pools.get(i).is_none_or(Option::is_none);
+    plain && !loaded.config.pools[i].http2
 }
 
 fn pool_target(

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod framing;
 pub mod gateway;
 pub mod guard;
+pub mod lean;
 pub mod path;
 pub mod policy;
 pub mod respond;

@@ -20,15 +20,23 @@ use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Body, Pooled};
 
 /// What the access log says of a request, kept only when the listener logs.
-struct LogLine {
-    client: SocketAddr,
-    listener: String,
-    route: String,
-    method: Method,
-    path: String,
-    status: u16,
-    backend: String,
-    upstream_ms: u64,
+pub(crate) struct LogLine {
+    pub(crate) client: SocketAddr,
+    pub(crate) listener: String,
+    pub(crate) route: String,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) status: u16,
+    pub(crate) backend: String,
+    pub(crate) upstream_ms: u64,
+}
+
+impl LogLine {
+    /// Logs the exchange once its body is over: `rx`/`tx` body bytes each way.
+    pub(crate) fn emit(&self, rx: u64, tx: u64, start: Instant) {
+        let l = self;
+        tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
+    }
 }
 
 pub(crate) struct LogFields {
@@ -164,7 +172,7 @@ impl Gateway {
             b.bytes_out.fetch_add(tx, Relaxed);
             duration.record(start.elapsed().as_secs_f64());
             if let Some(l) = line {
-                tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
+                l.emit(rx, tx, start);
             }
         };
         let body = Counted::new(body, meter, Side::Response, done);

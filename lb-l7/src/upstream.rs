@@ -28,8 +28,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Idle keep-alive connections kept per backend, and for how long.
-const IDLE_PER_BACKEND: usize = 64;
-const IDLE_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const IDLE_PER_BACKEND: usize = 64;
+pub(crate) const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -54,6 +54,8 @@ pub struct Upstream {
     tls: Option<Tls>,
     connect_timeout: Duration,
     conns: Vec<Arc<Conns>>,
+    /// Plain connections of the lean path, by backend.
+    lean: Vec<crate::lean::pool::Idle>,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +76,7 @@ impl Upstream {
             tls,
             connect_timeout,
             conns: (0..backends).map(|_| Arc::new(Conns::default())).collect(),
+            lean: (0..backends).map(|_| Default::default()).collect(),
         }
     }
 
@@ -214,10 +217,32 @@ impl Upstream {
                 }
             }
         };
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("connect timeout after {:?}", self.connect_timeout)),
-        }
+        within(self.connect_timeout, connect).await
+    }
+
+    /// A plain TCP connection to a backend, for the lean path (which pools its own).
+    pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, String> {
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        };
+        within(self.connect_timeout, connect).await
+    }
+
+    /// The lean path's idle connections to backend `i`.
+    pub(crate) fn lean_idle(&self, i: usize) -> Option<&crate::lean::pool::Idle> {
+        self.lean.get(i)
+    }
+}
+
+async fn within<T>(
+    limit: Duration,
+    connect: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("connect timeout after {limit:?}")),
     }
 }
 

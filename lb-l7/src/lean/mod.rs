@@ -1,0 +1,701 @@
+//! The lean path: HTTP/1.1 keep-alive proxying for routes without policies, to plain
+//! HTTP/1.1 backends, without the general machinery of the full path. A request head is
+//! parsed in place, routed, and written on to a pooled backend connection with its fields
+//! copied as bytes; the response head likewise; bodies are relayed as they come (length or
+//! chunked framing followed, never re-encoded). About what nginx does per request.
+//!
+//! Anything else — HTTP/2, HTTP/1.0, upgrades, `Expect`, chunked uploads, a request lb must
+//! refuse or answer itself (400, 404, 413, 414, 431), a route with policies, an HTTP/2 or TLS
+//! pool — is not the lean path's: the connection, from that request on (its bytes included),
+//! goes to the full path ([`crate::exchange`]), which behaves as it always did. So both paths
+//! give a client the same answers; only the cost differs.
+
+pub mod chunked;
+pub mod head;
+pub mod pool;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use lb_core::pool::Attempt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::{self, Keys};
+use crate::exchange::ConnInfo;
+use crate::gateway::{Gateway, PoolTarget, RouteTarget};
+use crate::respond::LogLine;
+use crate::router::RequestHead;
+use chunked::{Chunked, Scan};
+use head::{Framing, MAX_HEADERS};
+
+/// How the lean path left a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// It is closed: by either side, a timeout, shutdown, or a broken exchange.
+    Closed,
+    /// [`Session::pending`] starts a request the full path must take, with the rest of the
+    /// connection.
+    FullPath,
+}
+
+/// A request head over this many bytes is the full path's (which refuses it).
+const MAX_HEAD: usize = 64 * 1024;
+/// Read size for heads and bodies.
+const CHUNK: usize = 16 * 1024;
+/// Bodies up to this size go out in the same write as their head.
+const COALESCE: usize = 16 * 1024;
+
+/// One client connection on the lean path.
+pub(crate) struct Session<'g> {
+    gw: &'g Gateway,
+    info: &'g ConnInfo,
+    /// Client bytes read and not yet used.
+    buf: Vec<u8>,
+    /// The head being written (and what goes in the same write).
+    out: Vec<u8>,
+    /// Backend bytes.
+    rbuf: Vec<u8>,
+    /// When the head being read must be complete.
+    head_deadline: Option<tokio::time::Instant>,
+}
+
+/// What one request's head decided, before any I/O.
+struct Plan<'g> {
+    target: &'g RouteTarget,
+    pt: &'g PoolTarget,
+    start: Instant,
+    head_len: usize,
+    body: u64,
+    close: bool,
+    method: Method,
+    log_path: Option<String>,
+    key: u64,
+    sticky: Option<usize>,
+    replayable: bool,
+}
+
+/// What an exchange left of the client connection.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Why an attempt on one backend failed; what the client gets if no other succeeds.
+enum Failed {
+    /// Nothing was sent; any request may go elsewhere.
+    Connect(String),
+    /// Sent, and no usable answer came.
+    Exchange {
+        status: u16,
+        why: String,
+        kind: usize,
+    },
+    /// The client went away, or its body broke off: nothing to answer.
+    Client,
+}
+
+impl<'g> Session<'g> {
+    pub(crate) fn new(gw: &'g Gateway, info: &'g ConnInfo) -> Self {
+        Self {
+            gw,
+            info,
+            buf: Vec::new(),
+            out: Vec::new(),
+            rbuf: Vec::new(),
+            head_deadline: None,
+        }
+    }
+
+    /// The client bytes read and not used: the start of what the full path takes on.
+    pub(crate) fn pending(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// Serves requests until the connection closes or one is the full path's.
+    pub(crate) async fn run<IO>(&mut self, io: &mut IO, drain: &CancellationToken) -> End
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let drained = drain.cancelled();
+        tokio::pin!(drained);
+        loop {
+            let plan = loop {
+                if !self.buf.is_empty() {
+                    match self.plan() {
+                        Ok(Some(plan)) => break plan,
+                        Ok(None) if self.buf.len() < MAX_HEAD => {}
+                        Ok(None) => return End::FullPath,
+                        Err(why) => {
+                            tracing::trace!(listener = %self.gw.listener, "to the full path: {why}");
+                            return End::FullPath;
+                        }
+                    }
+                }
+                let idle = self.buf.is_empty();
+                if self.buf.capacity() - self.buf.len() < CHUNK / 4 {
+                    self.buf.reserve(CHUNK);
+                }
+                // Between requests the connection may idle; once a head has begun it must be
+                // complete within `header_timeout` (slowloris), as hyper's timer does.
+                let deadline = match (idle, self.head_deadline) {
+                    (true, _) => tokio::time::Instant::now() + self.gw.idle_timeout,
+                    (false, Some(d)) => d,
+                    (false, None) => {
+                        let d = tokio::time::Instant::now() + self.gw.header_timeout;
+                        self.head_deadline = Some(d);
+                        d
+                    }
+                };
+                let read = tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(deadline, io.read_buf(&mut self.buf)) => r,
+                    () = &mut drained, if idle => return End::Closed,
+                };
+                match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => return End::Closed,
+                    Ok(Ok(_)) => {}
+                    Err(_) if idle => return End::Closed,
+                    Err(_) => {
+                        self.gw
+                            .cut(self.info.client, 408, &"request head not received in time");
+                        return End::Closed;
+                    }
+                }
+            };
+            self.head_deadline = None;
+            match self.exchange(io, plan, drain).await {
+                Next::KeepAlive => {}
+                Next::Close => return End::Closed,
+            }
+        }
+    }
+
+    /// Parses the head in `buf`: `Ok(None)` while incomplete, `Err` when it is not the lean
+    /// path's. A plan writes the backend's head into `out`.
+    fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
+        let gw = self.gw;
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let head_len = match parsed.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err("unparsable head"),
+        };
+        let start = Instant::now();
+        let req = head::request(&parsed, &gw.limits)?;
+        let path = crate::path::normalize(req.path).map_err(|_| "path to refuse")?;
+        let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "method")?;
+        let headers = if gw.lean_needs_headers {
+            header_map(req.headers)
+        } else {
+            HeaderMap::new()
+        };
+        let routed = gw.router.route(&RequestHead {
+            method: &method,
+            host: Some(req.host),
+            path: &path,
+            headers: &headers,
+        });
+        let target = routed
+            .map(|&i| &gw.routes[i])
+            .or(gw.default.as_ref())
+            .ok_or("no route")?;
+        if !target.lean {
+            return Err("route not lean");
+        }
+        let Some(Some(pt)) = gw.pools.get(target.pool) else {
+            return Err("no pool");
+        };
+        if target.max_body.is_some_and(|max| req.body > max) {
+            return Err("body over the limit");
+        }
+        let sticky = pt
+            .sticky
+            .as_ref()
+            .and_then(|(name, values)| balance::sticky_backend(&pt.pool, values, &headers, name));
+        let key = balance::key(
+            &pt.pool,
+            &Keys {
+                client: self.info.client.ip(),
+                sni: self.info.sni.as_deref(),
+                path: &path,
+                headers: &headers,
+            },
+        );
+        let forwarded_path = match &target.rewrite {
+            Some(r) => std::borrow::Cow::Owned(r.apply(&path)),
+            None => std::borrow::Cow::Borrowed(path.as_str()),
+        };
+        let fwd = req.forwarding(self.info.client.ip(), self.info.tls, gw.trust);
+        self.out.clear();
+        req.write(&mut self.out, &forwarded_path, &fwd, gw.via.as_deref());
+        Ok(Some(Plan {
+            target,
+            pt,
+            start,
+            head_len,
+            body: req.body,
+            close: req.close,
+            replayable: method.is_idempotent() && req.body == 0,
+            log_path: gw.access_log.then(|| path.clone()),
+            method,
+            key,
+            sticky,
+        }))
+    }
+
+    /// Sends one request (retried where that is safe) and relays its response.
+    async fn exchange<IO>(&mut self, io: &mut IO, plan: Plan<'_>, drain: &CancellationToken) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (target, pt) = (plan.target, plan.pt);
+        let pool = &pt.pool;
+        // A body that arrived with its head goes out in the same write.
+        let in_buf = (self.buf.len() - plan.head_len) as u64;
+        let body_now = plan.body.min(in_buf) as usize;
+        let used = plan.head_len + body_now;
+        self.out.extend_from_slice(&self.buf[plan.head_len..used]);
+        self.buf.drain(..used);
+        let mut body_left = plan.body - body_now as u64;
+        let mut attempt = Attempt::default();
+        let mut last: Option<(u16, String)> = None;
+        for tries in 0..=target.retries {
+            let pick = match (tries, plan.sticky) {
+                (0, Some(i)) => Some(i),
+                _ => balance::next(pool, plan.key, &mut attempt),
+            };
+            let Some(i) = pick else { break };
+            let b = &pool.backends[i];
+            b.active.fetch_add(1, Relaxed);
+            b.total.fetch_add(1, Relaxed);
+            let sent_at = Instant::now();
+            let deadline = tokio::time::Instant::now() + target.timeout;
+            let result = self
+                .attempt(io, pt, i, &mut body_left, plan.replayable, deadline)
+                .await;
+            let (conn, head_end) = match result {
+                Ok(r) => r,
+                Err(Failed::Connect(e)) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    b.record_traffic(false, pool.config.passive.as_ref(), &e);
+                    pt.errors[i][0].increment(1);
+                    tracing::debug!(listener = %self.gw.listener, route = %target.name, backend = %b.id, "connect failed: {e}");
+                    last = Some((502, format!("backend {} failed: {e}", b.id)));
+                    continue;
+                }
+                Err(Failed::Exchange { status, why, kind }) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    pt.errors[i][kind].increment(1);
+                    last = Some((status, format!("backend {} {why}", b.id)));
+                    if plan.replayable {
+                        continue;
+                    }
+                    break;
+                }
+                Err(Failed::Client) => {
+                    b.active.fetch_sub(1, Relaxed);
+                    return Next::Close;
+                }
+            };
+            let status = self.status();
+            if matches!(status, 502 | 503) && plan.replayable && tries < target.retries {
+                b.active.fetch_sub(1, Relaxed);
+                last = Some((status, String::new()));
+                continue;
+            }
+            b.record_traffic(true, pool.config.passive.as_ref(), "");
+            let upstream_ms = sent_at.elapsed().as_millis() as u64;
+            return self
+                .relay(io, &plan, i, conn, head_end, upstream_ms, drain)
+                .await;
+        }
+        // No backend answered: lb does, and the connection goes on if the client's body was
+        // read whole.
+        let (status, msg) = match last {
+            Some((status, msg)) if !msg.is_empty() => (status, msg),
+            Some((status, _)) => (status, "every backend tried answered with an error".into()),
+            None => (503, "no healthy backend".into()),
+        };
+        let close = plan.close || body_left > 0 || drain.is_cancelled();
+        self.gw.note_answer(
+            Some(target),
+            status,
+            &plan.method,
+            plan.log_path.as_deref(),
+            self.info.client,
+            plan.start,
+        );
+        self.out.clear();
+        write_answer(&mut self.out, status, &msg, close);
+        if io.write_all(&self.out).await.is_err() || io.flush().await.is_err() || close {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// One backend's attempt: the request sent (on an idle connection, or a new one if that
+    /// turns out closed) and the response head read into `rbuf`; its length on success.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt<IO>(
+        &mut self,
+        io: &mut IO,
+        pt: &PoolTarget,
+        i: usize,
+        body_left: &mut u64,
+        replayable: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(TcpStream, usize), Failed>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let b = &pt.pool.backends[i];
+        let idle = pt.upstream.lean_idle(i);
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                idle.and_then(pool::Idle::take)
+            };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let connect = pt.upstream.connect_tcp(b.addr);
+                    match tokio::time::timeout_at(deadline, Box::pin(connect)).await {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => return Err(Failed::Connect(e)),
+                        Err(_) => return Err(Failed::Connect("connect timeout".into())),
+                    }
+                }
+            };
+            if let Err(e) = conn.write_all(&self.out).await {
+                // An idle connection the backend had closed: the request did not leave.
+                if reused {
+                    fresh_only = true;
+                    continue;
+                }
+                return Err(Failed::Connect(e.to_string()));
+            }
+            if *body_left > 0 {
+                self.stream_body(io, &mut conn, body_left).await?;
+            }
+            match self.read_head(&mut conn, deadline).await {
+                Ok(n) => return Ok((conn, n)),
+                // Closed before answering on a reused connection: the usual race with the
+                // backend's keep-alive timer. Safe to send again where nothing can repeat.
+                Err(Failed::Exchange { kind: 2, .. })
+                    if reused && replayable && self.rbuf.is_empty() =>
+                {
+                    fresh_only = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Relays the rest of a `Content-Length` request body (`left` bytes) to the backend.
+    async fn stream_body<IO>(
+        &mut self,
+        io: &mut IO,
+        conn: &mut TcpStream,
+        left: &mut u64,
+    ) -> Result<(), Failed>
+    where
+        IO: AsyncRead + Unpin,
+    {
+        let mut chunk = vec![0u8; CHUNK];
+        while *left > 0 {
+            let want = (*left).min(CHUNK as u64) as usize;
+            let n = match tokio::time::timeout(self.gw.idle_timeout, io.read(&mut chunk[..want]))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Failed::Client),
+                Ok(Ok(n)) => n,
+            };
+            *left -= n as u64;
+            if let Err(e) = conn.write_all(&chunk[..n]).await {
+                return Err(Failed::Exchange {
+                    status: 502,
+                    why: format!("failed while the request body was sent: {e}"),
+                    kind: 2,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a final response head into `rbuf`; its length. Interim answers (100, 103) are
+    /// read past: the lean path never sends `Expect`, and hints are only hints.
+    async fn read_head(
+        &mut self,
+        conn: &mut TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<usize, Failed> {
+        self.rbuf.clear();
+        loop {
+            if !self.rbuf.is_empty() {
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut parsed = httparse::Response::new(&mut fields);
+                match parsed.parse(&self.rbuf) {
+                    Ok(httparse::Status::Complete(n)) => match parsed.code {
+                        Some(101) => return Err(bad("switched protocols unasked")),
+                        Some(c) if c < 200 => {
+                            self.rbuf.drain(..n);
+                            continue;
+                        }
+                        _ => return Ok(n),
+                    },
+                    Ok(httparse::Status::Partial) if self.rbuf.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) => return Err(bad("sent a head too large")),
+                    Err(e) => return Err(bad(&format!("sent a malformed head: {e}"))),
+                }
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < CHUNK / 4 {
+                self.rbuf.reserve(CHUNK);
+            }
+            match tokio::time::timeout_at(deadline, conn.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(0)) => return Err(bad("closed the connection before answering")),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(bad(&format!("failed: {e}"))),
+                Err(_) => {
+                    return Err(Failed::Exchange {
+                        status: 504,
+                        why: "did not answer in time".into(),
+                        kind: 1,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The status of the response head in `rbuf`.
+    fn status(&self) -> u16 {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        match parsed.parse(&self.rbuf) {
+            Ok(_) => parsed.code.unwrap_or(502),
+            Err(_) => 502,
+        }
+    }
+
+    /// Sends the response (head in `rbuf[..head_end]`) to the client, relays its body, and
+    /// pools the backend connection if the exchange ended cleanly.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay<IO>(
+        &mut self,
+        io: &mut IO,
+        plan: &Plan<'_>,
+        i: usize,
+        mut conn: TcpStream,
+        head_end: usize,
+        upstream_ms: u64,
+        drain: &CancellationToken,
+    ) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (target, pt) = (plan.target, plan.pt);
+        let b = &pt.pool.backends[i];
+        let head_request = plan.method == Method::HEAD;
+        let (status, framing, reusable) = {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut fields);
+            let inspected = match parsed.parse(&self.rbuf[..head_end]) {
+                Ok(_) => head::response(&parsed, head_request),
+                Err(_) => Err("malformed head"),
+            };
+            let resp = match inspected {
+                Ok(r) => r,
+                Err(why) => {
+                    drop(conn);
+                    b.active.fetch_sub(1, Relaxed);
+                    pt.errors[i][2].increment(1);
+                    let msg = format!("backend {} sent a response lb cannot forward: {why}", b.id);
+                    self.gw.note_answer(
+                        Some(target),
+                        502,
+                        &plan.method,
+                        plan.log_path.as_deref(),
+                        self.info.client,
+                        plan.start,
+                    );
+                    self.out.clear();
+                    write_answer(&mut self.out, 502, &msg, plan.close);
+                    let ok = io.write_all(&self.out).await.is_ok() && io.flush().await.is_ok();
+                    return if ok && !plan.close {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    };
+                }
+            };
+            let cookie = pt.sticky.as_ref().and_then(|(name, values)| {
+                (plan.sticky != Some(i)).then(|| format!("{name}={}; Path=/; HttpOnly", values[i]))
+            });
+            let close = plan.close || resp.framing == Framing::UntilClose || drain.is_cancelled();
+            self.out.clear();
+            resp.write(
+                &mut self.out,
+                self.gw.via.as_deref(),
+                cookie.as_deref(),
+                close,
+            );
+            (resp.status, resp.framing, resp.reusable && !close)
+        };
+        target.metrics.count(status);
+        let line = plan.log_path.clone().map(|path| LogLine {
+            client: self.info.client,
+            listener: self.gw.listener.clone(),
+            route: target.name.clone(),
+            method: plan.method.clone(),
+            path,
+            status,
+            backend: b.id.clone(),
+            upstream_ms,
+        });
+        let relayed = self.relay_body(io, &mut conn, head_end, framing).await;
+        // `exact`: the backend ended its message where its framing said, and sent no more.
+        let (sent, exact, broken) = match relayed {
+            Ok((sent, exact)) => (sent, exact, false),
+            Err(sent) => (sent, false, true),
+        };
+        let flushed = io.flush().await.is_ok();
+        b.active.fetch_sub(1, Relaxed);
+        b.bytes_in.fetch_add(plan.body, Relaxed);
+        b.bytes_out.fetch_add(sent, Relaxed);
+        target
+            .metrics
+            .duration
+            .record(plan.start.elapsed().as_secs_f64());
+        if let Some(l) = line {
+            l.emit(plan.body, sent, plan.start);
+        }
+        if exact && reusable {
+            if let Some(idle) = pt.upstream.lean_idle(i) {
+                idle.put(conn);
+            }
+        }
+        let framing_closes = framing == Framing::UntilClose;
+        if broken || !flushed || plan.close || framing_closes || drain.is_cancelled() {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// Writes the head in `out` and relays the body that follows `rbuf[..head_end]`; the
+    /// body bytes sent, and whether the backend ended the message exactly (nothing after
+    /// it). `Err(sent)` when either side broke off.
+    async fn relay_body<IO>(
+        &mut self,
+        io: &mut IO,
+        conn: &mut TcpStream,
+        head_end: usize,
+        framing: Framing,
+    ) -> Result<(u64, bool), u64>
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        let mut sent = 0u64;
+        let mut scanner = Chunked::default();
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        // `rbuf[at..]` holds body bytes not yet relayed.
+        let mut at = head_end;
+        loop {
+            let avail = &self.rbuf[at..];
+            let (take, done) = match framing {
+                Framing::Empty => (0, true),
+                Framing::Length(_) => {
+                    let take = left.min(avail.len() as u64) as usize;
+                    (take, take as u64 == left)
+                }
+                Framing::Chunked => match scanner.scan(avail) {
+                    Ok(Scan::Done(n)) => (n, true),
+                    Ok(Scan::More) => (avail.len(), false),
+                    Err(_) => return Err(sent),
+                },
+                Framing::UntilClose => (avail.len(), false),
+            };
+            let extra = done && take < avail.len();
+            if self.out.len() + take <= COALESCE {
+                self.out.extend_from_slice(&avail[..take]);
+                if io.write_all(&self.out).await.is_err() {
+                    return Err(sent);
+                }
+            } else {
+                if !self.out.is_empty() && io.write_all(&self.out).await.is_err() {
+                    return Err(sent);
+                }
+                if io.write_all(&self.rbuf[at..at + take]).await.is_err() {
+                    return Err(sent);
+                }
+            }
+            self.out.clear();
+            sent += take as u64;
+            if let Framing::Length(_) = framing {
+                left -= take as u64;
+            }
+            if done {
+                // Bytes past the end of the message: the connection cannot be trusted.
+                return Ok((sent, !extra));
+            }
+            self.rbuf.clear();
+            at = 0;
+            if self.rbuf.capacity() < CHUNK {
+                self.rbuf.reserve(CHUNK);
+            }
+            match tokio::time::timeout(self.gw.idle_timeout, conn.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(0)) if framing == Framing::UntilClose => return Ok((sent, false)),
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(sent),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn bad(why: &str) -> Failed {
+    Failed::Exchange {
+        status: 502,
+        why: why.to_string(),
+        kind: 2,
+    }
+}
+
+/// lb's own answer (SPEC §2's JSON error), as bytes.
+fn write_answer(out: &mut Vec<u8>, status: u16, message: &str, close: bool) {
+    let body = crate::body::answer_json(status, message);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// The head's fields as a map, for routes and pools that look at fields.
+fn header_map(fields: &[httparse::Header<'_>]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
