@@ -1,0 +1,41 @@
+//! The lean path reads request heads from clients and response heads and chunked bodies from
+//! backends: whatever the bytes, inspecting and rewriting a head never panics, and the end of
+//! a chunked body is found at the same place however the bytes are cut.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lb_l7::lean::chunked::{Chunked, Scan};
+use lb_l7::lean::head;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cut, bytes)) = data.split_first() else { return };
+    let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    if let Ok(httparse::Status::Complete(_)) = req.parse(bytes) {
+        if let Ok(r) = head::request(&req, &lb_l7::guard::Limits::default()) {
+            let fwd = r.forwarding("192.0.2.1".parse().expect("ip"), false, lb_l7::forward::Trust::Append);
+            let mut out = Vec::new();
+            r.write(&mut out, "/", &fwd, Some("lb"));
+        }
+    }
+    let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    if let Ok(httparse::Status::Complete(_)) = resp.parse(bytes) {
+        if let Ok(r) = head::response(&resp, cut & 1 == 1) {
+            let mut out = Vec::new();
+            r.write(&mut out, Some("lb"), None, cut & 2 == 2);
+        }
+    }
+    let whole = Chunked::default().scan(bytes);
+    let at = usize::from(cut).min(bytes.len());
+    let mut split = Chunked::default();
+    let split_result = match split.scan(&bytes[..at]) {
+        Ok(Scan::Done(n)) => Ok(Scan::Done(n)),
+        Ok(Scan::More) => split.scan(&bytes[at..]).map(|s| match s {
+            Scan::Done(n) => Scan::Done(at + n),
+            Scan::More => Scan::More,
+        }),
+        Err(e) => Err(e),
+    };
+    assert_eq!(whole, split_result);
+});
