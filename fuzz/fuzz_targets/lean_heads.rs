@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(r) = head::request(&req, &lb_l7::guard::Limits::default()) {
             let fwd = r.forwarding("192.0.2.1".parse().expect("ip"), false, lb_l7::forward::Trust::Append);
             let mut out = Vec::new();
-            r.write(&mut out, "/", &fwd, Some("lb"));
+            r.write(&mut out, "/", &head::forwarding_lines(&fwd, Some("lb")));
         }
     }
     let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];

@@ -40,14 +40,19 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The normalised form of `raw` (a path without its query string).
 pub fn normalize(raw: &str) -> Result<String, PathError> {
+    normalized(raw).map(std::borrow::Cow::into_owned)
+}
+
+/// [`normalize`], borrowing `raw` when it is normal already (most paths are).
+pub fn normalized(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
     if is_normal(bytes) {
-        return Ok(raw.to_string());
+        return Ok(std::borrow::Cow::Borrowed(raw));
     }
-    normalize_full(raw)
+    normalize_full(raw).map(std::borrow::Cow::Owned)
 }
 
 /// [`normalize`] without the shortcut for paths that are already normal.

@@ -194,18 +194,21 @@ impl Conditions {
 #[derive(Debug, Clone)]
 pub struct Router<T> {
     routes: Vec<(Conditions, T)>,
+    /// Some route has a host condition (else the host is not looked at).
+    hosts: bool,
 }
 
 impl<T> Router<T> {
     pub fn new(routes: Vec<(Conditions, T)>) -> Self {
         let mut routes = routes;
         routes.sort_by_key(|(c, _)| std::cmp::Reverse(c.specificity()));
-        Self { routes }
+        let hosts = routes.iter().any(|(c, _)| c.host.is_some());
+        Self { routes, hosts }
     }
 
     /// The most specific route matching `req`, if any.
     pub fn route(&self, req: &RequestHead<'_>) -> Option<&T> {
-        let host = req.host.map(host_of);
+        let host = req.host.filter(|_| self.hosts).map(host_of);
         self.routes
             .iter()
             .find(|(c, _)| c.matches(req, host.as_deref()))

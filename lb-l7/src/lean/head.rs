@@ -137,8 +137,9 @@ impl Request<'_> {
     }
 
     /// Writes the head the backend gets: `path` (normalised, maybe rewritten) with the
-    /// original query, the client's end-to-end fields, then lb's forwarding fields.
-    pub fn write(&self, out: &mut Vec<u8>, path: &str, fwd: &Forwarding, via: Option<&str>) {
+    /// original query, the client's end-to-end fields, then lb's forwarding fields (`lines`,
+    /// from [`forwarding_lines`]).
+    pub fn write(&self, out: &mut Vec<u8>, path: &str, lines: &[u8]) {
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(path.as_bytes());
@@ -163,17 +164,25 @@ impl Request<'_> {
             }
             field(out, h.name.as_bytes(), h.value);
         }
-        field(out, b"x-forwarded-for", fwd.xff.as_bytes());
-        field(out, b"x-forwarded-proto", fwd.proto.as_bytes());
-        if let Some(host) = &fwd.host {
-            field(out, b"x-forwarded-host", host.as_bytes());
-        }
-        field(out, b"forwarded", fwd.forwarded.as_bytes());
-        if let Some(via) = via {
-            field(out, b"via", forward::via_value(via).as_bytes());
-        }
+        out.extend_from_slice(lines);
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// lb's forwarding fields (and `Via`) as header lines. The same for every request of a
+/// connection with the same Host when client claims are replaced, so they are kept.
+pub fn forwarding_lines(fwd: &Forwarding, via: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    field(&mut out, b"x-forwarded-for", fwd.xff.as_bytes());
+    field(&mut out, b"x-forwarded-proto", fwd.proto.as_bytes());
+    if let Some(host) = &fwd.host {
+        field(&mut out, b"x-forwarded-host", host.as_bytes());
+    }
+    field(&mut out, b"forwarded", fwd.forwarded.as_bytes());
+    if let Some(via) = via {
+        field(&mut out, b"via", forward::via_value(via).as_bytes());
+    }
+    out
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
@@ -264,8 +273,14 @@ impl Response<'_> {
     /// a sticky cookie, and `Connection: close` when this is the connection's last exchange.
     pub fn write(&self, out: &mut Vec<u8>, via: Option<&str>, cookie: Option<&str>, close: bool) {
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.to_string().as_bytes());
-        out.push(b' ');
+        // httparse reads exactly three digits.
+        let s = self.status;
+        out.extend_from_slice(&[
+            b'0' + (s / 100 % 10) as u8,
+            b'0' + (s / 10 % 10) as u8,
+            b'0' + (s % 10) as u8,
+            b' ',
+        ]);
         out.extend_from_slice(self.reason.as_bytes());
         out.extend_from_slice(b"\r\n");
         for h in self.headers {
@@ -364,7 +379,7 @@ mod tests {
             let r = r.expect("plain");
             let fwd = r.forwarding("192.0.2.7".parse().expect("ip"), false, trust);
             let mut out = Vec::new();
-            r.write(&mut out, "/norm", &fwd, via);
+            r.write(&mut out, "/norm", &forwarding_lines(&fwd, via));
             String::from_utf8(out).expect("utf-8")
         })
     }
@@ -552,7 +567,7 @@ mod tests {
                 if let Ok(r) = request(&req, &Limits::default()) {
                     let fwd = r.forwarding("::1".parse().expect("ip"), true, Trust::Append);
                     let mut out = Vec::new();
-                    r.write(&mut out, "/p", &fwd, None);
+                    r.write(&mut out, "/p", &forwarding_lines(&fwd, None));
                     prop_assert!(out.ends_with(b"\r\n\r\n"));
                     if names.iter().all(|n| !n.eq_ignore_ascii_case("content-length")) {
                         prop_assert_eq!(r.body, len.unwrap_or(0));

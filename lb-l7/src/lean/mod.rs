@@ -14,17 +14,21 @@ pub mod chunked;
 pub mod head;
 pub mod pool;
 
+use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use lb_core::pool::Attempt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Keys};
 use crate::exchange::ConnInfo;
+use crate::forward::Trust;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::respond::LogLine;
 use crate::router::RequestHead;
@@ -54,12 +58,20 @@ pub(crate) struct Session<'g> {
     info: &'g ConnInfo,
     /// Client bytes read and not yet used.
     buf: Vec<u8>,
-    /// The head being written (and what goes in the same write).
+    /// The backend's request head (and what goes in the same write); kept for retries.
     out: Vec<u8>,
+    /// The client's response head (and what goes in the same write).
+    reply: Vec<u8>,
     /// Backend bytes.
     rbuf: Vec<u8>,
     /// When the head being read must be complete.
     head_deadline: Option<tokio::time::Instant>,
+    /// The forwarding lines for the last Host, when client claims are replaced.
+    forwarding: Option<(String, Vec<u8>)>,
+    /// One timer per side, moved on rather than made anew per wait: moving a deadline later
+    /// is one atomic operation, a new timer a trip through the timer wheel's lock.
+    client_timer: Pin<Box<Sleep>>,
+    backend_timer: Pin<Box<Sleep>>,
 }
 
 /// What one request's head decided, before any I/O.
@@ -69,12 +81,25 @@ struct Plan<'g> {
     start: Instant,
     head_len: usize,
     body: u64,
+    /// This is the connection's last exchange (the client asked, or lb is draining).
     close: bool,
     method: Method,
     log_path: Option<String>,
     key: u64,
     sticky: Option<usize>,
     replayable: bool,
+}
+
+/// A response head read from a backend, already rewritten into [`Session::reply`].
+struct Answer {
+    status: u16,
+    framing: Framing,
+    /// The backend connection may carry another exchange once the body is over.
+    reusable: bool,
+    /// The client connection closes after this response.
+    close: bool,
+    /// Where the body starts in `rbuf`.
+    head_len: usize,
 }
 
 /// What an exchange left of the client connection.
@@ -97,15 +122,24 @@ enum Failed {
     Client,
 }
 
+/// `lb_http_upstream_errors_total` kinds, as indexes of [`PoolTarget::errors`].
+const TIMEOUT: usize = 1;
+const RESPONSE: usize = 2;
+
 impl<'g> Session<'g> {
     pub(crate) fn new(gw: &'g Gateway, info: &'g ConnInfo) -> Self {
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
         Self {
             gw,
             info,
             buf: Vec::new(),
             out: Vec::new(),
+            reply: Vec::new(),
             rbuf: Vec::new(),
             head_deadline: None,
+            forwarding: None,
+            client_timer: Box::pin(tokio::time::sleep_until(far)),
+            backend_timer: Box::pin(tokio::time::sleep_until(far)),
         }
     }
 
@@ -124,7 +158,7 @@ impl<'g> Session<'g> {
         loop {
             let plan = loop {
                 if !self.buf.is_empty() {
-                    match self.plan() {
+                    match self.plan(drain) {
                         Ok(Some(plan)) => break plan,
                         Ok(None) if self.buf.len() < MAX_HEAD => {}
                         Ok(None) => return End::FullPath,
@@ -149,24 +183,25 @@ impl<'g> Session<'g> {
                         d
                     }
                 };
+                self.client_timer.as_mut().reset(deadline);
                 let read = tokio::select! {
                     biased;
-                    r = tokio::time::timeout_at(deadline, io.read_buf(&mut self.buf)) => r,
+                    r = io.read_buf(&mut self.buf) => r,
+                    () = self.client_timer.as_mut() => {
+                        if !idle {
+                            self.gw.cut(self.info.client, 408, &"request head not received in time");
+                        }
+                        return End::Closed;
+                    }
                     () = &mut drained, if idle => return End::Closed,
                 };
                 match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => return End::Closed,
-                    Ok(Ok(_)) => {}
-                    Err(_) if idle => return End::Closed,
-                    Err(_) => {
-                        self.gw
-                            .cut(self.info.client, 408, &"request head not received in time");
-                        return End::Closed;
-                    }
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {}
                 }
             };
             self.head_deadline = None;
-            match self.exchange(io, plan, drain).await {
+            match self.exchange(io, plan).await {
                 Next::KeepAlive => {}
                 Next::Close => return End::Closed,
             }
@@ -175,7 +210,7 @@ impl<'g> Session<'g> {
 
     /// Parses the head in `buf`: `Ok(None)` while incomplete, `Err` when it is not the lean
     /// path's. A plan writes the backend's head into `out`.
-    fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
+    fn plan(&mut self, drain: &CancellationToken) -> Result<Option<Plan<'g>>, head::Unusual> {
         let gw = self.gw;
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut fields);
@@ -186,7 +221,7 @@ impl<'g> Session<'g> {
         };
         let start = Instant::now();
         let req = head::request(&parsed, &gw.limits)?;
-        let path = crate::path::normalize(req.path).map_err(|_| "path to refuse")?;
+        let path = crate::path::normalized(req.path).map_err(|_| "path to refuse")?;
         let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "method")?;
         let headers = if gw.lean_needs_headers {
             header_map(req.headers)
@@ -226,21 +261,31 @@ impl<'g> Session<'g> {
             },
         );
         let forwarded_path = match &target.rewrite {
-            Some(r) => std::borrow::Cow::Owned(r.apply(&path)),
-            None => std::borrow::Cow::Borrowed(path.as_str()),
+            Some(r) => Cow::Owned(r.apply(&path)),
+            None => Cow::Borrowed(&*path),
         };
-        let fwd = req.forwarding(self.info.client.ip(), self.info.tls, gw.trust);
+        let lines = match (&self.forwarding, gw.trust) {
+            (Some((host, lines)), Trust::Replace) if host == req.host => Cow::Borrowed(lines),
+            _ => {
+                let fwd = req.forwarding(self.info.client.ip(), self.info.tls, gw.trust);
+                let lines = head::forwarding_lines(&fwd, gw.via.as_deref());
+                if gw.trust == Trust::Replace {
+                    self.forwarding = Some((req.host.to_string(), lines.clone()));
+                }
+                Cow::Owned(lines)
+            }
+        };
         self.out.clear();
-        req.write(&mut self.out, &forwarded_path, &fwd, gw.via.as_deref());
+        req.write(&mut self.out, &forwarded_path, &lines);
         Ok(Some(Plan {
             target,
             pt,
             start,
             head_len,
             body: req.body,
-            close: req.close,
+            close: req.close || drain.is_cancelled(),
             replayable: method.is_idempotent() && req.body == 0,
-            log_path: gw.access_log.then(|| path.clone()),
+            log_path: gw.access_log.then(|| path.to_string()),
             method,
             key,
             sticky,
@@ -248,7 +293,7 @@ impl<'g> Session<'g> {
     }
 
     /// Sends one request (retried where that is safe) and relays its response.
-    async fn exchange<IO>(&mut self, io: &mut IO, plan: Plan<'_>, drain: &CancellationToken) -> Next
+    async fn exchange<IO>(&mut self, io: &mut IO, plan: Plan<'_>) -> Next
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -274,10 +319,8 @@ impl<'g> Session<'g> {
             b.total.fetch_add(1, Relaxed);
             let sent_at = Instant::now();
             let deadline = tokio::time::Instant::now() + target.timeout;
-            let result = self
-                .attempt(io, pt, i, &mut body_left, plan.replayable, deadline)
-                .await;
-            let (conn, head_end) = match result {
+            let result = self.attempt(io, &plan, i, &mut body_left, deadline).await;
+            let (conn, answer) = match result {
                 Ok(r) => r,
                 Err(Failed::Connect(e)) => {
                     b.active.fetch_sub(1, Relaxed);
@@ -301,17 +344,14 @@ impl<'g> Session<'g> {
                     return Next::Close;
                 }
             };
-            let status = self.status();
-            if matches!(status, 502 | 503) && plan.replayable && tries < target.retries {
+            if matches!(answer.status, 502 | 503) && plan.replayable && tries < target.retries {
                 b.active.fetch_sub(1, Relaxed);
-                last = Some((status, String::new()));
+                last = Some((answer.status, String::new()));
                 continue;
             }
             b.record_traffic(true, pool.config.passive.as_ref(), "");
             let upstream_ms = sent_at.elapsed().as_millis() as u64;
-            return self
-                .relay(io, &plan, i, conn, head_end, upstream_ms, drain)
-                .await;
+            return self.relay(io, &plan, i, conn, answer, upstream_ms).await;
         }
         // No backend answered: lb does, and the connection goes on if the client's body was
         // read whole.
@@ -320,7 +360,7 @@ impl<'g> Session<'g> {
             Some((status, _)) => (status, "every backend tried answered with an error".into()),
             None => (503, "no healthy backend".into()),
         };
-        let close = plan.close || body_left > 0 || drain.is_cancelled();
+        let close = plan.close || body_left > 0;
         self.gw.note_answer(
             Some(target),
             status,
@@ -329,31 +369,33 @@ impl<'g> Session<'g> {
             self.info.client,
             plan.start,
         );
-        self.out.clear();
-        write_answer(&mut self.out, status, &msg, close);
-        if io.write_all(&self.out).await.is_err() || io.flush().await.is_err() || close {
+        self.reply.clear();
+        write_answer(&mut self.reply, status, &msg, close);
+        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
             return Next::Close;
         }
         Next::KeepAlive
     }
 
     /// One backend's attempt: the request sent (on an idle connection, or a new one if that
-    /// turns out closed) and the response head read into `rbuf`; its length on success.
-    #[allow(clippy::too_many_arguments)]
+    /// turns out closed) and the response head read and rewritten.
     async fn attempt<IO>(
         &mut self,
         io: &mut IO,
-        pt: &PoolTarget,
+        plan: &Plan<'_>,
         i: usize,
         body_left: &mut u64,
-        replayable: bool,
         deadline: tokio::time::Instant,
-    ) -> Result<(TcpStream, usize), Failed>
+    ) -> Result<(TcpStream, Answer), Failed>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        let pt = plan.pt;
         let b = &pt.pool.backends[i];
         let idle = pt.upstream.lean_idle(i);
+        let cookie = pt.sticky.as_ref().and_then(|(name, values)| {
+            (plan.sticky != Some(i)).then(|| format!("{name}={}; Path=/; HttpOnly", values[i]))
+        });
         let mut fresh_only = false;
         loop {
             let pooled = if fresh_only {
@@ -384,12 +426,15 @@ impl<'g> Session<'g> {
             if *body_left > 0 {
                 self.stream_body(io, &mut conn, body_left).await?;
             }
-            match self.read_head(&mut conn, deadline).await {
-                Ok(n) => return Ok((conn, n)),
+            match self
+                .read_head(&mut conn, plan, cookie.as_deref(), deadline)
+                .await
+            {
+                Ok(answer) => return Ok((conn, answer)),
                 // Closed before answering on a reused connection: the usual race with the
                 // backend's keep-alive timer. Safe to send again where nothing can repeat.
-                Err(Failed::Exchange { kind: 2, .. })
-                    if reused && replayable && self.rbuf.is_empty() =>
+                Err(Failed::Exchange { kind: RESPONSE, .. })
+                    if reused && plan.replayable && self.rbuf.is_empty() =>
                 {
                     fresh_only = true;
                 }
@@ -411,32 +456,40 @@ impl<'g> Session<'g> {
         let mut chunk = vec![0u8; CHUNK];
         while *left > 0 {
             let want = (*left).min(CHUNK as u64) as usize;
-            let n = match tokio::time::timeout(self.gw.idle_timeout, io.read(&mut chunk[..want]))
-                .await
-            {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Failed::Client),
-                Ok(Ok(n)) => n,
+            let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
+            self.client_timer.as_mut().reset(deadline);
+            let n = tokio::select! {
+                biased;
+                r = io.read(&mut chunk[..want]) => match r {
+                    Ok(0) | Err(_) => return Err(Failed::Client),
+                    Ok(n) => n,
+                },
+                () = self.client_timer.as_mut() => return Err(Failed::Client),
             };
             *left -= n as u64;
             if let Err(e) = conn.write_all(&chunk[..n]).await {
                 return Err(Failed::Exchange {
                     status: 502,
                     why: format!("failed while the request body was sent: {e}"),
-                    kind: 2,
+                    kind: RESPONSE,
                 });
             }
         }
         Ok(())
     }
 
-    /// Reads a final response head into `rbuf`; its length. Interim answers (100, 103) are
-    /// read past: the lean path never sends `Expect`, and hints are only hints.
+    /// Reads a final response head into `rbuf` and writes the client's head into `reply`.
+    /// Interim answers (100, 103) are read past: the lean path never sends `Expect`, and
+    /// hints are only hints.
     async fn read_head(
         &mut self,
         conn: &mut TcpStream,
+        plan: &Plan<'_>,
+        cookie: Option<&str>,
         deadline: tokio::time::Instant,
-    ) -> Result<usize, Failed> {
+    ) -> Result<Answer, Failed> {
         self.rbuf.clear();
+        self.backend_timer.as_mut().reset(deadline);
         loop {
             if !self.rbuf.is_empty() {
                 let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -448,7 +501,22 @@ impl<'g> Session<'g> {
                             self.rbuf.drain(..n);
                             continue;
                         }
-                        _ => return Ok(n),
+                        _ => {
+                            let resp = head::response(&parsed, plan.method == Method::HEAD)
+                                .map_err(|why| {
+                                    bad(&format!("sent a response lb cannot forward: {why}"))
+                                })?;
+                            let close = plan.close || resp.framing == Framing::UntilClose;
+                            self.reply.clear();
+                            resp.write(&mut self.reply, self.gw.via.as_deref(), cookie, close);
+                            return Ok(Answer {
+                                status: resp.status,
+                                framing: resp.framing,
+                                reusable: resp.reusable,
+                                close,
+                                head_len: n,
+                            });
+                        }
                     },
                     Ok(httparse::Status::Partial) if self.rbuf.len() < MAX_HEAD => {}
                     Ok(httparse::Status::Partial) => return Err(bad("sent a head too large")),
@@ -458,107 +526,55 @@ impl<'g> Session<'g> {
             if self.rbuf.capacity() - self.rbuf.len() < CHUNK / 4 {
                 self.rbuf.reserve(CHUNK);
             }
-            match tokio::time::timeout_at(deadline, conn.read_buf(&mut self.rbuf)).await {
-                Ok(Ok(0)) => return Err(bad("closed the connection before answering")),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(bad(&format!("failed: {e}"))),
-                Err(_) => {
+            let read = tokio::select! {
+                biased;
+                r = conn.read_buf(&mut self.rbuf) => r,
+                () = self.backend_timer.as_mut() => {
                     return Err(Failed::Exchange {
                         status: 504,
                         why: "did not answer in time".into(),
-                        kind: 1,
+                        kind: TIMEOUT,
                     })
                 }
+            };
+            match read {
+                Ok(0) => return Err(bad("closed the connection before answering")),
+                Ok(_) => {}
+                Err(e) => return Err(bad(&format!("failed: {e}"))),
             }
         }
     }
 
-    /// The status of the response head in `rbuf`.
-    fn status(&self) -> u16 {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        match parsed.parse(&self.rbuf) {
-            Ok(_) => parsed.code.unwrap_or(502),
-            Err(_) => 502,
-        }
-    }
-
-    /// Sends the response (head in `rbuf[..head_end]`) to the client, relays its body, and
-    /// pools the backend connection if the exchange ended cleanly.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the response to the client, relays its body, and pools the backend connection
+    /// if the exchange ended cleanly.
     async fn relay<IO>(
         &mut self,
         io: &mut IO,
         plan: &Plan<'_>,
         i: usize,
         mut conn: TcpStream,
-        head_end: usize,
+        answer: Answer,
         upstream_ms: u64,
-        drain: &CancellationToken,
     ) -> Next
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let (target, pt) = (plan.target, plan.pt);
         let b = &pt.pool.backends[i];
-        let head_request = plan.method == Method::HEAD;
-        let (status, framing, reusable) = {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut fields);
-            let inspected = match parsed.parse(&self.rbuf[..head_end]) {
-                Ok(_) => head::response(&parsed, head_request),
-                Err(_) => Err("malformed head"),
-            };
-            let resp = match inspected {
-                Ok(r) => r,
-                Err(why) => {
-                    drop(conn);
-                    b.active.fetch_sub(1, Relaxed);
-                    pt.errors[i][2].increment(1);
-                    let msg = format!("backend {} sent a response lb cannot forward: {why}", b.id);
-                    self.gw.note_answer(
-                        Some(target),
-                        502,
-                        &plan.method,
-                        plan.log_path.as_deref(),
-                        self.info.client,
-                        plan.start,
-                    );
-                    self.out.clear();
-                    write_answer(&mut self.out, 502, &msg, plan.close);
-                    let ok = io.write_all(&self.out).await.is_ok() && io.flush().await.is_ok();
-                    return if ok && !plan.close {
-                        Next::KeepAlive
-                    } else {
-                        Next::Close
-                    };
-                }
-            };
-            let cookie = pt.sticky.as_ref().and_then(|(name, values)| {
-                (plan.sticky != Some(i)).then(|| format!("{name}={}; Path=/; HttpOnly", values[i]))
-            });
-            let close = plan.close || resp.framing == Framing::UntilClose || drain.is_cancelled();
-            self.out.clear();
-            resp.write(
-                &mut self.out,
-                self.gw.via.as_deref(),
-                cookie.as_deref(),
-                close,
-            );
-            (resp.status, resp.framing, resp.reusable && !close)
-        };
-        target.metrics.count(status);
+        target.metrics.count(answer.status);
         let line = plan.log_path.clone().map(|path| LogLine {
             client: self.info.client,
             listener: self.gw.listener.clone(),
             route: target.name.clone(),
             method: plan.method.clone(),
             path,
-            status,
+            status: answer.status,
             backend: b.id.clone(),
             upstream_ms,
         });
-        let relayed = self.relay_body(io, &mut conn, head_end, framing).await;
+        let relayed = self
+            .relay_body(io, &mut conn, answer.head_len, answer.framing)
+            .await;
         // `exact`: the backend ended its message where its framing said, and sent no more.
         let (sent, exact, broken) = match relayed {
             Ok((sent, exact)) => (sent, exact, false),
@@ -575,19 +591,18 @@ impl<'g> Session<'g> {
         if let Some(l) = line {
             l.emit(plan.body, sent, plan.start);
         }
-        if exact && reusable {
+        if exact && answer.reusable {
             if let Some(idle) = pt.upstream.lean_idle(i) {
                 idle.put(conn);
             }
         }
-        let framing_closes = framing == Framing::UntilClose;
-        if broken || !flushed || plan.close || framing_closes || drain.is_cancelled() {
+        if broken || !flushed || answer.close {
             return Next::Close;
         }
         Next::KeepAlive
     }
 
-    /// Writes the head in `out` and relays the body that follows `rbuf[..head_end]`; the
+    /// Writes the head in `reply` and relays the body that follows `rbuf[..head_end]`; the
     /// body bytes sent, and whether the backend ended the message exactly (nothing after
     /// it). `Err(sent)` when either side broke off.
     async fn relay_body<IO>(
@@ -624,20 +639,20 @@ impl<'g> Session<'g> {
                 Framing::UntilClose => (avail.len(), false),
             };
             let extra = done && take < avail.len();
-            if self.out.len() + take <= COALESCE {
-                self.out.extend_from_slice(&avail[..take]);
-                if io.write_all(&self.out).await.is_err() {
+            if self.reply.len() + take <= COALESCE {
+                self.reply.extend_from_slice(&avail[..take]);
+                if io.write_all(&self.reply).await.is_err() {
                     return Err(sent);
                 }
             } else {
-                if !self.out.is_empty() && io.write_all(&self.out).await.is_err() {
+                if !self.reply.is_empty() && io.write_all(&self.reply).await.is_err() {
                     return Err(sent);
                 }
                 if io.write_all(&self.rbuf[at..at + take]).await.is_err() {
                     return Err(sent);
                 }
             }
-            self.out.clear();
+            self.reply.clear();
             sent += take as u64;
             if let Framing::Length(_) = framing {
                 left -= take as u64;
@@ -651,10 +666,17 @@ impl<'g> Session<'g> {
             if self.rbuf.capacity() < CHUNK {
                 self.rbuf.reserve(CHUNK);
             }
-            match tokio::time::timeout(self.gw.idle_timeout, conn.read_buf(&mut self.rbuf)).await {
-                Ok(Ok(0)) if framing == Framing::UntilClose => return Ok((sent, false)),
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(sent),
-                Ok(Ok(_)) => {}
+            let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
+            self.backend_timer.as_mut().reset(deadline);
+            let read = tokio::select! {
+                biased;
+                r = conn.read_buf(&mut self.rbuf) => r,
+                () = self.backend_timer.as_mut() => return Err(sent),
+            };
+            match read {
+                Ok(0) if framing == Framing::UntilClose => return Ok((sent, false)),
+                Ok(0) | Err(_) => return Err(sent),
+                Ok(_) => {}
             }
         }
     }
@@ -664,7 +686,7 @@ fn bad(why: &str) -> Failed {
     Failed::Exchange {
         status: 502,
         why: why.to_string(),
-        kind: 2,
+        kind: RESPONSE,
     }
 }
 
