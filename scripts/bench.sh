@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
-SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle l7 gateway"}
+SCENARIOS=${SCENARIOS:-"bulk bulk4 rps conn dns tls-rps tls-conn idle l7 l7-idle gateway"}
 # Idle connections held open for the RSS-per-connection scenario (each costs the proxy two
 # descriptors; the container limit here is 20000).
 IDLE_CONNS=${IDLE_CONNS:-5000}
@@ -260,6 +260,7 @@ run_scenario() { # scenario port
     dns)   taskset -c "$LOAD_CPUS" dnsperf -s 127.0.0.1 -p $(( port + 60 )) -d "$WORK/queries.txt" -l "$DURATION" -c 8 -q 200 2>/dev/null \
              | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$4} END {print q" "l}' ;;
     idle)  idle_rss "$port" ;;
+    l7-idle) idle_rss $(( port + 80 )) ;;
     conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
     tls-rps)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
     gateway) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency -H "Authorization: Bearer $JWT" "http://127.0.0.1:$(( port + 90 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
@@ -301,7 +302,7 @@ PYI
   rm -f "$WORK/idle.ready"
   echo $(( (after - before) * 1024 / IDLE_CONNS ))
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7|gateway) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; esac; }
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7|gateway) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; l7-idle) echo "bytes RSS per idle HTTP keep-alive connection (lower is better)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
@@ -316,7 +317,7 @@ for s in $SCENARIOS; do
       # Gateway policies are lb's alone; compare with its own plain l7 figure.
       if [ "$s" = gateway ]; then case $p in lb|lb-base) ;; *) continue ;; esac; fi
       # RSS per connection is a proxy's figure; there is no direct path to measure.
-      if [ "$s" = idle ] && [ "$p" = direct ]; then continue; fi
+      case $s in idle|l7-idle) [ "$p" = direct ] && continue ;; esac
       if [ "$p" = direct ]; then
         case $s in
           rps|conn) port=${HTTP_BE##*:} ;;
@@ -340,7 +341,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"idle": "bytes RSS per idle connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s", "gateway": "HTTP mode + JWT + rate limit req/s"}
+units = {"idle": "bytes RSS per idle connection (lower is better)", "l7-idle": "bytes RSS per idle HTTP keep-alive connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s", "gateway": "HTTP mode + JWT + rate limit req/s"}
 data = collections.defaultdict(list)
 for s, p, r, v, cpu in rows:
     parts = v.split()
@@ -362,7 +363,7 @@ for s in dict.fromkeys(k[0] for k in data):
         if ss != s: continue
         vs = [v[0] for v in vals]; pc = [v[1] for v in vals if v[1]]
         m = statistics.median(vs)
-        pcm = statistics.median(pc) if pc and s != "idle" else None
+        pcm = statistics.median(pc) if pc and s not in ("idle", "l7-idle") else None
         rh = m / med["haproxy"] if med.get("haproxy") else None
         rn = m / med["nginx"] if med.get("nginx") else None
         rd = m / med["direct"] if med.get("direct") else None

@@ -13,6 +13,7 @@
 pub mod chunked;
 pub mod head;
 pub mod pool;
+pub mod spare;
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -47,7 +48,11 @@ pub(crate) enum End {
 
 /// A request head over this many bytes is the full path's (which refuses it).
 const MAX_HEAD: usize = 64 * 1024;
-/// Read size for heads and bodies.
+/// Read room for heads: most fit many times over.
+const HEAD_ROOM: usize = spare::ROOM;
+/// What an idle connection reads its next request's first bytes into (in place, not lent).
+const FIRST_READ: usize = 512;
+/// Read size for bodies that take more than one read.
 const CHUNK: usize = 16 * 1024;
 /// Bodies up to this size go out in the same write as their head.
 const COALESCE: usize = 16 * 1024;
@@ -144,8 +149,36 @@ impl<'g> Session<'g> {
     }
 
     /// The client bytes read and not used: the start of what the full path takes on.
-    pub(crate) fn pending(self) -> Vec<u8> {
-        self.buf
+    pub(crate) fn pending(mut self) -> Vec<u8> {
+        let pending = std::mem::take(&mut self.buf);
+        self.release();
+        pending
+    }
+
+    /// Gives the buffers back while the connection idles.
+    fn release(&mut self) {
+        for b in [
+            &mut self.buf,
+            &mut self.out,
+            &mut self.reply,
+            &mut self.rbuf,
+        ] {
+            spare::give(b);
+        }
+    }
+
+    /// Takes buffers for a request.
+    fn lend(&mut self) {
+        for b in [
+            &mut self.buf,
+            &mut self.out,
+            &mut self.reply,
+            &mut self.rbuf,
+        ] {
+            if b.capacity() == 0 {
+                *b = spare::take();
+            }
+        }
     }
 
     /// Serves requests until the connection closes or one is the full path's.
@@ -169,8 +202,10 @@ impl<'g> Session<'g> {
                     }
                 }
                 let idle = self.buf.is_empty();
-                if self.buf.capacity() - self.buf.len() < CHUNK / 4 {
-                    self.buf.reserve(CHUNK);
+                if idle {
+                    self.release();
+                } else if self.buf.capacity() - self.buf.len() < HEAD_ROOM / 4 {
+                    self.buf.reserve(HEAD_ROOM);
                 }
                 // Between requests the connection may idle; once a head has begun it must be
                 // complete within `header_timeout` (slowloris), as hyper's timer does.
@@ -184,9 +219,17 @@ impl<'g> Session<'g> {
                     }
                 };
                 self.client_timer.as_mut().reset(deadline);
+                let mut first = [0u8; FIRST_READ];
+                let reading = async {
+                    if idle {
+                        io.read(&mut first).await
+                    } else {
+                        io.read_buf(&mut self.buf).await
+                    }
+                };
                 let read = tokio::select! {
                     biased;
-                    r = io.read_buf(&mut self.buf) => r,
+                    r = reading => r,
                     () = self.client_timer.as_mut() => {
                         if !idle {
                             self.gw.cut(self.info.client, 408, &"request head not received in time");
@@ -197,6 +240,10 @@ impl<'g> Session<'g> {
                 };
                 match read {
                     Ok(0) | Err(_) => return End::Closed,
+                    Ok(n) if idle => {
+                        self.lend();
+                        self.buf.extend_from_slice(&first[..n]);
+                    }
                     Ok(_) => {}
                 }
             };
@@ -453,9 +500,27 @@ impl<'g> Session<'g> {
     where
         IO: AsyncRead + Unpin,
     {
-        let mut chunk = vec![0u8; CHUNK];
+        // The backend's buffer is free until the response: it carries the body.
+        let mut chunk = std::mem::take(&mut self.rbuf);
+        chunk.resize(CHUNK, 0);
+        let result = self.stream_through(io, conn, left, &mut chunk).await;
+        chunk.clear();
+        self.rbuf = chunk;
+        result
+    }
+
+    async fn stream_through<IO>(
+        &mut self,
+        io: &mut IO,
+        conn: &mut TcpStream,
+        left: &mut u64,
+        chunk: &mut [u8],
+    ) -> Result<(), Failed>
+    where
+        IO: AsyncRead + Unpin,
+    {
         while *left > 0 {
-            let want = (*left).min(CHUNK as u64) as usize;
+            let want = (*left).min(chunk.len() as u64) as usize;
             let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
             self.client_timer.as_mut().reset(deadline);
             let n = tokio::select! {
@@ -523,8 +588,8 @@ impl<'g> Session<'g> {
                     Err(e) => return Err(bad(&format!("sent a malformed head: {e}"))),
                 }
             }
-            if self.rbuf.capacity() - self.rbuf.len() < CHUNK / 4 {
-                self.rbuf.reserve(CHUNK);
+            if self.rbuf.capacity() - self.rbuf.len() < HEAD_ROOM / 4 {
+                self.rbuf.reserve(HEAD_ROOM);
             }
             let read = tokio::select! {
                 biased;
