@@ -351,9 +351,9 @@ impl Gateway {
         } = conn;
         let mut pending = Vec::new();
         if self.lean && alpn.as_deref() != Some(b"h2") {
-            let mut session = crate::lean::Session::new(&self, &info);
+            let mut session = crate::lean::Session::new(&self, &info, &drain);
             let end = tokio::select! {
-                end = session.run(&mut io, &drain) => end,
+                end = session.run(&mut io) => end,
                 () = cancel.cancelled() => return,
             };
             if end == crate::lean::End::Closed {

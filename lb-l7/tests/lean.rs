@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{config, gateway};
+use support::{config, gateway, gateway_draining};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,12 +20,15 @@ struct Reply {
     pieces: Vec<Vec<u8>>,
     /// Close the connection afterwards.
     close: bool,
+    /// Wait this long before answering.
+    wait: Duration,
 }
 
 fn reply(text: &str) -> Reply {
     Reply {
         pieces: vec![text.as_bytes().to_vec()],
         close: false,
+        wait: Duration::ZERO,
     }
 }
 
@@ -62,6 +65,7 @@ where
                     let Some(r) = script(conn, n, &request) else {
                         return;
                     };
+                    tokio::time::sleep(r.wait).await;
                     for p in &r.pieces {
                         if s.write_all(p).await.is_err() {
                             return;
@@ -228,6 +232,7 @@ async fn chunked_responses_are_relayed_as_they_come_and_the_connection_reused() 
                     b"0\r\nx-sum: 11\r\n\r\n".to_vec(),
                 ],
                 close: false,
+                wait: Duration::ZERO,
             }
         } else if head.starts_with("HEAD") {
             reply("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
@@ -275,6 +280,7 @@ async fn a_body_delimited_by_close_closes_the_client_too() {
                 b"the end".to_vec(),
             ],
             close: true,
+            wait: Duration::ZERO,
         })
     })
     .await;
@@ -391,6 +397,7 @@ async fn large_bodies_stream_both_ways() {
         Some(Reply {
             pieces: vec![body],
             close: false,
+            wait: Duration::ZERO,
         })
     })
     .await;
@@ -406,4 +413,42 @@ async fn large_bodies_stream_both_ways() {
     let (_, body) = got[0].split_once("\r\n\r\n").expect("head");
     assert_eq!(body.len(), SIZE);
     assert!(body.bytes().all(|b| b == b'u'));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_closes_idle_connections_and_ends_busy_ones_after_their_answer() {
+    let be = scripted(|_, _, head| {
+        let mut r = reply(&ok("done"));
+        if head.starts_with("GET /slow") {
+            r.wait = Duration::from_millis(400);
+        }
+        Some(r)
+    })
+    .await;
+    let text = config(&[(&[be.addr], "")], "pool = \"p0\"", "");
+    let (lb, _, drain) = gateway_draining(&text).await;
+    let mut idle = TcpStream::connect(lb).await.expect("connect");
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 1024];
+    let n = idle.read(&mut first).await.expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).ends_with("done"));
+    let busy = tokio::spawn(exchange(lb, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n", 2));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drain.cancel();
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut first))
+        .await
+        .expect("the idle connection is closed at once");
+    assert_eq!(closed.expect("read"), 0);
+    let answers = busy.await.expect("task");
+    assert_eq!(
+        answers.len(),
+        1,
+        "one answer, then the connection closed: {answers:?}"
+    );
+    assert!(
+        answers[0].contains("connection: close\r\n") && answers[0].ends_with("done"),
+        "{answers:?}"
+    );
 }

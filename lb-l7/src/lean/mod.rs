@@ -11,20 +11,19 @@
 //! give a client the same answers; only the cost differs.
 
 pub mod chunked;
+pub mod deadline;
 pub mod head;
 pub mod pool;
 pub mod spare;
 
 use std::borrow::Cow;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use lb_core::pool::Attempt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Keys};
@@ -34,6 +33,7 @@ use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::respond::LogLine;
 use crate::router::RequestHead;
 use chunked::{Chunked, Scan};
+use deadline::Deadline;
 use head::{Framing, MAX_HEADERS};
 
 /// How the lean path left a connection.
@@ -61,6 +61,8 @@ const COALESCE: usize = 16 * 1024;
 pub(crate) struct Session<'g> {
     gw: &'g Gateway,
     info: &'g ConnInfo,
+    /// Cancelled when the listener stops accepting.
+    drain: &'g CancellationToken,
     /// Client bytes read and not yet used.
     buf: Vec<u8>,
     /// The backend's request head (and what goes in the same write); kept for retries.
@@ -75,8 +77,8 @@ pub(crate) struct Session<'g> {
     forwarding: Option<(String, Vec<u8>)>,
     /// One timer per side, moved on rather than made anew per wait: moving a deadline later
     /// is one atomic operation, a new timer a trip through the timer wheel's lock.
-    client_timer: Pin<Box<Sleep>>,
-    backend_timer: Pin<Box<Sleep>>,
+    client_timer: Deadline,
+    backend_timer: Deadline,
 }
 
 /// What one request's head decided, before any I/O.
@@ -86,7 +88,7 @@ struct Plan<'g> {
     start: Instant,
     head_len: usize,
     body: u64,
-    /// This is the connection's last exchange (the client asked, or lb is draining).
+    /// The client asked to close after this exchange.
     close: bool,
     method: Method,
     log_path: Option<String>,
@@ -132,19 +134,19 @@ const TIMEOUT: usize = 1;
 const RESPONSE: usize = 2;
 
 impl<'g> Session<'g> {
-    pub(crate) fn new(gw: &'g Gateway, info: &'g ConnInfo) -> Self {
-        let far = tokio::time::Instant::now() + Duration::from_secs(86_400);
+    pub(crate) fn new(gw: &'g Gateway, info: &'g ConnInfo, drain: &'g CancellationToken) -> Self {
         Self {
             gw,
             info,
+            drain,
             buf: Vec::new(),
             out: Vec::new(),
             reply: Vec::new(),
             rbuf: Vec::new(),
             head_deadline: None,
             forwarding: None,
-            client_timer: Box::pin(tokio::time::sleep_until(far)),
-            backend_timer: Box::pin(tokio::time::sleep_until(far)),
+            client_timer: Deadline::default(),
+            backend_timer: Deadline::default(),
         }
     }
 
@@ -182,16 +184,16 @@ impl<'g> Session<'g> {
     }
 
     /// Serves requests until the connection closes or one is the full path's.
-    pub(crate) async fn run<IO>(&mut self, io: &mut IO, drain: &CancellationToken) -> End
+    pub(crate) async fn run<IO>(&mut self, io: &mut IO) -> End
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let drained = drain.cancelled();
+        let drained = self.drain.cancelled();
         tokio::pin!(drained);
         loop {
             let plan = loop {
                 if !self.buf.is_empty() {
-                    match self.plan(drain) {
+                    match self.plan() {
                         Ok(Some(plan)) => break plan,
                         Ok(None) if self.buf.len() < MAX_HEAD => {}
                         Ok(None) => return End::FullPath,
@@ -218,7 +220,7 @@ impl<'g> Session<'g> {
                         d
                     }
                 };
-                self.client_timer.as_mut().reset(deadline);
+                self.client_timer.set(deadline);
                 let mut first = [0u8; FIRST_READ];
                 let reading = async {
                     if idle {
@@ -230,7 +232,7 @@ impl<'g> Session<'g> {
                 let read = tokio::select! {
                     biased;
                     r = reading => r,
-                    () = self.client_timer.as_mut() => {
+                    () = self.client_timer.passed() => {
                         if !idle {
                             self.gw.cut(self.info.client, 408, &"request head not received in time");
                         }
@@ -257,7 +259,7 @@ impl<'g> Session<'g> {
 
     /// Parses the head in `buf`: `Ok(None)` while incomplete, `Err` when it is not the lean
     /// path's. A plan writes the backend's head into `out`.
-    fn plan(&mut self, drain: &CancellationToken) -> Result<Option<Plan<'g>>, head::Unusual> {
+    fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
         let gw = self.gw;
         let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut fields);
@@ -330,7 +332,7 @@ impl<'g> Session<'g> {
             start,
             head_len,
             body: req.body,
-            close: req.close || drain.is_cancelled(),
+            close: req.close,
             replayable: method.is_idempotent() && req.body == 0,
             log_path: gw.access_log.then(|| path.to_string()),
             method,
@@ -364,8 +366,9 @@ impl<'g> Session<'g> {
             let b = &pool.backends[i];
             b.active.fetch_add(1, Relaxed);
             b.total.fetch_add(1, Relaxed);
-            let sent_at = Instant::now();
-            let deadline = tokio::time::Instant::now() + target.timeout;
+            // Only the access log wants the backend's own time.
+            let sent_at = self.gw.access_log.then(Instant::now);
+            let deadline = tokio::time::Instant::from_std(plan.start + target.timeout);
             let result = self.attempt(io, &plan, i, &mut body_left, deadline).await;
             let (conn, answer) = match result {
                 Ok(r) => r,
@@ -397,7 +400,7 @@ impl<'g> Session<'g> {
                 continue;
             }
             b.record_traffic(true, pool.config.passive.as_ref(), "");
-            let upstream_ms = sent_at.elapsed().as_millis() as u64;
+            let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
             return self.relay(io, &plan, i, conn, answer, upstream_ms).await;
         }
         // No backend answered: lb does, and the connection goes on if the client's body was
@@ -522,14 +525,14 @@ impl<'g> Session<'g> {
         while *left > 0 {
             let want = (*left).min(chunk.len() as u64) as usize;
             let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
-            self.client_timer.as_mut().reset(deadline);
+            self.client_timer.set(deadline);
             let n = tokio::select! {
                 biased;
                 r = io.read(&mut chunk[..want]) => match r {
                     Ok(0) | Err(_) => return Err(Failed::Client),
                     Ok(n) => n,
                 },
-                () = self.client_timer.as_mut() => return Err(Failed::Client),
+                () = self.client_timer.passed() => return Err(Failed::Client),
             };
             *left -= n as u64;
             if let Err(e) = conn.write_all(&chunk[..n]).await {
@@ -554,7 +557,7 @@ impl<'g> Session<'g> {
         deadline: tokio::time::Instant,
     ) -> Result<Answer, Failed> {
         self.rbuf.clear();
-        self.backend_timer.as_mut().reset(deadline);
+        self.backend_timer.set(deadline);
         loop {
             if !self.rbuf.is_empty() {
                 let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -571,7 +574,10 @@ impl<'g> Session<'g> {
                                 .map_err(|why| {
                                     bad(&format!("sent a response lb cannot forward: {why}"))
                                 })?;
-                            let close = plan.close || resp.framing == Framing::UntilClose;
+                            // Draining: this response is the connection's last, and says so.
+                            let close = plan.close
+                                || resp.framing == Framing::UntilClose
+                                || self.drain.is_cancelled();
                             self.reply.clear();
                             resp.write(&mut self.reply, self.gw.via.as_deref(), cookie, close);
                             return Ok(Answer {
@@ -594,7 +600,7 @@ impl<'g> Session<'g> {
             let read = tokio::select! {
                 biased;
                 r = conn.read_buf(&mut self.rbuf) => r,
-                () = self.backend_timer.as_mut() => {
+                () = self.backend_timer.passed() => {
                     return Err(Failed::Exchange {
                         status: 504,
                         why: "did not answer in time".into(),
@@ -732,11 +738,11 @@ impl<'g> Session<'g> {
                 self.rbuf.reserve(CHUNK);
             }
             let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
-            self.backend_timer.as_mut().reset(deadline);
+            self.backend_timer.set(deadline);
             let read = tokio::select! {
                 biased;
                 r = conn.read_buf(&mut self.rbuf) => r,
-                () = self.backend_timer.as_mut() => return Err(sent),
+                () = self.backend_timer.passed() => return Err(sent),
             };
             match read {
                 Ok(0) if framing == Framing::UntilClose => return Ok((sent, false)),

@@ -203,6 +203,12 @@ pub fn config(pools: &[(&[SocketAddr], &str)], listener_extra: &str, routes: &st
 /// The gateway of `config` serving on a loopback port, as lb-core would hand it
 /// connections. Returns its address and the gateway (for its pools' live state).
 pub async fn gateway(config: &str) -> (SocketAddr, Arc<Gateway>) {
+    let (addr, gw, _) = gateway_draining(config).await;
+    (addr, gw)
+}
+
+/// [`gateway`], with the token that drains its connections (as lb-core's listener stop does).
+pub async fn gateway_draining(config: &str) -> (SocketAddr, Arc<Gateway>, CancellationToken) {
     let loaded = lb_core::config::load_str("test.toml", config).unwrap_or_else(|e| panic!("{e}"));
     let pools: Vec<Arc<Pool>> = loaded
         .config
@@ -214,6 +220,8 @@ pub async fn gateway(config: &str) -> (SocketAddr, Arc<Gateway>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let served = gw.clone();
+    let drain = CancellationToken::new();
+    let draining = drain.clone();
     tokio::spawn(async move {
         while let Ok((s, peer)) = l.accept().await {
             let conn = Conn {
@@ -221,14 +229,14 @@ pub async fn gateway(config: &str) -> (SocketAddr, Arc<Gateway>) {
                 client: peer,
                 sni: None,
                 alpn: None,
-                drain: CancellationToken::new(),
+                drain: draining.clone(),
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             };
             tokio::spawn(served.clone().serve_conn(conn));
         }
     });
-    (addr, gw)
+    (addr, gw, drain)
 }
 
 /// One raw HTTP/1.1 exchange on a fresh connection, read until lb closes it: status code,
