@@ -17,6 +17,7 @@ pub mod pool;
 pub mod spare;
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -73,6 +74,8 @@ pub(crate) struct Session<'g> {
     rbuf: Vec<u8>,
     /// When the head being read must be complete.
     head_deadline: Option<tokio::time::Instant>,
+    /// When the last exchange ended (the clock was read for its metrics anyway).
+    idle_from: Option<Instant>,
     /// The forwarding lines for the last Host, when client claims are replaced.
     forwarding: Option<(String, Vec<u8>)>,
     /// One timer per side, moved on rather than made anew per wait: moving a deadline later
@@ -144,6 +147,7 @@ impl<'g> Session<'g> {
             reply: Vec::new(),
             rbuf: Vec::new(),
             head_deadline: None,
+            idle_from: None,
             forwarding: None,
             client_timer: Deadline::default(),
             backend_timer: Deadline::default(),
@@ -212,7 +216,10 @@ impl<'g> Session<'g> {
                 // Between requests the connection may idle; once a head has begun it must be
                 // complete within `header_timeout` (slowloris), as hyper's timer does.
                 let deadline = match (idle, self.head_deadline) {
-                    (true, _) => tokio::time::Instant::now() + self.gw.idle_timeout,
+                    (true, _) => {
+                        let from = self.idle_from.take().unwrap_or_else(Instant::now);
+                        tokio::time::Instant::from_std(from) + self.gw.idle_timeout
+                    }
                     (false, Some(d)) => d,
                     (false, None) => {
                         let d = tokio::time::Instant::now() + self.gw.header_timeout;
@@ -261,9 +268,10 @@ impl<'g> Session<'g> {
     /// path's. A plan writes the backend's head into `out`.
     fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
         let gw = self.gw;
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut fields);
-        let head_len = match parsed.parse(&self.buf) {
+        // Not zeroed first: the parser writes what it returns.
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut []);
+        let head_len = match parsed.parse_with_uninit_headers(&self.buf, &mut fields) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err("unparsable head"),
@@ -560,9 +568,14 @@ impl<'g> Session<'g> {
         self.backend_timer.set(deadline);
         loop {
             if !self.rbuf.is_empty() {
-                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut parsed = httparse::Response::new(&mut fields);
-                match parsed.parse(&self.rbuf) {
+                let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut parsed = httparse::Response::new(&mut []);
+                let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut parsed,
+                    &self.rbuf,
+                    &mut fields,
+                );
+                match parsing {
                     Ok(httparse::Status::Complete(n)) => match parsed.code {
                         Some(101) => return Err(bad("switched protocols unasked")),
                         Some(c) if c < 200 => {
@@ -655,10 +668,12 @@ impl<'g> Session<'g> {
         b.active.fetch_sub(1, Relaxed);
         b.bytes_in.fetch_add(plan.body, Relaxed);
         b.bytes_out.fetch_add(sent, Relaxed);
+        let end = Instant::now();
         target
             .metrics
             .duration
-            .record(plan.start.elapsed().as_secs_f64());
+            .record((end - plan.start).as_secs_f64());
+        self.idle_from = Some(end);
         if let Some(l) = line {
             l.emit(plan.body, sent, plan.start);
         }
