@@ -107,7 +107,8 @@ pub struct RouteTarget {
     pub cache: Option<Arc<policy::cache::Cache>>,
     /// The route's `transform` policy, which reads bodies around the exchange.
     pub transform: Option<Arc<crate::transform::Transform>>,
-    /// Its requests may take the lean path: no policies, a plain HTTP/1.1 pool.
+    /// Its requests may take the lean path: a plain HTTP/1.1 pool, and no policy that needs
+    /// the bodies (cache, transform).
     pub lean: bool,
 }
 
@@ -139,6 +140,8 @@ pub struct Gateway {
     pub header_timeout: Duration,
     /// Some route takes the lean path.
     pub lean: bool,
+    /// Some route on the lean path has policies (which see the request's fields as a map).
+    pub lean_policies: bool,
     /// The lean path must give routing or picking a request's fields (header conditions,
     /// `hash_key = header:|cookie:`, `sticky_cookie`).
     pub lean_needs_headers: bool,
@@ -260,7 +263,11 @@ impl Gateway {
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
                 cache: r.policies.iter().find_map(|&i| caches[i].clone()),
                 transform: r.policies.iter().find_map(|&i| transforms[i].clone()),
-                lean: r.policies.is_empty() && lean_pool(loaded, r.pool),
+                lean: r
+                    .policies
+                    .iter()
+                    .all(|&i| caches[i].is_none() && transforms[i].is_none())
+                    && lean_pool(loaded, r.pool),
             });
         }
         let default = l.pool.map(|p| {
@@ -285,6 +292,7 @@ impl Gateway {
             .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l.connect_timeout)))
             .collect();
         let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean);
+        let lean_policies = routes.iter().any(|r| r.lean && !r.policies.is_empty());
         let lean_needs_headers = c
             .routes
             .iter()
@@ -323,6 +331,7 @@ impl Gateway {
             idle_timeout: l.idle_timeout,
             header_timeout: l.http.header_timeout,
             lean,
+            lean_policies,
             lean_needs_headers,
             refused: RouteMetrics::new(&l.name, "-"),
             server,

@@ -452,3 +452,69 @@ async fn draining_closes_idle_connections_and_ends_busy_ones_after_their_answer(
         "{answers:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_run_on_the_lean_path_refusals_included() {
+    // The backend's own reason phrase comes through (the full path would write "OK").
+    let be = scripted(|_, _, _| {
+        Some(reply(
+            "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nServer: be\r\n\r\nok",
+        ))
+    })
+    .await;
+    // sha256("password").
+    let policies = "[policy.keys]\nkind = \"api_key\"\nkeys = [{ name = \"cli\", sha256 = \"5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\" }]\n\
+                    [policy.stamp]\nkind = \"headers\"\nrequest = { set = { \"x-consumer\" = \"${consumer}\" } }\n\
+                    response = { add = { \"x-served-by\" = \"lb/${route}\" }, remove = [\"server\"] }\n";
+    let routes = format!(
+        "[[route]]\nlistener = \"web\"\nname = \"api\"\nmatch = {{ path_prefix = \"/\" }}\npool = \"p0\"\npolicies = [\"keys\", \"stamp\"]\n{policies}"
+    );
+    let text = config(&[(&[be.addr], "")], "", &routes);
+    let lb = gateway(&text).await.0;
+    let with_key = "GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-API-Key: password\r\nX-Keep: Yes\r\n\r\n";
+    let without = "POST /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    let answers = exchange(lb, &format!("{with_key}{without}{with_key}"), 3).await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for a in [&answers[0], &answers[2]] {
+        assert!(a.starts_with("HTTP/1.1 200 Fine\r\n"), "{a}");
+        assert!(
+            a.contains("x-served-by: lb/api\r\n") && !a.contains("Server:"),
+            "{a}"
+        );
+        assert!(a.ends_with("\r\n\r\nok"), "{a}");
+    }
+    assert!(
+        answers[1].starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1]
+            .to_ascii_lowercase()
+            .contains("www-authenticate:"),
+        "{answers:?}"
+    );
+    assert!(answers[1].contains("\"status\":401"), "{answers:?}");
+    let got = be.received.lock().expect("lock").clone();
+    assert_eq!(
+        got.len(),
+        2,
+        "the refused request never reached the backend: {got:?}"
+    );
+    assert!(got[0].starts_with("GET /a?x=1 HTTP/1.1\r\n"), "{}", got[0]);
+    assert!(
+        got[0].contains("x-consumer: cli\r\n") && got[0].contains("x-keep: Yes\r\n"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        !got[0].to_ascii_lowercase().contains("x-api-key"),
+        "{}",
+        got[0]
+    );
+    assert!(
+        got[0].contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{}",
+        got[0]
+    );
+    assert_eq!(be.connections.load(Ordering::SeqCst), 1);
+}

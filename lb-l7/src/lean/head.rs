@@ -169,6 +169,34 @@ impl Request<'_> {
     }
 }
 
+/// Writes the backend's head of a request whose fields went through the route's policies
+/// (as a map): like [`Request::write`], hop-by-hop and forwarding fields dropped.
+pub fn write_mapped_request(
+    out: &mut Vec<u8>,
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &mut http::HeaderMap,
+    lines: &[u8],
+) {
+    forward::strip_hop_by_hop(headers);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers.iter() {
+        if !forward::is_forwarding(name.as_str()) {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(lines);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// lb's forwarding fields (and `Via`) as header lines. The same for every request of a
 /// connection with the same Host when client claims are replaced, so they are kept.
 pub fn forwarding_lines(fwd: &Forwarding, via: Option<&str>) -> Vec<u8> {
@@ -272,17 +300,7 @@ impl Response<'_> {
     /// Writes the head the client gets: the backend's end-to-end fields and framing, `Via`,
     /// a sticky cookie, and `Connection: close` when this is the connection's last exchange.
     pub fn write(&self, out: &mut Vec<u8>, via: Option<&str>, cookie: Option<&str>, close: bool) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        // httparse reads exactly three digits.
-        let s = self.status;
-        out.extend_from_slice(&[
-            b'0' + (s / 100 % 10) as u8,
-            b'0' + (s / 10 % 10) as u8,
-            b'0' + (s % 10) as u8,
-            b' ',
-        ]);
-        out.extend_from_slice(self.reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        self.status_line(out);
         for h in self.headers {
             // The body is relayed as it came, so its framing goes with it.
             let framing = h.name.eq_ignore_ascii_case("transfer-encoding")
@@ -295,6 +313,31 @@ impl Response<'_> {
             }
             field(out, h.name.as_bytes(), h.value);
         }
+        self.trailer_fields(out, via, cookie, close);
+    }
+
+    fn status_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        // httparse reads exactly three digits.
+        let s = self.status;
+        out.extend_from_slice(&[
+            b'0' + (s / 100 % 10) as u8,
+            b'0' + (s / 10 % 10) as u8,
+            b'0' + (s % 10) as u8,
+            b' ',
+        ]);
+        out.extend_from_slice(self.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// What lb adds after the backend's fields, and the blank line.
+    fn trailer_fields(
+        &self,
+        out: &mut Vec<u8>,
+        via: Option<&str>,
+        cookie: Option<&str>,
+        close: bool,
+    ) {
         if let Some(via) = via {
             field(out, b"via", forward::via_value(via).as_bytes());
         }
@@ -305,6 +348,56 @@ impl Response<'_> {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl Response<'_> {
+    /// The response's end-to-end fields as a map, for the route's policies; framing fields
+    /// stay out of it (they go with the body, see [`Response::write_mapped`]).
+    pub fn end_to_end(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.headers.len());
+        for h in self.headers {
+            let framing = h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding");
+            if framing
+                || forward::is_hop_by_hop(h.name)
+                || (self.names_fields && named_by_connection(self.headers, h.name))
+            {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(h.name.as_bytes()),
+                http::HeaderValue::from_bytes(h.value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    /// [`Response::write`], with the end-to-end fields taken from `map` (after the policies)
+    /// and the framing fields from the backend's head.
+    pub fn write_mapped(
+        &self,
+        out: &mut Vec<u8>,
+        map: &http::HeaderMap,
+        via: Option<&str>,
+        cookie: Option<&str>,
+        close: bool,
+    ) {
+        self.status_line(out);
+        for (name, value) in map {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        for h in self.headers {
+            let keep = h.name.eq_ignore_ascii_case("content-length")
+                || (h.name.eq_ignore_ascii_case("transfer-encoding")
+                    && self.framing == Framing::Chunked);
+            if keep {
+                field(out, h.name.as_bytes(), h.value);
+            }
+        }
+        self.trailer_fields(out, via, cookie, close);
     }
 }
 

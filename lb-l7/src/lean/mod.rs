@@ -4,9 +4,12 @@
 //! copied as bytes; the response head likewise; bodies are relayed as they come (length or
 //! chunked framing followed, never re-encoded). About what nginx does per request.
 //!
+//! A route's policies run here too, on the request's fields as a map (then written from the
+//! map), and on the response's; their refusals are answered here.
+//!
 //! Anything else — HTTP/2, HTTP/1.0, upgrades, `Expect`, chunked uploads, a request lb must
-//! refuse or answer itself (400, 404, 413, 414, 431), a route with policies, an HTTP/2 or TLS
-//! pool — is not the lean path's: the connection, from that request on (its bytes included),
+//! refuse or answer itself (400, 404, 413, 414, 431), a route with a `cache` or `transform`
+//! policy, an HTTP/2 or TLS pool — is not the lean path's: the connection, from that request on (its bytes included),
 //! goes to the full path ([`crate::exchange`]), which behaves as it always did. So both paths
 //! give a client the same answers; only the cost differs.
 
@@ -31,6 +34,7 @@ use crate::balance::{self, Keys};
 use crate::exchange::ConnInfo;
 use crate::forward::Trust;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
+use crate::policy::{self, RequestInfo};
 use crate::respond::LogLine;
 use crate::router::RequestHead;
 use chunked::{Chunked, Scan};
@@ -98,6 +102,20 @@ struct Plan<'g> {
     key: u64,
     sticky: Option<usize>,
     replayable: bool,
+    /// The route's policies see the request (and its answer) as a map of fields; its head is
+    /// written only once they let it pass.
+    policed: Option<Box<Policed>>,
+}
+
+/// A request held for the route's policies.
+struct Policed {
+    info: RequestInfo,
+    headers: HeaderMap,
+    /// Normalised (and rewritten).
+    path: String,
+    query: Option<String>,
+    /// lb's forwarding fields.
+    lines: Vec<u8>,
 }
 
 /// A response head read from a backend, already rewritten into [`Session::reply`].
@@ -280,7 +298,8 @@ impl<'g> Session<'g> {
         let req = head::request(&parsed, &gw.limits)?;
         let path = crate::path::normalized(req.path).map_err(|_| "path to refuse")?;
         let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "method")?;
-        let headers = if gw.lean_needs_headers {
+        let policies = gw.lean_policies;
+        let headers = if gw.lean_needs_headers || policies {
             header_map(req.headers)
         } else {
             HeaderMap::new()
@@ -333,8 +352,31 @@ impl<'g> Session<'g> {
             }
         };
         self.out.clear();
-        req.write(&mut self.out, &forwarded_path, &lines);
+        let policed = if target.policies.is_empty() {
+            req.write(&mut self.out, &forwarded_path, &lines);
+            None
+        } else {
+            Some(Box::new(Policed {
+                info: RequestInfo {
+                    client: self.info.client.ip(),
+                    method: method.clone(),
+                    host: Some(crate::router::host_of(req.host)),
+                    path: path.to_string(),
+                    query: req.query.map(str::to_string),
+                    route: target.name.clone(),
+                    consumer: None,
+                    origin: None,
+                    rate: None,
+                    claims: None,
+                },
+                headers,
+                path: forwarded_path.into_owned(),
+                query: req.query.map(str::to_string),
+                lines: lines.into_owned(),
+            }))
+        };
         Ok(Some(Plan {
+            policed,
             target,
             pt,
             start,
@@ -350,11 +392,27 @@ impl<'g> Session<'g> {
     }
 
     /// Sends one request (retried where that is safe) and relays its response.
-    async fn exchange<IO>(&mut self, io: &mut IO, plan: Plan<'_>) -> Next
+    async fn exchange<IO>(&mut self, io: &mut IO, mut plan: Plan<'_>) -> Next
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let (target, pt) = (plan.target, plan.pt);
+        if let Some(p) = plan.policed.as_mut() {
+            // Policies first: what they refuse costs no backend anything.
+            if let Err(resp) =
+                policy::on_request(&target.policies, &mut p.info, &mut p.headers).await
+            {
+                return self.refused(io, &plan, *resp).await;
+            }
+            head::write_mapped_request(
+                &mut self.out,
+                &plan.method,
+                &p.path,
+                p.query.as_deref(),
+                &mut p.headers,
+                &p.lines,
+            );
+        }
         let pool = &pt.pool;
         // A body that arrived with its head goes out in the same write.
         let in_buf = (self.buf.len() - plan.head_len) as u64;
@@ -592,7 +650,15 @@ impl<'g> Session<'g> {
                                 || resp.framing == Framing::UntilClose
                                 || self.drain.is_cancelled();
                             self.reply.clear();
-                            resp.write(&mut self.reply, self.gw.via.as_deref(), cookie, close);
+                            let via = self.gw.via.as_deref();
+                            match &plan.policed {
+                                None => resp.write(&mut self.reply, via, cookie, close),
+                                Some(p) => {
+                                    let mut map = resp.end_to_end();
+                                    policy::on_response(&plan.target.policies, &p.info, &mut map);
+                                    resp.write_mapped(&mut self.reply, &map, via, cookie, close);
+                                }
+                            }
                             return Ok(Answer {
                                 status: resp.status,
                                 framing: resp.framing,
@@ -765,6 +831,73 @@ impl<'g> Session<'g> {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+impl Session<'_> {
+    /// Answers a request the route's policies refused (or answered, as a CORS preflight).
+    /// A body the client is still sending is not read: the connection closes after.
+    async fn refused<IO>(
+        &mut self,
+        io: &mut IO,
+        plan: &Plan<'_>,
+        resp: http::Response<crate::upstream::Body>,
+    ) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let status = resp.status();
+        let close = plan.close || plan.body > 0;
+        self.gw.note_answer(
+            Some(plan.target),
+            status.as_u16(),
+            &plan.method,
+            plan.log_path.as_deref(),
+            self.info.client,
+            plan.start,
+        );
+        let (parts, body) = resp.into_parts();
+        let body = match http_body_util::BodyExt::collect(body).await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => bytes::Bytes::new(),
+        };
+        self.reply.clear();
+        let out = &mut self.reply;
+        out.extend_from_slice(
+            format!(
+                "HTTP/1.1 {} {}\r\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .as_bytes(),
+        );
+        for (name, value) in &parts.headers {
+            if matches!(
+                name.as_str(),
+                "content-length" | "transfer-encoding" | "connection"
+            ) {
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if plan.method != Method::HEAD {
+            out.extend_from_slice(&body);
+        }
+        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
+            return Next::Close;
+        }
+        // The head (and any body bytes) of the refused request are used up.
+        let used = plan.head_len;
+        self.buf.drain(..used.min(self.buf.len()));
+        Next::KeepAlive
     }
 }
 
