@@ -1,17 +1,17 @@
-//! The lean path: HTTP/1.1 keep-alive proxying for routes without policies, to plain
-//! HTTP/1.1 backends, without the general machinery of the full path. A request head is
-//! parsed in place, routed, and written on to a pooled backend connection with its fields
-//! copied as bytes; the response head likewise; bodies are relayed as they come (length or
-//! chunked framing followed, never re-encoded). About what nginx does per request.
+//! The lean path: HTTP/1.1 keep-alive proxying to plain HTTP/1.1 backends, without the
+//! general machinery of the full path. A request head is parsed in place, routed, and
+//! written on to a pooled backend connection with its fields copied as bytes; the response
+//! head likewise; bodies are relayed as they come (length or chunked framing followed, never
+//! re-encoded). About what nginx does per request.
 //!
 //! A route's policies run here too, on the request's fields as a map (then written from the
 //! map), and on the response's; their refusals are answered here.
 //!
 //! Anything else — HTTP/2, HTTP/1.0, upgrades, `Expect`, chunked uploads, a request lb must
 //! refuse or answer itself (400, 404, 413, 414, 431), a route with a `cache` or `transform`
-//! policy, an HTTP/2 or TLS pool — is not the lean path's: the connection, from that request on (its bytes included),
-//! goes to the full path ([`crate::exchange`]), which behaves as it always did. So both paths
-//! give a client the same answers; only the cost differs.
+//! policy, an HTTP/2 or TLS pool — is not the lean path's: the connection, from that request
+//! on (its bytes included), goes to the full path ([`crate::exchange`]), which behaves as it
+//! always did. So both paths give a client the same answers; only the cost differs.
 
 pub mod chunked;
 pub mod deadline;
