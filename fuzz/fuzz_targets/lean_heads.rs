@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lb_l7::lean::chunked::{Chunked, Scan};
+use lb_l7::chunked::{Chunked, Scan};
 use lb_l7::lean::head;
 
 fuzz_target!(|data: &[u8]| {

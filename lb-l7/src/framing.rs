@@ -14,37 +14,10 @@
 
 use std::collections::VecDeque;
 
+use crate::chunked::{Chunked, Scan};
+
 /// Longest request head followed; the gateway's parser refuses longer ones anyway.
 pub const MAX_HEAD: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading the hex size (`saw_digit`: at least one digit read).
-    Size {
-        size: u64,
-        saw_digit: bool,
-    },
-    /// After the size: extensions, up to the line's end.
-    Ext {
-        size: u64,
-    },
-    /// The LF of the size line.
-    SizeLf {
-        size: u64,
-    },
-    Data {
-        left: u64,
-    },
-    /// CR then LF after a chunk's data.
-    DataCr,
-    DataLf,
-    /// After the last chunk: trailer lines until an empty one. `at_line_start`: nothing
-    /// read on this line yet.
-    Trailer {
-        at_line_start: bool,
-        cr: bool,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -52,7 +25,7 @@ enum State {
     Body {
         left: u64,
     },
-    Chunked(Chunk),
+    Chunked(Chunked),
     /// No longer following (h2, upgrade, unframeable).
     Off,
 }
@@ -127,14 +100,13 @@ impl Tracker {
                     }
                     (n as usize, false)
                 }
-                State::Chunked(c) => match step_chunked(c, bytes) {
-                    Some((used, done)) => {
-                        if done {
-                            self.state = State::Head(Vec::new());
-                        }
+                State::Chunked(c) => match c.scan(bytes) {
+                    Ok(Scan::Done(used)) => {
+                        self.state = State::Head(Vec::new());
                         (used, false)
                     }
-                    None => {
+                    Ok(Scan::More) => (bytes.len(), false),
+                    Err(_) => {
                         self.state = State::Off;
                         return;
                     }
@@ -148,10 +120,7 @@ impl Tracker {
                 self.state = match self.head_done(&head) {
                     Next::Body(0) => State::Head(Vec::new()),
                     Next::Body(n) => State::Body { left: n },
-                    Next::Chunked => State::Chunked(Chunk::Size {
-                        size: 0,
-                        saw_digit: false,
-                    }),
+                    Next::Chunked => State::Chunked(Chunked::default()),
                     Next::Off => State::Off,
                 };
             }
@@ -215,76 +184,6 @@ fn find_end(bytes: &[u8]) -> Option<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| i + 4)
-}
-
-/// Advances a chunked body over `bytes`: how many it used, and whether the body (trailers
-/// included) ended there. `None`: not chunked framing.
-fn step_chunked(c: &mut Chunk, bytes: &[u8]) -> Option<(usize, bool)> {
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        *c = match *c {
-            Chunk::Size { size, saw_digit } => match b {
-                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                    let digit = u64::from((b as char).to_digit(16)?);
-                    Chunk::Size {
-                        size: size.checked_mul(16)?.checked_add(digit)?,
-                        saw_digit: true,
-                    }
-                }
-                b';' | b' ' | b'\t' if saw_digit => Chunk::Ext { size },
-                b'\r' if saw_digit => Chunk::SizeLf { size },
-                _ => return None,
-            },
-            Chunk::Ext { size } => match b {
-                b'\r' => Chunk::SizeLf { size },
-                b'\n' => return None,
-                _ => Chunk::Ext { size },
-            },
-            Chunk::SizeLf { size } => match (b, size) {
-                (b'\n', 0) => Chunk::Trailer {
-                    at_line_start: true,
-                    cr: false,
-                },
-                (b'\n', n) => Chunk::Data { left: n },
-                _ => return None,
-            },
-            Chunk::Data { left } => {
-                let n = left.min((bytes.len() - i) as u64);
-                i += n as usize;
-                *c = if left == n {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data { left: left - n }
-                };
-                continue;
-            }
-            Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-            Chunk::DataLf if b == b'\n' => Chunk::Size {
-                size: 0,
-                saw_digit: false,
-            },
-            Chunk::DataCr | Chunk::DataLf => return None,
-            Chunk::Trailer { at_line_start, cr } => match (b, cr) {
-                (b'\r', false) => Chunk::Trailer {
-                    at_line_start,
-                    cr: true,
-                },
-                (b'\n', true) if at_line_start => return Some((i + 1, true)),
-                (b'\n', true) => Chunk::Trailer {
-                    at_line_start: true,
-                    cr: false,
-                },
-                (_, true) => return None,
-                (_, false) => Chunk::Trailer {
-                    at_line_start: false,
-                    cr: false,
-                },
-            },
-        };
-        i += 1;
-    }
-    Some((i, false))
 }
 
 #[cfg(test)]

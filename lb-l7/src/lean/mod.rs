@@ -13,7 +13,6 @@
 //! on (its bytes included), goes to the full path ([`crate::exchange`]), which behaves as it
 //! always did. So both paths give a client the same answers; only the cost differs.
 
-pub mod chunked;
 pub mod deadline;
 pub mod head;
 pub mod pool;
@@ -31,13 +30,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Keys};
+use crate::chunked::{Chunked, Scan};
 use crate::exchange::ConnInfo;
 use crate::forward::Trust;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::policy::{self, RequestInfo};
 use crate::respond::LogLine;
 use crate::router::RequestHead;
-use chunked::{Chunked, Scan};
 use deadline::Deadline;
 use head::{Framing, MAX_HEADERS};
 

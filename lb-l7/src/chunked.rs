@@ -1,6 +1,7 @@
 //! Finding where a chunked body ends (RFC 9112 §7.1) without decoding it: the lean path
-//! relays chunked bodies byte for byte and only needs to know their last byte, so that the
-//! connection can carry the next message. Pure; fed by whatever reads arrive.
+//! relays chunked bodies byte for byte, and the framing tracker follows clients' chunked
+//! uploads; both need only the body's last byte, so that the connection can carry the next
+//! message. Pure; fed by whatever reads arrive.
 //!
 //! Strict where framing is at stake: a size is hex digits (at most 16), lines end in CRLF
 //! (a bare LF or CR is an error, as in hyper and HAProxy), a chunk's data ends in CRLF.
@@ -37,7 +38,7 @@ enum State {
 }
 
 /// Scans one chunked body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunked {
     state: State,
 }
@@ -82,7 +83,7 @@ impl Chunked {
         while i < bytes.len() {
             let b = bytes[i];
             self.state = match self.state {
-                State::Size { size, digits } => match hex(b) {
+                State::Size { size, digits } => match crate::path::hex(b) {
                     Some(d) if digits < 16 => State::Size {
                         size: size << 4 | u64::from(d),
                         digits: digits + 1,
@@ -138,15 +139,6 @@ impl Chunked {
         } else {
             Scan::More
         })
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
