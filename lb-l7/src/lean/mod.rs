@@ -861,35 +861,12 @@ impl Session<'_> {
             Err(_) => bytes::Bytes::new(),
         };
         self.reply.clear();
-        let out = &mut self.reply;
-        out.extend_from_slice(
-            format!(
-                "HTTP/1.1 {} {}\r\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            )
-            .as_bytes(),
-        );
-        for (name, value) in &parts.headers {
-            if matches!(
-                name.as_str(),
-                "content-length" | "transfer-encoding" | "connection"
-            ) {
-                continue;
-            }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-        if close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        if plan.method != Method::HEAD {
-            out.extend_from_slice(&body);
-        }
+        let body = if plan.method == Method::HEAD {
+            &[][..]
+        } else {
+            &body[..]
+        };
+        write_own(&mut self.reply, status, &parts.headers, body, close);
         if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
             return Next::Close;
         }
@@ -911,19 +888,48 @@ fn bad(why: &str) -> Failed {
 /// lb's own answer (SPEC §2's JSON error), as bytes.
 fn write_answer(out: &mut Vec<u8>, status: u16, message: &str, close: bool) {
     let body = crate::body::answer_json(status, message);
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
+    let mut fields = HeaderMap::new();
+    fields.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    write_own(out, status, &fields, body.as_bytes(), close);
+}
+
+/// An answer of lb's own, framed by its length.
+fn write_own(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    fields: &HeaderMap,
+    body: &[u8],
+    close: bool,
+) {
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
-            body.len(),
-            if close { "connection: close\r\n" } else { "" },
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
         )
         .as_bytes(),
     );
-    out.extend_from_slice(body.as_bytes());
+    for (name, value) in fields {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 /// The head's fields as a map, for routes and pools that look at fields.
