@@ -370,8 +370,9 @@ impl Gateway {
             }
             pending = session.pending();
         }
-        self.serve_full(Prefixed::new(pending, io), info, drain, cancel)
-            .await;
+        // Boxed: most connections never come here, and an idle lean one should not carry
+        // the general path's larger state.
+        Box::pin(self.serve_full(Prefixed::new(pending, io), info, drain, cancel)).await;
     }
 
     /// The full path: hyper's HTTP/1.1 and HTTP/2 server, every request through
