@@ -124,8 +124,10 @@ pub async fn relay(
     cancel: &CancellationToken,
 ) -> Outcome {
     let act = Activity::new();
-    let up = pump(client, backend, &act, Side::Client, mode);
-    let down = pump(backend, client, &act, Side::Backend, mode);
+    // Pinned here and lent to `drive`: passed by value, each pump's state would be stored
+    // twice in the connection's task (the argument and drive's pinned copy).
+    let up = std::pin::pin!(pump(client, backend, &act, Side::Client, mode));
+    let down = std::pin::pin!(pump(backend, client, &act, Side::Backend, mode));
     // A FIN from one side becomes a write-shutdown towards the other.
     let half_close = |from: Side| {
         let to = match from {
@@ -153,8 +155,18 @@ where
     let act = Activity::new();
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut backend_r, mut backend_w) = tokio::io::split(backend);
-    let up = pump_stream(&mut client_r, &mut backend_w, &act, Side::Client);
-    let down = pump_stream(&mut backend_r, &mut client_w, &act, Side::Backend);
+    let up = std::pin::pin!(pump_stream(
+        &mut client_r,
+        &mut backend_w,
+        &act,
+        Side::Client
+    ));
+    let down = std::pin::pin!(pump_stream(
+        &mut backend_r,
+        &mut client_w,
+        &act,
+        Side::Backend
+    ));
     // The pumps shut their writers down themselves (a TLS close_notify, then FIN).
     drive(up, down, &act, idle, cancel, |_| {}).await
 }
@@ -188,8 +200,8 @@ where
 
 /// Waits for both directions to end (or an error, the idle timeout, or shutdown).
 async fn drive<U, D>(
-    up: U,
-    down: D,
+    mut up: std::pin::Pin<&mut U>,
+    mut down: std::pin::Pin<&mut D>,
     act: &Activity,
     idle: Duration,
     cancel: &CancellationToken,
@@ -199,7 +211,6 @@ where
     U: std::future::Future<Output = Result<(), (Side, io::Error)>>,
     D: std::future::Future<Output = Result<(), (Side, io::Error)>>,
 {
-    tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut first_fin: Option<Side> = None;
     let idle_timer = tokio::time::sleep(idle);

@@ -268,7 +268,14 @@ async fn serve(
     };
     let want_hello = route.needs_client_hello();
     if l.accept_proxy_protocol || want_hello {
-        let read = front::read(&client, peer, l.accept_proxy_protocol, want_hello);
+        // Boxed, as the TLS handshake below: a plain connection's task should not carry
+        // their state for the whole of its life.
+        let read = Box::pin(front::read(
+            &client,
+            peer,
+            l.accept_proxy_protocol,
+            want_hello,
+        ));
         match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(f)) => front = f,
             Ok(Err(e)) => {
@@ -301,7 +308,7 @@ async fn serve(
         Some(config) => {
             let stream = Prefixed::new(std::mem::take(&mut front.prefix), client);
             let t0 = Instant::now();
-            let accept = TlsAcceptor::from(config.clone()).accept(stream);
+            let accept = Box::pin(TlsAcceptor::from(config.clone()).accept(stream));
             match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(tls)) => {
                     shared.tls.ok.increment(1);
@@ -392,7 +399,9 @@ async fn proxy_to(
     while let Some(i) = next_backend(pool, key, &mut attempt) {
         let b = &pool.backends[i];
         b.active.fetch_add(1, Relaxed);
-        let connect = connect(b.addr, front, target, route, &io);
+        // Boxed: its state (a TLS handshake to the backend, say) is needed only while
+        // connecting, and would otherwise size the connection's task for its whole life.
+        let connect = Box::pin(connect(b.addr, front, target, route, &io));
         let mut upstream = match tokio::time::timeout(l.connect_timeout, connect).await {
             Ok(Ok(s)) => s,
             failed => {
@@ -414,13 +423,13 @@ async fn proxy_to(
         let out = match (&mut io, &mut upstream) {
             (ClientIo::Plain(c), BackendIo::Plain(u)) => relay(c, u, cx.mode, idle, cancel).await,
             (ClientIo::Plain(c), BackendIo::Tls(u)) => {
-                relay_streams(c, &mut **u, idle, cancel).await
+                Box::pin(relay_streams(c, &mut **u, idle, cancel)).await
             }
             (ClientIo::Tls(c), BackendIo::Plain(u)) => {
-                relay_streams(&mut **c, u, idle, cancel).await
+                Box::pin(relay_streams(&mut **c, u, idle, cancel)).await
             }
             (ClientIo::Tls(c), BackendIo::Tls(u)) => {
-                relay_streams(&mut **c, &mut **u, idle, cancel).await
+                Box::pin(relay_streams(&mut **c, &mut **u, idle, cancel)).await
             }
         };
         m.active.decrement(1.0);
