@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut fields);
     if let Ok(httparse::Status::Complete(_)) = resp.parse(bytes) {
-        if let Ok(r) = head::response(&resp, cut & 1 == 1) {
+        if let Ok(r) = lb_l7::lean::response::response(&resp, cut & 1 == 1) {
             let mut out = Vec::new();
             r.write(&mut out, Some("lb"), None, cut & 2 == 2);
         }

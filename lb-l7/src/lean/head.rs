@@ -1,6 +1,7 @@
-//! HTTP/1.1 heads on the lean path: what a parsed request or response says about its
-//! framing and connection, and the heads lb writes on (hop-by-hop fields dropped, forwarding
-//! fields set as [`crate::forward`] sets them on the full path). Pure.
+//! HTTP/1.1 request heads on the lean path: what a parsed request says about its framing and
+//! connection, and the head lb writes on (hop-by-hop fields dropped, forwarding fields set as
+//! [`crate::forward`] sets them on the full path); the field helpers responses share
+//! ([`super::response`]). Pure.
 //!
 //! The lean path carries only requests whose meaning is plain; anything else is
 //! [`Unusual`] and goes, with the rest of the connection, to the full path, which answers
@@ -213,195 +214,7 @@ pub fn forwarding_lines(fwd: &Forwarding, via: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// How a response's body is delimited (RFC 9112 §6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body: a HEAD request, 1xx, 204 or 304.
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the backend closes: the client connection must close after it too.
-    UntilClose,
-}
-
-/// A backend's response, as its head says.
-#[derive(Debug)]
-pub struct Response<'b> {
-    pub status: u16,
-    pub reason: &'b str,
-    pub framing: Framing,
-    /// The backend keeps the connection open after this response.
-    pub reusable: bool,
-    names_fields: bool,
-    pub headers: &'b [httparse::Header<'b>],
-}
-
-/// Reads a parsed response head (to a HEAD request when `head`); `Err` when its framing is
-/// ambiguous or malformed, which fails the exchange (502).
-pub fn response<'b>(
-    resp: &'b httparse::Response<'_, 'b>,
-    head: bool,
-) -> Result<Response<'b>, &'static str> {
-    let (Some(version), Some(status)) = (resp.version, resp.code) else {
-        return Err("incomplete status line");
-    };
-    let mut length = None;
-    let mut chunked = None;
-    let mut close = version == 0;
-    let mut names_fields = false;
-    for h in resp.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            // Repeats and lists must agree.
-            for part in h.value.split(|&b| b == b',') {
-                let n = digits(trim(part)).ok_or("malformed Content-Length")?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting Content-Length");
-                }
-                length = Some(n);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = tokens(h.value)
-                .last()
-                .map(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    close &= version != 0;
-                } else {
-                    names_fields = true;
-                }
-            }
-        }
-    }
-    let framing = if head || status < 200 || status == 204 || status == 304 {
-        Framing::Empty
-    } else {
-        match (chunked, length) {
-            (Some(_), Some(_)) => return Err("both Content-Length and Transfer-Encoding"),
-            (Some(true), None) => Framing::Chunked,
-            (Some(false), None) | (None, None) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-        }
-    };
-    Ok(Response {
-        status,
-        reason: resp.reason.unwrap_or(""),
-        framing,
-        reusable: !close && framing != Framing::UntilClose,
-        names_fields,
-        headers: resp.headers,
-    })
-}
-
-impl Response<'_> {
-    /// Writes the head the client gets: the backend's end-to-end fields and framing, `Via`,
-    /// a sticky cookie, and `Connection: close` when this is the connection's last exchange.
-    pub fn write(&self, out: &mut Vec<u8>, via: Option<&str>, cookie: Option<&str>, close: bool) {
-        self.status_line(out);
-        for h in self.headers {
-            // The body is relayed as it came, so its framing goes with it.
-            let framing = h.name.eq_ignore_ascii_case("transfer-encoding")
-                && self.framing == Framing::Chunked;
-            if !framing && forward::is_hop_by_hop(h.name) {
-                continue;
-            }
-            if self.names_fields && named_by_connection(self.headers, h.name) {
-                continue;
-            }
-            field(out, h.name.as_bytes(), h.value);
-        }
-        self.trailer_fields(out, via, cookie, close);
-    }
-
-    fn status_line(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        // httparse reads exactly three digits.
-        let s = self.status;
-        out.extend_from_slice(&[
-            b'0' + (s / 100 % 10) as u8,
-            b'0' + (s / 10 % 10) as u8,
-            b'0' + (s % 10) as u8,
-            b' ',
-        ]);
-        out.extend_from_slice(self.reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-
-    /// What lb adds after the backend's fields, and the blank line.
-    fn trailer_fields(
-        &self,
-        out: &mut Vec<u8>,
-        via: Option<&str>,
-        cookie: Option<&str>,
-        close: bool,
-    ) {
-        if let Some(via) = via {
-            field(out, b"via", forward::via_value(via).as_bytes());
-        }
-        if let Some(c) = cookie {
-            field(out, b"set-cookie", c.as_bytes());
-        }
-        if close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-impl Response<'_> {
-    /// The response's end-to-end fields as a map, for the route's policies; framing fields
-    /// stay out of it (they go with the body, see [`Response::write_mapped`]).
-    pub fn end_to_end(&self) -> http::HeaderMap {
-        let mut map = http::HeaderMap::with_capacity(self.headers.len());
-        for h in self.headers {
-            let framing = h.name.eq_ignore_ascii_case("content-length")
-                || h.name.eq_ignore_ascii_case("transfer-encoding");
-            if framing
-                || forward::is_hop_by_hop(h.name)
-                || (self.names_fields && named_by_connection(self.headers, h.name))
-            {
-                continue;
-            }
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(h.name.as_bytes()),
-                http::HeaderValue::from_bytes(h.value),
-            ) {
-                map.append(n, v);
-            }
-        }
-        map
-    }
-
-    /// [`Response::write`], with the end-to-end fields taken from `map` (after the policies)
-    /// and the framing fields from the backend's head.
-    pub fn write_mapped(
-        &self,
-        out: &mut Vec<u8>,
-        map: &http::HeaderMap,
-        via: Option<&str>,
-        cookie: Option<&str>,
-        close: bool,
-    ) {
-        self.status_line(out);
-        for (name, value) in map {
-            field(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        for h in self.headers {
-            let keep = h.name.eq_ignore_ascii_case("content-length")
-                || (h.name.eq_ignore_ascii_case("transfer-encoding")
-                    && self.framing == Framing::Chunked);
-            if keep {
-                field(out, h.name.as_bytes(), h.value);
-            }
-        }
-        self.trailer_fields(out, via, cookie, close);
-    }
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -409,14 +222,14 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// `Content-Length` digits (at most 19, so no overflow).
-fn digits(v: &[u8]) -> Option<u64> {
+pub(super) fn digits(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(v.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+pub(super) fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -429,11 +242,11 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 /// The comma-separated tokens of a field value, trimmed, empty ones skipped.
-fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',').map(trim).filter(|t| !t.is_empty())
 }
 
-fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
+pub(super) fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
@@ -534,106 +347,6 @@ mod tests {
         assert!(chain.contains("x-forwarded-for: 203.0.113.1, 198.51.100.2, 192.0.2.7\r\n"));
         assert!(
             chain.contains("forwarded: for=203.0.113.1, for=192.0.2.7;proto=http;host=\"a\"\r\n")
-        );
-    }
-
-    fn with_response<T>(
-        raw: &[u8],
-        head: bool,
-        f: impl FnOnce(Result<Response<'_>, &str>) -> T,
-    ) -> T {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        assert!(resp.parse(raw).expect("parses").is_complete());
-        f(response(&resp, head))
-    }
-
-    #[test]
-    fn response_framing_follows_rfc_9112() {
-        let cases: [(&[u8], bool, Framing, bool); 8] = [
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                false,
-                Framing::Length(5),
-                true,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
-                false,
-                Framing::Length(5),
-                true,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                false,
-                Framing::Chunked,
-                true,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                false,
-                Framing::UntilClose,
-                false,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\n\r\n",
-                false,
-                Framing::UntilClose,
-                false,
-            ),
-            (
-                b"HTTP/1.1 204 No Content\r\n\r\n",
-                false,
-                Framing::Empty,
-                true,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n",
-                true,
-                Framing::Empty,
-                false,
-            ),
-            (
-                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
-                false,
-                Framing::Length(1),
-                false,
-            ),
-        ];
-        for (raw, head, framing, reusable) in cases {
-            with_response(raw, head, |r| {
-                let r = r.expect("valid");
-                assert_eq!(
-                    (r.framing, r.reusable),
-                    (framing, reusable),
-                    "{:?}",
-                    String::from_utf8_lossy(raw)
-                );
-            });
-        }
-        for raw in [
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
-        ] {
-            with_response(raw, false, |r| assert!(r.is_err()));
-        }
-    }
-
-    #[test]
-    fn the_client_gets_end_to_end_fields_and_the_framing() {
-        with_response(
-            b"HTTP/1.1 200 Fine\r\nConnection: x-hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nContent-Type: text/plain\r\n\r\n",
-            false,
-            |r| {
-                let mut out = Vec::new();
-                r.expect("valid").write(&mut out, Some("lb"), Some("srv=ab; Path=/; HttpOnly"), true);
-                assert_eq!(
-                    String::from_utf8(out).expect("utf-8"),
-                    "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\
-                     via: 1.1 lb\r\nset-cookie: srv=ab; Path=/; HttpOnly\r\nconnection: close\r\n\r\n"
-                );
-            },
         );
     }
 

@@ -1,0 +1,331 @@
+//! The way back of an exchange on the lean path: the backend's response head read and
+//! rewritten for the client, its body relayed by its framing, the backend connection pooled
+//! when the message ended exactly; and the answers lb gives itself.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Method};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::head::MAX_HEADERS;
+use super::response::{self, Framing};
+use super::send::bad;
+use super::{Answer, Failed, Next, Plan, Session, CHUNK, COALESCE, HEAD_ROOM, MAX_HEAD, TIMEOUT};
+use crate::chunked::{Chunked, Scan};
+use crate::policy;
+use crate::respond::LogLine;
+
+impl Session<'_> {
+    /// Reads a final response head into `rbuf` and writes the client's head into `reply`.
+    /// Interim answers (100, 103) are read past: the lean path never sends `Expect`, and
+    /// hints are only hints.
+    pub(super) async fn read_head(
+        &mut self,
+        conn: &mut TcpStream,
+        plan: &Plan<'_>,
+        cookie: Option<&str>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Answer, Failed> {
+        self.rbuf.clear();
+        self.backend_timer.set(deadline);
+        loop {
+            if !self.rbuf.is_empty() {
+                let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut parsed = httparse::Response::new(&mut []);
+                let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut parsed,
+                    &self.rbuf,
+                    &mut fields,
+                );
+                match parsing {
+                    Ok(httparse::Status::Complete(n)) => match parsed.code {
+                        Some(101) => return Err(bad("switched protocols unasked")),
+                        Some(c) if c < 200 => {
+                            self.rbuf.drain(..n);
+                            continue;
+                        }
+                        _ => {
+                            let resp = response::response(&parsed, plan.method == Method::HEAD)
+                                .map_err(|why| {
+                                    bad(&format!("sent a response lb cannot forward: {why}"))
+                                })?;
+                            // Draining: this response is the connection's last, and says so.
+                            let close = plan.close
+                                || resp.framing == Framing::UntilClose
+                                || self.drain.is_cancelled();
+                            self.reply.clear();
+                            let via = self.gw.via.as_deref();
+                            match &plan.policed {
+                                None => resp.write(&mut self.reply, via, cookie, close),
+                                Some(p) => {
+                                    let mut map = resp.end_to_end();
+                                    policy::on_response(&plan.target.policies, &p.info, &mut map);
+                                    resp.write_mapped(&mut self.reply, &map, via, cookie, close);
+                                }
+                            }
+                            return Ok(Answer {
+                                status: resp.status,
+                                framing: resp.framing,
+                                reusable: resp.reusable,
+                                close,
+                                head_len: n,
+                            });
+                        }
+                    },
+                    Ok(httparse::Status::Partial) if self.rbuf.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) => return Err(bad("sent a head too large")),
+                    Err(e) => return Err(bad(&format!("sent a malformed head: {e}"))),
+                }
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < HEAD_ROOM / 4 {
+                self.rbuf.reserve(HEAD_ROOM);
+            }
+            let read = tokio::select! {
+                biased;
+                r = conn.read_buf(&mut self.rbuf) => r,
+                () = self.backend_timer.passed() => {
+                    return Err(Failed::Exchange {
+                        status: 504,
+                        why: "did not answer in time".into(),
+                        kind: TIMEOUT,
+                    })
+                }
+            };
+            match read {
+                Ok(0) => return Err(bad("closed the connection before answering")),
+                Ok(_) => {}
+                Err(e) => return Err(bad(&format!("failed: {e}"))),
+            }
+        }
+    }
+
+    /// Sends the response to the client, relays its body, and pools the backend connection
+    /// if the exchange ended cleanly.
+    pub(super) async fn relay<IO>(
+        &mut self,
+        io: &mut IO,
+        plan: &Plan<'_>,
+        i: usize,
+        mut conn: TcpStream,
+        answer: Answer,
+        upstream_ms: u64,
+    ) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (target, pt) = (plan.target, plan.pt);
+        let b = &pt.pool.backends[i];
+        target.metrics.count(answer.status);
+        let line = plan.log_path.clone().map(|path| LogLine {
+            client: self.info.client,
+            listener: self.gw.listener.clone(),
+            route: target.name.clone(),
+            method: plan.method.clone(),
+            path,
+            status: answer.status,
+            backend: b.id.clone(),
+            upstream_ms,
+        });
+        let relayed = self
+            .relay_body(io, &mut conn, answer.head_len, answer.framing)
+            .await;
+        // `exact`: the backend ended its message where its framing said, and sent no more.
+        let (sent, exact, broken) = match relayed {
+            Ok((sent, exact)) => (sent, exact, false),
+            Err(sent) => (sent, false, true),
+        };
+        let flushed = io.flush().await.is_ok();
+        b.active.fetch_sub(1, Relaxed);
+        b.bytes_in.fetch_add(plan.body, Relaxed);
+        b.bytes_out.fetch_add(sent, Relaxed);
+        let end = Instant::now();
+        target
+            .metrics
+            .duration
+            .record((end - plan.start).as_secs_f64());
+        self.idle_from = Some(end);
+        if let Some(l) = line {
+            l.emit(plan.body, sent, plan.start);
+        }
+        if exact && answer.reusable {
+            if let Some(idle) = pt.upstream.lean_idle(i) {
+                idle.put(conn);
+            }
+        }
+        if broken || !flushed || answer.close {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+
+    /// Writes the head in `reply` and relays the body that follows `rbuf[..head_end]`; the
+    /// body bytes sent, and whether the backend ended the message exactly (nothing after
+    /// it). `Err(sent)` when either side broke off.
+    async fn relay_body<IO>(
+        &mut self,
+        io: &mut IO,
+        conn: &mut TcpStream,
+        head_end: usize,
+        framing: Framing,
+    ) -> Result<(u64, bool), u64>
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        let mut sent = 0u64;
+        let mut scanner = Chunked::default();
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        // `rbuf[at..]` holds body bytes not yet relayed.
+        let mut at = head_end;
+        loop {
+            let avail = &self.rbuf[at..];
+            let (take, done) = match framing {
+                Framing::Empty => (0, true),
+                Framing::Length(_) => {
+                    let take = left.min(avail.len() as u64) as usize;
+                    (take, take as u64 == left)
+                }
+                Framing::Chunked => match scanner.scan(avail) {
+                    Ok(Scan::Done(n)) => (n, true),
+                    Ok(Scan::More) => (avail.len(), false),
+                    Err(_) => return Err(sent),
+                },
+                Framing::UntilClose => (avail.len(), false),
+            };
+            let extra = done && take < avail.len();
+            if self.reply.len() + take <= COALESCE {
+                self.reply.extend_from_slice(&avail[..take]);
+                if io.write_all(&self.reply).await.is_err() {
+                    return Err(sent);
+                }
+            } else {
+                if !self.reply.is_empty() && io.write_all(&self.reply).await.is_err() {
+                    return Err(sent);
+                }
+                if io.write_all(&self.rbuf[at..at + take]).await.is_err() {
+                    return Err(sent);
+                }
+            }
+            self.reply.clear();
+            sent += take as u64;
+            if let Framing::Length(_) = framing {
+                left -= take as u64;
+            }
+            if done {
+                // Bytes past the end of the message: the connection cannot be trusted.
+                return Ok((sent, !extra));
+            }
+            self.rbuf.clear();
+            at = 0;
+            if self.rbuf.capacity() < CHUNK {
+                self.rbuf.reserve(CHUNK);
+            }
+            let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
+            self.backend_timer.set(deadline);
+            let read = tokio::select! {
+                biased;
+                r = conn.read_buf(&mut self.rbuf) => r,
+                () = self.backend_timer.passed() => return Err(sent),
+            };
+            match read {
+                Ok(0) if framing == Framing::UntilClose => return Ok((sent, false)),
+                Ok(0) | Err(_) => return Err(sent),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Answers a request the route's policies refused (or answered, as a CORS preflight).
+    /// A body the client is still sending is not read: the connection closes after.
+    pub(super) async fn refused<IO>(
+        &mut self,
+        io: &mut IO,
+        plan: &Plan<'_>,
+        resp: http::Response<crate::upstream::Body>,
+    ) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let status = resp.status();
+        let close = plan.close || plan.body > 0;
+        self.gw.note_answer(
+            Some(plan.target),
+            status.as_u16(),
+            &plan.method,
+            plan.log_path.as_deref(),
+            self.info.client,
+            plan.start,
+        );
+        let (parts, body) = resp.into_parts();
+        let body = match http_body_util::BodyExt::collect(body).await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => bytes::Bytes::new(),
+        };
+        self.reply.clear();
+        let body = if plan.method == Method::HEAD {
+            &[][..]
+        } else {
+            &body[..]
+        };
+        write_own(&mut self.reply, status, &parts.headers, body, close);
+        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
+            return Next::Close;
+        }
+        // The head (and any body bytes) of the refused request are used up.
+        let used = plan.head_len;
+        self.buf.drain(..used.min(self.buf.len()));
+        Next::KeepAlive
+    }
+}
+
+/// lb's own answer (SPEC §2's JSON error), as bytes.
+pub(super) fn write_answer(out: &mut Vec<u8>, status: u16, message: &str, close: bool) {
+    let body = crate::body::answer_json(status, message);
+    let mut fields = HeaderMap::new();
+    fields.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    write_own(out, status, &fields, body.as_bytes(), close);
+}
+
+/// An answer of lb's own, framed by its length.
+fn write_own(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    fields: &HeaderMap,
+    body: &[u8],
+    close: bool,
+) {
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .as_bytes(),
+    );
+    for (name, value) in fields {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
