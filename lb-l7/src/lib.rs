@@ -3,8 +3,8 @@
 //!
 //! Pure pieces: request-head checks against smuggling and oversize requests ([`guard`]), a
 //! second look at HTTP/1 framing for what the parser hides ([`framing`], fed by [`sniff`];
-//! chunked bodies followed by [`chunked`]),
-//! request-path normalisation ([`path`]), the route table ([`router`]), the forwarding header
+//! chunked bodies followed by [`chunked`]), request-path normalisation ([`path`]), the route
+//! table ([`router`]) and routes compiled from the config ([`compile`]), the forwarding header
 //! rewrite ([`forward`]), connection upgrades ([`upgrade`]) and backend picking by request
 //! ([`balance`]). On top of them: the client to backends ([`upstream`]), streamed and counted
 //! bodies ([`body`]), one listener's gateway ([`gateway`]), the handling of one request
@@ -16,6 +16,7 @@
 pub mod balance;
 pub mod body;
 pub mod chunked;
+pub mod compile;
 pub mod exchange;
 pub mod forward;
 pub mod framing;
