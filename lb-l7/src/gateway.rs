@@ -106,8 +106,6 @@ pub struct Gateway {
     pub header_timeout: Duration,
     /// Some route takes the lean path.
     pub lean: bool,
-    /// Some route on the lean path has policies (which see the request's fields as a map).
-    pub lean_policies: bool,
     /// The lean path must give routing or picking a request's fields (header conditions,
     /// `hash_key = header:|cookie:`, `sticky_cookie`).
     pub lean_needs_headers: bool,
@@ -258,7 +256,6 @@ impl Gateway {
             .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l.connect_timeout)))
             .collect();
         let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean);
-        let lean_policies = routes.iter().any(|r| r.lean && !r.policies.is_empty());
         let lean_needs_headers = c
             .routes
             .iter()
@@ -297,7 +294,6 @@ impl Gateway {
             idle_timeout: l.idle_timeout,
             header_timeout: l.http.header_timeout,
             lean,
-            lean_policies,
             lean_needs_headers,
             refused: RouteMetrics::new(&l.name, "-"),
             server,

@@ -296,8 +296,9 @@ impl<'g> Session<'g> {
         let req = head::request(&parsed, &gw.limits)?;
         let path = crate::path::normalized(req.path).map_err(|_| "path to refuse")?;
         let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "method")?;
-        let policies = gw.lean_policies;
-        let headers = if gw.lean_needs_headers || policies {
+        // Fields as a map only for what looks at them: routing or picking here, a route's
+        // policies below.
+        let headers = if gw.lean_needs_headers {
             header_map(req.headers)
         } else {
             HeaderMap::new()
@@ -367,7 +368,11 @@ impl<'g> Session<'g> {
                     rate: None,
                     claims: None,
                 },
-                headers,
+                headers: if headers.is_empty() {
+                    header_map(req.headers)
+                } else {
+                    headers
+                },
                 path: forwarded_path.into_owned(),
                 query: req.query.map(str::to_string),
                 lines: lines.into_owned(),
