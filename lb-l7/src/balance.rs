@@ -71,6 +71,11 @@ pub fn sticky_values(pool: &Pool) -> Vec<String> {
         .collect()
 }
 
+/// The `Set-Cookie` value that makes a client sticky to the backend whose value this is.
+pub fn sticky_cookie(name: &str, value: &str) -> String {
+    format!("{name}={value}; Path=/; HttpOnly")
+}
+
 /// The backend a sticky cookie names, if it may still serve: up, or draining (a draining
 /// backend finishes the sessions it has, as HAProxy's persistence does).
 pub fn sticky_backend(

@@ -94,18 +94,14 @@ impl Gateway {
         // backend anything.
         let mut policy_info = None;
         if !target.policies.is_empty() {
-            let mut pi = RequestInfo {
-                client: info.client.ip(),
-                method: req.method().clone(),
-                host: host.as_deref().map(crate::router::host_of),
-                path: path.clone(),
-                query: req.uri().query().map(str::to_string),
-                route: target.name.clone(),
-                consumer: None,
-                origin: None,
-                rate: None,
-                claims: None,
-            };
+            let mut pi = RequestInfo::new(
+                info.client.ip(),
+                req.method().clone(),
+                host.as_deref(),
+                &path,
+                req.uri().query(),
+                &target.name,
+            );
             if let Err(resp) =
                 policy::on_request(&target.policies, &mut pi, req.headers_mut()).await
             {

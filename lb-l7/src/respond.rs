@@ -141,7 +141,7 @@ impl Gateway {
         }
         if let Some((name, values)) = &pt.sticky {
             if sticky != Some(i) {
-                let cookie = format!("{name}={}; Path=/; HttpOnly", values[i]);
+                let cookie = crate::balance::sticky_cookie(name, &values[i]);
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
                     parts.headers.append(header::SET_COOKIE, v);
                 }

@@ -109,9 +109,8 @@ struct Plan<'g> {
 struct Policed {
     info: RequestInfo,
     headers: HeaderMap,
-    /// Normalised (and rewritten).
+    /// Normalised (and rewritten); the query is the policies' own `info.query`.
     path: String,
-    query: Option<String>,
     /// lb's forwarding fields.
     lines: Vec<u8>,
 }
@@ -356,25 +355,20 @@ impl<'g> Session<'g> {
             None
         } else {
             Some(Box::new(Policed {
-                info: RequestInfo {
-                    client: self.info.client.ip(),
-                    method: method.clone(),
-                    host: Some(crate::router::host_of(req.host)),
-                    path: path.to_string(),
-                    query: req.query.map(str::to_string),
-                    route: target.name.clone(),
-                    consumer: None,
-                    origin: None,
-                    rate: None,
-                    claims: None,
-                },
+                info: RequestInfo::new(
+                    self.info.client.ip(),
+                    method.clone(),
+                    Some(req.host),
+                    &path,
+                    req.query,
+                    &target.name,
+                ),
                 headers: if headers.is_empty() {
                     header_map(req.headers)
                 } else {
                     headers
                 },
                 path: forwarded_path.into_owned(),
-                query: req.query.map(str::to_string),
                 lines: lines.into_owned(),
             }))
         };

@@ -32,7 +32,7 @@ impl Session<'_> {
                 &mut self.out,
                 &plan.method,
                 &p.path,
-                p.query.as_deref(),
+                p.info.query.as_deref(),
                 &mut p.headers,
                 &p.lines,
             );
@@ -134,7 +134,7 @@ impl Session<'_> {
         let b = &pt.pool.backends[i];
         let idle = pt.upstream.lean_idle(i);
         let cookie = pt.sticky.as_ref().and_then(|(name, values)| {
-            (plan.sticky != Some(i)).then(|| format!("{name}={}; Path=/; HttpOnly", values[i]))
+            (plan.sticky != Some(i)).then(|| balance::sticky_cookie(name, &values[i]))
         });
         let mut fresh_only = false;
         loop {

@@ -45,6 +45,32 @@ pub struct RequestInfo {
     pub claims: Option<Arc<serde_json::Value>>,
 }
 
+impl RequestInfo {
+    /// What policies start from: the request as routed (`host` as sent, with any port), and
+    /// nothing learnt yet.
+    pub fn new(
+        client: IpAddr,
+        method: Method,
+        host: Option<&str>,
+        path: &str,
+        query: Option<&str>,
+        route: &str,
+    ) -> Self {
+        Self {
+            client,
+            method,
+            host: host.map(crate::router::host_of),
+            path: path.to_string(),
+            query: query.map(str::to_string),
+            route: route.to_string(),
+            consumer: None,
+            origin: None,
+            rate: None,
+            claims: None,
+        }
+    }
+}
+
 /// What the HTTP side read when the config was loaded, by policy index: each `jwt`
 /// policy's settings with its keys, each `basic_auth` policy's users (htpasswd file
 /// included).
