@@ -19,7 +19,6 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
-use lb_core::pool::Attempt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +32,7 @@ use crate::policy::cache::Lookup;
 use crate::policy::{self, RequestInfo};
 use crate::respond::LogFields;
 use crate::router::RequestHead;
+use crate::tries::{Failure, Tries};
 use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Body, SendError};
 
@@ -219,74 +219,58 @@ impl Gateway {
             }
         };
         let mut next = Some(Request::from_parts(parts, body));
-        let mut attempt = Attempt::default();
-        let mut last: Option<(u16, String)> = None;
-        let pool = &pt.pool;
-        for tries in 0..=target.retries {
+        let mut tries = Tries::new(
+            pt,
+            &self.listener,
+            &target.name,
+            key,
+            sticky,
+            replayable,
+            target.retries,
+        );
+        loop {
             let Some(req) = next
                 .take()
                 .or_else(|| spare.clone().map(|p| Request::from_parts(p, empty())))
             else {
                 break;
             };
-            let pick = match (tries, sticky) {
-                (0, Some(i)) => Some(i),
-                _ => balance::next(pool, key, &mut attempt),
-            };
-            let Some(i) = pick else { break };
-            let b = &pool.backends[i];
-            b.active.fetch_add(1, Relaxed);
-            b.total.fetch_add(1, Relaxed);
+            let Some(i) = tries.pick() else { break };
+            let b = &pt.pool.backends[i];
             // Only the access log wants the backend's own time.
             let sent_at = self.access_log.then(Instant::now);
             let sent = tokio::time::timeout(target.timeout, pt.upstream.send(i, b.addr, req)).await;
             let (resp, pooled) = match sent {
                 Ok(Ok(r)) => r,
                 Ok(Err(SendError::Connect(e, req))) => {
-                    b.active.fetch_sub(1, Relaxed);
-                    b.record_traffic(false, pool.config.passive.as_ref(), &e);
-                    pt.errors[i][0].increment(1);
-                    tracing::debug!(listener = %self.listener, route = %target.name, backend = %b.id, "connect failed: {e}");
-                    last = Some((502, format!("backend {} failed: {e}", b.id)));
                     next = Some(*req);
-                    continue;
+                    if tries.failed(i, Failure::Connect(e)) {
+                        continue;
+                    }
+                    break;
                 }
                 Ok(Err(SendError::Failed(e))) => {
-                    b.active.fetch_sub(1, Relaxed);
                     if is_body_limit(&e) {
+                        tries.abandoned(i);
                         let resp = refuse(413, "request body over the limit");
                         return self.answered(Some(target), method, log_path, info, start, resp);
                     }
-                    pt.errors[i][2].increment(1);
-                    last = Some((502, format!("backend {} failed: {}", b.id, root_cause(&e))));
-                    if replayable {
+                    if tries.failed(i, Failure::Exchange(format!("failed: {}", root_cause(&e)))) {
                         continue;
                     }
                     break;
                 }
                 Err(_) => {
-                    b.active.fetch_sub(1, Relaxed);
-                    pt.errors[i][1].increment(1);
-                    last = Some((
-                        504,
-                        format!(
-                            "backend {} did not answer within {:?}",
-                            b.id, target.timeout
-                        ),
-                    ));
-                    if replayable {
+                    let why = format!("did not answer within {:?}", target.timeout);
+                    if tries.failed(i, Failure::Timeout(why)) {
                         continue;
                     }
                     break;
                 }
             };
-            let status = resp.status().as_u16();
-            if matches!(status, 502 | 503) && replayable && tries < target.retries {
-                b.active.fetch_sub(1, Relaxed);
-                last = Some((status, String::new()));
+            if !tries.answered(i, resp.status().as_u16()) {
                 continue;
             }
-            b.record_traffic(true, pool.config.passive.as_ref(), "");
             let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
             return self
                 .respond(
@@ -309,11 +293,8 @@ impl Gateway {
                 )
                 .await;
         }
-        let resp = match last {
-            Some((status, msg)) if !msg.is_empty() => answer(status, &msg),
-            Some((status, _)) => answer(status, "every backend tried answered with an error"),
-            None => answer(503, "no healthy backend"),
-        };
+        let (status, msg) = tries.answer();
+        let resp = answer(status, &msg);
         self.answered(Some(target), method, log_path, info, start, resp)
     }
 

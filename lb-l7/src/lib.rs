@@ -29,5 +29,6 @@ pub mod respond;
 pub mod router;
 pub mod sniff;
 pub mod transform;
+pub mod tries;
 pub mod upgrade;
 pub mod upstream;

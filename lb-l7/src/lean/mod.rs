@@ -35,6 +35,7 @@ use crate::forward::Trust;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::policy::RequestInfo;
 use crate::router::RequestHead;
+use crate::tries::Failure;
 use deadline::Deadline;
 use head::MAX_HEADERS;
 use response::Framing;
@@ -133,23 +134,13 @@ enum Next {
     Close,
 }
 
-/// Why an attempt on one backend failed; what the client gets if no other succeeds.
+/// Why an attempt on one backend ended without an answer to relay.
 enum Failed {
-    /// Nothing was sent; any request may go elsewhere.
-    Connect(String),
-    /// Sent, and no usable answer came.
-    Exchange {
-        status: u16,
-        why: String,
-        kind: usize,
-    },
+    /// The backend's fault (what [`Tries`](crate::tries::Tries) counts and may retry).
+    Backend(Failure),
     /// The client went away, or its body broke off: nothing to answer.
     Client,
 }
-
-/// `lb_http_upstream_errors_total` kinds, as indexes of [`PoolTarget::errors`].
-const TIMEOUT: usize = 1;
-const RESPONSE: usize = 2;
 
 impl<'g> Session<'g> {
     pub(crate) fn new(gw: &'g Gateway, info: &'g ConnInfo, drain: &'g CancellationToken) -> Self {

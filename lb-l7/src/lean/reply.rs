@@ -13,10 +13,11 @@ use tokio::net::TcpStream;
 use super::head::MAX_HEADERS;
 use super::response::{self, Framing};
 use super::send::bad;
-use super::{Answer, Failed, Next, Plan, Session, CHUNK, COALESCE, HEAD_ROOM, MAX_HEAD, TIMEOUT};
+use super::{Answer, Failed, Next, Plan, Session, CHUNK, COALESCE, HEAD_ROOM, MAX_HEAD};
 use crate::chunked::{Chunked, Scan};
 use crate::policy;
 use crate::respond::LogLine;
+use crate::tries::Failure;
 
 impl Session<'_> {
     /// Reads a final response head into `rbuf` and writes the client's head into `reply`.
@@ -87,11 +88,9 @@ impl Session<'_> {
                 biased;
                 r = conn.read_buf(&mut self.rbuf) => r,
                 () = self.backend_timer.passed() => {
-                    return Err(Failed::Exchange {
-                        status: 504,
-                        why: "did not answer in time".into(),
-                        kind: TIMEOUT,
-                    })
+                    return Err(Failed::Backend(Failure::Timeout(
+                        "did not answer in time".into(),
+                    )))
                 }
             };
             match read {

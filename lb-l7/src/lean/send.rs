@@ -2,17 +2,16 @@
 //! pool's algorithm (on an idle connection or a new one), its body streamed, retried where
 //! that is safe, and lb's own answer when no backend gives one.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use lb_core::pool::Attempt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::reply::write_answer;
-use super::{head, pool, Answer, Failed, Next, Plan, Session, CHUNK, RESPONSE};
+use super::{head, pool, Answer, Failed, Next, Plan, Session, CHUNK};
 use crate::balance;
 use crate::policy;
+use crate::tries::{Failure, Tries};
 
 impl Session<'_> {
     /// Sends one request (retried where that is safe) and relays its response.
@@ -37,7 +36,6 @@ impl Session<'_> {
                 &p.lines,
             );
         }
-        let pool = &pt.pool;
         // A body that arrived with its head goes out in the same write.
         let in_buf = (self.buf.len() - plan.head_len) as u64;
         let body_now = plan.body.min(in_buf) as usize;
@@ -45,61 +43,41 @@ impl Session<'_> {
         self.out.extend_from_slice(&self.buf[plan.head_len..used]);
         self.buf.drain(..used);
         let mut body_left = plan.body - body_now as u64;
-        let mut attempt = Attempt::default();
-        let mut last: Option<(u16, String)> = None;
-        for tries in 0..=target.retries {
-            let pick = match (tries, plan.sticky) {
-                (0, Some(i)) => Some(i),
-                _ => balance::next(pool, plan.key, &mut attempt),
-            };
-            let Some(i) = pick else { break };
-            let b = &pool.backends[i];
-            b.active.fetch_add(1, Relaxed);
-            b.total.fetch_add(1, Relaxed);
+        let mut tries = Tries::new(
+            pt,
+            &self.gw.listener,
+            &target.name,
+            plan.key,
+            plan.sticky,
+            plan.replayable,
+            target.retries,
+        );
+        while let Some(i) = tries.pick() {
             // Only the access log wants the backend's own time.
             let sent_at = self.gw.access_log.then(Instant::now);
             let deadline = tokio::time::Instant::from_std(plan.start + target.timeout);
-            let result = self.attempt(io, &plan, i, &mut body_left, deadline).await;
-            let (conn, answer) = match result {
+            let (conn, answer) = match self.attempt(io, &plan, i, &mut body_left, deadline).await {
                 Ok(r) => r,
-                Err(Failed::Connect(e)) => {
-                    b.active.fetch_sub(1, Relaxed);
-                    b.record_traffic(false, pool.config.passive.as_ref(), &e);
-                    pt.errors[i][0].increment(1);
-                    tracing::debug!(listener = %self.gw.listener, route = %target.name, backend = %b.id, "connect failed: {e}");
-                    last = Some((502, format!("backend {} failed: {e}", b.id)));
-                    continue;
-                }
-                Err(Failed::Exchange { status, why, kind }) => {
-                    b.active.fetch_sub(1, Relaxed);
-                    pt.errors[i][kind].increment(1);
-                    last = Some((status, format!("backend {} {why}", b.id)));
-                    if plan.replayable {
+                Err(Failed::Backend(failure)) => {
+                    if tries.failed(i, failure) {
                         continue;
                     }
                     break;
                 }
                 Err(Failed::Client) => {
-                    b.active.fetch_sub(1, Relaxed);
+                    tries.abandoned(i);
                     return Next::Close;
                 }
             };
-            if matches!(answer.status, 502 | 503) && plan.replayable && tries < target.retries {
-                b.active.fetch_sub(1, Relaxed);
-                last = Some((answer.status, String::new()));
+            if !tries.answered(i, answer.status) {
                 continue;
             }
-            b.record_traffic(true, pool.config.passive.as_ref(), "");
             let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
             return self.relay(io, &plan, i, conn, answer, upstream_ms).await;
         }
         // No backend answered: lb does, and the connection goes on if the client's body was
         // read whole.
-        let (status, msg) = match last {
-            Some((status, msg)) if !msg.is_empty() => (status, msg),
-            Some((status, _)) => (status, "every backend tried answered with an error".into()),
-            None => (503, "no healthy backend".into()),
-        };
+        let (status, msg) = tries.answer();
         let close = plan.close || body_left > 0;
         self.gw.note_answer(
             Some(target),
@@ -150,8 +128,10 @@ impl Session<'_> {
                     let connect = pt.upstream.connect_tcp(b.addr);
                     match tokio::time::timeout_at(deadline, Box::pin(connect)).await {
                         Ok(Ok(c)) => c,
-                        Ok(Err(e)) => return Err(Failed::Connect(e)),
-                        Err(_) => return Err(Failed::Connect("connect timeout".into())),
+                        Ok(Err(e)) => return Err(Failed::Backend(Failure::Connect(e))),
+                        Err(_) => {
+                            return Err(Failed::Backend(Failure::Connect("connect timeout".into())))
+                        }
                     }
                 }
             };
@@ -161,7 +141,7 @@ impl Session<'_> {
                     fresh_only = true;
                     continue;
                 }
-                return Err(Failed::Connect(e.to_string()));
+                return Err(Failed::Backend(Failure::Connect(e.to_string())));
             }
             if *body_left > 0 {
                 self.stream_body(io, &mut conn, body_left).await?;
@@ -173,7 +153,7 @@ impl Session<'_> {
                 Ok(answer) => return Ok((conn, answer)),
                 // Closed before answering on a reused connection: the usual race with the
                 // backend's keep-alive timer. Safe to send again where nothing can repeat.
-                Err(Failed::Exchange { kind: RESPONSE, .. })
+                Err(Failed::Backend(Failure::Exchange(_)))
                     if reused && plan.replayable && self.rbuf.is_empty() =>
                 {
                     fresh_only = true;
@@ -226,21 +206,14 @@ impl Session<'_> {
             };
             *left -= n as u64;
             if let Err(e) = conn.write_all(&chunk[..n]).await {
-                return Err(Failed::Exchange {
-                    status: 502,
-                    why: format!("failed while the request body was sent: {e}"),
-                    kind: RESPONSE,
-                });
+                return Err(bad(&format!("failed while the request body was sent: {e}")));
             }
         }
         Ok(())
     }
 }
 
+/// A failed exchange with backend (502, retried where replayable).
 pub(super) fn bad(why: &str) -> Failed {
-    Failed::Exchange {
-        status: 502,
-        why: why.to_string(),
-        kind: RESPONSE,
-    }
+    Failed::Backend(Failure::Exchange(why.to_string()))
 }
