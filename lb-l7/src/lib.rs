@@ -22,6 +22,7 @@ pub mod forward;
 pub mod framing;
 pub mod gateway;
 pub mod guard;
+pub mod idle;
 pub mod lean;
 pub mod path;
 pub mod policy;

@@ -8,7 +8,7 @@
 //! whatever its method and body. Once written, only the caller may decide to retry.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,14 +22,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
+use crate::idle::Idle;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Bodies lb sends either way: streamed from the other side, or its own small answers.
 pub type Body = BoxBody<Bytes, BoxError>;
-
-/// Idle keep-alive connections kept per backend, and for how long.
-pub(crate) const IDLE_PER_BACKEND: usize = 64;
-pub(crate) const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Why a request got no response.
 #[derive(Debug)]
@@ -55,13 +53,12 @@ pub struct Upstream {
     connect_timeout: Duration,
     conns: Vec<Arc<Conns>>,
     /// Plain connections of the lean path, by backend.
-    lean: Vec<crate::lean::pool::Idle>,
+    lean: Vec<Idle<TcpStream>>,
 }
 
 #[derive(Debug, Default)]
 struct Conns {
-    /// With when they were returned ([`lb_core::clock::now_ms`]).
-    idle: Mutex<Vec<(u64, http1::SendRequest<Body>)>>,
+    idle: Idle<http1::SendRequest<Body>>,
     /// HTTP/2 multiplexes: one connection per backend, shared by every request. An async
     /// lock, held while connecting, so a burst of first requests makes one connection.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
@@ -110,7 +107,7 @@ impl Upstream {
         // A pooled connection the backend closed meanwhile hands the request back; then try
         // the next one, and at last a new connection.
         loop {
-            let (mut sender, fresh) = match take_idle(conns) {
+            let (mut sender, fresh) = match conns.idle.take(|s| !s.is_closed()) {
                 Some(mut s) => {
                     // Ready once the previous exchange on it is over; an error means closed.
                     if s.ready().await.is_err() {
@@ -231,7 +228,7 @@ impl Upstream {
     }
 
     /// The lean path's idle connections to backend `i`.
-    pub(crate) fn lean_idle(&self, i: usize) -> Option<&crate::lean::pool::Idle> {
+    pub(crate) fn lean_idle(&self, i: usize) -> Option<&Idle<TcpStream>> {
         self.lean.get(i)
     }
 }
@@ -246,25 +243,6 @@ async fn within<T>(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind; carry on with it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A pooled connection that is still open and not idle for too long, newest first (warm
-/// caches, and the backend's keep-alive timer is least likely to have run out). It may still
-/// be finishing its previous exchange: the caller waits for it to be ready.
-fn take_idle(conns: &Conns) -> Option<http1::SendRequest<Body>> {
-    let now = lb_core::clock::now_ms();
-    let mut idle = lock(&conns.idle);
-    while let Some((at, s)) = idle.pop() {
-        if now.saturating_sub(at) < IDLE_TIMEOUT_MS && !s.is_closed() {
-            return Some(s);
-        }
-    }
-    None
-}
-
 /// An HTTP/1.1 connection lent to one exchange; [`Pooled::release`] it when the response
 /// body has been read to the end (or dropped) and the connection goes back to the pool.
 /// One exchange at a time per connection: the next user waits until it is ready.
@@ -276,16 +254,8 @@ pub struct Pooled {
 
 impl Pooled {
     pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let now = lb_core::clock::now_ms();
-        let mut idle = lock(&self.conns.idle);
-        if idle.len() >= IDLE_PER_BACKEND {
-            idle.retain(|(at, s)| now.saturating_sub(*at) < IDLE_TIMEOUT_MS && !s.is_closed());
-        }
-        if idle.len() < IDLE_PER_BACKEND {
-            idle.push((now, self.sender));
+        if !self.sender.is_closed() {
+            self.conns.idle.put(self.sender, |s| !s.is_closed());
         }
     }
 }

@@ -15,7 +15,6 @@
 
 pub mod deadline;
 pub mod head;
-pub mod pool;
 mod reply;
 pub mod response;
 mod send;

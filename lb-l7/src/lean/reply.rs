@@ -15,6 +15,7 @@ use super::response::{self, Framing};
 use super::send::bad;
 use super::{Answer, Failed, Next, Plan, Session, CHUNK, COALESCE, HEAD_ROOM, MAX_HEAD};
 use crate::chunked::{Chunked, Scan};
+use crate::idle::Idle;
 use crate::policy;
 use crate::respond::LogLine;
 use crate::tries::Failure;
@@ -108,7 +109,7 @@ impl Session<'_> {
         io: &mut IO,
         plan: &Plan<'_>,
         i: usize,
-        mut conn: TcpStream,
+        conn: TcpStream,
         answer: Answer,
         upstream_ms: u64,
     ) -> Next
@@ -128,13 +129,13 @@ impl Session<'_> {
             backend: b.id.clone(),
             upstream_ms,
         });
+        let keep = pt.upstream.lean_idle(i).filter(|_| answer.reusable);
         let relayed = self
-            .relay_body(io, &mut conn, answer.head_len, answer.framing)
+            .relay_body(io, conn, keep, answer.head_len, answer.framing)
             .await;
-        // `exact`: the backend ended its message where its framing said, and sent no more.
-        let (sent, exact, broken) = match relayed {
-            Ok((sent, exact)) => (sent, exact, false),
-            Err(sent) => (sent, false, true),
+        let (sent, broken) = match relayed {
+            Ok(sent) => (sent, false),
+            Err(sent) => (sent, true),
         };
         let flushed = io.flush().await.is_ok();
         b.active.fetch_sub(1, Relaxed);
@@ -149,11 +150,6 @@ impl Session<'_> {
         if let Some(l) = line {
             l.emit(plan.body, sent, plan.start);
         }
-        if exact && answer.reusable {
-            if let Some(idle) = pt.upstream.lean_idle(i) {
-                idle.put(conn);
-            }
-        }
         if broken || !flushed || answer.close {
             return Next::Close;
         }
@@ -161,18 +157,22 @@ impl Session<'_> {
     }
 
     /// Writes the head in `reply` and relays the body that follows `rbuf[..head_end]`; the
-    /// body bytes sent, and whether the backend ended the message exactly (nothing after
-    /// it). `Err(sent)` when either side broke off.
+    /// body bytes sent, `Err(sent)` when either side broke off. A backend connection whose
+    /// message ended exactly (nothing after it) goes back to `keep` as soon as it is read,
+    /// before the client has the last bytes: the client's next request may come on another
+    /// connection and should find it there.
     async fn relay_body<IO>(
         &mut self,
         io: &mut IO,
-        conn: &mut TcpStream,
+        conn: TcpStream,
+        keep: Option<&Idle<TcpStream>>,
         head_end: usize,
         framing: Framing,
-    ) -> Result<(u64, bool), u64>
+    ) -> Result<u64, u64>
     where
         IO: AsyncWrite + Unpin,
     {
+        let mut conn = Some(conn);
         let mut sent = 0u64;
         let mut scanner = Chunked::default();
         let mut left = match framing {
@@ -196,9 +196,14 @@ impl Session<'_> {
                 },
                 Framing::UntilClose => (avail.len(), false),
             };
-            let extra = done && take < avail.len();
+            // Bytes past the end of the message: the connection cannot be trusted.
+            if done && take == avail.len() {
+                if let (Some(idle), Some(c)) = (keep, conn.take()) {
+                    idle.put(c, crate::idle::stream_open);
+                }
+            }
             if self.reply.len() + take <= COALESCE {
-                self.reply.extend_from_slice(&avail[..take]);
+                self.reply.extend_from_slice(&self.rbuf[at..at + take]);
                 if io.write_all(&self.reply).await.is_err() {
                     return Err(sent);
                 }
@@ -215,10 +220,9 @@ impl Session<'_> {
             if let Framing::Length(_) = framing {
                 left -= take as u64;
             }
-            if done {
-                // Bytes past the end of the message: the connection cannot be trusted.
-                return Ok((sent, !extra));
-            }
+            let Some(c) = conn.as_mut().filter(|_| !done) else {
+                return Ok(sent);
+            };
             self.rbuf.clear();
             at = 0;
             if self.rbuf.capacity() < CHUNK {
@@ -228,11 +232,11 @@ impl Session<'_> {
             self.backend_timer.set(deadline);
             let read = tokio::select! {
                 biased;
-                r = conn.read_buf(&mut self.rbuf) => r,
+                r = c.read_buf(&mut self.rbuf) => r,
                 () = self.backend_timer.passed() => return Err(sent),
             };
             match read {
-                Ok(0) if framing == Framing::UntilClose => return Ok((sent, false)),
+                Ok(0) if framing == Framing::UntilClose => return Ok(sent),
                 Ok(0) | Err(_) => return Err(sent),
                 Ok(_) => {}
             }

@@ -8,8 +8,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::reply::write_answer;
-use super::{head, pool, Answer, Failed, Next, Plan, Session, CHUNK};
+use super::{head, Answer, Failed, Next, Plan, Session, CHUNK};
 use crate::balance;
+use crate::idle;
 use crate::policy;
 use crate::tries::{Failure, Tries};
 
@@ -119,7 +120,7 @@ impl Session<'_> {
             let pooled = if fresh_only {
                 None
             } else {
-                idle.and_then(pool::Idle::take)
+                idle.and_then(|p| p.take(idle::stream_open))
             };
             let reused = pooled.is_some();
             let mut conn = match pooled {
