@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lb_core::config::{self, Loaded, Source};
-use std::sync::Arc;
+use lb_core::proxy::handoff::HttpSide;
 
 use lb_core::runtime::{self, BindOptions, Inherited, Shared, Threading};
 
@@ -78,7 +79,7 @@ impl From<ThreadingArg> for Threading {
 }
 
 /// Reads and validates; prints every error (and warnings) to stderr on failure.
-fn load(path: &PathBuf) -> Result<Loaded, ExitCode> {
+fn load(path: &PathBuf, http: &dyn HttpSide) -> Result<Loaded, ExitCode> {
     let name = path.display().to_string();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -87,7 +88,7 @@ fn load(path: &PathBuf) -> Result<Loaded, ExitCode> {
             return Err(ExitCode::from(EXIT_BAD_CONFIG));
         }
     };
-    match config::load(Source { name, text }) {
+    match config::load(Source { name, text }, Some(http)) {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("{}", w.render(&l.source));
@@ -101,8 +102,8 @@ fn load(path: &PathBuf) -> Result<Loaded, ExitCode> {
     }
 }
 
-pub fn check(args: CheckArgs) -> ExitCode {
-    match load(&args.config) {
+pub fn check(args: CheckArgs, http: &dyn HttpSide) -> ExitCode {
+    match load(&args.config, http) {
         Ok(l) => {
             print!("{}", crate::plan::plan(&l));
             ExitCode::SUCCESS
@@ -111,8 +112,8 @@ pub fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
-pub fn run(args: RunArgs) -> ExitCode {
-    let loaded = match load(&args.config) {
+pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
+    let loaded = match load(&args.config, &*http) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -121,6 +122,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         threading: args.threading.into(),
         prometheus: crate::logging::install_metrics(),
         inherited: Inherited::default(),
+        http: Some(http),
     };
     if let Some(path) = &args.upgrade_socket {
         match runtime::take_over(path) {

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::Args;
 use lb_core::config;
+use lb_core::proxy::handoff::HttpSide;
 use lb_core::runtime::{self, BindOptions, Threading};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +30,7 @@ pub struct DemoArgs {
 
 const WEIGHTS: [u32; 3] = [3, 2, 1];
 
-pub fn run(args: DemoArgs) -> ExitCode {
+pub fn run(args: DemoArgs, http: Arc<dyn HttpSide>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -61,7 +62,11 @@ pub fn run(args: DemoArgs) -> ExitCode {
         port_or_zero(8080),
         port_or_zero(9900),
     );
-    let loaded = match config::load_str("<embedded demo config>", &text) {
+    let source = config::Source {
+        name: "<embedded demo config>".into(),
+        text,
+    };
+    let loaded = match config::load(source, Some(&*http)) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
@@ -71,6 +76,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let mut opts = BindOptions {
         threading: Threading::PerCore,
         prometheus: crate::logging::install_metrics(),
+        http: Some(http),
         ..BindOptions::default()
     };
     let bound = match runtime::bind(loaded, &mut opts) {

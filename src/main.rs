@@ -6,18 +6,21 @@ mod logging;
 mod plan;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
 use cli::{Cli, Command};
+use lb_core::proxy::handoff::HttpSide;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
+    // lb-core serves tcp and udp itself; http listeners are lb-l7's gateway.
+    let http: Arc<dyn HttpSide> = Arc::new(lb_l7::gateway::Factory::default());
     match cli.command {
-        Command::Run(args) => cli::run(args),
-        Command::Check(args) => cli::check(args),
-        Command::Demo(args) => demo::run(args),
+        Command::Run(args) => cli::run(args, http),
+        Command::Check(args) => cli::check(args, &*http),
+        Command::Demo(args) => demo::run(args, http),
     }
 }

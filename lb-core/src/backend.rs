@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::clock;
@@ -219,6 +219,17 @@ impl Backend {
         }
     }
 
+    /// Starts one use of this backend (a TCP connection, an HTTP exchange): counted in
+    /// `active` until the returned guard is dropped, which also adds the bytes it moved.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.active.fetch_add(1, Relaxed);
+        InFlight {
+            backend: self.clone(),
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
     /// Ends an expired ejection (called by the health task's tick).
     pub fn tick(&self) {
         if self.ejected_until.load(Relaxed) == 0 {
@@ -292,6 +303,42 @@ impl Backend {
     }
 }
 
+/// One use of a backend in flight, from [`Backend::begin`]. Dropping it is the one place
+/// where `active` comes down and the use's bytes are added, so a cancelled future (a client
+/// reset, an HTTP/2 stream reset) cannot leave the count raised.
+#[derive(Debug)]
+#[must_use = "dropping the guard ends the backend's use at once"]
+pub struct InFlight {
+    backend: Arc<Backend>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl InFlight {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Bytes this use moved: `rx` from the client to the backend, `tx` back.
+    pub fn add_bytes(&mut self, rx: u64, tx: u64) {
+        self.bytes_in += rx;
+        self.bytes_out += tx;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let b = &self.backend;
+        b.active.fetch_sub(1, Relaxed);
+        if self.bytes_in > 0 {
+            b.bytes_in.fetch_add(self.bytes_in, Relaxed);
+        }
+        if self.bytes_out > 0 {
+            b.bytes_out.fetch_add(self.bytes_out, Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +376,29 @@ mod tests {
         b.set_admin_state(AdminState::Enabled);
         assert!(b.available());
         assert_eq!(b.last_check().map(|c| c.ok), Some(true));
+    }
+
+    #[test]
+    fn in_flight_guards_bring_active_down_and_add_bytes_once() {
+        let p = pool("");
+        let b = Arc::new(Backend::new(&p, &p.backends[0]));
+        let mut one = b.begin();
+        let two = b.begin();
+        assert_eq!(b.active.load(Relaxed), 2);
+        one.add_bytes(10, 20);
+        drop(one);
+        assert_eq!(b.active.load(Relaxed), 1);
+        assert_eq!(
+            (b.bytes_in.load(Relaxed), b.bytes_out.load(Relaxed)),
+            (10, 20)
+        );
+        // A future holding the guard, dropped before it finished (a cancelled request).
+        let fut = async move {
+            let _held = two;
+            std::future::pending::<()>().await;
+        };
+        drop(fut);
+        assert_eq!(b.active.load(Relaxed), 0);
     }
 
     #[test]

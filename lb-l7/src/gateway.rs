@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use lb_core::config::{self, Forwarded, Loaded};
 use lb_core::pool::Pool;
-use lb_core::proxy::handoff::{Conn, Handler};
+use lb_core::proxy::handoff::{Conn, Handler, HttpPrepared, HttpSide};
 use lb_core::proxy::prefixed::Prefixed;
 
 use crate::balance;
@@ -129,29 +129,17 @@ const VIA: &str = "lb";
 
 impl Gateway {
     /// The gateway of listener `index` of `loaded`, over the running pools (`pools[i]` is
-    /// the config's pool `i`).
-    pub fn build(loaded: &Loaded, index: usize, pools: &[Arc<Pool>]) -> Self {
-        Self::build_keeping(loaded, index, pools, None)
-    }
-
-    /// [`Gateway::build`], reusing from `kept` the stateful policies whose config did not change.
-    pub fn build_keeping(
-        loaded: &Loaded,
-        index: usize,
-        pools: &[Arc<Pool>],
-        kept: Option<&Kept>,
-    ) -> Self {
+    /// the config's pool `i`), with what `prepared` read for the config.
+    pub fn build(loaded: &Loaded, prepared: &Prepared, index: usize, pools: &[Arc<Pool>]) -> Self {
         let c = &loaded.config;
         let l = &c.listeners[index];
         let mut used = vec![false; c.pools.len()];
         // One instance of each policy per listener and config generation: a rate limit
         // counts every route of this listener that names it.
-        let prepared = loaded
-            .http
-            .as_ref()
-            .and_then(|p| p.downcast_ref::<policy::Prepared>());
+        let kept = &prepared.kept;
+        let prepared = Some(&prepared.policies);
         let mut reused: Vec<Option<KeptPolicy>> = vec![None; c.policies.len()];
-        if let Some(kept) = kept {
+        {
             let mut map = lock(kept);
             for (i, p) in c.policies.iter().enumerate() {
                 let stateful = matches!(
@@ -426,9 +414,10 @@ impl Handler for Gateway {
     }
 }
 
-/// Builds http listeners' gateways for lb-core (registered by the binary). It keeps the
-/// policies that hold state (rate-limit buckets, caches) across reloads while their config is
-/// unchanged, shared by every listener naming them.
+/// lb's HTTP side, handed to lb-core by the binary: it prepares each loaded config (policy
+/// key files read) and builds http listeners' gateways. It keeps the policies that hold
+/// state (rate-limit buckets, caches) across reloads while their config is unchanged, shared
+/// by every listener naming them.
 #[derive(Debug, Clone, Default)]
 pub struct Factory {
     kept: Kept,
@@ -444,25 +433,67 @@ pub struct KeptPolicy {
     cache: Option<Arc<policy::cache::Cache>>,
 }
 
-impl lb_core::proxy::handoff::Factory for Factory {
+/// What the HTTP side read for one config, and the factory's kept policies.
+#[derive(Debug)]
+pub struct Prepared {
+    pub policies: policy::Prepared,
+    kept: Kept,
+}
+
+impl Factory {
+    /// Reads what `config`'s policies name (key files, schemas); problems go to `diags`.
+    pub fn prepare_typed(
+        &self,
+        config: &lb_core::config::Config,
+        diags: &mut Vec<lb_core::config::Diagnostic>,
+    ) -> Arc<Prepared> {
+        // Policies gone from the config let go of their state.
+        lock(&self.kept).retain(|name, _| config.policies.iter().any(|p| &p.name == name));
+        Arc::new(Prepared {
+            policies: policy::prepare(config, diags),
+            kept: self.kept.clone(),
+        })
+    }
+
+    /// Loads a config with this HTTP side, keeping the typed preparation (tests build
+    /// gateways from it directly).
+    pub fn load(
+        &self,
+        source: lb_core::config::Source,
+    ) -> Result<(Loaded, Arc<Prepared>), lb_core::config::Invalid> {
+        let v = lb_core::config::validate(source)?;
+        let mut diags = Vec::new();
+        let prepared = self.prepare_typed(&v.config, &mut diags);
+        let loaded = lb_core::config::prepare(v, Some(prepared.clone()), diags)?;
+        Ok((loaded, prepared))
+    }
+}
+
+impl HttpSide for Factory {
     fn prepare(
         &self,
         config: &lb_core::config::Config,
         diags: &mut Vec<lb_core::config::Diagnostic>,
-    ) -> Option<lb_core::proxy::handoff::Prepared> {
-        // Policies gone from the config let go of their state.
-        lock(&self.kept).retain(|name, _| config.policies.iter().any(|p| &p.name == name));
-        Some(Arc::new(policy::prepare(config, diags)))
+    ) -> Arc<dyn HttpPrepared> {
+        self.prepare_typed(config, diags)
     }
+}
 
+impl HttpPrepared for Prepared {
     fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler> {
-        Arc::new(Gateway::build_keeping(
-            loaded,
-            listener,
-            pools,
-            Some(&self.kept),
-        ))
+        Arc::new(Gateway::build(loaded, self, listener, pools))
     }
+}
+
+/// Loads a config text with lb's HTTP side (tests; `lb` itself reads files).
+pub fn load_str(
+    name: &str,
+    text: &str,
+) -> Result<(Loaded, Arc<Prepared>), lb_core::config::Invalid> {
+    Factory::default().load(lb_core::config::Source {
+        name: name.to_string(),
+        text: text.to_string(),
+    })
 }
 
 /// Whether a pool's requests may take the lean path: plain HTTP/1.1 backends.

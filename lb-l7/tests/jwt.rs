@@ -14,11 +14,6 @@ use support::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt");
 
-fn register() {
-    // Key files are read when a config is loaded, by the registered HTTP side.
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -47,7 +42,6 @@ fn claims(extra: serde_json::Value) -> serde_json::Value {
 }
 
 async fn gateway_with(policy: &str, more: &str) -> (std::net::SocketAddr, Backend) {
-    register();
     let b = backend("b").await;
     let routes = format!(
         "[[route]]\nlistener = \"web\"\nname = \"api\"\npool = \"p0\"\npolicies = [\"auth\"{more}]\n[policy.auth]\nkind = \"jwt\"\n{policy}"
@@ -229,7 +223,6 @@ async fn claims_key_rate_limits_and_fill_header_templates() {
 
 #[test]
 fn key_problems_fail_the_config_load_naming_the_file() {
-    register();
     let base = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\npool = \"p\"\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"127.0.0.1:2\" }]\n[[route]]\nlistener = \"web\"\npool = \"p\"\npolicies = [\"auth\"]\n[policy.auth]\nkind = \"jwt\"\n";
     let cases = [
         (
@@ -259,7 +252,7 @@ fn key_problems_fail_the_config_load_naming_the_file() {
     ];
     for (policy, needle) in cases {
         let text = format!("{base}{policy}");
-        let err = lb_core::config::load_str("jwt.toml", &text).expect_err(needle);
+        let err = lb_l7::gateway::load_str("jwt.toml", &text).expect_err(needle);
         let rendered = err.to_string();
         assert!(rendered.contains(needle), "{needle:?} not in:\n{rendered}");
         assert!(

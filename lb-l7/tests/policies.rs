@@ -222,8 +222,6 @@ fn basic(user: &str, password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
-    // Key files are read when a config is loaded, by the registered HTTP side.
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
     let b = backend("b").await;
     let alice = bcrypt::hash("wonderland", 4).expect("hash");
     let bob = bcrypt::hash("builder", 4).expect("hash");
@@ -260,7 +258,7 @@ async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
     std::fs::write(&file, "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").expect("write");
     let routes =
         format!("[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"login\"]\n{defs}");
-    let err = lb_core::config::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
+    let err = lb_l7::gateway::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
         .expect_err("bad htpasswd");
     assert!(
         err.to_string()
@@ -272,7 +270,6 @@ async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_keys_can_come_from_a_file() {
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
     let b = backend("b").await;
     let dir = std::env::temp_dir().join(format!("lb-keys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -293,7 +290,7 @@ async fn api_keys_can_come_from_a_file() {
     std::fs::write(&file, "cli password\n").expect("write");
     let routes =
         format!("[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"keys\"]\n{defs}");
-    let err = lb_core::config::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
+    let err = lb_l7::gateway::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
         .expect_err("a plain key in the file");
     assert!(
         err.to_string()

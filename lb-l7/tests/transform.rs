@@ -5,11 +5,6 @@ mod support;
 
 use support::*;
 
-fn register() {
-    // Schema files are read when a config is loaded, by the registered HTTP side.
-    lb_core::proxy::handoff::register_http(Box::new(lb_l7::gateway::Factory::default()));
-}
-
 fn schema_file(tag: &str, schema: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lb-schema-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -19,7 +14,6 @@ fn schema_file(tag: &str, schema: &str) -> std::path::PathBuf {
 }
 
 async fn transformed(b: &Backend, policy: &str) -> std::net::SocketAddr {
-    register();
     let routes = format!("[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"t\"]\n[policy.t]\nkind = \"transform\"\n{policy}");
     gateway(&config(&[(&[b.addr], "")], "", &routes)).await.0
 }
@@ -110,7 +104,6 @@ async fn json_bodies_are_checked_against_the_schema() {
 
 #[test]
 fn schema_problems_fail_the_config_load() {
-    register();
     let base = "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\npool = \"p\"\n[[pool]]\nname = \"p\"\nbackends = [{ addr = \"127.0.0.1:2\" }]\n[[route]]\nlistener = \"web\"\npool = \"p\"\npolicies = [\"t\"]\n[policy.t]\nkind = \"transform\"\n";
     let unknown = schema_file("unknown", r#"{ "type": "string", "contentSchema": {} }"#);
     let not_json = schema_file("notjson", "{ type: string }");
@@ -123,7 +116,7 @@ fn schema_problems_fail_the_config_load() {
         ),
     ] {
         let text = format!("{base}json_schema_file = \"{}\"\n", path.display());
-        let err = lb_core::config::load_str("t.toml", &text).expect_err(needle);
+        let err = lb_l7::gateway::load_str("t.toml", &text).expect_err(needle);
         assert!(err.to_string().contains(needle), "{needle:?} not in {err}");
     }
 }

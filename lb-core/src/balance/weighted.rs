@@ -80,7 +80,9 @@ mod tests {
         }
 
         /// No bursts: after any k picks, every backend has had within one pick of its exact
-        /// share k·w/W. (Plain WRR sends a backend's whole weight in a row and fails this.)
+        /// share k·w/W (exactly one is reached, e.g. by [8, 1, 8, 1, 8] after 13 picks: an
+        /// exhaustive run over every 2–5 weights of 1–9 found no larger gap). Plain WRR sends
+        /// a backend's whole weight in a row and fails this.
         #[test]
         fn every_prefix_within_one_pick_of_its_share(weights in proptest::collection::vec(1u32..10, 2..6)) {
             let v = FakeView::new(&weights);
@@ -91,7 +93,7 @@ mod tests {
                 counts[pick(&s, &v).expect("a backend")] += 1;
                 for (c, w) in counts.iter().zip(&weights) {
                     let exact = f64::from(k) * f64::from(*w) / f64::from(total);
-                    prop_assert!((f64::from(*c) - exact).abs() < 1.0, "{counts:?} after {k} picks of {weights:?}");
+                    prop_assert!((f64::from(*c) - exact).abs() <= 1.0 + 1e-9, "{counts:?} after {k} picks of {weights:?}");
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The config: TOML text → raw serde structs → validated typed model, with every error found
-//! reported compiler-style. Pure but for one step: [`load`] reads the TLS files the config
-//! names (callers read the config file itself and hand over its text).
+//! reported compiler-style, in stages: [`validate`] (pure: parse, then check into the typed
+//! model) and [`prepare`] (reads the TLS files the config names, and takes what the HTTP side
+//! prepared). [`load`] runs both; callers read the config file itself and hand over its text.
 
 mod diag;
 mod duration;
@@ -21,7 +22,16 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// A config that passed validation, with its warnings and the text it came from.
+/// A config that passed validation, with its warnings and the text it came from; nothing
+/// it names outside itself (TLS files, key files) has been read yet.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    pub source: Source,
+}
+
+/// A config ready to run: validated, and the files it names read and checked.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
@@ -31,8 +41,9 @@ pub struct Loaded {
     pub hash: String,
     /// The rustls configs built from the TLS files named, read at load time.
     pub tls: crate::tls::TlsMaterial,
-    /// What the HTTP side read at load time (policy key files), if it is registered.
-    pub http: Option<crate::proxy::handoff::Prepared>,
+    /// What the HTTP side prepared for this config (policy key files read), when the process
+    /// serves http listeners.
+    pub http: Option<std::sync::Arc<dyn crate::proxy::handoff::HttpPrepared>>,
 }
 
 /// A config that failed validation: every diagnostic found, errors and warnings.
@@ -65,45 +76,86 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
-/// Parses and validates a config text, then reads and checks the TLS files it names.
-pub fn load(source: Source) -> Result<Loaded, Invalid> {
+/// Stage one and two, pure: parses the text and validates it into the typed model,
+/// collecting every error.
+pub fn validate(source: Source) -> Result<Validated, Invalid> {
     let mut diagnostics = Vec::new();
     let raw = parse::parse(&source.text, &mut diagnostics);
     let config = validate::validate(raw, &mut diagnostics);
-    let tls = match &config {
-        Some(c) => crate::tls::material::build(c, &mut diagnostics),
-        None => Default::default(),
-    };
-    let http = config
-        .as_ref()
-        .and_then(|c| crate::proxy::handoff::prepare_http(c, &mut diagnostics));
-    // Report in file order, as a reader goes through the file.
-    diagnostics.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
     match config {
-        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => {
-            let hash = format!("sha256:{:x}", Sha256::digest(source.text.as_bytes()));
-            Ok(Loaded {
-                config,
-                warnings: diagnostics,
-                source,
-                hash,
-                tls,
-                http,
-            })
-        }
-        _ => Err(Invalid {
+        Some(config) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(Validated {
+            config,
+            warnings: diagnostics,
             source,
-            diagnostics,
         }),
+        _ => Err(invalid(source, diagnostics)),
     }
 }
 
-/// Parses and validates a config given as a string (tests, `lb demo`).
-pub fn load_str(name: &str, text: &str) -> Result<Loaded, Invalid> {
-    load(Source {
-        name: name.to_string(),
-        text: text.to_string(),
+/// Stage three: reads and checks the TLS files a validated config names, and takes what the
+/// HTTP side prepared for it (`http`, with the problems it found in `http_diags`).
+pub fn prepare(
+    v: Validated,
+    http: Option<std::sync::Arc<dyn crate::proxy::handoff::HttpPrepared>>,
+    http_diags: Vec<Diagnostic>,
+) -> Result<Loaded, Invalid> {
+    let Validated {
+        config,
+        mut warnings,
+        source,
+    } = v;
+    let mut diagnostics = http_diags;
+    let tls = crate::tls::material::build(&config, &mut diagnostics);
+    diagnostics.append(&mut warnings);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(invalid(source, diagnostics));
+    }
+    sort(&mut diagnostics);
+    let hash = format!("sha256:{:x}", Sha256::digest(source.text.as_bytes()));
+    Ok(Loaded {
+        config,
+        warnings: diagnostics,
+        source,
+        hash,
+        tls,
+        http,
     })
+}
+
+/// All three stages; `http` prepares the HTTP side (the binary passes lb-l7's).
+pub fn load(
+    source: Source,
+    http: Option<&dyn crate::proxy::handoff::HttpSide>,
+) -> Result<Loaded, Invalid> {
+    let v = validate(source)?;
+    let mut diags = Vec::new();
+    let prepared = http.map(|h| h.prepare(&v.config, &mut diags));
+    prepare(v, prepared, diags)
+}
+
+/// Parses and validates a config given as a string, reading its TLS files but with no HTTP
+/// side (tests, benches).
+pub fn load_str(name: &str, text: &str) -> Result<Loaded, Invalid> {
+    load(
+        Source {
+            name: name.to_string(),
+            text: text.to_string(),
+        },
+        None,
+    )
+}
+
+fn invalid(source: Source, mut diagnostics: Vec<Diagnostic>) -> Invalid {
+    sort(&mut diagnostics);
+    Invalid {
+        source,
+        diagnostics,
+    }
+}
+
+/// Reports in file order, as a reader goes through the file.
+fn sort(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by_key(|d| d.span.as_ref().map_or(usize::MAX, |s| s.start));
 }
 
 #[cfg(test)]

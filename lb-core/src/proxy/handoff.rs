@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -96,6 +96,9 @@ pub struct Conn {
     pub io: ClientStream,
     /// The client (from the PROXY header when the listener accepts one).
     pub client: SocketAddr,
+    /// lb's own address on the connection (what a PROXY header to a backend names as the
+    /// destination).
+    pub local: SocketAddr,
     /// The TLS server name the client asked for.
     pub sni: Option<String>,
     /// The ALPN protocol agreed in the TLS handshake.
@@ -126,44 +129,19 @@ pub trait Handler: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// What a [`Factory`] read and checked when the config was loaded (key files and the like),
-/// kept in [`Loaded::http`] for its builds.
-pub type Prepared = Arc<dyn std::any::Any + Send + Sync>;
+/// The HTTP side of lb, which lb-core does not speak itself: the binary passes lb-l7's in
+/// (never a process-wide registry), and every config load (start-up, `lb check`, reloads)
+/// asks it to prepare.
+pub trait HttpSide: Send + Sync + fmt::Debug + 'static {
+    /// Reads and checks what a validated config names beyond itself (policy key files and
+    /// the like); every problem goes to `diags`, so a bad file fails the load like a bad key
+    /// does.
+    fn prepare(&self, config: &Config, diags: &mut Vec<Diagnostic>) -> Arc<dyn HttpPrepared>;
+}
 
-/// Builds a listener's [`Handler`] from the config, over the running pools (`pools[i]` is the
-/// config's pool `i`); called at start-up and on every reload.
-pub trait Factory: Send + Sync + 'static {
-    /// Reads and checks, when a config is loaded (`lb check`, start-up, reload), what the
-    /// config names beyond itself; every problem goes to `diags`, so a bad file fails the
-    /// load like a bad key does.
-    fn prepare(&self, _config: &Config, _diags: &mut Vec<Diagnostic>) -> Option<Prepared> {
-        None
-    }
-
+/// What the HTTP side prepared for one config: it builds each http listener's [`Handler`]
+/// over the running pools (`pools[i]` is the config's pool `i`), at start-up and on every
+/// reload that keeps the config.
+pub trait HttpPrepared: Send + Sync + fmt::Debug {
     fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler>;
-}
-
-static HTTP: OnceLock<Box<dyn Factory>> = OnceLock::new();
-
-/// Registers what serves `protocol = "http"` listeners; once per process, before running.
-/// A second registration is ignored and reported as `false`.
-pub fn register_http(factory: Box<dyn Factory>) -> bool {
-    HTTP.set(factory).is_ok()
-}
-
-/// Whether this process can serve http listeners.
-pub fn http_available() -> bool {
-    HTTP.get().is_some()
-}
-
-pub(crate) fn prepare_http(config: &Config, diags: &mut Vec<Diagnostic>) -> Option<Prepared> {
-    HTTP.get().and_then(|f| f.prepare(config, diags))
-}
-
-pub(crate) fn build_http(
-    loaded: &Loaded,
-    listener: usize,
-    pools: &[Arc<Pool>],
-) -> Option<Arc<dyn Handler>> {
-    HTTP.get().map(|f| f.build(loaded, listener, pools))
 }

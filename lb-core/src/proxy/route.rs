@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::handoff::{self, Handler};
+use super::handoff::Handler;
 use crate::config::{self, HashKey, Loaded, Protocol};
 use crate::pool::Pool;
 use crate::tls::material::Backends;
@@ -97,7 +97,7 @@ impl Route {
         );
         let tls = loaded.tls.listeners.get(index).cloned().flatten();
         let app = match l.protocol {
-            Protocol::Http => handoff::build_http(loaded, index, pools),
+            Protocol::Http => loaded.http.as_ref().map(|h| h.build(loaded, index, pools)),
             Protocol::Tcp | Protocol::Udp => None,
         };
         Self {

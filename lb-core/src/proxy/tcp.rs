@@ -258,6 +258,7 @@ async fn serve(
     let start = Instant::now();
     let l = &route.listener;
     let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or(l.bind);
     // One budget for everything before the payload: PROXY header, ClientHello, TLS handshake.
     let deadline = tokio::time::Instant::from_std(start + l.handshake_timeout);
     let late = |what: &str| format!("no complete {what} within {:?}", l.handshake_timeout);
@@ -361,6 +362,7 @@ async fn serve(
             },
             io,
             client: front.client,
+            local,
             sni: front.sni,
             drain: stop,
             cancel: cx.conn_cancel.clone(),
@@ -398,7 +400,7 @@ async fn proxy_to(
     let mut last_error: Option<String> = None;
     while let Some(i) = next_backend(pool, key, &mut attempt) {
         let b = &pool.backends[i];
-        b.active.fetch_add(1, Relaxed);
+        let mut in_flight = b.begin();
         // Boxed: its state (a TLS handshake to the backend, say) is needed only while
         // connecting, and would otherwise size the connection's task for its whole life.
         let connect = Box::pin(connect(b.addr, front, target, route, &io));
@@ -411,6 +413,7 @@ async fn proxy_to(
                 };
                 last_error = Some(format!("{}: {why}", b.id));
                 connect_failed(b, passive, l, pool, last_error.as_deref());
+                drop(in_flight);
                 continue;
             }
         };
@@ -436,13 +439,13 @@ async fn proxy_to(
         if out.retryable() {
             last_error = Some(format!("{}: reset before any byte was exchanged", b.id));
             connect_failed(b, passive, l, pool, last_error.as_deref());
+            drop(in_flight);
             continue;
         }
-        b.active.fetch_sub(1, Relaxed);
         // The bytes lb read before the relay (PROXY header aside) count as the client's.
         let from_client = out.from_client + front.prefix.len() as u64;
-        b.bytes_in.fetch_add(from_client, Relaxed);
-        b.bytes_out.fetch_add(out.from_backend, Relaxed);
+        in_flight.add_bytes(from_client, out.from_backend);
+        drop(in_flight);
         m.bytes_rx.increment(from_client);
         m.bytes_tx.increment(out.from_backend);
         if l.access_log {
@@ -518,7 +521,6 @@ fn connect_failed(
     pool: &Pool,
     err: Option<&str>,
 ) {
-    b.active.fetch_sub(1, Relaxed);
     let err = err.unwrap_or("");
     b.record_traffic(false, passive, err);
     tracing::debug!(listener = %l.name, pool.name = %pool.name(), error = %err, "backend failed; trying the next one");

@@ -186,6 +186,8 @@ pub struct BindOptions {
     pub prometheus: Option<PrometheusHandle>,
     /// Listening sockets taken over from a previous process (binary upgrade).
     pub inherited: Inherited,
+    /// What serves http listeners and prepares their part of each reloaded config.
+    pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
 }
 
 /// Duplicates sockets so a binary upgrade can hand them over later.
@@ -295,6 +297,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         shutdown: CancellationToken::new(),
         accept,
         admin_fd: Mutex::new(admin_fd),
+        http: opts.http.clone(),
     });
     Ok(Bound {
         shared,

@@ -152,4 +152,6 @@ pub struct Shared {
     pub accept: CancellationToken,
     /// A duplicate of the admin socket with its configured and actual address, for upgrades.
     pub(crate) admin_fd: Mutex<Option<(OwnedFd, SocketAddr, SocketAddr)>>,
+    /// The HTTP side every reload prepares the new config with.
+    pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
 }

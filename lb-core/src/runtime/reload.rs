@@ -55,7 +55,8 @@ impl Shared {
             path: name.clone(),
             source,
         })?;
-        let loaded = config::load(Source { name, text }).map_err(ReloadError::Invalid)?;
+        let loaded = config::load(Source { name, text }, self.http.as_deref())
+            .map_err(ReloadError::Invalid)?;
         let old = self.state.load_full();
         let cfg = &loaded.config;
         let mut notes: Vec<String> = Vec::new();

@@ -209,14 +209,15 @@ pub async fn gateway(config: &str) -> (SocketAddr, Arc<Gateway>) {
 
 /// [`gateway`], with the token that drains its connections (as lb-core's listener stop does).
 pub async fn gateway_draining(config: &str) -> (SocketAddr, Arc<Gateway>, CancellationToken) {
-    let loaded = lb_core::config::load_str("test.toml", config).unwrap_or_else(|e| panic!("{e}"));
+    let (loaded, prepared) =
+        lb_l7::gateway::load_str("test.toml", config).unwrap_or_else(|e| panic!("{e}"));
     let pools: Vec<Arc<Pool>> = loaded
         .config
         .pools
         .iter()
         .map(|p| Arc::new(Pool::new(p, None)))
         .collect();
-    let gw = Arc::new(Gateway::build(&loaded, 0, &pools));
+    let gw = Arc::new(Gateway::build(&loaded, &prepared, 0, &pools));
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let served = gw.clone();
@@ -227,6 +228,7 @@ pub async fn gateway_draining(config: &str) -> (SocketAddr, Arc<Gateway>, Cancel
             let conn = Conn {
                 io: ClientStream::Plain(Prefixed::new(Vec::new(), s)),
                 client: peer,
+                local: addr,
                 sni: None,
                 alpn: None,
                 drain: draining.clone(),

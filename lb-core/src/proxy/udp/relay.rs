@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, RecvBatch};
 use super::flow::{FlowTable, Route};
-use crate::backend::Backend;
+use crate::backend::{Backend, InFlight};
 use crate::clock;
 use crate::pool::Attempt;
 use crate::proxy::tcp::{key_of, next_backend, ListenerShared};
@@ -32,7 +32,8 @@ thread_local! {
 }
 
 struct FlowConn {
-    backend: Arc<Backend>,
+    /// The backend, counted active while the flow lives.
+    flight: InFlight,
     upstream: Arc<UdpSocket>,
     replies: JoinHandle<()>,
     last_reply_ms: Arc<AtomicU64>,
@@ -203,7 +204,7 @@ async fn forward(c: &mut FlowConn, datagrams: &[&[u8]], m: &ListenerMetrics) {
                 let bytes: usize = datagrams[done..done + n].iter().map(|d| d.len()).sum();
                 c.to_backend.increment(n as u64);
                 c.bytes_in += bytes as u64;
-                c.backend.bytes_in.fetch_add(bytes as u64, Relaxed);
+                c.flight.backend().bytes_in.fetch_add(bytes as u64, Relaxed);
                 done += n;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -257,7 +258,7 @@ fn open_flow(
     let Some((backend, upstream)) = made else {
         return Err(Refused::NoBackend);
     };
-    backend.active.fetch_add(1, Relaxed);
+    let flight = backend.begin();
     backend.total.fetch_add(1, Relaxed);
     shared.active.fetch_add(1, Relaxed);
     shared.total.fetch_add(1, Relaxed);
@@ -284,7 +285,7 @@ fn open_flow(
         pool.config.passive,
     ));
     Ok(FlowConn {
-        backend,
+        flight,
         upstream,
         replies,
         last_reply_ms,
@@ -311,14 +312,16 @@ fn end_flow(
             .default
             .as_ref()
             .and_then(|t| t.pool.config.passive);
-        c.backend
-            .record_traffic(false, passive.as_ref(), "udp: no reply for a whole flow");
+        c.flight.backend().record_traffic(
+            false,
+            passive.as_ref(),
+            "udp: no reply for a whole flow",
+        );
     }
-    c.backend.active.fetch_sub(1, Relaxed);
     shared.active.fetch_sub(1, Relaxed);
     m.sessions.decrement(1.0);
     if shared.route.load().listener.access_log {
-        tracing::info!(target: "lb::access", client = %client, listener = %shared.name, pool = %c.backend.pool, backend = %c.backend.id, bytes_in = c.bytes_in, duration_ms = c.started.elapsed().as_millis() as u64, end = why, "udp flow ended");
+        tracing::info!(target: "lb::access", client = %client, listener = %shared.name, pool = %c.flight.backend().pool, backend = %c.flight.backend().id, bytes_in = c.bytes_in, duration_ms = c.started.elapsed().as_millis() as u64, end = why, "udp flow ended");
     }
 }
 
