@@ -26,3 +26,15 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-features
+# Both HTTP paths give clients the same answers: the gateway suites again with every request
+# on the general path (the lean path's byte-level tests say they do not apply).
+echo "== cargo test -p lb-l7, LB_HTTP_PATH=general"
+LB_HTTP_PATH=general cargo test -p lb-l7 --all-features
+# The fuzz targets are built (so they cannot rot) and run once over their seed corpora.
+echo "== fuzz targets"
+(cd fuzz && cargo build --bins --quiet)
+for target in fuzz/fuzz_targets/*.rs; do
+  name=$(basename "$target" .rs)
+  ls fuzz/corpus/"$name"/*.* >/dev/null  # every target has seeds
+  fuzz/target/debug/"$name" -runs=0 fuzz/corpus/"$name" 2>&1 | tail -n 1
+done

@@ -6,16 +6,34 @@
 use libfuzzer_sys::fuzz_target;
 use lb_l7::chunked::{Chunked, Scan};
 use lb_l7::lean::head;
+use lb_l7::request::{inspect, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, bytes)) = data.split_first() else { return };
     let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     if let Ok(httparse::Status::Complete(_)) = req.parse(bytes) {
-        if let Ok(r) = head::request(&req, &lb_l7::guard::Limits::default()) {
-            let fwd = r.forwarding("192.0.2.1".parse().expect("ip"), false, lb_l7::forward::Trust::Append);
-            let mut out = Vec::new();
-            r.write(&mut out, "/", &head::forwarding_lines(&fwd, Some("lb")));
+        if let Ok(r) = head::request(&req) {
+            if let Ok(facts) = inspect(r.head(), &Limits::default()) {
+                let authority = facts.authority.unwrap_or("h");
+                let fwd = r.forwarding(authority, "192.0.2.1".parse().expect("ip"), false, lb_l7::forward::Trust::Append);
+                let lines = head::forwarding_lines(&fwd, Some("lb"));
+                let out = head::Out {
+                    method: r.method.as_str(),
+                    path: "/",
+                    query: r.uri.query(),
+                    authority,
+                    te_trailers: facts.te_trailers,
+                    length: facts.body.len(),
+                    lines: &lines,
+                };
+                let mut buf = Vec::new();
+                out.write(&mut buf, r.fields, &facts);
+                // What lb writes parses as one complete head.
+                let mut fields = [httparse::EMPTY_HEADER; 256];
+                let mut again = httparse::Request::new(&mut fields);
+                assert_eq!(again.parse(&buf).ok(), Some(httparse::Status::Complete(buf.len())));
+            }
         }
     }
     let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];

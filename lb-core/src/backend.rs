@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::clock;
 use crate::config;
-use crate::health::state::{slow_start_weight, Change, HealthState};
+use crate::health::state::{slow_start_share, Change, HealthState, FULL_SHARE};
 
 /// Check results kept per backend for the dashboard's health history.
 pub const HISTORY: usize = 20;
@@ -128,6 +128,10 @@ impl Backend {
 
     pub fn set_admin_state(&self, s: AdminState) {
         let old = self.admin.swap(s as u8, Relaxed);
+        // Enabled again after maintenance: it ramps up as one that came up does.
+        if s == AdminState::Enabled && old != s as u8 {
+            self.start_ramp();
+        }
         if old != s as u8 {
             tracing::info!(pool.name = %self.pool, backend.addr = %self.id, state = ?s, "backend admin state changed");
         }
@@ -158,23 +162,35 @@ impl Backend {
         }
     }
 
-    /// Weight for selection, reduced while slow start ramps.
+    /// The share of its traffic this backend takes, in thousandths: [`FULL_SHARE`] but while
+    /// slow start ramps after it came up or was enabled again.
     #[inline]
-    pub fn effective_weight(&self) -> u32 {
+    pub fn share(&self) -> u32 {
         let from = self.ramp_from.load(Relaxed);
         if from == 0 {
-            return self.weight;
+            return FULL_SHARE;
         }
         let since = clock::now_ms().saturating_sub(from);
         if since >= self.slow_start_ms {
             self.ramp_from.store(0, Relaxed);
-            return self.weight;
+            return FULL_SHARE;
         }
-        slow_start_weight(
-            self.weight,
+        slow_start_share(
             std::time::Duration::from_millis(since),
             std::time::Duration::from_millis(self.slow_start_ms),
         )
+    }
+
+    /// Weight with slow start applied (at least 1), as status shows it.
+    pub fn effective_weight(&self) -> u32 {
+        let w = u64::from(self.weight) * u64::from(self.share());
+        (w.div_ceil(u64::from(FULL_SHARE)) as u32).max(1)
+    }
+
+    fn start_ramp(&self) {
+        if self.slow_start_ms > 0 {
+            self.ramp_from.store(clock::now_ms(), Relaxed);
+        }
     }
 
     /// Feeds an active check result; logs and exports any change.
@@ -251,17 +267,13 @@ impl Backend {
             Change::Up => {
                 self.up.store(true, Relaxed);
                 self.ejected_until.store(0, Relaxed);
-                if self.slow_start_ms > 0 {
-                    self.ramp_from.store(clock::now_ms(), Relaxed);
-                }
+                self.start_ramp();
             }
             Change::Down => self.up.store(false, Relaxed),
             Change::Ejected { until } => self.ejected_until.store(clock::ms_of(until), Relaxed),
             Change::Restored => {
                 self.ejected_until.store(0, Relaxed);
-                if self.slow_start_ms > 0 {
-                    self.ramp_from.store(clock::now_ms(), Relaxed);
-                }
+                self.start_ramp();
             }
         }
         let new = self.state();
@@ -412,6 +424,21 @@ mod tests {
         assert!(w < 50, "just came up: weight {w} should be small");
         std::thread::sleep(Duration::from_millis(350));
         assert_eq!(b.effective_weight(), 100);
+    }
+
+    #[test]
+    fn enabling_a_backend_again_starts_its_ramp() {
+        let p = pool("slow_start = \"60s\"");
+        let b = Backend::new(&p, &p.backends[0]);
+        assert_eq!(b.share(), FULL_SHARE);
+        b.set_admin_state(AdminState::Disabled);
+        b.set_admin_state(AdminState::Enabled);
+        assert!(b.share() < 10, "just enabled: share {}", b.share());
+        assert!(b.effective_weight() >= 1);
+        let unramped = Backend::new(&pool(""), &p.backends[0]);
+        unramped.set_admin_state(AdminState::Disabled);
+        unramped.set_admin_state(AdminState::Enabled);
+        assert_eq!(unramped.share(), FULL_SHARE, "no slow_start, no ramp");
     }
 
     #[test]

@@ -40,7 +40,11 @@ impl View for GroupView<'_> {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
     fn weight(&self, i: usize) -> u32 {
-        self.pool.backends[self.group.members[i]].effective_weight()
+        let b = &self.pool.backends[self.group.members[i]];
+        b.weight.saturating_mul(b.share()).max(1)
+    }
+    fn share(&self, i: usize) -> u32 {
+        self.pool.backends[self.group.members[i]].share()
     }
 }
 
@@ -130,6 +134,19 @@ impl Pool {
         Some(group.members[gi])
     }
 
+    /// Counts backend `i` as tried by this attempt (one picked outside the algorithm, such as
+    /// a sticky one), so [`Pool::next`] does not give it again.
+    pub fn mark_tried(&self, i: usize, attempt: &mut Attempt) {
+        for (group, tried) in [
+            (&self.primary, &mut attempt.primary),
+            (&self.backup, &mut attempt.backup),
+        ] {
+            if let Some(gi) = group.members.iter().position(|&m| m == i) {
+                tried.insert(gi);
+            }
+        }
+    }
+
     pub fn find(&self, addr: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| b.id == addr)
     }
@@ -179,6 +196,22 @@ mod tests {
         assert_eq!(seen[2], 2, "backup last");
         seen.sort_unstable();
         assert_eq!(seen, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_backend_marked_tried_is_not_picked_again() {
+        let p = pool(
+            r#"{addr="127.0.0.1:1"},{addr="127.0.0.1:2"},{addr="127.0.0.1:3",backup=true}"#,
+            "round-robin",
+        );
+        let mut rng = fastrand::Rng::with_seed(1);
+        for marked in 0..3 {
+            let mut a = Attempt::default();
+            p.mark_tried(marked, &mut a);
+            let rest: Vec<usize> = std::iter::from_fn(|| p.next(0, &mut a, &mut rng)).collect();
+            assert_eq!(rest.len(), 2, "{rest:?}");
+            assert!(!rest.contains(&marked));
+        }
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub fn next(pool: &Pool, key: u64, attempt: &mut Attempt) -> Option<usize> {
     RNG.with(|r| pool.next(key, attempt, &mut r.borrow_mut()))
 }
 
+/// Counts backend `i` (picked outside the algorithm) as tried by `attempt`.
+pub fn exclude(pool: &Pool, i: usize, attempt: &mut Attempt) {
+    pool.mark_tried(i, attempt);
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 §5.4: one or more
 /// headers, `; `-separated pairs).
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

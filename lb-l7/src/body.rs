@@ -4,7 +4,7 @@
 //! in-flight count. Also lb's own small JSON answers.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -20,6 +20,9 @@ use crate::upstream::{Body, BoxError};
 pub struct Meter {
     pub request: AtomicU64,
     pub response: AtomicU64,
+    /// The client's body broke (malformed chunking, cut off): the exchange's failure is the
+    /// client's, not the backend's.
+    pub client_failed: AtomicBool,
 }
 
 /// Which body of an exchange a [`Counted`] carries.
@@ -85,7 +88,13 @@ where
                     };
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Ready(Some(Err(_))) => {
+                if self.side == Side::Request {
+                    self.meter.client_failed.store(true, Relaxed);
+                }
+                self.finish();
+            }
+            Poll::Ready(None) => self.finish(),
             Poll::Pending => {}
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))

@@ -19,19 +19,21 @@ pub enum Rewrite {
 }
 
 impl Rewrite {
-    pub fn apply(&self, path: &str) -> String {
+    /// The path to forward, for a request whose normalised path is `path` and whose routed
+    /// form (without `;parameters`) is `routed`. A prefix is replaced where the route matched
+    /// it, its last segment's parameters with it (`ci`: the route ignores case); an exact or
+    /// regex rewrite works on the routed form, as the route matched it.
+    pub fn apply(&self, path: &str, routed: &str, ci: bool) -> String {
         let out = match self {
             Self::Prefix { prefix, with } => {
-                let prefix = prefix.trim_end_matches('/');
-                match path.strip_prefix(prefix) {
-                    Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-                        format!("{}{rest}", with.trim_end_matches('/'))
-                    }
-                    _ => path.to_string(),
+                let bare = prefix.trim_end_matches('/');
+                match crate::path::prefix_end(path, bare, ci) {
+                    Some(end) => format!("{}{}", with.trim_end_matches('/'), &path[end..]),
+                    None => path.to_string(),
                 }
             }
             Self::Exact(p) => p.clone(),
-            Self::Regex(r, with) => r.replace(path, with.as_str()).into_owned(),
+            Self::Regex(r, with) => r.replace(routed, with.as_str()).into_owned(),
         };
         if out.starts_with('/') {
             out
@@ -66,7 +68,10 @@ pub fn route(r: &config::HttpRoute) -> (Conditions, Option<Rewrite>) {
                 }),
             )
         }
-        Some(RoutePath::Regex(p)) => match Regex::new(p) {
+        Some(RoutePath::Regex(p)) => match regex::RegexBuilder::new(p)
+            .case_insensitive(r.case_insensitive)
+            .build()
+        {
             Ok(re) => (
                 Some(PathMatch::Regex(re.clone())),
                 r.rewrite.clone().map(|w| Rewrite::Regex(re, w)),
@@ -89,6 +94,7 @@ pub fn route(r: &config::HttpRoute) -> (Conditions, Option<Rewrite>) {
                 Some((http::HeaderName::from_bytes(n.as_bytes()).ok()?, v.clone()))
             })
             .collect(),
+        case_insensitive: r.case_insensitive,
     };
     (cond, rewrite)
 }
@@ -103,25 +109,32 @@ mod tests {
             prefix: "/api".into(),
             with: String::new(),
         };
-        assert_eq!(strip.apply("/api/users"), "/users");
-        assert_eq!(strip.apply("/api"), "/");
-        assert_eq!(strip.apply("/apix"), "/apix");
+        let plain = |r: &Rewrite, p: &str| r.apply(p, p, false);
+        assert_eq!(plain(&strip, "/api/users"), "/users");
+        assert_eq!(plain(&strip, "/api"), "/");
+        assert_eq!(plain(&strip, "/apix"), "/apix");
+        // Parameters of the stripped segment go with it; the rest keep theirs.
+        assert_eq!(
+            strip.apply("/api;v=2/users;x", "/api/users", false),
+            "/users;x"
+        );
+        assert_eq!(strip.apply("/API/users", "/API/users", true), "/users");
         let strip = Rewrite::Prefix {
             prefix: "/api/".into(),
             with: String::new(),
         };
-        assert_eq!(strip.apply("/api/"), "/");
+        assert_eq!(plain(&strip, "/api/"), "/");
         let swap = Rewrite::Prefix {
             prefix: "/v1".into(),
             with: "/internal/v2/".into(),
         };
-        assert_eq!(swap.apply("/v1/users/7"), "/internal/v2/users/7");
-        assert_eq!(Rewrite::Exact("/new".into()).apply("/old"), "/new");
+        assert_eq!(plain(&swap, "/v1/users/7"), "/internal/v2/users/7");
+        assert_eq!(plain(&Rewrite::Exact("/new".into()), "/old"), "/new");
         let re = Regex::new("^/u/([0-9]+)$").expect("regex");
         assert_eq!(
-            Rewrite::Regex(re.clone(), "/users/$1".into()).apply("/u/42"),
+            Rewrite::Regex(re.clone(), "/users/$1".into()).apply("/u/42;p", "/u/42", false),
             "/users/42"
         );
-        assert_eq!(Rewrite::Regex(re, "users".into()).apply("/u/1"), "/users");
+        assert_eq!(plain(&Rewrite::Regex(re, "users".into()), "/u/1"), "/users");
     }
 }

@@ -1,13 +1,11 @@
-//! One request through the gateway: checked, normalised, routed, sent to a backend picked by
-//! the pool's algorithm (retried where that is safe), and the response streamed back.
+//! One request on the general path (hyper's HTTP/1.1 and HTTP/2 server): inspected and
+//! planned by the same code as the lean path ([`crate::request`], [`crate::plan`]), its
+//! route's policies and cache applied, sent to the backends the plan's tries pick
+//! ([`crate::tries`]), and the response streamed back ([`crate::respond`]).
 //!
-//! The backend receives the normalised path (the one that was routed), never the spelling
-//! the client used, so what a route allowed is exactly what the backend serves.
-//!
-//! Retries: a request that never left (no connection could be made, or a pooled connection
-//! turned out closed before it was written) goes to the next backend whatever its method. A
-//! request that left is sent again only when it is idempotent and has no body, on a timeout,
-//! a failed exchange, or a 502/503 answer; a POST is never replayed.
+//! The client's hop-by-hop fields, and those its `Connection` field names, are dropped on the
+//! way in, before the route's policies run: what a policy adds cannot be removed by the
+//! client. `Host`, framing and the forwarding fields are written by lb from the plan.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,30 +14,30 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::{self, Keys};
 use crate::body::{answer, empty, full, refuse, Counted, Meter, Side};
 use crate::forward;
-use crate::gateway::{Gateway, PoolTarget, RouteTarget};
-use crate::guard;
-use crate::path;
+use crate::gateway::{Gateway, RouteTarget};
+use crate::plan::{self, Plan};
 use crate::policy::cache::Lookup;
 use crate::policy::{self, RequestInfo};
+use crate::request::{self, Body as Framing, Facts, Head, Refusal};
 use crate::respond::LogFields;
-use crate::router::RequestHead;
 use crate::tries::{Failure, Tries};
 use crate::upgrade::{self, Upgrade};
-use crate::upstream::{Body, SendError};
+use crate::upstream::{Body, SendError, Upstream};
 
 /// What every request of one client connection shares.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
+    /// lb's address on the connection (a PROXY header's destination).
+    pub local: SocketAddr,
     pub tls: bool,
     pub sni: Option<String>,
     /// Ends WebSocket tunnels when the shutdown grace period is over.
@@ -47,178 +45,114 @@ pub struct ConnInfo {
     pub tracker: TaskTracker,
     /// What the connection's request heads carried that the parser does not show.
     pub framing: Arc<std::sync::Mutex<crate::framing::Tracker>>,
+    /// With `proxy_protocol`: this connection's own clients to the backends, by pool, which
+    /// send its PROXY header and are never shared with another client connection.
+    pub own: Option<Box<[std::sync::OnceLock<Upstream>]>>,
 }
 
 impl Gateway {
     /// Answers one request: refused by lb, or forwarded and streamed back.
-    pub async fn handle(&self, mut req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
+        let (mut parts, body) = req.into_parts();
         // One framing record per HTTP/1 request, in order (HTTP/2 has none).
-        let both_lengths = req.version() < Version::HTTP_2
+        let both_lengths = parts.version < Version::HTTP_2
             && crate::sniff::lock(&info.framing).take() == Some(true);
         if both_lengths {
-            let r = guard::Refusal::LengthAndChunked;
-            return self.own(None, &req, info, start, refuse(r.status(), &r.to_string()));
+            return self.refused(None, &parts, info, start, Refusal::LengthAndChunked);
         }
-        if let Err(r) = guard::check(req.uri(), req.version(), req.headers(), &self.limits) {
-            return self.own(None, &req, info, start, refuse(r.status(), &r.to_string()));
-        }
-        let path = match path::normalize(req.uri().path()) {
+        let protocol = parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .map(|p| p.as_str().to_string());
+        let head = Head {
+            method: &parts.method,
+            version: parts.version,
+            uri: &parts.uri,
+            fields: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+            protocol: protocol.as_deref(),
+            end_stream: body.is_end_stream(),
+        };
+        let facts = match request::inspect(head, &self.limits) {
+            Ok(f) => f,
+            Err(r) => return self.refused(None, &parts, info, start, r),
+        };
+        // On the way in: what describes the client's connection stays here.
+        let mut headers = passing(&parts.headers, &facts);
+        let planned = self.plan(
+            plan::Request {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &headers,
+                client: info.client.ip(),
+                sni: info.sni.as_deref(),
+            },
+            &facts,
+        );
+        let plan = match planned {
             Ok(p) => p,
-            Err(e) => return self.own(None, &req, info, start, refuse(400, &e.to_string())),
+            Err((target, r)) => return self.refused(target, &parts, info, start, r),
         };
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
-        let routed = self.router.route(&RequestHead {
-            method: req.method(),
-            host: host.as_deref(),
-            path: &path,
-            headers: req.headers(),
-        });
-        let target = match routed.map(|&i| &self.routes[i]).or(self.default.as_ref()) {
-            Some(t) => t,
-            None => {
-                let resp = answer(404, "no route matches this request");
-                return self.own(None, &req, info, start, resp);
-            }
-        };
+        let target = plan.target;
         // Policies first: a request they refuse (401, 403, 429, a CORS preflight) costs no
         // backend anything.
         let mut policy_info = None;
         if !target.policies.is_empty() {
             let mut pi = RequestInfo::new(
                 info.client.ip(),
-                req.method().clone(),
-                host.as_deref(),
-                &path,
-                req.uri().query(),
+                parts.method.clone(),
+                plan.authority,
+                &plan.path,
+                plan.query,
                 &target.name,
             );
-            if let Err(resp) =
-                policy::on_request(&target.policies, &mut pi, req.headers_mut()).await
-            {
-                return self.own(Some(target), &req, info, start, *resp);
+            if let Err(resp) = policy::on_request(&target.policies, &mut pi, &mut headers).await {
+                return self.own(Some(target), &parts, info, start, *resp);
             }
             policy_info = Some(pi);
         }
         // A route's cache answers before any backend is picked, and fills on the way back.
         let mut fill = None;
         if let (Some(cache), Some(pi)) = (&target.cache, &policy_info) {
-            match cache.lookup(pi, req.headers()).await {
+            match cache.lookup(pi, &headers).await {
                 Lookup::Hit(mut resp) => {
                     policy::on_response(&target.policies, pi, resp.headers_mut());
-                    return self.own(Some(target), &req, info, start, resp);
+                    return self.own(Some(target), &parts, info, start, resp);
                 }
                 Lookup::Miss(f) => fill = Some(f),
                 Lookup::Bypass => {}
             }
         }
-        let Some(Some(pt)) = self.pools.get(target.pool) else {
-            return self.own(
-                Some(target),
-                &req,
-                info,
-                start,
-                answer(503, "no pool for this route"),
-            );
-        };
-        if let (Some(max), Some(len)) = (target.max_body, content_length(&req)) {
-            if len > max {
-                let resp = refuse(
-                    413,
-                    &format!("request body of {len} bytes is over the limit of {max}"),
-                );
-                return self.own(Some(target), &req, info, start, resp);
-            }
-        }
-        let upgrade = upgrade::of(&req);
-        let client_upgrade = upgrade
-            .clone()
-            .map(|kind| (kind, hyper::upgrade::on(&mut req)));
-        let log_path = self.access_log.then(|| path.clone());
-        let sticky = pt.sticky.as_ref().and_then(|(name, values)| {
-            balance::sticky_backend(&pt.pool, values, req.headers(), name)
+        let client_upgrade = plan.upgrade.and_then(|proto| {
+            let on = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+            let kind = if parts.version == Version::HTTP_2 {
+                Upgrade::WebSocketOverH2
+            } else {
+                Upgrade::H1(HeaderValue::from_str(proto).ok()?)
+            };
+            Some((kind, on))
         });
-        let key = balance::key(
-            &pt.pool,
-            &Keys {
-                client: info.client.ip(),
-                sni: info.sni.as_deref(),
-                path: &path,
-                headers: req.headers(),
-            },
-        );
-        let forwarded_path = match &target.rewrite {
-            Some(r) => r.apply(&path),
-            None => path,
-        };
-        let replayable = req.method().is_idempotent() && req.body().is_end_stream();
-        let meter = Arc::new(Meter::default());
-        let (parts, body) = req.into_parts();
+        let log_path = self.access_log.then(|| plan.path.to_string());
         let method = parts.method.clone();
-        let parts =
-            match self.upstream_parts(parts, &forwarded_path, host, info, pt, upgrade.as_ref()) {
-                Ok(p) => p,
-                Err(e) => {
-                    return self.answered(
-                        Some(target),
-                        method,
-                        log_path,
-                        info,
-                        start,
-                        refuse(400, &e),
-                    )
-                }
-            };
-        let spare = (replayable && target.retries > 0).then(|| parts.clone());
-        // A body a transform checks is read whole first: it goes on only if it passes.
-        let checked = target
-            .transform
-            .as_ref()
-            .filter(|t| t.checks(&parts.method, !body.is_end_stream()));
-        let body: Body = if let Some(t) = checked {
-            let limit = t.max.min(target.max_body.unwrap_or(u64::MAX));
-            let bytes = match read_whole(body, limit).await {
-                Ok(b) => b,
-                Err(None) => {
-                    let resp = refuse(
-                        413,
-                        &format!("request body over the {limit} bytes this route checks"),
-                    );
-                    return self.answered(Some(target), method, log_path, info, start, resp);
-                }
-                Err(Some(_)) => {
-                    let resp = refuse(400, "the request body could not be read");
-                    return self.answered(Some(target), method, log_path, info, start, resp);
-                }
-            };
-            if let Err(why) = t.check(&parts.headers, &bytes) {
-                let resp = answer(400, &why);
-                return self.answered(Some(target), method, log_path, info, start, resp);
-            }
-            meter.request.fetch_add(bytes.len() as u64, Relaxed);
-            full(bytes)
-        } else {
-            match target.max_body {
-                Some(max) => Counted::new(
-                    Limited::new(body, max as usize),
-                    meter.clone(),
-                    Side::Request,
-                    || {},
-                )
-                .boxed(),
-                None => Counted::new(body, meter.clone(), Side::Request, || {}).boxed(),
-            }
+        let (client, tls) = (info.client.ip(), info.tls);
+        let up = match self.upstream_parts(&parts, &plan, &facts, headers, client, tls) {
+            Ok(p) => p,
+            Err(e) => return self.refused(Some(target), &parts, info, start, e),
         };
-        let mut next = Some(Request::from_parts(parts, body));
+        let (pt, key, sticky, replayable) = (plan.pt, plan.key, plan.sticky, plan.replayable);
+        // A replayable request may go again (a stale kept connection, `retries`): its head is
+        // kept, its body is empty.
+        let spare = replayable.then(|| up.clone());
+        let meter = Arc::new(Meter::default());
+        let body = match self.request_body(target, &up, body, &meter).await {
+            Ok(b) => b,
+            Err(resp) => return self.answered(Some(target), method, log_path, info, start, resp),
+        };
+        let mut next = Some(Request::from_parts(up, body));
+        let upstream = self.upstream(target.pool, pt, info);
         let mut tries = Tries::new(
             pt,
             &self.listener,
@@ -227,57 +161,73 @@ impl Gateway {
             sticky,
             replayable,
             target.retries,
+            target.timeout,
         );
-        loop {
-            let Some(req) = next
-                .take()
-                .or_else(|| spare.clone().map(|p| Request::from_parts(p, empty())))
-            else {
-                break;
-            };
-            let Some(i) = tries.pick() else { break };
-            let b = &pt.pool.backends[i];
+        while let Some(t) = tries.pick() {
+            let b = &pt.pool.backends[t.index];
             // Only the access log wants the backend's own time.
             let sent_at = self.access_log.then(Instant::now);
-            let sent = tokio::time::timeout(target.timeout, pt.upstream.send(i, b.addr, req)).await;
-            let (resp, pooled) = match sent {
+            let mut fresh = false;
+            let outcome = loop {
+                let Some(req) = next
+                    .take()
+                    .or_else(|| spare.clone().map(|p| Request::from_parts(p, empty())))
+                else {
+                    break None;
+                };
+                let send = upstream.send(t.index, b.addr, req, fresh);
+                match tokio::time::timeout_at(t.deadline, send).await {
+                    Ok(Err(SendError::Stale(_))) if !fresh && tries.may_resend_stale() => {
+                        fresh = true;
+                    }
+                    other => break Some(other),
+                }
+            };
+            let Some(outcome) = outcome else { break };
+            let (resp, pooled) = match outcome {
                 Ok(Ok(r)) => r,
                 Ok(Err(SendError::Connect(e, req))) => {
                     next = Some(*req);
-                    if tries.failed(i, Failure::Connect(e)) {
+                    if tries.failed(t, Failure::Connect(e)) {
                         continue;
                     }
                     break;
                 }
-                Ok(Err(SendError::Failed(e))) => {
-                    if is_body_limit(&e) {
-                        tries.abandoned(i);
-                        let resp = refuse(413, "request body over the limit");
+                Ok(Err(SendError::Failed(e) | SendError::Stale(e))) => {
+                    if let Some(resp) = client_fault(&e, &meter) {
+                        drop(t);
                         return self.answered(Some(target), method, log_path, info, start, resp);
                     }
-                    if tries.failed(i, Failure::Exchange(format!("failed: {}", root_cause(&e)))) {
+                    if tries.failed(t, Failure::Exchange(format!("failed: {}", root_cause(&e)))) {
                         continue;
                     }
                     break;
                 }
                 Err(_) => {
-                    let why = format!("did not answer within {:?}", target.timeout);
-                    if tries.failed(i, Failure::Timeout(why)) {
+                    let why = format!("no answer within {:?}", target.timeout);
+                    if tries.failed(t, Failure::Timeout(why)) {
                         continue;
                     }
                     break;
                 }
             };
-            if !tries.answered(i, resp.status().as_u16()) {
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+                let why = "switched protocols unasked".to_string();
+                if tries.failed(t, Failure::Exchange(why)) {
+                    continue;
+                }
+                break;
+            }
+            if !tries.answered(&t, resp.status().as_u16()) {
                 continue;
             }
-            let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
+            let upstream_ms = sent_at.map_or(0, |s| s.elapsed().as_millis() as u64);
             return self
                 .respond(
                     resp,
                     target,
                     pt,
-                    (i, pooled),
+                    (t, pooled),
                     sticky,
                     info,
                     start,
@@ -294,30 +244,95 @@ impl Gateway {
                 .await;
         }
         let (status, msg) = tries.answer();
-        let resp = answer(status, &msg);
-        self.answered(Some(target), method, log_path, info, start, resp)
+        self.answered(
+            Some(target),
+            method,
+            log_path,
+            info,
+            start,
+            answer(status, msg),
+        )
     }
 
-    /// The request as the backend gets it: normalised (and rewritten) path, forwarding
-    /// headers, the framing of the protocol spoken to the backend.
-    fn upstream_parts(
+    /// The client this request's pool is reached with: the listener's shared one, or with
+    /// `proxy_protocol` this client connection's own.
+    pub(crate) fn upstream<'a>(
+        &'a self,
+        pool: usize,
+        pt: &'a crate::gateway::PoolTarget,
+        info: &'a ConnInfo,
+    ) -> &'a Upstream {
+        match info.own.as_ref().and_then(|own| own.get(pool)) {
+            Some(cell) => cell.get_or_init(|| pt.upstream.for_client(info.client, info.local)),
+            None => &pt.upstream,
+        }
+    }
+
+    /// The request body as it goes on: read whole first when a transform checks it (it goes
+    /// on only if it passes), otherwise streamed, counted and held to the route's limit.
+    async fn request_body(
         &self,
-        mut parts: Parts,
-        path: &str,
-        host: Option<String>,
-        info: &ConnInfo,
-        pt: &PoolTarget,
-        upgrade: Option<&Upgrade>,
-    ) -> Result<Parts, String> {
-        // Most paths arrive normal and are not rewritten: then the request's own (shared,
-        // already validated) path-and-query goes on.
-        let path_and_query = match (parts.uri.path_and_query(), parts.uri.query()) {
+        target: &RouteTarget,
+        up: &Parts,
+        body: Incoming,
+        meter: &Arc<Meter>,
+    ) -> Result<Body, Response<Body>> {
+        let checked = target
+            .transform
+            .as_ref()
+            .filter(|t| t.checks(&up.method, !body.is_end_stream()));
+        if let Some(t) = checked {
+            let limit = t.max.min(target.max_body.unwrap_or(u64::MAX));
+            let bytes = match read_whole(body, limit).await {
+                Ok(b) => b,
+                Err(None) => {
+                    return Err(refuse(
+                        413,
+                        &format!("request body over the {limit} bytes this route checks"),
+                    ))
+                }
+                Err(Some(_)) => return Err(refuse(400, "the request body could not be read")),
+            };
+            if let Err(why) = t.check(&up.headers, &bytes) {
+                return Err(answer(400, &why));
+            }
+            meter.request.fetch_add(bytes.len() as u64, Relaxed);
+            return Ok(full(bytes));
+        }
+        Ok(match target.max_body {
+            Some(max) => Counted::new(
+                Limited::new(body, max as usize),
+                meter.clone(),
+                Side::Request,
+                || {},
+            )
+            .boxed(),
+            None => Counted::new(body, meter.clone(), Side::Request, || {}).boxed(),
+        })
+    }
+
+    /// The request as the backend gets it: the plan's path and query, lb's `Host`, framing
+    /// and forwarding fields over the fields that passed (and what policies made of them),
+    /// in the protocol spoken to the backend.
+    pub(crate) fn upstream_parts(
+        &self,
+        parts: &Parts,
+        plan: &Plan<'_, '_>,
+        facts: &Facts<'_>,
+        mut headers: HeaderMap,
+        client: std::net::IpAddr,
+        tls: bool,
+    ) -> Result<Parts, Refusal> {
+        let bad = |_| Refusal::BadPath(crate::path::PathError::NotAbsolute);
+        let path = plan.forward_path();
+        let path_and_query = match (parts.uri.path_and_query(), plan.query) {
+            // Most paths arrive normal and are not rewritten: the request's own (shared,
+            // already validated) path-and-query goes on.
             (Some(pq), _) if pq.path() == path => pq.clone(),
-            (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}"))
-                .map_err(|e| format!("cannot forward this request target: {e}"))?,
-            (_, None) => PathAndQuery::try_from(path)
-                .map_err(|e| format!("cannot forward this request target: {e}"))?,
+            (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")).map_err(bad)?,
+            (_, None) => PathAndQuery::try_from(path).map_err(bad)?,
         };
+        let pt = plan.pt;
         let h2 = pt.pool.config.http2;
         let uri = if h2 {
             let scheme = if pt.upstream.is_tls() {
@@ -325,63 +340,94 @@ impl Gateway {
             } else {
                 "http"
             };
-            let authority = host.clone().unwrap_or_else(|| "localhost".to_string());
             Uri::builder()
                 .scheme(scheme)
-                .authority(authority)
+                .authority(plan.authority.unwrap_or("localhost"))
                 .path_and_query(path_and_query)
                 .build()
         } else {
             Uri::builder().path_and_query(path_and_query).build()
         };
-        parts.uri = uri.map_err(|e| format!("cannot forward this request target: {e}"))?;
-        parts.version = if h2 {
+        let client = forward::Client {
+            addr: client,
+            tls,
+            host: plan.authority.map(str::to_string),
+        };
+        forward::request(&mut headers, &client, self.trust, self.via.as_deref());
+        // lb's own fields: written from the plan, whatever the client or a policy put there.
+        headers.remove(header::HOST);
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TE);
+        if !h2 {
+            if let Some(v) = plan.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+        if let Framing::Length(n) = facts.body {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        if facts.te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let mut method = parts.method.clone();
+        let mut extensions = http::Extensions::new();
+        match (plan.upgrade, parts.version) {
+            (Some(_), Version::HTTP_2) if !h2 => {
+                upgrade::websocket_h2_to_h1(&mut method, &mut headers);
+            }
+            (Some(proto), Version::HTTP_2) => {
+                extensions.insert(hyper::ext::Protocol::from(proto));
+            }
+            (Some(proto), _) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                if let Ok(v) = HeaderValue::from_str(proto) {
+                    headers.insert(header::UPGRADE, v);
+                }
+            }
+            (None, _) => {}
+        }
+        let mut req = Request::new(());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.map_err(|_| Refusal::BadPath(crate::path::PathError::NotAbsolute))?;
+        *req.version_mut() = if h2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
         };
-        let client = forward::Client {
-            addr: info.client.ip(),
-            tls: info.tls,
-            host: host.clone(),
-        };
-        forward::request(&mut parts.headers, &client, self.trust, self.via.as_deref());
-        if h2 {
-            parts.headers.remove(header::HOST);
-        } else if !parts.headers.contains_key(header::HOST) {
-            // HTTP/2 clients send :authority, not Host; an HTTP/1.1 backend needs Host.
-            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-        match upgrade {
-            Some(Upgrade::H1(proto)) => {
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                parts.headers.insert(header::UPGRADE, proto.clone());
-            }
-            Some(Upgrade::WebSocketOverH2) if !h2 => {
-                upgrade::websocket_h2_to_h1(&mut parts.method, &mut parts.headers);
-                parts.extensions.remove::<hyper::ext::Protocol>();
-            }
-            // An HTTP/2 backend takes the extended CONNECT as it is.
-            Some(Upgrade::WebSocketOverH2) | None => {}
-        }
-        Ok(parts)
+        *req.headers_mut() = headers;
+        *req.extensions_mut() = extensions;
+        Ok(req.into_parts().0)
     }
 
     /// Counts and logs an answer lb made itself for a request it still holds.
     fn own(
         &self,
         target: Option<&RouteTarget>,
-        req: &Request<Incoming>,
+        parts: &Parts,
         info: &ConnInfo,
         start: Instant,
         resp: Response<Body>,
     ) -> Response<Body> {
-        let path = self.access_log.then(|| req.uri().path().to_string());
-        self.answered(target, req.method().clone(), path, info, start, resp)
+        let path = self.access_log.then(|| parts.uri.path().to_string());
+        self.answered(target, parts.method.clone(), path, info, start, resp)
+    }
+
+    /// lb's answer to a request it refuses: the connection closes after it unless the
+    /// refusal leaves the request's framing intact.
+    fn refused(
+        &self,
+        target: Option<&RouteTarget>,
+        parts: &Parts,
+        info: &ConnInfo,
+        start: Instant,
+        r: Refusal,
+    ) -> Response<Body> {
+        let resp = if r.keeps_connection() {
+            answer(r.status(), &r.to_string())
+        } else {
+            refuse(r.status(), &r.to_string())
+        };
+        self.own(target, parts, info, start, resp)
     }
 
     pub(crate) fn answered(
@@ -417,6 +463,30 @@ impl Gateway {
     }
 }
 
+/// The client's fields that go on (hyper's map, in its order): hop-by-hop ones, those its
+/// `Connection` names, and framing stay here.
+pub(crate) fn passing(fields: &HeaderMap, facts: &Facts<'_>) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        if facts.passes(name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The client's share of a failed exchange: a request body over the route's limit (413), or
+/// one that was malformed or cut off (400), which is no fault of the backend's.
+fn client_fault(e: &hyper::Error, meter: &Meter) -> Option<Response<Body>> {
+    if is_body_limit(e) {
+        return Some(refuse(413, "request body over the limit"));
+    }
+    meter
+        .client_failed
+        .load(Relaxed)
+        .then(|| refuse(400, "the request body was malformed or cut off"))
+}
+
 /// A whole body, if it fits in `limit` bytes: `Err(None)` when it does not, `Err(Some(why))`
 /// when it could not be read.
 pub(crate) async fn read_whole<B>(mut body: B, limit: u64) -> Result<bytes::Bytes, Option<String>>
@@ -435,13 +505,6 @@ where
         }
     }
     Ok(buf.freeze())
-}
-
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn is_body_limit(e: &hyper::Error) -> bool {

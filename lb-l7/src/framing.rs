@@ -61,6 +61,11 @@ impl Tracker {
         self.state != State::Off
     }
 
+    /// Whether part of a request head has arrived and not the rest.
+    pub fn in_head(&self) -> bool {
+        matches!(&self.state, State::Head(buf) if !buf.is_empty())
+    }
+
     /// The record of the oldest request not yet taken: `Some(true)` if it carried both
     /// framing fields, `None` when the tracker no longer knows.
     pub fn take(&mut self) -> Option<bool> {

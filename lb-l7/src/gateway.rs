@@ -19,10 +19,11 @@ use crate::balance;
 use crate::compile::Rewrite;
 use crate::forward::Trust;
 use crate::framing::Tracker;
-use crate::guard::Limits;
 use crate::policy;
+use crate::request::Limits;
 use crate::router::Router;
 use crate::sniff::Sniffed;
+use crate::timed::{Activity, Timed};
 use crate::upstream::{self, Upstream};
 
 /// `lb_http_requests_total{listener,route,status}` handles, made on first use per status.
@@ -76,6 +77,10 @@ pub struct RouteTarget {
     /// Its requests may take the lean path: a plain HTTP/1.1 pool, and no policy that needs
     /// the bodies (cache, transform).
     pub lean: bool,
+    /// Protocols a client may upgrade to here (lowercase).
+    pub upgrades: Vec<String>,
+    /// The path condition ignores ASCII case.
+    pub case_insensitive: bool,
 }
 
 /// A pool as this listener's requests use it.
@@ -104,6 +109,9 @@ pub struct Gateway {
     pub access_log: bool,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub escaped_slashes: crate::path::Slashes,
+    /// `proxy_protocol`: each client connection gets its own backend connections.
+    pub per_client: bool,
     /// Some route takes the lean path.
     pub lean: bool,
     /// The lean path must give routing or picking a request's fields (header conditions,
@@ -220,6 +228,8 @@ impl Gateway {
                     .iter()
                     .all(|&i| caches[i].is_none() && transforms[i].is_none())
                     && lean_pool(loaded, r.pool),
+                upgrades: r.upgrades.clone(),
+                case_insensitive: r.case_insensitive,
             });
         }
         let default = l.pool.map(|p| {
@@ -236,14 +246,16 @@ impl Gateway {
                 cache: None,
                 transform: None,
                 lean: lean_pool(loaded, p),
+                upgrades: vec!["websocket".to_string()],
+                case_insensitive: false,
             }
         });
         let pools = used
             .iter()
             .enumerate()
-            .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l.connect_timeout)))
+            .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l)))
             .collect();
-        let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean);
+        let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean) && !general_path_only();
         let lean_needs_headers = c
             .routes
             .iter()
@@ -260,7 +272,9 @@ impl Gateway {
         server
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(l.http.header_timeout)
+            // Timed from a head's first byte by `Sniffed`: hyper's timer would also run while
+            // a keep-alive connection waits for its next request.
+            .header_read_timeout(None)
             .max_headers(Limits::default().max_headers + 1);
         server
             .http2()
@@ -281,6 +295,8 @@ impl Gateway {
             access_log: l.access_log,
             idle_timeout: l.idle_timeout,
             header_timeout: l.http.header_timeout,
+            escaped_slashes: l.http.escaped_slashes,
+            per_client: l.proxy_protocol.is_some(),
             lean,
             lean_needs_headers,
             refused: RouteMetrics::new(&l.name, "-"),
@@ -295,19 +311,24 @@ impl Gateway {
         // Shared by the connection's requests: one reference count per request, no copies.
         let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
+            local: conn.local,
             tls: conn.is_tls(),
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
             tracker: conn.tracker.clone(),
             framing: Arc::new(std::sync::Mutex::new(Tracker::default())),
+            own: self
+                .per_client
+                .then(|| self.pools.iter().map(|_| OnceLock::new()).collect()),
         });
         let Conn {
-            mut io,
+            io,
             drain,
             cancel,
             alpn,
             ..
         } = conn;
+        let mut io = Timed::new(io, self.idle_timeout);
         let mut pending = Vec::new();
         if self.lean && alpn.as_deref() != Some(b"h2") {
             let mut session = crate::lean::Session::new(&self, &info, &drain);
@@ -322,14 +343,16 @@ impl Gateway {
         }
         // Boxed: most connections never come here, and an idle lean one should not carry
         // the general path's larger state.
-        Box::pin(self.serve_full(Prefixed::new(pending, io), info, drain, cancel)).await;
+        Box::pin(self.serve_full(io, pending, info, drain, cancel)).await;
     }
 
     /// The full path: hyper's HTTP/1.1 and HTTP/2 server, every request through
-    /// [`Gateway::handle`].
+    /// [`Gateway::handle`]. A connection with no bytes either way for `idle_timeout` is shut
+    /// down gracefully (what is in flight finishes; HTTP/2 gets a GOAWAY).
     async fn serve_full<IO>(
         self: Arc<Self>,
-        io: IO,
+        mut io: Timed<IO>,
+        pending: Vec<u8>,
         info: Arc<crate::exchange::ConnInfo>,
         drain: tokio_util::sync::CancellationToken,
         cancel: tokio_util::sync::CancellationToken,
@@ -338,23 +361,39 @@ impl Gateway {
     {
         let client = info.client;
         let framing = info.framing.clone();
+        let activity = Activity::new();
+        io.track(activity.clone());
         let gw = self.clone();
         let service = service_fn(move |req| {
             let (gw, info) = (gw.clone(), info.clone());
             async move { Ok::<_, std::convert::Infallible>(gw.handle(req, &info).await) }
         });
+        let io = Sniffed::new(Prefixed::new(pending, io), framing, self.header_timeout);
         let serving = self
             .server
-            .serve_connection_with_upgrades(TokioIo::new(Sniffed::new(io, framing)), service);
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(serving);
-        let result = tokio::select! {
-            r = serving.as_mut() => r,
-            () = drain.cancelled() => {
-                serving.as_mut().graceful_shutdown();
-                tokio::select! {
-                    r = serving.as_mut() => r,
-                    () = cancel.cancelled() => return,
+        let idle = tokio::time::sleep_until(activity.idle_at(self.idle_timeout));
+        tokio::pin!(idle);
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                r = serving.as_mut() => break r,
+                () = drain.cancelled(), if !closing => {
+                    serving.as_mut().graceful_shutdown();
+                    closing = true;
                 }
+                () = idle.as_mut(), if !closing => {
+                    let at = activity.idle_at(self.idle_timeout);
+                    if tokio::time::Instant::now() >= at {
+                        tracing::debug!(listener = %self.listener, client = %client, "idle http connection closed");
+                        serving.as_mut().graceful_shutdown();
+                        closing = true;
+                    } else {
+                        idle.as_mut().reset(at);
+                    }
+                }
+                () = cancel.cancelled() => return,
             }
         };
         if let Err(e) = result {
@@ -381,7 +420,7 @@ impl Gateway {
         let status = match hyper_error {
             // A client that did not finish a request head in time (slowloris): cut, and
             // counted as 408, as nginx logs it.
-            Some(h) if h.is_timeout() => 408,
+            _ if crate::sniff::is_head_timeout(e) => 408,
             Some(h) if h.is_parse_too_large() => 431,
             Some(h) if h.is_parse() => 400,
             _ => {
@@ -496,18 +535,21 @@ pub fn load_str(
     })
 }
 
+/// `LB_HTTP_PATH=general` in the environment: every request takes the general path. A
+/// switch for tests and for telling the paths apart when debugging: both must give the same
+/// answers (the test suites run under it too), only the cost differs.
+pub fn general_path_only() -> bool {
+    static GENERAL: OnceLock<bool> = OnceLock::new();
+    *GENERAL.get_or_init(|| std::env::var("LB_HTTP_PATH").is_ok_and(|v| v == "general"))
+}
+
 /// Whether a pool's requests may take the lean path: plain HTTP/1.1 backends.
 fn lean_pool(loaded: &Loaded, i: usize) -> bool {
     let plain = loaded.tls.pools.get(i).is_none_or(Option::is_none);
     plain && !loaded.config.pools[i].http2
 }
 
-fn pool_target(
-    loaded: &Loaded,
-    i: usize,
-    pool: &Arc<Pool>,
-    connect_timeout: Duration,
-) -> PoolTarget {
+fn pool_target(loaded: &Loaded, i: usize, pool: &Arc<Pool>, l: &config::Listener) -> PoolTarget {
     let cfg = &pool.config;
     let tls = loaded.tls.pools.get(i).cloned().flatten().map(|b| {
         let mut config = (*b.config).clone();
@@ -531,7 +573,13 @@ fn pool_target(
         })
         .collect();
     PoolTarget {
-        upstream: Upstream::new(pool.backends.len(), cfg.http2, tls, connect_timeout),
+        upstream: Upstream::new(
+            pool.backends.len(),
+            cfg.http2,
+            tls,
+            l.connect_timeout,
+            l.proxy_protocol,
+        ),
         sticky: cfg
             .sticky_cookie
             .clone()

@@ -1,17 +1,20 @@
 //! lb-l7: the HTTP side of lb, served on `protocol = "http"` listeners through lb-core's
-//! handoff (the binary registers [`gateway::Factory`]).
+//! handoff (the binary passes [`gateway::Factory`] in as lb-core's `HttpSide`).
 //!
-//! Pure pieces: request-head checks against smuggling and oversize requests ([`guard`]), a
-//! second look at HTTP/1 framing for what the parser hides ([`framing`], fed by [`sniff`];
-//! chunked bodies followed by [`chunked`]), request-path normalisation ([`path`]), the route
-//! table ([`router`]) and routes compiled from the config ([`compile`]), the forwarding header
-//! rewrite ([`forward`]), connection upgrades ([`upgrade`]) and backend picking by request
-//! ([`balance`]). On top of them: the client to backends ([`upstream`]), streamed and counted
-//! bodies ([`body`]), one listener's gateway ([`gateway`]), the handling of one request
-//! ([`exchange`]) and of its response ([`respond`]), and the gateway policies ([`policy`],
-//! with body transforms in [`transform`]). Most HTTP/1.1 traffic skips that general
-//! machinery: the lean path ([`lean`]) relays it as bytes, and hands a connection to the
-//! general path when a request needs more.
+//! One pipeline for every request, whichever path moves its bytes. Pure decisions: what a
+//! request head says and whether it is refused ([`request`]), its path normalised and as
+//! routes see it ([`path`]), the route table ([`router`]) and routes compiled from the config
+//! ([`compile`]), the request's plan — route, pool, limits, upgrade, key, forwarded path and
+//! Host, replay safety ([`plan`]) — the forwarding fields ([`forward`]), backend picking by
+//! request ([`balance`]), and a second look at HTTP/1 framing for what hyper's parser hides
+//! ([`framing`], fed by [`sniff`]; chunked bodies followed by [`chunked`]). The attempts on
+//! backends, with their deadlines, failover and in-flight counts, are [`tries`] for both
+//! paths. How bytes move: the general path is hyper's server ([`exchange`], with [`respond`]
+//! for the way back, [`upstream`] for the client to backends, [`body`] for streamed and
+//! counted bodies, [`upgrade`] for tunnels); the lean path ([`lean`]) relays plain HTTP/1.1 as
+//! bytes and hands a connection to the general path when a request needs more. Both run under
+//! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`]; the
+//! route policies are [`policy`], with body transforms in [`transform`].
 
 pub mod balance;
 pub mod body;
@@ -21,15 +24,18 @@ pub mod exchange;
 pub mod forward;
 pub mod framing;
 pub mod gateway;
-pub mod guard;
 pub mod idle;
 pub mod lean;
 pub mod path;
+pub mod plan;
 pub mod policy;
+pub mod request;
 pub mod respond;
 pub mod router;
 pub mod sniff;
+pub mod timed;
 pub mod transform;
 pub mod tries;
+pub mod twin;
 pub mod upgrade;
 pub mod upstream;

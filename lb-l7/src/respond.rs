@@ -16,6 +16,7 @@ use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::policy::cache::{Fill, Filling};
 use crate::policy::{self, RequestInfo};
+use crate::tries::Try;
 use crate::upgrade::{self, Upgrade};
 use crate::upstream::{Body, Pooled};
 
@@ -63,7 +64,7 @@ impl Gateway {
         mut resp: Response<Incoming>,
         target: &RouteTarget,
         pt: &PoolTarget,
-        (i, pooled): (usize, Option<Pooled>),
+        (t, pooled): (Try, Option<Pooled>),
         sticky: Option<usize>,
         info: &ConnInfo,
         start: Instant,
@@ -71,13 +72,14 @@ impl Gateway {
         client_upgrade: Option<(Upgrade, hyper::upgrade::OnUpgrade)>,
         log: LogFields,
     ) -> Response<Body> {
-        let b = pt.pool.backends[i].clone();
+        let i = t.index;
+        let mut flight = t.flight;
+        let b = flight.backend().clone();
         let status = resp.status();
         // An HTTP/1.1 backend switches with 101; an HTTP/2 one accepts a CONNECT with 2xx.
-        let switching = status == StatusCode::SWITCHING_PROTOCOLS
-            || (pt.pool.config.http2
-                && status.is_success()
-                && matches!(client_upgrade, Some((Upgrade::WebSocketOverH2, _))));
+        let switching = client_upgrade.is_some()
+            && (status == StatusCode::SWITCHING_PROTOCOLS
+                || (pt.pool.config.http2 && status.is_success()));
         let backend_upgrade = switching.then(|| hyper::upgrade::on(&mut resp));
         let (mut parts, body) = resp.into_parts();
         let mut body: Body = body.map_err(box_error).boxed();
@@ -99,7 +101,7 @@ impl Gateway {
             body = match converted {
                 Ok(json) => full(json),
                 Err(why) => {
-                    b.active.fetch_sub(1, Relaxed);
+                    drop(flight);
                     let resp = answer(
                         502,
                         &format!("the backend's XML could not be turned into JSON: {why}"),
@@ -166,10 +168,9 @@ impl Gateway {
             if let Some(p) = pooled {
                 p.release();
             }
-            b.active.fetch_sub(1, Relaxed);
             let (rx, tx) = (m.request.load(Relaxed), m.response.load(Relaxed));
-            b.bytes_in.fetch_add(rx, Relaxed);
-            b.bytes_out.fetch_add(tx, Relaxed);
+            flight.add_bytes(rx, tx);
+            drop(flight);
             duration.record(start.elapsed().as_secs_f64());
             if let Some(l) = line {
                 l.emit(rx, tx, start);

@@ -10,7 +10,8 @@
 //! 4. a method condition > none.
 //!
 //! Equally specific routes are tried in config order. Paths are matched in their normalised
-//! form ([`crate::path::normalize`]); hosts lowercased, without port or trailing dot.
+//! form without `;parameters` ([`crate::path::routed`]), ignoring ASCII case where the route
+//! says `case = "insensitive"`; hosts lowercased, without port or trailing dot.
 
 use http::{HeaderMap, Method};
 use regex::Regex;
@@ -43,6 +44,8 @@ pub struct Conditions {
     pub methods: Vec<Method>,
     /// Header name (lowercase) and the exact value it must have.
     pub headers: Vec<(http::HeaderName, String)>,
+    /// The path condition ignores ASCII case.
+    pub case_insensitive: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +104,20 @@ impl PathMatch {
             .map_err(|e| RouteError::BadRegex(pattern.to_string(), e.to_string()))
     }
 
-    fn matches(&self, path: &str) -> bool {
+    /// Whether `path` (normalised, without `;parameters`) matches; `ci`: ignoring ASCII
+    /// case (a regex built for that already ignores it).
+    fn matches(&self, path: &str, ci: bool) -> bool {
+        let same = |a: &str, b: &str| {
+            if ci {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
         match self {
-            Self::Exact(p) => p == path,
+            Self::Exact(p) => same(p, path),
             Self::Prefix(p) => {
-                path.starts_with(p.as_str())
+                path.get(..p.len()).is_some_and(|head| same(head, p))
                     && (p.ends_with('/')
                         || path.len() == p.len()
                         || path.as_bytes().get(p.len()) == Some(&b'/'))
@@ -137,7 +149,7 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     /// From `:authority` or `Host`, any case, port allowed.
     pub host: Option<&'a str>,
-    /// Already normalised.
+    /// Normalised, without `;parameters` ([`crate::path::routed`]).
     pub path: &'a str,
     pub headers: &'a HeaderMap,
 }
@@ -164,7 +176,7 @@ impl Conditions {
             }
         }
         if let Some(p) = &self.path {
-            if !p.matches(req.path) {
+            if !p.matches(req.path, self.case_insensitive) {
                 return false;
             }
         }
@@ -374,6 +386,32 @@ mod tests {
             Some("path-only")
         );
         assert_eq!(get_with(&r, &Method::GET, "other", "/nothing", &none), None);
+    }
+
+    #[test]
+    fn case_insensitive_routes_take_any_spelling_of_their_path() {
+        let ci = |path| Conditions {
+            path: Some(path),
+            case_insensitive: true,
+            ..Conditions::default()
+        };
+        let r = Router::new(vec![
+            (ci(PathMatch::prefix("/private").expect("p")), "private"),
+            (ci(PathMatch::exact("/Login").expect("p")), "login"),
+            (
+                cond(None, Some(PathMatch::prefix("/Strict").expect("p"))),
+                "strict",
+            ),
+            (cond(None, None), "rest"),
+        ]);
+        assert_eq!(get(&r, "h", "/PRIVATE/x"), Some("private"));
+        assert_eq!(get(&r, "h", "/PrIvAtE"), Some("private"));
+        assert_eq!(get(&r, "h", "/privatex"), Some("rest"));
+        assert_eq!(get(&r, "h", "/login"), Some("login"));
+        assert_eq!(get(&r, "h", "/strict"), Some("rest"));
+        assert_eq!(get(&r, "h", "/Strict/a"), Some("strict"));
+        // Non-ASCII at the prefix's end is not a char boundary: no match, no panic.
+        assert_eq!(get(&r, "h", "/privat\u{e9}"), Some("rest"));
     }
 
     #[test]

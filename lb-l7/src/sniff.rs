@@ -1,13 +1,18 @@
 //! The client connection as the HTTP parser reads it, with every byte also shown to a
 //! [`Tracker`] (until it stops following), so the gateway learns what the parser hides:
-//! whether a request head carried both `Content-Length` and `Transfer-Encoding`.
+//! whether a request head carried both `Content-Length` and `Transfer-Encoding`; and the
+//! listener's `header_timeout`, counted from a head's first byte (an idle keep-alive
+//! connection waits for its next request under `idle_timeout` instead).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use crate::framing::Tracker;
 
@@ -18,16 +23,33 @@ pub struct Sniffed<IO> {
     tracker: Arc<Mutex<Tracker>>,
     /// The tracker stopped following: reads pass straight through.
     off: bool,
+    header_timeout: Duration,
+    /// Armed while a request head has begun and not ended.
+    head: Option<Pin<Box<Sleep>>>,
 }
 
+/// What a read fails with when a head took longer than `header_timeout`.
+pub const HEAD_TIMEOUT: &str = "request head not received in time";
+
 impl<IO> Sniffed<IO> {
-    pub fn new(io: IO, tracker: Arc<Mutex<Tracker>>) -> Self {
+    pub fn new(io: IO, tracker: Arc<Mutex<Tracker>>, header_timeout: Duration) -> Self {
         Self {
             io,
             tracker,
             off: false,
+            header_timeout,
+            head: None,
         }
     }
+}
+
+/// Whether `e` is this module's head timeout.
+pub fn is_head_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<io::Error>().is_some_and(|io| {
+            io.kind() == io::ErrorKind::TimedOut && io.to_string() == HEAD_TIMEOUT
+        })
+    })
 }
 
 /// The tracker's lock; a panic while it was held leaves plain data, so carry on with it.
@@ -42,15 +64,28 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniffed<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        if Pin::new(&mut self.io).poll_read(cx, buf)?.is_pending() {
+            if let Some(head) = self.head.as_mut() {
+                ready!(head.as_mut().poll(cx));
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HEAD_TIMEOUT)));
+            }
+            return Poll::Pending;
+        }
         if !self.off {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
                 let mut t = lock(&self.tracker);
                 t.feed(new);
-                let off = !t.following();
+                let (off, in_head) = (!t.following(), t.in_head());
                 drop(t);
                 self.off = off;
+                match (in_head, self.head.is_some()) {
+                    (true, false) => {
+                        self.head = Some(Box::pin(tokio::time::sleep(self.header_timeout)));
+                    }
+                    (false, true) => self.head = None,
+                    _ => {}
+                }
             }
         }
         Poll::Ready(Ok(()))

@@ -1,26 +1,34 @@
 //! The attempts of one request on a pool's backends, for both the lean and the general path:
 //! which backend comes next (the sticky one first, then the pool's algorithm, never one
-//! already tried), the counters an attempt moves, and whether a failed attempt may go on.
+//! already tried), each attempt's deadline, the counters an attempt moves (an [`InFlight`]
+//! guard per attempt), and whether a failed attempt may go on.
 //!
-//! A request that never left (no connection could be made) goes on whatever its method. One
-//! that left goes on only if it is replayable (idempotent, no body): after a timeout, a failed
-//! exchange, or a 502/503 answer while tries remain. A POST is never sent twice.
+//! Failover works as for a TCP connection: a request that never left (no connection could be
+//! made, or a connection failed before any byte of the request was written) goes to the next
+//! backend whatever its method, until every backend was tried. `retries` bounds only the
+//! resending of requests that did leave, and only replayable ones (idempotent, no body): after
+//! a timeout, a failed exchange, or a 502/503 answer. A POST that left is never sent twice.
+//!
+//! What the client is told names no backend and no OS error; those go to the debug log and
+//! `lb_http_upstream_errors_total{pool,backend,kind}`.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
+use lb_core::backend::InFlight;
 use lb_core::pool::Attempt;
+use tokio::time::Instant;
 
 use crate::balance;
 use crate::gateway::PoolTarget;
 
-/// How an attempt that got no answer to pass on failed (the text follows the backend's id).
+/// How an attempt that got no answer to pass on failed (the text is for the log).
 #[derive(Debug)]
 pub enum Failure {
-    /// No connection: the request did not leave.
+    /// The request did not leave: no connection, or it broke before a byte was written.
     Connect(String),
-    /// No response head within the route's timeout (504).
+    /// No response head before the attempt's deadline (504).
     Timeout(String),
-    /// The exchange broke, or the answer could not be forwarded (502).
+    /// The exchange broke after the request left, or the answer could not be forwarded (502).
     Exchange(String),
 }
 
@@ -28,6 +36,18 @@ pub enum Failure {
 const CONNECT: usize = 0;
 const TIMEOUT: usize = 1;
 const RESPONSE: usize = 2;
+
+/// One attempt on one backend, in flight until dropped.
+#[derive(Debug)]
+pub struct Try {
+    /// The backend's index in its pool.
+    pub index: usize,
+    /// Counts the backend active, and takes the exchange's bytes.
+    pub flight: InFlight,
+    /// When the backend must have sent its response head: the route's `timeout` from the
+    /// start of this attempt (each attempt gets its own).
+    pub deadline: Instant,
+}
 
 /// One request's attempts.
 pub struct Tries<'a> {
@@ -38,14 +58,18 @@ pub struct Tries<'a> {
     sticky: Option<usize>,
     replayable: bool,
     retries: u32,
+    timeout: Duration,
     /// Attempts started.
     started: u32,
+    /// Attempts whose request left.
+    sent: u32,
     attempt: Attempt,
     /// What the client gets if no backend answers.
-    last: Option<(u16, String)>,
+    last: Option<(u16, &'static str)>,
 }
 
 impl<'a> Tries<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pt: &'a PoolTarget,
         listener: &'a str,
@@ -54,6 +78,7 @@ impl<'a> Tries<'a> {
         sticky: Option<usize>,
         replayable: bool,
         retries: u32,
+        timeout: Duration,
     ) -> Self {
         Self {
             pt,
@@ -63,73 +88,95 @@ impl<'a> Tries<'a> {
             sticky,
             replayable,
             retries,
+            timeout,
             started: 0,
+            sent: 0,
             attempt: Attempt::default(),
             last: None,
         }
     }
 
-    /// The next backend to try, counted as active; `None` when tries or backends ran out.
-    pub fn pick(&mut self) -> Option<usize> {
-        if self.started > self.retries {
-            return None;
-        }
+    /// The next attempt, its backend counted as active; `None` when backends ran out.
+    pub fn pick(&mut self) -> Option<Try> {
         let pick = match (self.started, self.sticky) {
-            (0, Some(i)) => Some(i),
-            _ => balance::next(&self.pt.pool, self.key, &mut self.attempt),
-        };
-        self.started += 1;
-        let b = &self.pt.pool.backends[pick?];
-        b.active.fetch_add(1, Relaxed);
-        b.total.fetch_add(1, Relaxed);
-        pick
-    }
-
-    /// Backend `i` gave no answer: counted, and whether the request may go on to the next.
-    pub fn failed(&mut self, i: usize, failure: Failure) -> bool {
-        let pool = &self.pt.pool;
-        let b = &pool.backends[i];
-        b.active.fetch_sub(1, Relaxed);
-        let (kind, status, why, go_on) = match failure {
-            Failure::Connect(e) => {
-                b.record_traffic(false, pool.config.passive.as_ref(), &e);
-                tracing::debug!(listener = %self.listener, route = %self.route, backend = %b.id, "connect failed: {e}");
-                (CONNECT, 502, format!("failed: {e}"), true)
+            (0, Some(i)) => {
+                // The sticky backend is tried first and never again.
+                balance::exclude(&self.pt.pool, i, &mut self.attempt);
+                Some(i)
             }
-            Failure::Timeout(why) => (TIMEOUT, 504, why, self.replayable),
-            Failure::Exchange(why) => (RESPONSE, 502, why, self.replayable),
-        };
-        self.pt.errors[i][kind].increment(1);
-        self.last = Some((status, format!("backend {} {why}", b.id)));
-        go_on
+            _ => balance::next(&self.pt.pool, self.key, &mut self.attempt),
+        }?;
+        self.started += 1;
+        let b = &self.pt.pool.backends[pick];
+        b.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Try {
+            index: pick,
+            flight: b.begin(),
+            deadline: Instant::now() + self.timeout,
+        })
     }
 
-    /// Backend `i` answered `status`: `true` if that answer goes to the client, `false` for
-    /// a 502/503 to a replayable request while tries remain (then try the next).
-    pub fn answered(&mut self, i: usize, status: u16) -> bool {
+    /// Attempt `t` got no answer: counted, and whether the request may go on to the next.
+    pub fn failed(&mut self, t: Try, failure: Failure) -> bool {
         let pool = &self.pt.pool;
-        let b = &pool.backends[i];
-        if matches!(status, 502 | 503) && self.replayable && self.started <= self.retries {
-            b.active.fetch_sub(1, Relaxed);
-            self.last = Some((status, String::new()));
+        let b = &pool.backends[t.index];
+        drop(t.flight);
+        let (kind, status, said, why) = match failure {
+            Failure::Connect(why) => {
+                b.record_traffic(false, pool.config.passive.as_ref(), &why);
+                (CONNECT, 502, "the backend could not be reached", why)
+            }
+            Failure::Timeout(why) => (TIMEOUT, 504, "the backend did not answer in time", why),
+            Failure::Exchange(why) => (
+                RESPONSE,
+                502,
+                "the backend's answer failed or could not be forwarded",
+                why,
+            ),
+        };
+        tracing::debug!(listener = %self.listener, route = %self.route, backend = %b.id, "backend attempt failed: {why}");
+        self.pt.errors[t.index][kind].increment(1);
+        self.last = Some((status, said));
+        if kind == CONNECT {
+            return true;
+        }
+        self.sent += 1;
+        self.may_resend()
+    }
+
+    /// Attempt `t` answered `status`: `true` if that answer goes to the client, `false` for
+    /// a 502/503 to a replayable request while resends remain (drop `t`, then pick again).
+    pub fn answered(&mut self, t: &Try, status: u16) -> bool {
+        let pool = &self.pt.pool;
+        let b = &pool.backends[t.index];
+        self.sent += 1;
+        if matches!(status, 502 | 503) && self.may_resend() {
+            self.last = Some((status, "every backend tried answered with an error"));
             return false;
         }
         b.record_traffic(true, pool.config.passive.as_ref(), "");
         true
     }
 
-    /// Backend `i`'s attempt ended for the client's sake (it left, or its body is refused):
-    /// no verdict on the backend.
-    pub fn abandoned(&mut self, i: usize) {
-        self.pt.pool.backends[i].active.fetch_sub(1, Relaxed);
+    /// Whether the request may go again, on a new connection to the same backend, after a
+    /// kept connection broke before answering it (the race with the backend's keep-alive
+    /// timer): only a replayable one, and it costs no try.
+    pub fn may_resend_stale(&self) -> bool {
+        self.replayable
     }
 
-    /// What lb answers when no backend did.
-    pub fn answer(self) -> (u16, String) {
-        match self.last {
-            Some((status, msg)) if !msg.is_empty() => (status, msg),
-            Some((status, _)) => (status, "every backend tried answered with an error".into()),
-            None => (503, "no healthy backend".into()),
-        }
+    /// Whether a request that left may be sent again.
+    fn may_resend(&self) -> bool {
+        self.replayable && self.sent <= self.retries
+    }
+
+    /// Whether the last failure ends the request even though backends remain.
+    pub fn exhausted(&self) -> bool {
+        self.sent > 0 && !self.may_resend()
+    }
+
+    /// What lb answers when no backend did: status and a message naming no backend.
+    pub fn answer(&self) -> (u16, &'static str) {
+        self.last.unwrap_or((503, "no healthy backend"))
     }
 }

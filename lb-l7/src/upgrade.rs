@@ -1,8 +1,9 @@
-//! Connection upgrades lb passes through: HTTP/1.1 `Upgrade` (WebSocket and the like), and
-//! WebSocket over HTTP/2 (RFC 8441 extended CONNECT), translated to an HTTP/1.1 upgrade when
-//! the backend speaks HTTP/1.1. Pure but for the random WebSocket key.
+//! Connection upgrades lb passes through (which ones a route allows is [`crate::plan`]'s
+//! decision): HTTP/1.1 `Upgrade`, and WebSocket over HTTP/2 (RFC 8441 extended CONNECT),
+//! translated to an HTTP/1.1 upgrade when the backend speaks HTTP/1.1. Pure but for the random
+//! WebSocket key.
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Version};
+use http::{header, HeaderMap, HeaderValue, Method};
 
 /// What a request asks to become.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,29 +12,6 @@ pub enum Upgrade {
     H1(HeaderValue),
     /// HTTP/2 `CONNECT` with `:protocol = websocket` (RFC 8441).
     WebSocketOverH2,
-}
-
-/// The upgrade `req` asks for, if any.
-pub fn of<B>(req: &Request<B>) -> Option<Upgrade> {
-    match req.version() {
-        Version::HTTP_11 => {
-            let asks = req
-                .headers()
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-            asks.then(|| req.headers().get(header::UPGRADE).cloned().map(Upgrade::H1))
-                .flatten()
-        }
-        Version::HTTP_2 if req.method() == Method::CONNECT => req
-            .extensions()
-            .get::<hyper::ext::Protocol>()
-            .filter(|p| p.as_str().eq_ignore_ascii_case("websocket"))
-            .map(|_| Upgrade::WebSocketOverH2),
-        _ => None,
-    }
 }
 
 /// Turns an RFC 8441 WebSocket CONNECT into the HTTP/1.1 handshake an HTTP/1.1 backend
@@ -97,40 +75,6 @@ mod tests {
             24,
             "a WebSocket key is 24 characters"
         );
-    }
-
-    #[test]
-    fn upgrades_are_recognised() {
-        let h1 = Request::get("/chat")
-            .header("connection", "keep-alive, Upgrade")
-            .header("upgrade", "websocket")
-            .body(())
-            .expect("request");
-        assert_eq!(
-            of(&h1),
-            Some(Upgrade::H1(HeaderValue::from_static("websocket")))
-        );
-        let plain = Request::get("/")
-            .header("upgrade", "websocket")
-            .body(())
-            .expect("request");
-        assert_eq!(
-            of(&plain),
-            None,
-            "Upgrade without Connection: upgrade is not a request to upgrade"
-        );
-        let mut h2 = Request::connect("http://h/chat")
-            .version(Version::HTTP_2)
-            .body(())
-            .expect("request");
-        assert_eq!(
-            of(&h2),
-            None,
-            "a CONNECT without :protocol is a tunnel request, not WebSocket"
-        );
-        h2.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
-        assert_eq!(of(&h2), Some(Upgrade::WebSocketOverH2));
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum SendError {
     Connect(String, Box<Request<Body>>),
     /// The request was (at least partly) sent, then the exchange failed.
     Failed(hyper::Error),
+    /// The request went out on a kept connection that broke before an answer: the usual race
+    /// with the backend's keep-alive timer ([`crate::tries::Tries::may_resend_stale`]).
+    Stale(hyper::Error),
 }
 
 /// TLS to the backends: the client config (with ALPN h2 for http2 pools) and the name to send.
@@ -51,6 +54,11 @@ pub struct Upstream {
     http2: bool,
     tls: Option<Tls>,
     connect_timeout: Duration,
+    /// `proxy_protocol`: the version to send; the listener's shared client sends none and
+    /// lends no connection, each client connection gets its own ([`Upstream::for_client`]).
+    proxy: Option<lb_core::config::ProxyVersion>,
+    /// The PROXY header this client's connections start with.
+    header: Option<Vec<u8>>,
     conns: Vec<Arc<Conns>>,
     /// Plain connections of the lean path, by backend.
     lean: Vec<Idle<TcpStream>>,
@@ -67,26 +75,59 @@ struct Conns {
 type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl Upstream {
-    pub fn new(backends: usize, http2: bool, tls: Option<Tls>, connect_timeout: Duration) -> Self {
+    pub fn new(
+        backends: usize,
+        http2: bool,
+        tls: Option<Tls>,
+        connect_timeout: Duration,
+        proxy: Option<lb_core::config::ProxyVersion>,
+    ) -> Self {
         Self {
             http2,
             tls,
             connect_timeout,
+            proxy,
+            header: None,
             conns: (0..backends).map(|_| Arc::new(Conns::default())).collect(),
             lean: (0..backends).map(|_| Default::default()).collect(),
         }
+    }
+
+    /// Whether each client connection needs its own client ([`Upstream::for_client`]):
+    /// connections that carry one client's PROXY header must never serve another client,
+    /// as with HAProxy's `send-proxy` in HTTP mode.
+    pub fn per_client(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// A client of the same backends for one client connection, whose new connections start
+    /// with a PROXY header naming `client` and `local`.
+    pub fn for_client(&self, client: SocketAddr, local: SocketAddr) -> Self {
+        let mut own = Self::new(
+            self.conns.len(),
+            self.http2,
+            self.tls.clone(),
+            self.connect_timeout,
+            self.proxy,
+        );
+        own.header = self
+            .proxy
+            .map(|v| lb_core::proxy_protocol::encode(v, client, local));
+        own
     }
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 
-    /// Sends `req` to backend `i` at `addr`, on a pooled connection or a new one.
+    /// Sends `req` to backend `i` at `addr`, on a pooled connection or a new one (`fresh`:
+    /// only a new one).
     pub async fn send(
         &self,
         i: usize,
         addr: SocketAddr,
         req: Request<Body>,
+        fresh: bool,
     ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
         let Some(conns) = self.conns.get(i) else {
             return Err(SendError::Connect(format!("no backend {i}"), Box::new(req)));
@@ -94,7 +135,7 @@ impl Upstream {
         if self.http2 {
             self.send_h2(conns, addr, req).await.map(|r| (r, None))
         } else {
-            self.send_h1(conns, addr, req).await
+            self.send_h1(conns, addr, req, fresh).await
         }
     }
 
@@ -103,11 +144,17 @@ impl Upstream {
         conns: &Arc<Conns>,
         addr: SocketAddr,
         mut req: Request<Body>,
+        fresh_only: bool,
     ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
         // A pooled connection the backend closed meanwhile hands the request back; then try
         // the next one, and at last a new connection.
         loop {
-            let (mut sender, fresh) = match conns.idle.take(|s| !s.is_closed()) {
+            let pooled = if fresh_only {
+                None
+            } else {
+                conns.idle.take(|s| !s.is_closed())
+            };
+            let (mut sender, fresh) = match pooled {
                 Some(mut s) => {
                     // Ready once the previous exchange on it is over; an error means closed.
                     if s.ready().await.is_err() {
@@ -132,6 +179,9 @@ impl Upstream {
                     Some(r) if !fresh => req = r,
                     Some(r) => {
                         return Err(SendError::Connect(e.into_error().to_string(), Box::new(r)))
+                    }
+                    None if !fresh && broke_unanswered(e.error()) => {
+                        return Err(SendError::Stale(e.into_error()))
                     }
                     None => return Err(SendError::Failed(e.into_error())),
                 },
@@ -197,8 +247,7 @@ impl Upstream {
 
     async fn connect(&self, addr: SocketAddr) -> Result<Stream, String> {
         let connect = async {
-            let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let _ = tcp.set_nodelay(true);
+            let tcp = self.tcp(addr).await?;
             match &self.tls {
                 None => Ok(Either::Left(tcp)),
                 Some(t) => {
@@ -219,18 +268,34 @@ impl Upstream {
 
     /// A plain TCP connection to a backend, for the lean path (which pools its own).
     pub(crate) async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, String> {
-        let connect = async {
-            let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
-        };
-        within(self.connect_timeout, connect).await
+        within(self.connect_timeout, self.tcp(addr)).await
+    }
+
+    /// A TCP connection to `addr`, its PROXY header sent.
+    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, String> {
+        use tokio::io::AsyncWriteExt;
+        if self.proxy.is_some() && self.header.is_none() {
+            // The listener's shared client of a proxy_protocol listener: fail closed.
+            return Err("no PROXY header for this connection".into());
+        }
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        if let Some(h) = &self.header {
+            tcp.write_all(h).await.map_err(|e| e.to_string())?;
+        }
+        Ok(tcp)
     }
 
     /// The lean path's idle connections to backend `i`.
     pub(crate) fn lean_idle(&self, i: usize) -> Option<&Idle<TcpStream>> {
         self.lean.get(i)
     }
+}
+
+/// A kept connection that closed or reset instead of answering.
+fn broke_unanswered(e: &hyper::Error) -> bool {
+    e.is_incomplete_message()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 async fn within<T>(

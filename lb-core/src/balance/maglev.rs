@@ -9,6 +9,7 @@
 
 use super::{eligible, Member, Pick, Selector, View};
 use crate::hash::{hash64, OFFSET_SEED, SKIP_SEED};
+use crate::health::state::FULL_SHARE;
 
 /// Default table size: a prime well above any sane backend count, as the paper recommends
 /// (M ≫ 100·N keeps per-backend shares within about 1%).
@@ -101,6 +102,21 @@ fn populate(table: &mut [u32], members: &[Member]) {
     }
 }
 
+/// Whether backend `i` takes `key` at its share: all keys at a full share; while slow start
+/// ramps, the keys whose second hash falls below the share, so each key moves once (to the
+/// backend it belongs to, when the share reaches it) and the same keys in every process.
+fn takes(view: &dyn View, i: usize, key: u64) -> bool {
+    let share = view.share(i);
+    share >= FULL_SHARE || (mix(key) % u64::from(FULL_SHARE)) < u64::from(share)
+}
+
+/// A hash of a key hash independent of its slot (splitmix64's finaliser).
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn is_prime(n: u64) -> bool {
     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
@@ -114,7 +130,10 @@ impl Selector for Maglev {
         let start = (p.key % m as u64) as usize;
         let bound = self.bound(&p);
         let first = self.table[start] as usize;
-        if eligible(p.view, p.tried, first) && self.fits(p.view, first, bound) {
+        if eligible(p.view, p.tried, first)
+            && self.fits(p.view, first, bound)
+            && takes(p.view, first, p.key)
+        {
             return Some(first);
         }
         if !(0..p.view.len()).any(|i| eligible(p.view, p.tried, i)) {
@@ -126,7 +145,7 @@ impl Selector for Maglev {
         for step in 1..m {
             let i = self.table[(start + step) % m] as usize;
             if eligible(p.view, p.tried, i) {
-                if self.fits(p.view, i, bound) {
+                if self.fits(p.view, i, bound) && takes(p.view, i, p.key) {
                     return Some(i);
                 }
                 fallback.get_or_insert(i);

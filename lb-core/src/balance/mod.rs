@@ -30,8 +30,14 @@ pub trait View {
     fn available(&self, i: usize) -> bool;
     /// Connections open or being opened to backend `i`.
     fn active(&self, i: usize) -> u64;
-    /// Effective weight (slow start applied), at least 1.
+    /// Relative weight (slow start applied), at least 1; only ratios between backends mean
+    /// anything.
     fn weight(&self, i: usize) -> u32;
+    /// The share of its traffic backend `i` may take, in thousandths (slow start ramps it up
+    /// to [`crate::health::state::FULL_SHARE`]); for algorithms that do not pick by weight.
+    fn share(&self, _i: usize) -> u32 {
+        crate::health::state::FULL_SHARE
+    }
 }
 
 /// Backends already tried for one client connection, so a retry moves on.

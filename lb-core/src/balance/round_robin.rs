@@ -1,8 +1,11 @@
-//! Plain round-robin: each eligible backend in turn, weights ignored.
+//! Plain round-robin: each eligible backend in turn, weights ignored. A backend still ramping
+//! up in slow start takes its turn with the probability of its share, and passes it on
+//! otherwise.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{eligible, Pick, Selector};
+use crate::health::state::FULL_SHARE;
 
 #[derive(Debug, Default)]
 pub struct RoundRobin {
@@ -17,6 +20,25 @@ impl RoundRobin {
 
 impl Selector for RoundRobin {
     fn select(&self, p: Pick<'_>) -> Option<usize> {
+        let n = p.view.len();
+        let mut passed = None;
+        // Each turn passed on by a ramping backend goes to the next; if every eligible one
+        // passed, the first of them takes it after all.
+        for _ in 0..n {
+            let i = self.turn(&p)?;
+            let share = p.view.share(i);
+            if share >= FULL_SHARE || p.rng.u32(0..FULL_SHARE) < share {
+                return Some(i);
+            }
+            passed.get_or_insert(i);
+        }
+        passed
+    }
+}
+
+impl RoundRobin {
+    /// The eligible backend whose turn it is.
+    fn turn(&self, p: &Pick<'_>) -> Option<usize> {
         let n = p.view.len();
         if n == 0 {
             return None;
@@ -64,6 +86,37 @@ mod tests {
         }
         tried.insert(0);
         assert_eq!(pick_with(&s, &v, &tried), None);
+    }
+
+    #[test]
+    fn a_ramping_backend_takes_its_share_of_turns() {
+        let s = RoundRobin::new();
+        let v = FakeView::uniform(4);
+        v.set_share(2, 250);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut counts = [0u64; 4];
+        for _ in 0..40_000 {
+            let i = s
+                .select(Pick {
+                    key: 0,
+                    view: &v,
+                    tried: &Tried::default(),
+                    rng: &mut rng,
+                })
+                .expect("some");
+            counts[i] += 1;
+        }
+        // Turns come in order, so a quarter share of backend 2's turns is 1/4 of 1/4 of all,
+        // and the turns it passes go to the others evenly.
+        let share = counts[2] as f64 / 40_000.0;
+        assert!(
+            (share - 0.25 * 0.25 / (0.75 + 0.25 * 0.25)).abs() < 0.01,
+            "{counts:?}"
+        );
+        v.set_up(0, false);
+        v.set_up(1, false);
+        v.set_up(3, false);
+        assert_eq!(pick(&s, &v), Some(2), "alone, a ramping backend serves");
     }
 
     proptest! {

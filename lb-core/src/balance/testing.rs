@@ -9,6 +9,7 @@ pub struct FakeView {
     pub up: Vec<Cell<bool>>,
     pub active: Vec<Cell<u64>>,
     pub weights: Vec<u32>,
+    pub shares: Vec<Cell<u32>>,
 }
 
 impl FakeView {
@@ -17,6 +18,7 @@ impl FakeView {
             up: weights.iter().map(|_| Cell::new(true)).collect(),
             active: weights.iter().map(|_| Cell::new(0)).collect(),
             weights: weights.to_vec(),
+            shares: weights.iter().map(|_| Cell::new(1000)).collect(),
         }
     }
 
@@ -26,6 +28,11 @@ impl FakeView {
 
     pub fn set_up(&self, i: usize, up: bool) {
         self.up[i].set(up);
+    }
+
+    /// Backend `i` ramps in slow start at `share` thousandths.
+    pub fn set_share(&self, i: usize, share: u32) {
+        self.shares[i].set(share);
     }
 }
 
@@ -40,7 +47,10 @@ impl View for FakeView {
         self.active[i].get()
     }
     fn weight(&self, i: usize) -> u32 {
-        self.weights[i]
+        self.weights[i].saturating_mul(self.shares[i].get()).max(1)
+    }
+    fn share(&self, i: usize) -> u32 {
+        self.shares[i].get()
     }
 }
 

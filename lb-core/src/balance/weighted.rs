@@ -60,6 +60,18 @@ mod tests {
     }
 
     #[test]
+    fn slow_start_scales_equal_weights_too() {
+        let v = FakeView::uniform(3);
+        v.set_share(0, 250);
+        let s = SmoothWeighted::new(3);
+        let mut counts = vec![0u64; 3];
+        for _ in 0..9_000 {
+            counts[pick(&s, &v).expect("a backend")] += 1;
+        }
+        assert_shares(&counts, &[250, 1000, 1000], 0.001);
+    }
+
+    #[test]
     fn down_backend_excluded() {
         let v = FakeView::new(&[2, 1]);
         v.set_up(0, false);

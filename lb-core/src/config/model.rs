@@ -113,6 +113,22 @@ pub struct HttpSettings {
     pub forwarded: Forwarded,
     /// Add a `Via` header naming lb.
     pub via: bool,
+    /// What to do with `%2F`, `%5C` and `\\` in request paths; default refuse (400).
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// `escaped_slashes`: how request paths with an encoded slash or a backslash are treated
+/// (as Envoy's `path_with_escaped_slashes_action`). Origins disagree on whether they
+/// separate segments, so routing on either reading could be walked around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EscapedSlashes {
+    /// Refuse the request (400).
+    #[default]
+    Reject,
+    /// Make them `/` before dot segments are resolved, then route and forward that.
+    Decode,
+    /// Leave them as they came (for origins that treat them as data).
+    Keep,
 }
 
 impl Default for HttpSettings {
@@ -122,6 +138,7 @@ impl Default for HttpSettings {
             max_body_size: None,
             forwarded: Forwarded::Replace,
             via: false,
+            escaped_slashes: EscapedSlashes::Reject,
         }
     }
 }
@@ -165,6 +182,11 @@ pub struct HttpRoute {
     pub max_body_size: Option<u64>,
     /// Indices into `Config::policies`, applied in this order.
     pub policies: Vec<usize>,
+    /// `match.case = "insensitive"`: the path condition ignores ASCII case.
+    pub case_insensitive: bool,
+    /// Lowercase protocols a client may upgrade to (`Upgrade`, or HTTP/2's `:protocol`);
+    /// default `["websocket"]`. Other upgrade requests go on as plain requests.
+    pub upgrades: Vec<String>,
 }
 
 impl PartialEq for HttpRoute {
@@ -193,7 +215,8 @@ impl PartialEq for HttpRoute {
             o.timeout,
             o.retries,
             o.max_body_size,
-        ) && self.policies == o.policies
+        ) && (self.case_insensitive, &self.upgrades) == (o.case_insensitive, &o.upgrades)
+            && self.policies == o.policies
             && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
     }
 }

@@ -50,6 +50,7 @@ pub struct RawListener {
     pub max_body_size: Option<S<RawSize>>,
     pub forwarded_headers: Option<S<String>>,
     pub via: Option<S<bool>>,
+    pub escaped_slashes: Option<S<String>>,
 }
 
 /// A size: bytes as an integer, or a string such as "10MiB", "512k", "1GB".
@@ -74,6 +75,7 @@ pub struct RawRoute {
     pub retries: Option<S<i64>>,
     pub max_body_size: Option<S<RawSize>>,
     pub policies: Option<S<Vec<S<String>>>>,
+    pub upgrades: Option<S<Vec<S<String>>>>,
 }
 
 /// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,
@@ -224,6 +226,7 @@ pub struct RawMatch {
     pub path_regex: Option<S<String>>,
     pub methods: Option<S<Vec<S<String>>>>,
     pub headers: Option<S<std::collections::BTreeMap<String, S<String>>>>,
+    pub case: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +341,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "max_body_size",
             "forwarded_headers",
             "via",
+            "escaped_slashes",
         ],
         "route" => &[
             "listener",
@@ -350,6 +354,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "retries",
             "max_body_size",
             "policies",
+            "upgrades",
         ],
         "policy" => policy_keys(),
         "keys" => &["name", "sha256"],
@@ -361,6 +366,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "path_regex",
             "methods",
             "headers",
+            "case",
         ],
         "pool" => &[
             "name",

@@ -116,13 +116,17 @@ impl HealthState {
     }
 }
 
-/// Effective weight during slow start: ramps linearly from 1 to `weight` over `ramp`.
-pub fn slow_start_weight(weight: u32, since_up: Duration, ramp: Duration) -> u32 {
+/// A full share, in thousandths.
+pub const FULL_SHARE: u32 = 1000;
+
+/// The share of its traffic a backend takes during slow start, in thousandths: it ramps
+/// linearly from 1 to [`FULL_SHARE`] over `ramp` (HAProxy's `slowstart`).
+pub fn slow_start_share(since_up: Duration, ramp: Duration) -> u32 {
     if ramp.is_zero() || since_up >= ramp {
-        return weight;
+        return FULL_SHARE;
     }
-    let w = u128::from(weight) * since_up.as_millis() / ramp.as_millis();
-    (w as u32).clamp(1, weight)
+    let s = u128::from(FULL_SHARE) * since_up.as_millis() / ramp.as_millis();
+    (s as u32).clamp(1, FULL_SHARE)
 }
 
 #[cfg(test)]
@@ -181,9 +185,12 @@ mod tests {
     #[test]
     fn slow_start_ramps() {
         let r = Duration::from_secs(10);
-        assert_eq!(slow_start_weight(100, Duration::ZERO, r), 1);
-        assert_eq!(slow_start_weight(100, Duration::from_secs(5), r), 50);
-        assert_eq!(slow_start_weight(100, Duration::from_secs(11), r), 100);
-        assert_eq!(slow_start_weight(3, Duration::from_millis(1), r), 1);
+        assert_eq!(slow_start_share(Duration::ZERO, r), 1);
+        assert_eq!(slow_start_share(Duration::from_secs(5), r), 500);
+        assert_eq!(slow_start_share(Duration::from_secs(11), r), FULL_SHARE);
+        assert_eq!(
+            slow_start_share(Duration::from_secs(1), Duration::ZERO),
+            FULL_SHARE
+        );
     }
 }

@@ -28,12 +28,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{self, Keys};
 use crate::exchange::ConnInfo;
 use crate::forward::Trust;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::policy::RequestInfo;
-use crate::router::RequestHead;
 use crate::tries::Failure;
 use deadline::Deadline;
 use head::MAX_HEADERS;
@@ -87,7 +85,7 @@ pub(crate) struct Session<'g> {
 }
 
 /// What one request's head decided, before any I/O.
-struct Plan<'g> {
+pub(crate) struct Plan<'g> {
     target: &'g RouteTarget,
     pt: &'g PoolTarget,
     start: Instant,
@@ -102,15 +100,19 @@ struct Plan<'g> {
     replayable: bool,
     /// The route's policies see the request (and its answer) as a map of fields; its head is
     /// written only once they let it pass.
-    policed: Option<Box<Policed>>,
+    pub(crate) policed: Option<Box<Policed>>,
 }
 
 /// A request held for the route's policies.
-struct Policed {
+pub(crate) struct Policed {
     info: RequestInfo,
+    /// The fields that passed, for the policies to read and change.
     headers: HeaderMap,
     /// Normalised (and rewritten); the query is the policies' own `info.query`.
     path: String,
+    authority: String,
+    te_trailers: bool,
+    length: Option<u64>,
     /// lb's forwarding fields.
     lines: Vec<u8>,
 }
@@ -270,119 +272,152 @@ impl<'g> Session<'g> {
     }
 
     /// Parses the head in `buf`: `Ok(None)` while incomplete, `Err` when it is not the lean
-    /// path's. A plan writes the backend's head into `out`.
+    /// path's; a plan writes the backend's head into `out`.
     fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
-        let gw = self.gw;
-        // Not zeroed first: the parser writes what it returns.
-        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut []);
-        let head_len = match parsed.parse_with_uninit_headers(&self.buf, &mut fields) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err("unparsable head"),
+        let peer = Peer {
+            client: self.info.client.ip(),
+            tls: self.info.tls,
+            sni: self.info.sni.as_deref(),
         };
-        let start = Instant::now();
-        let req = head::request(&parsed, &gw.limits)?;
-        let path = crate::path::normalized(req.path).map_err(|_| "path to refuse")?;
-        let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "method")?;
-        // Fields as a map only for what looks at them: routing or picking here, a route's
-        // policies below.
-        let headers = if gw.lean_needs_headers {
-            header_map(req.headers)
-        } else {
-            HeaderMap::new()
-        };
-        let routed = gw.router.route(&RequestHead {
-            method: &method,
-            host: Some(req.host),
-            path: &path,
-            headers: &headers,
-        });
-        let target = routed
-            .map(|&i| &gw.routes[i])
-            .or(gw.default.as_ref())
-            .ok_or("no route")?;
-        if !target.lean {
-            return Err("route not lean");
-        }
-        let Some(Some(pt)) = gw.pools.get(target.pool) else {
-            return Err("no pool");
-        };
-        if target.max_body.is_some_and(|max| req.body > max) {
-            return Err("body over the limit");
-        }
-        let sticky = pt
-            .sticky
-            .as_ref()
-            .and_then(|(name, values)| balance::sticky_backend(&pt.pool, values, &headers, name));
-        let key = balance::key(
-            &pt.pool,
-            &Keys {
-                client: self.info.client.ip(),
-                sni: self.info.sni.as_deref(),
-                path: &path,
-                headers: &headers,
-            },
-        );
-        let forwarded_path = match &target.rewrite {
-            Some(r) => Cow::Owned(r.apply(&path)),
-            None => Cow::Borrowed(&*path),
-        };
-        let lines = match (&self.forwarding, gw.trust) {
-            (Some((host, lines)), Trust::Replace) if host == req.host => Cow::Borrowed(lines),
-            _ => {
-                let fwd = req.forwarding(self.info.client.ip(), self.info.tls, gw.trust);
-                let lines = head::forwarding_lines(&fwd, gw.via.as_deref());
-                if gw.trust == Trust::Replace {
-                    self.forwarding = Some((req.host.to_string(), lines.clone()));
-                }
-                Cow::Owned(lines)
-            }
-        };
-        self.out.clear();
-        let policed = if target.policies.is_empty() {
-            req.write(&mut self.out, &forwarded_path, &lines);
-            None
-        } else {
-            Some(Box::new(Policed {
-                info: RequestInfo::new(
-                    self.info.client.ip(),
-                    method.clone(),
-                    Some(req.host),
-                    &path,
-                    req.query,
-                    &target.name,
-                ),
-                headers: if headers.is_empty() {
-                    header_map(req.headers)
-                } else {
-                    headers
-                },
-                path: forwarded_path.into_owned(),
-                lines: lines.into_owned(),
-            }))
-        };
-        Ok(Some(Plan {
-            policed,
-            target,
-            pt,
-            start,
-            head_len,
-            body: req.body,
-            close: req.close,
-            replayable: method.is_idempotent() && req.body == 0,
-            log_path: gw.access_log.then(|| path.to_string()),
-            method,
-            key,
-            sticky,
-        }))
+        planned(
+            self.gw,
+            peer,
+            &self.buf,
+            &mut self.out,
+            &mut self.forwarding,
+        )
     }
 }
 
-/// The head's fields as a map, for routes and pools that look at fields.
-fn header_map(fields: &[httparse::Header<'_>]) -> HeaderMap {
+/// Who a client connection is, as plans and forwarding fields need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    pub client: std::net::IpAddr,
+    pub tls: bool,
+    pub sni: Option<&'a str>,
+}
+
+/// Plans the request whose head starts `buf`: `Ok(None)` while the head is incomplete, `Err`
+/// when it is not the lean path's. The decisions are [`crate::request`]'s and
+/// [`crate::plan`]'s, as on the general path. The backend's head goes into `out` (unless the
+/// route's policies must see it first); `forwarding` keeps the forwarding lines of the last
+/// authority when client claims are replaced, as they are the same for every request of a
+/// connection to it.
+pub(crate) fn planned<'g>(
+    gw: &'g Gateway,
+    peer: Peer<'_>,
+    buf: &[u8],
+    out_buf: &mut Vec<u8>,
+    forwarding: &mut Option<(String, Vec<u8>)>,
+) -> Result<Option<Plan<'g>>, head::Unusual> {
+    // Not zeroed first: the parser writes what it returns.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len = match parsed.parse_with_uninit_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("unparsable head"),
+    };
+    let start = Instant::now();
+    let req = head::request(&parsed)?;
+    let facts = crate::request::inspect(req.head(), &gw.limits).map_err(|_| "refused")?;
+    head::carried(&facts)?;
+    // Fields as a map only for what looks at them: routing or picking here, a route's
+    // policies below.
+    let headers = if gw.lean_needs_headers {
+        header_map(req.fields, &facts)
+    } else {
+        HeaderMap::new()
+    };
+    let plan = gw
+        .plan(
+            crate::plan::Request {
+                method: &req.method,
+                uri: &req.uri,
+                headers: &headers,
+                client: peer.client,
+                sni: peer.sni,
+            },
+            &facts,
+        )
+        .map_err(|_| "refused")?;
+    let target = plan.target;
+    if !target.lean {
+        return Err("route not lean");
+    }
+    let authority = plan.authority.ok_or("no authority")?;
+    let lines = match (&*forwarding, gw.trust) {
+        (Some((host, lines)), Trust::Replace) if host == authority => Cow::Borrowed(lines),
+        _ => {
+            let fwd = req.forwarding(authority, peer.client, peer.tls, gw.trust);
+            let lines = head::forwarding_lines(&fwd, gw.via.as_deref());
+            if gw.trust == Trust::Replace {
+                *forwarding = Some((authority.to_string(), lines.clone()));
+            }
+            Cow::Owned(lines)
+        }
+    };
+    out_buf.clear();
+    let length = match facts.body {
+        crate::request::Body::Length(n) => Some(n),
+        _ => None,
+    };
+    let out = head::Out {
+        method: req.method.as_str(),
+        path: plan.forward_path(),
+        query: plan.query,
+        authority,
+        te_trailers: facts.te_trailers,
+        length,
+        lines: &lines,
+    };
+    let policed = if target.policies.is_empty() {
+        out.write(out_buf, req.fields, &facts);
+        None
+    } else {
+        Some(Box::new(Policed {
+            info: RequestInfo::new(
+                peer.client,
+                req.method.clone(),
+                Some(authority),
+                &plan.path,
+                plan.query,
+                &target.name,
+            ),
+            headers: if headers.is_empty() {
+                header_map(req.fields, &facts)
+            } else {
+                headers
+            },
+            path: out.path.to_string(),
+            authority: authority.to_string(),
+            te_trailers: facts.te_trailers,
+            length,
+            lines: lines.into_owned(),
+        }))
+    };
+    let body = facts.body.len().unwrap_or(0);
+    Ok(Some(Plan {
+        policed,
+        target,
+        pt: plan.pt,
+        start,
+        head_len,
+        body,
+        close: plan.close,
+        replayable: plan.replayable,
+        log_path: gw.access_log.then(|| plan.path.to_string()),
+        method: req.method.clone(),
+        key: plan.key,
+        sticky: plan.sticky,
+    }))
+}
+
+/// The head's fields that pass ([`crate::request::Facts::passes`]) as a map, for routes and
+/// pools that look at fields and for policies.
+fn header_map(fields: &[httparse::Header<'_>], facts: &crate::request::Facts<'_>) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(fields.len());
-    for f in fields {
+    for f in fields.iter().filter(|f| facts.passes(f.name)) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(f.name.as_bytes()),
             HeaderValue::from_bytes(f.value),

@@ -3,7 +3,6 @@
 //! when the message ended exactly; and the answers lb gives itself.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Method};
@@ -18,7 +17,7 @@ use crate::chunked::{Chunked, Scan};
 use crate::idle::Idle;
 use crate::policy;
 use crate::respond::LogLine;
-use crate::tries::Failure;
+use crate::tries::{Failure, Try};
 
 impl Session<'_> {
     /// Reads a final response head into `rbuf` and writes the client's head into `reply`.
@@ -108,7 +107,7 @@ impl Session<'_> {
         &mut self,
         io: &mut IO,
         plan: &Plan<'_>,
-        i: usize,
+        t: Try,
         conn: TcpStream,
         answer: Answer,
         upstream_ms: u64,
@@ -116,7 +115,8 @@ impl Session<'_> {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let (target, pt) = (plan.target, plan.pt);
+        let (target, pt, i) = (plan.target, plan.pt, t.index);
+        let mut flight = t.flight;
         let b = &pt.pool.backends[i];
         target.metrics.count(answer.status);
         let line = plan.log_path.clone().map(|path| LogLine {
@@ -129,7 +129,8 @@ impl Session<'_> {
             backend: b.id.clone(),
             upstream_ms,
         });
-        let keep = pt.upstream.lean_idle(i).filter(|_| answer.reusable);
+        let upstream = self.gw.upstream(target.pool, pt, self.info);
+        let keep = upstream.lean_idle(i).filter(|_| answer.reusable);
         let relayed = self
             .relay_body(io, conn, keep, answer.head_len, answer.framing)
             .await;
@@ -138,9 +139,8 @@ impl Session<'_> {
             Err(sent) => (sent, true),
         };
         let flushed = io.flush().await.is_ok();
-        b.active.fetch_sub(1, Relaxed);
-        b.bytes_in.fetch_add(plan.body, Relaxed);
-        b.bytes_out.fetch_add(sent, Relaxed);
+        flight.add_bytes(plan.body, sent);
+        drop(flight);
         let end = Instant::now();
         target
             .metrics

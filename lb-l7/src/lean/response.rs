@@ -2,8 +2,9 @@
 //! connection can carry another exchange, and the head the client gets (end-to-end fields
 //! and framing kept, hop-by-hop fields dropped, lb's own added). Pure.
 
-use super::head::{digits, field, named_by_connection, tokens, trim};
+use super::head::{field, named_by_connection};
 use crate::forward;
+use crate::request::{digits, tokens};
 
 /// How a response's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub fn response<'b>(
         if name.eq_ignore_ascii_case("content-length") {
             // Repeats and lists must agree.
             for part in h.value.split(|&b| b == b',') {
-                let n = digits(trim(part)).ok_or("malformed Content-Length")?;
+                let n = digits(part.trim_ascii()).ok_or("malformed Content-Length")?;
                 if length.is_some_and(|l| l != n) {
                     return Err("conflicting Content-Length");
                 }

@@ -12,7 +12,7 @@ use super::{head, Answer, Failed, Next, Plan, Session, CHUNK};
 use crate::balance;
 use crate::idle;
 use crate::policy;
-use crate::tries::{Failure, Tries};
+use crate::tries::{Failure, Tries, Try};
 
 impl Session<'_> {
     /// Sends one request (retried where that is safe) and relays its response.
@@ -28,14 +28,16 @@ impl Session<'_> {
             {
                 return self.refused(io, &plan, *resp).await;
             }
-            head::write_mapped_request(
-                &mut self.out,
-                &plan.method,
-                &p.path,
-                p.info.query.as_deref(),
-                &mut p.headers,
-                &p.lines,
-            );
+            let out = head::Out {
+                method: plan.method.as_str(),
+                path: &p.path,
+                query: p.info.query.as_deref(),
+                authority: &p.authority,
+                te_trailers: p.te_trailers,
+                length: p.length,
+                lines: &p.lines,
+            };
+            out.write_mapped(&mut self.out, &p.headers);
         }
         // A body that arrived with its head goes out in the same write.
         let in_buf = (self.buf.len() - plan.head_len) as u64;
@@ -52,29 +54,28 @@ impl Session<'_> {
             plan.sticky,
             plan.replayable,
             target.retries,
+            target.timeout,
         );
-        while let Some(i) = tries.pick() {
+        while let Some(t) = tries.pick() {
             // Only the access log wants the backend's own time.
             let sent_at = self.gw.access_log.then(Instant::now);
-            let deadline = tokio::time::Instant::from_std(plan.start + target.timeout);
-            let (conn, answer) = match self.attempt(io, &plan, i, &mut body_left, deadline).await {
+            let stale = tries.may_resend_stale();
+            let (conn, answer) = match self.attempt(io, &plan, &t, &mut body_left, stale).await {
                 Ok(r) => r,
                 Err(Failed::Backend(failure)) => {
-                    if tries.failed(i, failure) {
+                    if tries.failed(t, failure) {
                         continue;
                     }
                     break;
                 }
-                Err(Failed::Client) => {
-                    tries.abandoned(i);
-                    return Next::Close;
-                }
+                // The client went away, or its body broke off: no verdict on the backend.
+                Err(Failed::Client) => return Next::Close,
             };
-            if !tries.answered(i, answer.status) {
+            if !tries.answered(&t, answer.status) {
                 continue;
             }
-            let upstream_ms = sent_at.map_or(0, |t| t.elapsed().as_millis() as u64);
-            return self.relay(io, &plan, i, conn, answer, upstream_ms).await;
+            let upstream_ms = sent_at.map_or(0, |s| s.elapsed().as_millis() as u64);
+            return self.relay(io, &plan, t, conn, answer, upstream_ms).await;
         }
         // No backend answered: lb does, and the connection goes on if the client's body was
         // read whole.
@@ -89,7 +90,7 @@ impl Session<'_> {
             plan.start,
         );
         self.reply.clear();
-        write_answer(&mut self.reply, status, &msg, close);
+        write_answer(&mut self.reply, status, msg, close);
         if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
             return Next::Close;
         }
@@ -102,16 +103,17 @@ impl Session<'_> {
         &mut self,
         io: &mut IO,
         plan: &Plan<'_>,
-        i: usize,
+        t: &Try,
         body_left: &mut u64,
-        deadline: tokio::time::Instant,
+        resend_stale: bool,
     ) -> Result<(TcpStream, Answer), Failed>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let pt = plan.pt;
+        let (pt, i, deadline) = (plan.pt, t.index, t.deadline);
         let b = &pt.pool.backends[i];
-        let idle = pt.upstream.lean_idle(i);
+        let upstream = self.gw.upstream(plan.target.pool, pt, self.info);
+        let idle = upstream.lean_idle(i);
         let cookie = pt.sticky.as_ref().and_then(|(name, values)| {
             (plan.sticky != Some(i)).then(|| balance::sticky_cookie(name, &values[i]))
         });
@@ -126,7 +128,7 @@ impl Session<'_> {
             let mut conn = match pooled {
                 Some(c) => c,
                 None => {
-                    let connect = pt.upstream.connect_tcp(b.addr);
+                    let connect = upstream.connect_tcp(b.addr);
                     match tokio::time::timeout_at(deadline, Box::pin(connect)).await {
                         Ok(Ok(c)) => c,
                         Ok(Err(e)) => return Err(Failed::Backend(Failure::Connect(e))),
@@ -155,7 +157,7 @@ impl Session<'_> {
                 // Closed before answering on a reused connection: the usual race with the
                 // backend's keep-alive timer. Safe to send again where nothing can repeat.
                 Err(Failed::Backend(Failure::Exchange(_)))
-                    if reused && plan.replayable && self.rbuf.is_empty() =>
+                    if reused && resend_stale && self.rbuf.is_empty() =>
                 {
                     fresh_only = true;
                 }

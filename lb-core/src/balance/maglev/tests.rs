@@ -132,3 +132,38 @@ proptest! {
         assert_shares(&counts, &weights, 0.01);
     }
 }
+
+#[test]
+fn slow_start_ramps_a_backends_keys_in_once_each() {
+    let t = Maglev::new(&members(4), DEFAULT_TABLE_SIZE, None);
+    let v = FakeView::uniform(4);
+    let keys: Vec<u64> = (0..20_000u64)
+        .map(|k| ip_key(std::net::IpAddr::from((k as u32).to_be_bytes())))
+        .collect();
+    let owned: Vec<u64> = keys
+        .iter()
+        .copied()
+        .filter(|&k| pick(&t, &v, k) == Some(2))
+        .collect();
+    let mut before: Vec<bool> = vec![false; owned.len()];
+    for share in [1, 100, 250, 500, 900, 1000] {
+        v.set_share(2, share);
+        let now: Vec<bool> = owned.iter().map(|&k| pick(&t, &v, k) == Some(2)).collect();
+        let kept = now.iter().filter(|&&b| b).count() as f64 / owned.len() as f64;
+        assert!(
+            (kept - f64::from(share) / 1000.0).abs() < 0.02,
+            "share {share}: {kept}"
+        );
+        // A key that came back stays back as the share grows: each moves once.
+        assert!(
+            before.iter().zip(&now).all(|(&b, &n)| !b || n),
+            "share {share}"
+        );
+        before = now;
+    }
+    // Keys of other backends never move while backend 2 ramps.
+    v.set_share(2, 300);
+    for &k in keys.iter().filter(|k| !owned.contains(k)).take(2000) {
+        assert_ne!(pick(&t, &v, k), Some(2));
+    }
+}

@@ -81,6 +81,10 @@ pub(super) fn listener_http(
                 l.forwarded_headers.as_ref().map(|v| v.span()),
             ),
             ("via", l.via.as_ref().map(|v| v.span())),
+            (
+                "escaped_slashes",
+                l.escaped_slashes.as_ref().map(|v| v.span()),
+            ),
         ];
         for (name, span) in spans {
             if let Some(span) = span {
@@ -130,11 +134,32 @@ pub(super) fn listener_http(
             Forwarded::Replace
         }
     };
+    let escaped_slashes = match l
+        .escaped_slashes
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("reject", _)) => EscapedSlashes::Reject,
+        Some(("decode", _)) => EscapedSlashes::Decode,
+        Some(("keep", _)) => EscapedSlashes::Keep,
+        Some((other, span)) => {
+            cx.push(
+                Diagnostic::error(format!(
+                    "expected \"reject\", \"decode\" or \"keep\", found \"{other}\""
+                ))
+                .at(span)
+                .key(format!("{key}.escaped_slashes"))
+                .help("\"reject\" (the default) answers 400 to paths with %2F, %5C or \\"),
+            );
+            EscapedSlashes::Reject
+        }
+    };
     HttpSettings {
         header_timeout,
         max_body_size: size(cx, &l.max_body_size, format!("{key}.max_body_size")),
         forwarded,
         via: l.via.as_ref().is_some_and(|v| *v.get_ref()),
+        escaped_slashes,
     }
 }
 
@@ -231,6 +256,11 @@ pub(super) fn routes(
             .as_ref()
             .map(|m| conditions(cx, m.get_ref(), &format!("{key}.match")));
         let (host, path, methods, headers) = m.unwrap_or_default();
+        let case_insensitive = r
+            .matches
+            .as_ref()
+            .is_some_and(|m| case(cx, m.get_ref(), &format!("{key}.match"), path.is_some()));
+        let upgrades = upgrades(cx, r, &key);
         let strip_prefix = r.strip_prefix.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = r.strip_prefix.as_ref().filter(|v| *v.get_ref()) {
             if !matches!(path, Some(RoutePath::Prefix(_))) {
@@ -314,7 +344,58 @@ pub(super) fn routes(
                 retries,
                 max_body_size,
                 policies: route_policies,
+                case_insensitive,
+                upgrades,
             });
+        }
+    }
+    out
+}
+
+/// `match.case`: whether the path condition ignores ASCII case.
+fn case(cx: &mut Ctx<'_>, m: &RawMatch, key: &str, has_path: bool) -> bool {
+    let Some(v) = &m.case else {
+        return false;
+    };
+    let insensitive = match v.get_ref().as_str() {
+        "sensitive" => false,
+        "insensitive" => true,
+        other => {
+            cx.err(
+                v.span(),
+                format!("{key}.case"),
+                format!("expected \"sensitive\" or \"insensitive\", found \"{other}\""),
+            );
+            return false;
+        }
+    };
+    if !has_path {
+        cx.push(
+            Diagnostic::error("`case` applies to the path condition, and this route has none")
+                .at(v.span())
+                .key(format!("{key}.case"))
+                .help("add match.path_prefix, match.path or match.path_regex, or remove `case`"),
+        );
+    }
+    insensitive
+}
+
+/// A route's `upgrades`: protocol tokens, lowercased; `["websocket"]` when absent.
+fn upgrades(cx: &mut Ctx<'_>, r: &RawRoute, key: &str) -> Vec<String> {
+    let Some(list) = &r.upgrades else {
+        return vec!["websocket".to_string()];
+    };
+    let mut out = Vec::new();
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let text = v.get_ref();
+        if is_token(text) {
+            out.push(text.to_ascii_lowercase());
+        } else {
+            cx.err(
+                v.span(),
+                format!("{key}.upgrades[{i}]"),
+                format!("expected a protocol name such as \"websocket\", found \"{text}\""),
+            );
         }
     }
     out

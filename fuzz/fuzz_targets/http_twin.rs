@@ -1,0 +1,62 @@
+//! Any request head a client can send: whatever the lean path carries, the general path
+//! carries the same way (method, target, Host, framing and fields, order aside), and what
+//! either forwards has exactly one Host and no framing field it does not own.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use lb_core::pool::Pool;
+use lb_l7::gateway::Gateway;
+use lb_l7::twin;
+use libfuzzer_sys::fuzz_target;
+
+const CONFIG: &str = r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:1"
+protocol = "http"
+pool = "p0"
+forwarded_headers = "append"
+via = true
+
+[[pool]]
+name = "p0"
+backends = [{ addr = "127.0.0.1:9" }]
+
+[[pool]]
+name = "p1"
+backends = [{ addr = "127.0.0.1:10" }]
+
+[[route]]
+listener = "web"
+match = { path_prefix = "/api" }
+pool = "p1"
+strip_prefix = true
+
+[[route]]
+listener = "web"
+match = { path_prefix = "/Private", case = "insensitive" }
+pool = "p1"
+rewrite = "/internal"
+"#;
+
+fn gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| {
+        let (loaded, prepared) = lb_l7::gateway::load_str("fuzz.toml", CONFIG).expect("valid");
+        let pools: Vec<Arc<Pool>> =
+            loaded.config.pools.iter().map(|p| Arc::new(Pool::new(p, None))).collect();
+        Gateway::build(&loaded, &prepared, 0, &pools)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let gw = gateway();
+    let general = twin::general(gw, data);
+    if let Some(lean) = twin::lean(gw, data) {
+        assert_eq!(general, Ok(lean.clone()));
+        let hosts = lean.fields.iter().filter(|(n, _)| n == "host").count();
+        assert_eq!(hosts, 1);
+        assert!(!lean.fields.iter().any(|(n, _)| n == "transfer-encoding"));
+    }
+});

@@ -1,0 +1,150 @@
+//! The decisions about one request, made once and by this code alone for both HTTP paths:
+//! its path as routed, its route and pool, its size limit, the upgrade it may make, the
+//! backend key and sticky backend, the path and `Host` it is forwarded with, and whether it
+//! may be sent twice. The lean path and the general path differ only in how they move the
+//! bytes of a plan. Pure but for reading the pools' live state for a sticky cookie.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, Method, Uri};
+
+use crate::balance::{self, Keys};
+use crate::gateway::{Gateway, PoolTarget, RouteTarget};
+use crate::path;
+use crate::request::{Body, Facts, Refusal};
+use crate::router::RequestHead;
+
+/// One request's plan.
+#[derive(Debug)]
+pub struct Plan<'g, 'a> {
+    pub target: &'g RouteTarget,
+    pub pt: &'g PoolTarget,
+    /// The normalised path, `;parameters` and all: what policies, caches and logs see.
+    pub path: Cow<'a, str>,
+    /// The path as the route rewrites it, when it does.
+    pub rewritten: Option<String>,
+    pub query: Option<&'a str>,
+    /// What lb writes as `Host` (`None` only for an HTTP/2 request without an authority).
+    pub authority: Option<&'a str>,
+    pub body: Body,
+    /// The client closes after this exchange.
+    pub close: bool,
+    /// The protocol the request switches to, if the route allows it; other upgrade asks go
+    /// on as plain requests without their upgrade fields.
+    pub upgrade: Option<&'a str>,
+    /// Consistent-hash key (0 for other algorithms).
+    pub key: u64,
+    /// The backend a sticky cookie names, if it may serve.
+    pub sticky: Option<usize>,
+    /// Idempotent and without a body: may be sent again after it left.
+    pub replayable: bool,
+}
+
+impl Plan<'_, '_> {
+    /// The path the backend gets.
+    pub fn forward_path(&self) -> &str {
+        self.rewritten.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// A request lb answers itself, with the route it matched when it got that far.
+pub type Refused<'g> = (Option<&'g RouteTarget>, Refusal);
+
+/// What the plan needs beyond the head's facts.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'r, 'a> {
+    pub method: &'r Method,
+    pub uri: &'a Uri,
+    /// The request's fields (after the hop-by-hop ones left), for header conditions and keys.
+    pub headers: &'r HeaderMap,
+    pub client: std::net::IpAddr,
+    pub sni: Option<&'r str>,
+}
+
+impl Gateway {
+    /// Plans a request whose head passed [`crate::request::inspect`].
+    pub fn plan<'g, 'a>(
+        &'g self,
+        req: Request<'_, 'a>,
+        facts: &Facts<'a>,
+    ) -> Result<Plan<'g, 'a>, Refused<'g>> {
+        let path = path::normalized(req.uri.path(), self.escaped_slashes)
+            .map_err(|e| (None, Refusal::BadPath(e)))?;
+        let routed = path::routed(&path).map_err(|e| (None, Refusal::BadPath(e)))?;
+        let target = self
+            .router
+            .route(&RequestHead {
+                method: req.method,
+                host: facts.authority,
+                path: &routed,
+                headers: req.headers,
+            })
+            .map(|&i| &self.routes[i])
+            .or(self.default.as_ref())
+            .ok_or((None, Refusal::NoRoute))?;
+        let Some(Some(pt)) = self.pools.get(target.pool) else {
+            return Err((Some(target), Refusal::NoPool));
+        };
+        if let (Some(max), Some(len)) = (target.max_body, facts.body.len()) {
+            if len > max {
+                return Err((Some(target), Refusal::BodyTooLarge { len, max }));
+            }
+        }
+        let upgrade = facts.upgrade.filter(|p| allowed(&target.upgrades, p));
+        if upgrade.is_none() && facts.upgrade.is_some() && *req.method == Method::CONNECT {
+            // An HTTP/2 extended CONNECT cannot go on as a plain request.
+            return Err((Some(target), Refusal::UpgradeRefused));
+        }
+        let sticky = pt.sticky.as_ref().and_then(|(name, values)| {
+            balance::sticky_backend(&pt.pool, values, req.headers, name)
+        });
+        let key = balance::key(
+            &pt.pool,
+            &Keys {
+                client: req.client,
+                sni: req.sni,
+                path: &routed,
+                headers: req.headers,
+            },
+        );
+        let rewritten = target
+            .rewrite
+            .as_ref()
+            .map(|r| r.apply(&path, &routed, target.case_insensitive));
+        Ok(Plan {
+            target,
+            pt,
+            rewritten,
+            query: req.uri.query(),
+            authority: facts.authority,
+            body: facts.body,
+            close: facts.close,
+            upgrade,
+            key,
+            sticky,
+            replayable: req.method.is_idempotent() && facts.body.is_empty(),
+            path,
+        })
+    }
+}
+
+/// Whether a route that allows `upgrades` (lowercase) lets a client switch to `protocol`
+/// (`websocket`, or a version of it such as `websocket/13`).
+fn allowed(upgrades: &[String], protocol: &str) -> bool {
+    let name = protocol.split('/').next().unwrap_or(protocol).trim();
+    upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_protocols_may_upgrade() {
+        let ws = vec!["websocket".to_string()];
+        assert!(allowed(&ws, "websocket"));
+        assert!(allowed(&ws, "WebSocket/13"));
+        assert!(!allowed(&ws, "h2c"));
+        assert!(!allowed(&[], "websocket"));
+    }
+}
