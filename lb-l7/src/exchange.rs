@@ -193,7 +193,14 @@ impl Gateway {
                     }
                     break;
                 }
-                Ok(Err(SendError::Failed(e) | SendError::Stale(e))) => {
+                Ok(Err(SendError::Unanswered(e))) if !meter.client_failed.load(Relaxed) => {
+                    let why = format!("closed without answering: {}", root_cause(&e));
+                    if tries.failed(t, Failure::Unanswered(why)) {
+                        continue;
+                    }
+                    break;
+                }
+                Ok(Err(SendError::Failed(e) | SendError::Stale(e) | SendError::Unanswered(e))) => {
                     if let Some(resp) = client_fault(&e, &meter) {
                         drop(t);
                         return self.answered(Some(target), method, log_path, info, start, resp);

@@ -5,9 +5,10 @@
 //!
 //! Failover works as for a TCP connection: a request that never left (no connection could be
 //! made, or a connection failed before any byte of the request was written) goes to the next
-//! backend whatever its method, until every backend was tried. `retries` bounds only the
-//! resending of requests that did leave, and only replayable ones (idempotent, no body): after
-//! a timeout, a failed exchange, or a 502/503 answer. A POST that left is never sent twice.
+//! backend whatever its method, until every backend was tried; so does a replayable one
+//! (idempotent, no body) whose backend closed the connection without a byte of an answer.
+//! `retries` bounds only the resending of replayable requests after an answer went wrong: a
+//! timeout, a failed exchange, or a 502/503. A POST that left is never sent twice.
 //!
 //! What the client is told names no backend and no OS error; those go to the debug log and
 //! `lb_http_upstream_errors_total{pool,backend,kind}`.
@@ -30,6 +31,10 @@ pub enum Failure {
     Timeout(String),
     /// The exchange broke after the request left, or the answer could not be forwarded (502).
     Exchange(String),
+    /// A new connection closed or reset before a byte of an answer: the backend went away
+    /// with the request (502). A replayable request goes on to the next backend for free, as
+    /// nginx's `proxy_next_upstream error` does; any other stops here.
+    Unanswered(String),
 }
 
 /// `lb_http_upstream_errors_total` kinds, as indexes of [`PoolTarget::errors`].
@@ -133,6 +138,13 @@ impl<'a> Tries<'a> {
                 "the backend's answer failed or could not be forwarded",
                 why,
             ),
+            Failure::Unanswered(why) => {
+                b.record_traffic(false, pool.config.passive.as_ref(), &why);
+                tracing::debug!(listener = %self.listener, route = %self.route, backend = %b.id, "backend closed without answering: {why}");
+                self.pt.errors[t.index][RESPONSE].increment(1);
+                self.last = Some((502, "the backend closed the connection without answering"));
+                return self.replayable;
+            }
         };
         tracing::debug!(listener = %self.listener, route = %self.route, backend = %b.id, "backend attempt failed: {why}");
         self.pt.errors[t.index][kind].increment(1);

@@ -39,6 +39,8 @@ pub enum SendError {
     /// The request went out on a kept connection that broke before an answer: the usual race
     /// with the backend's keep-alive timer ([`crate::tries::Tries::may_resend_stale`]).
     Stale(hyper::Error),
+    /// The request went out on a new connection that closed or reset before an answer.
+    Unanswered(hyper::Error),
 }
 
 /// TLS to the backends: the client config (with ALPN h2 for http2 pools) and the name to send.
@@ -180,8 +182,13 @@ impl Upstream {
                     Some(r) => {
                         return Err(SendError::Connect(e.into_error().to_string(), Box::new(r)))
                     }
-                    None if !fresh && broke_unanswered(e.error()) => {
-                        return Err(SendError::Stale(e.into_error()))
+                    None if broke_unanswered(e.error()) => {
+                        let e = e.into_error();
+                        return Err(if fresh {
+                            SendError::Unanswered(e)
+                        } else {
+                            SendError::Stale(e)
+                        });
                     }
                     None => return Err(SendError::Failed(e.into_error())),
                 },

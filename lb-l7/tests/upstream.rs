@@ -338,3 +338,105 @@ async fn websockets_over_http2_reach_http1_backends() {
         assert_eq!(back.into_text().expect("text").as_str(), text);
     }
 }
+
+/// A backend that switches any `Upgrade: foo` request to protocol `foo` and echoes what
+/// follows; records the heads it got.
+async fn foo_echo() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                seen.lock().expect("lock").push(head.clone());
+                if head.contains("upgrade: foo") {
+                    let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n").await;
+                    let (mut r, mut w) = s.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                } else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_upgrades_a_route_lists_are_tunnelled() {
+    let (be, heads) = foo_echo().await;
+    let routes = "[[route]]\nlistener = \"web\"\nname = \"foo\"\nmatch = { path_prefix = \"/foo\" }\npool = \"p0\"\nupgrades = [\"websocket\", \"foo\"]\n";
+    let (lb, _) = gateway(&config(&[(&[be], "")], "pool = \"p0\"", routes)).await;
+    let ask = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+    };
+    // A route that lists it: switched, and bytes go both ways.
+    let mut s = TcpStream::connect(lb).await.expect("connect");
+    s.write_all(ask("/foo/x").as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut one = [0u8; 1];
+        assert_eq!(s.read(&mut one).await.expect("read"), 1);
+        head.extend_from_slice(&one);
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping").await.expect("write");
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).await.expect("echo");
+    assert_eq!(&back, b"ping");
+    // Elsewhere (websocket only): a plain request, without its upgrade fields.
+    let (status, _, body) = raw(
+        lb,
+        &ask("/other").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "plain"));
+    let last = heads.lock().expect("lock").last().cloned().expect("a head");
+    assert!(
+        !last.contains("upgrade") && !last.contains("connection"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_authority_and_host_must_agree() {
+    let b = backend("b").await;
+    let (lb, _) = gateway(&config(&[(&[b.addr], "")], "pool = \"p0\"", "")).await;
+    let tcp = TcpStream::connect(lb).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    for (host, want) in [("a.example", 200), ("A.EXAMPLE", 200), ("b.example", 400)] {
+        let req = http::Request::get("http://a.example/x")
+            .header("host", host)
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("answer");
+        assert_eq!(resp.status(), want, "host {host}");
+    }
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod origin;
 pub mod pki;
 pub mod web;
 
@@ -52,12 +53,18 @@ impl Lb {
     }
 
     pub async fn start_with(name: &str, config: &str, extra: &[&str]) -> Lb {
+        Self::start_env(name, config, extra, &[]).await
+    }
+
+    /// [`Lb::start_with`], with more environment variables for the process.
+    pub async fn start_env(name: &str, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Lb {
         let path = write_config(name, config);
         let mut child = Command::new(LB)
             .arg("run")
             .arg("--config")
             .arg(&path)
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -246,6 +253,38 @@ impl Drop for Lb {
             let _ = c.wait();
         }
     }
+}
+
+/// Two lb processes with `config`: the default (HTTP/1.1 on the lean path where it can) and
+/// one with every request on the general path (`LB_HTTP_PATH=general`), for tests that must
+/// hold on both; each named for messages.
+pub async fn both_paths(name: &str, config: &str) -> [(&'static str, Lb); 2] {
+    [
+        (
+            "default",
+            Lb::start(&format!("{name}-default"), config).await,
+        ),
+        (
+            "general",
+            Lb::start_env(
+                &format!("{name}-general"),
+                config,
+                &[],
+                &[("LB_HTTP_PATH", "general")],
+            )
+            .await,
+        ),
+    ]
+}
+
+/// An http listener "web" in front of pool "site" (the `origin`), with `routes` and the
+/// listener's `extra` keys, admin on a kernel-chosen port.
+pub fn http_site(origin: SocketAddr, extra: &str, routes: &str) -> String {
+    format!(
+        "[global]\nworkers = 1\nshutdown_timeout = \"5s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"site\"\n{extra}\n\n\
+         [[pool]]\nname = \"site\"\nbackends = [{{ addr = \"{origin}\" }}]\n\n{routes}"
+    )
 }
 
 /// Runs `lb <args>` to completion; returns (exit code, stdout, stderr).

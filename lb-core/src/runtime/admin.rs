@@ -21,6 +21,10 @@ use crate::backend::AdminState;
 
 type Resp = Response<Full<Bytes>>;
 
+/// How long an admin client has to send a whole request head (slowloris), and how long a
+/// kept-alive admin connection may wait for its next one.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves until `stop`; connections are tracked so shutdown can let them finish.
 pub async fn serve(
     sock: TcpListener,
@@ -49,6 +53,8 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(handle(&shared, peer, req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });

@@ -161,6 +161,12 @@ impl Session<'_> {
                 {
                     fresh_only = true;
                 }
+                // A new connection the backend closed without a byte of an answer.
+                Err(Failed::Backend(Failure::Exchange(why)))
+                    if !reused && self.rbuf.is_empty() && plan.body == 0 =>
+                {
+                    return Err(Failed::Backend(Failure::Unanswered(why)));
+                }
                 Err(e) => return Err(e),
             }
         }
