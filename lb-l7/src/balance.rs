@@ -4,7 +4,7 @@
 //! (`sticky_cookie`, as HAProxy's `cookie NAME insert`). Pure but for the thread's RNG.
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 use http::{header, HeaderMap};
 use lb_core::config::{Algorithm, HashKey};
@@ -18,7 +18,8 @@ thread_local! {
 /// What a request offers for picking.
 #[derive(Debug, Clone, Copy)]
 pub struct Keys<'a> {
-    pub client: IpAddr,
+    /// The client's address and port (after a PROXY header).
+    pub client: SocketAddr,
     pub sni: Option<&'a str>,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
@@ -29,9 +30,11 @@ pub fn key(pool: &Pool, k: &Keys<'_>) -> u64 {
     if pool.config.algorithm != Algorithm::ConsistentHash {
         return 0;
     }
-    let by_ip = || hash::ip_key(k.client);
+    let by_ip = || hash::ip_key(k.client.ip());
     match &pool.config.hash_key {
-        HashKey::SourceIp | HashKey::SourceAddr => by_ip(),
+        HashKey::SourceIp => by_ip(),
+        // Per client connection, as for a TCP listener.
+        HashKey::SourceAddr => hash::addr_key(k.client),
         HashKey::Sni => k.sni.map_or_else(by_ip, hash::name_key),
         HashKey::Path => hash::name_key(k.path),
         HashKey::Header(name) => k
@@ -106,6 +109,7 @@ mod tests {
     use http::HeaderValue;
     use lb_core::backend::AdminState;
     use proptest::prelude::*;
+    use std::net::IpAddr;
 
     fn pool(algorithm: &str, hash_key: &str) -> Pool {
         let key = if hash_key.is_empty() {
@@ -132,7 +136,7 @@ mod tests {
 
     fn keys<'a>(h: &'a HeaderMap, path: &'a str, ip: [u8; 4]) -> Keys<'a> {
         Keys {
-            client: IpAddr::from(ip),
+            client: SocketAddr::from((IpAddr::from(ip), 40_000)),
             sni: None,
             path,
             headers: h,
@@ -173,6 +177,14 @@ mod tests {
         assert_eq!(
             key(&p, &keys(&none, "/", [1, 1, 1, 1])),
             hash::ip_key(IpAddr::from([1, 1, 1, 1]))
+        );
+        let p = pool("consistent-hash", "source-addr");
+        let mut other_port = keys(&none, "/", [1, 1, 1, 1]);
+        other_port.client.set_port(40_001);
+        assert_ne!(
+            key(&p, &keys(&none, "/", [1, 1, 1, 1])),
+            key(&p, &other_port),
+            "source-addr keys on the client's port too"
         );
         let p = pool("consistent-hash", "cookie:sid");
         assert_eq!(

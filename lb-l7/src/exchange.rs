@@ -87,7 +87,7 @@ impl Gateway {
                 method: &parts.method,
                 uri: &parts.uri,
                 headers: &headers,
-                client: info.client.ip(),
+                client: info.client,
                 sni: info.sni.as_deref(),
             },
             &facts,

@@ -57,7 +57,8 @@ pub struct Request<'r, 'a> {
     pub uri: &'a Uri,
     /// The request's fields (after the hop-by-hop ones left), for header conditions and keys.
     pub headers: &'r HeaderMap,
-    pub client: std::net::IpAddr,
+    /// The client's address and port (after a PROXY header).
+    pub client: std::net::SocketAddr,
     pub sni: Option<&'r str>,
 }
 

@@ -23,7 +23,10 @@ pub struct Forwarded {
 
 /// Who sends the requests compared.
 const PEER: Peer<'static> = Peer {
-    client: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+    client: std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::new(192, 0, 2, 7),
+        40_000,
+    )),
     tls: false,
     sni: None,
 };
@@ -70,7 +73,7 @@ pub fn general(gw: &Gateway, raw: &[u8]) -> Result<Forwarded, u16> {
         )
         .map_err(|(_, r)| r.status())?;
     let up = gw
-        .upstream_parts(&parts, &plan, &facts, headers, PEER.client, PEER.tls)
+        .upstream_parts(&parts, &plan, &facts, headers, PEER.client.ip(), PEER.tls)
         .map_err(|r| r.status())?;
     let mut fields: Vec<(String, Vec<u8>)> = up
         .headers

@@ -306,6 +306,7 @@ fn empty_pool_and_no_listener() {
 }
 
 mod http;
+mod kinds;
 mod policy;
 
 mod prop {
@@ -359,9 +360,15 @@ fn udp_listeners_and_udp_health() {
     );
     // A TCP and a UDP listener may share a port number.
     let both = format!(
-        "{text}\n[[listener]]\nname = \"tcp-twin\"\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n"
+        "{text}\n[[listener]]\nname = \"tcp-twin\"\nbind = \"127.0.0.1:8080\"\npool = \"twin\"\n\
+         [[pool]]\nname = \"twin\"\nbackends = [{{ addr = \"10.0.0.9:80\" }}]\n"
     );
     assert!(load_str("t.toml", &both).is_ok());
+    // But not a pool: its udp health check would probe a tcp listener's backends over UDP.
+    let shared = format!(
+        "{text}\n[[listener]]\nname = \"tcp-twin\"\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n"
+    );
+    one_error(&shared, "pool[0].health.kind", "wrong transport");
     // udp health needs send and expect; dns needs a valid name; keys of other kinds are refused.
     let no_expect = text.replace(", expect = \"pong\"", "");
     one_error(&no_expect, "pool[0].health.expect", "needs `expect`");
@@ -515,7 +522,11 @@ fn tls_routing_and_proxy_keys_are_checked() {
         "pool = \"web\"\nidle_timeout",
         "protocol = \"udp\"\npool = \"web\"\nproxy_protocol = \"v2\"\nidle_timeout",
     );
-    one_error(&udp, "listener[0].proxy_protocol", "only to tcp listeners");
+    one_error(
+        &udp,
+        "listener[0].proxy_protocol",
+        "only to tcp and http listeners",
+    );
     one_error(
         &with(
             "slow_start = \"5s\"",

@@ -67,8 +67,10 @@ impl Shared {
         if cfg.global.splice != old_global.splice {
             notes.push("global.splice changes take effect on restart".into());
         }
-        if cfg.admin != old.loaded.config.admin {
-            notes.push("[admin] changes take effect on restart".into());
+        let (new_admin, old_admin) = (&cfg.admin, &old.loaded.config.admin);
+        if new_admin.as_ref().map(|a| a.bind) != old_admin.as_ref().map(|a| a.bind) {
+            notes
+                .push("admin.bind changes take effect on restart (admin.token applies now)".into());
         }
 
         // Bind new listeners first: if one fails, nothing has changed yet.

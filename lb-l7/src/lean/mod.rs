@@ -275,7 +275,7 @@ impl<'g> Session<'g> {
     /// path's; a plan writes the backend's head into `out`.
     fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
         let peer = Peer {
-            client: self.info.client.ip(),
+            client: self.info.client,
             tls: self.info.tls,
             sni: self.info.sni.as_deref(),
         };
@@ -292,7 +292,7 @@ impl<'g> Session<'g> {
 /// Who a client connection is, as plans and forwarding fields need it.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer<'a> {
-    pub client: std::net::IpAddr,
+    pub client: std::net::SocketAddr,
     pub tls: bool,
     pub sni: Option<&'a str>,
 }
@@ -349,7 +349,7 @@ pub(crate) fn planned<'g>(
     let lines = match (&*forwarding, gw.trust) {
         (Some((host, lines)), Trust::Replace) if host == authority => Cow::Borrowed(lines),
         _ => {
-            let fwd = req.forwarding(authority, peer.client, peer.tls, gw.trust);
+            let fwd = req.forwarding(authority, peer.client.ip(), peer.tls, gw.trust);
             let lines = head::forwarding_lines(&fwd, gw.via.as_deref());
             if gw.trust == Trust::Replace {
                 *forwarding = Some((authority.to_string(), lines.clone()));
@@ -377,7 +377,7 @@ pub(crate) fn planned<'g>(
     } else {
         Some(Box::new(Policed {
             info: RequestInfo::new(
-                peer.client,
+                peer.client.ip(),
                 req.method.clone(),
                 Some(authority),
                 &plan.path,

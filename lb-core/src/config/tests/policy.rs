@@ -233,7 +233,9 @@ fn policy_mistakes_are_reported_with_their_place() {
 
 #[test]
 fn jwt_keys_and_algorithms_must_agree() {
-    let jwt = |body: &str| format!("{POLICIES}\n[policy.auth]\nkind = \"jwt\"\n{body}");
+    let jwt = |body: &str| {
+        format!("{POLICIES}\n[[route]]\nlistener = \"api\"\nmatch = {{ path_prefix = \"/auth\" }}\npool = \"p\"\npolicies = [\"auth\"]\n[policy.auth]\nkind = \"jwt\"\n{body}")
+    };
     policy_error(
         &jwt("algorithms = [\"none\"]\nsecret_env = \"S\"\n"),
         "policy.auth.algorithms[0]",
@@ -280,7 +282,9 @@ fn jwt_keys_and_algorithms_must_agree() {
 fn basic_auth_takes_bcrypt_hashes_only() {
     let hash = "$2y$04$abcdefghijklmnopqrstuu5MDaG2mK2V2hGAn2cV9VyKkL2hJbPTq";
     assert_eq!(hash.len(), 60);
-    let basic = |body: &str| format!("{POLICIES}\n[policy.login]\nkind = \"basic_auth\"\n{body}");
+    let basic = |body: &str| {
+        format!("{POLICIES}\n[[route]]\nlistener = \"api\"\nmatch = {{ path_prefix = \"/login\" }}\npool = \"p\"\npolicies = [\"login\"]\n[policy.login]\nkind = \"basic_auth\"\n{body}")
+    };
     let ok = load_str(
         "p.toml",
         &basic(&format!(
@@ -310,7 +314,9 @@ fn basic_auth_takes_bcrypt_hashes_only() {
 
 #[test]
 fn cache_policies_are_read_and_checked() {
-    let cache = |body: &str| format!("{POLICIES}\n[policy.c]\nkind = \"cache\"\n{body}");
+    let cache = |body: &str| {
+        format!("{POLICIES}\n[[route]]\nlistener = \"api\"\nmatch = {{ path_prefix = \"/c\" }}\npool = \"p\"\npolicies = [\"c\"]\n[policy.c]\nkind = \"cache\"\n{body}")
+    };
     let c = load_str(
         "p.toml",
         &cache("ttl = \"10m\"\nvary = [\"Accept-Language\"]\nmax_size = \"8MiB\"\n"),
@@ -343,7 +349,9 @@ fn cache_policies_are_read_and_checked() {
 
 #[test]
 fn transforms_need_something_to_do() {
-    let t = |body: &str| format!("{POLICIES}\n[policy.t]\nkind = \"transform\"\n{body}");
+    let t = |body: &str| {
+        format!("{POLICIES}\n[[route]]\nlistener = \"api\"\nmatch = {{ path_prefix = \"/t\" }}\npool = \"p\"\npolicies = [\"t\"]\n[policy.t]\nkind = \"transform\"\n{body}")
+    };
     let c = load_str(
         "p.toml",
         &t("xml_to_json = true\nmax_object_size = \"2MiB\"\n"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::super::diag::{did_you_mean, Diagnostic};
 use super::super::raw::{RawListener, RawMatch, RawPool, RawRoute, RawSize, S};
 use super::super::size::parse_size;
-use super::{mark, valid_host_name, Ctx};
+use super::{mark, valid_host_name, Ctx, Uses};
 use crate::config::model::*;
 
 /// Most retries a route may ask for: each is another backend tried for one request.
@@ -168,10 +168,10 @@ pub(super) fn routes(
     cx: &mut Ctx<'_>,
     raw: &[(RawRoute, std::ops::Range<usize>)],
     listeners: &HashMap<&str, usize>,
-    protocols: &[Option<Protocol>],
+    (protocols, tls): (&[Option<Protocol>], &[bool]),
     pools: &HashMap<&str, usize>,
     policies: &HashMap<String, usize>,
-    used_pools: &mut [(bool, bool)],
+    used_pools: &mut [Uses],
 ) -> Vec<HttpRoute> {
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -233,7 +233,8 @@ pub(super) fn routes(
         };
         let pool = match pools.get(r.pool.get_ref().as_str()) {
             Some(&p) => {
-                mark(&mut used_pools[p], true);
+                let tls = listener.is_some_and(|l| tls.get(l).copied().unwrap_or(false));
+                mark(&mut used_pools[p], Some(Protocol::Http), tls);
                 Some(p)
             }
             None => {
@@ -506,8 +507,8 @@ fn conditions(cx: &mut Ctx<'_>, m: &RawMatch, key: &str) -> Conds {
 }
 
 /// Pool keys only HTTP requests can honour are errors on a pool a tcp or udp listener uses.
-pub(super) fn pool_keys(cx: &mut Ctx<'_>, p: &RawPool, key: &str, (l4, _http): (bool, bool)) {
-    if !l4 {
+pub(super) fn pool_keys(cx: &mut Ctx<'_>, p: &RawPool, key: &str, used: Uses) {
+    if !(used.tcp || used.udp) {
         return;
     }
     let http_hash = p

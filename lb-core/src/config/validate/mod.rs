@@ -27,12 +27,31 @@ mod pool;
 use http::listener_http;
 use pool::pool;
 
+/// Which kinds of listener use a pool: its keys must make sense for each.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Uses {
+    pub tcp: bool,
+    pub udp: bool,
+    pub http: bool,
+    /// An http listener without `tls` (no server name to hash on).
+    pub plain_http: bool,
+}
+
+impl Uses {
+    fn any(self) -> bool {
+        self.tcp || self.udp || self.http
+    }
+}
+
 /// Marks a pool as used by a listener of this kind.
-fn mark(used: &mut (bool, bool), http: bool) {
-    if http {
-        used.1 = true;
-    } else {
-        used.0 = true;
+fn mark(used: &mut Uses, protocol: Option<Protocol>, tls: bool) {
+    match protocol {
+        Some(Protocol::Http) => {
+            used.http = true;
+            used.plain_http |= !tls;
+        }
+        Some(Protocol::Udp) => used.udp = true,
+        Some(Protocol::Tcp) | None => used.tcp = true,
     }
 }
 
@@ -181,8 +200,8 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         let _ = ra;
         binds.push((a.bind, false, "admin.bind".into()));
     }
-    // Which kinds of listener use each pool: (tcp or udp, http).
-    let mut used_pools = vec![(false, false); pools.len()];
+    // Which kinds of listener use each pool.
+    let mut used_pools = vec![Uses::default(); pools.len()];
     for (i, (l, _)) in raw.listeners.iter().enumerate() {
         let key = format!("listener[{i}]");
         let name = l.name.get_ref();
@@ -248,7 +267,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             }
             Some(p) => match pool_index.get(p.get_ref().as_str()) {
                 Some(&idx) => {
-                    mark(&mut used_pools[idx], http);
+                    mark(&mut used_pools[idx], protocol, l.tls.is_some());
                     Some(idx)
                 }
                 None => {
@@ -316,7 +335,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             ] {
                 if let Some(v) = v {
                     cx.push(
-                        Diagnostic::warning(format!("`{name}` has no effect on a udp listener"))
+                        Diagnostic::error(format!("`{name}` has no effect on a udp listener"))
                             .at(v.span())
                             .key(format!("{key}.{name}"))
                             .help("udp flows end after udp_session_timeout of silence"),
@@ -330,7 +349,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 )
                 .at(v.span())
                 .key(format!("{key}.udp_session_timeout"))
-                .help("remove it from this tcp listener"),
+                .help("remove it; tcp and http listeners end quiet connections after idle_timeout"),
             );
         }
         let handshake_timeout = cx.duration(
@@ -341,7 +360,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         let tcp_only = |cx: &mut Ctx<'_>, span: Option<Range<usize>>, k: &str| {
             if let (true, Some(span)) = (udp, span) {
                 cx.push(
-                    Diagnostic::error(format!("`{k}` applies only to tcp listeners"))
+                    Diagnostic::error(format!("`{k}` applies only to tcp and http listeners"))
                         .at(span)
                         .key(format!("{key}.{k}"))
                         .help("remove it from this udp listener"),
@@ -349,6 +368,11 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             }
         };
         tcp_only(&mut cx, l.tls.as_ref().map(|v| v.span()), "tls");
+        tcp_only(
+            &mut cx,
+            l.handshake_timeout.as_ref().map(|v| v.span()),
+            "handshake_timeout",
+        );
         tcp_only(
             &mut cx,
             l.sni_routes.as_ref().map(|v| v.span()),
@@ -391,7 +415,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             }
             match pool_index.get(target.get_ref().as_str()) {
                 Some(&idx) => {
-                    mark(&mut used_pools[idx], http);
+                    mark(&mut used_pools[idx], protocol, l.tls.is_some());
                     sni_routes.push(SniRoute {
                         pattern: pattern.to_ascii_lowercase(),
                         pool: idx,
@@ -475,20 +499,23 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             },
         )
         .collect();
+    let tls: Vec<bool> = raw.listeners.iter().map(|(l, _)| l.tls.is_some()).collect();
     let routes = http::routes(
         &mut cx,
         &raw.routes,
         &names,
-        &protocols,
+        (&protocols, &tls),
         &pool_index,
         &policy_index,
         &mut used_pools,
     );
+    policy::uses(&mut cx, &raw.policies, &raw.routes, &policies, &routes);
     for (i, (p, _)) in raw.pools.iter().enumerate() {
         http::pool_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);
+        pool::kind_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);
     }
-    for (i, &(l4, l7)) in used_pools.iter().enumerate() {
-        if !(l4 || l7) {
+    for (i, used) in used_pools.iter().enumerate() {
+        if !used.any() {
             let (p, _) = &raw.pools[i];
             cx.push(
                 Diagnostic::warning(format!(

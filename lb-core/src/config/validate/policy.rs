@@ -43,6 +43,71 @@ pub(super) fn policies(
     (out, index)
 }
 
+/// Checks of policies as routes use them: a policy no route names protects nothing (a
+/// route the author meant to guard would go unguarded), and a rate limit keyed on the
+/// consumer or a token claim needs the `api_key` or `jwt` policy that finds it earlier in the
+/// route's list (otherwise every request would share one bucket).
+pub(super) fn uses(
+    cx: &mut Ctx<'_>,
+    raw: &[(String, std::ops::Range<usize>, RawPolicy)],
+    raw_routes: &[(super::super::raw::RawRoute, std::ops::Range<usize>)],
+    policies: &[Policy],
+    routes: &[HttpRoute],
+) {
+    for (i, p) in policies.iter().enumerate() {
+        if routes.iter().all(|r| !r.policies.contains(&i)) {
+            if let Some((_, span, _)) = raw.iter().find(|(n, _, _)| *n == p.name) {
+                cx.push(
+                    Diagnostic::error(format!("policy \"{}\" is not named by any route", p.name))
+                        .at(span.clone())
+                        .key(format!("policy.{}", p.name))
+                        .help(
+                            "add it to the `policies` of the routes it should guard, or remove it",
+                        ),
+                );
+            }
+        }
+    }
+    // Spans come from the raw routes, which line up only when every route was valid.
+    if routes.len() != raw_routes.len() {
+        return;
+    }
+    for (r, (rr, _)) in routes.iter().zip(raw_routes) {
+        let mut api_key = false;
+        let mut jwt = false;
+        for (j, &i) in r.policies.iter().enumerate() {
+            match &policies[i].kind {
+                PolicyKind::ApiKey { .. } => api_key = true,
+                PolicyKind::Jwt { .. } => jwt = true,
+                PolicyKind::RateLimit { key, .. } => {
+                    let needs = match key {
+                        RateKey::ApiKey if !api_key => Some("api_key"),
+                        RateKey::Jwt(_) if !jwt => Some("jwt"),
+                        _ => None,
+                    };
+                    let span = rr
+                        .policies
+                        .as_ref()
+                        .and_then(|l| l.get_ref().get(j))
+                        .map(|v| v.span());
+                    if let (Some(kind), Some(span)) = (needs, span) {
+                        cx.push(
+                            Diagnostic::error(format!(
+                                "rate limit \"{}\" counts per {kind} consumer, but no {kind} policy comes before it on route \"{}\"",
+                                policies[i].name, r.name
+                            ))
+                            .at(span)
+                            .key(format!("route \"{}\".policies[{j}]", r.name))
+                            .help(format!("list a {kind} policy before it, or key the limit on \"ip\"")),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Every key set in `p` with its span, by name.
 fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
     fn s<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
@@ -264,6 +329,16 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         100_000_000,
         DEFAULT_MAX_KEYS,
     ) as usize;
+    if let (Some(v), RateStore::Redis { on_error, .. }) = (&p.max_keys, &store) {
+        if *on_error != OnRedisError::Local {
+            cx.push(
+                Diagnostic::error("`max_keys` bounds counting in lb's memory, which this limit never does")
+                    .at(v.span())
+                    .key(format!("{key}.max_keys"))
+                    .help("remove it, or set on_redis_error = \"local\" (counted locally while redis is down)"),
+            );
+        }
+    }
     PolicyKind::RateLimit {
         requests,
         per,
@@ -361,10 +436,16 @@ fn cors(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             "a header name",
         ),
         allow_credentials,
-        max_age: p
-            .max_age
-            .as_ref()
-            .map(|_| cx.duration(&p.max_age, format!("{key}.max_age"), Duration::ZERO)),
+        max_age: p.max_age.as_ref().map(|v| {
+            let d = cx.duration(&p.max_age, format!("{key}.max_age"), Duration::ZERO);
+            whole_seconds(
+                cx,
+                v,
+                d,
+                &format!("{key}.max_age"),
+                "Access-Control-Max-Age",
+            )
+        }),
     }
 }
 
@@ -536,6 +617,68 @@ fn transform(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
     }
 }
 
+/// `d` (read from `v`) if it is whole seconds, which is all `what` can carry; an error
+/// otherwise, rather than a silently shorter value.
+pub(super) fn whole_seconds(
+    cx: &mut Ctx<'_>,
+    v: &S<String>,
+    d: Duration,
+    key: &str,
+    what: &str,
+) -> Duration {
+    if d.subsec_nanos() != 0 {
+        cx.push(
+            Diagnostic::error(format!("{what} is counted in whole seconds"))
+                .at(v.span())
+                .key(key.to_string())
+                .help(format!(
+                    "use \"{}s\" or \"{}s\"",
+                    d.as_secs(),
+                    d.as_secs() + 1
+                )),
+        );
+    }
+    d
+}
+
+/// What a `redis_url` must be: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, as the redis
+/// client reads it; `Err` says what is wrong.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or("it does not start with redis://")?;
+    let (authority, db) = match rest.split_once('/') {
+        Some((a, d)) => (a, Some(d)),
+        None => (rest, None),
+    };
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or("an IPv6 host needs its closing ]")?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty()
+        || !(super::valid_host_name(host) || host.parse::<std::net::IpAddr>().is_ok())
+    {
+        return Err(format!("\"{host}\" is not a host name or address"));
+    }
+    if let Some(p) = port {
+        p.parse::<u16>()
+            .map_err(|_| format!("\"{p}\" is not a port"))?;
+    }
+    if let Some(d) = db.filter(|d| !d.is_empty()) {
+        d.parse::<u32>()
+            .map_err(|_| format!("\"{d}\" is not a database number"))?;
+    }
+    Ok(())
+}
+
 /// The `redis_url` of a policy with `store = "redis"` (set at `store_span`), if usable.
 fn redis_url(
     cx: &mut Ctx<'_>,
@@ -544,17 +687,20 @@ fn redis_url(
     store_span: std::ops::Range<usize>,
 ) -> Option<String> {
     match &p.redis_url {
-        Some(u) if u.get_ref().len() > "redis://".len() && u.get_ref().starts_with("redis://") => {
-            Some(u.get_ref().clone())
-        }
-        Some(u) => {
-            cx.err(
-                u.span(),
-                format!("{key}.redis_url"),
-                format!("expected redis://HOST:PORT[/DB], found \"{}\"", u.get_ref()),
-            );
-            None
-        }
+        Some(u) => match check_redis_url(u.get_ref()) {
+            Ok(()) => Some(u.get_ref().clone()),
+            Err(why) => {
+                cx.err(
+                    u.span(),
+                    format!("{key}.redis_url"),
+                    format!(
+                        "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], found \"{}\": {why}",
+                        u.get_ref()
+                    ),
+                );
+                None
+            }
+        },
         None => {
             cx.push(
                 Diagnostic::error(

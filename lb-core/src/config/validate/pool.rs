@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::super::diag::{did_you_mean, Diagnostic};
 use super::super::model::*;
 use super::super::raw::{RawHealth, RawPool};
-use super::{Ctx, MAX_WEIGHT};
+use super::{Ctx, Uses, MAX_WEIGHT};
 
 pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
     let algorithm = match &p.algorithm {
@@ -140,12 +140,12 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
             }
         };
         if let (Some(w), Some(Algorithm::RoundRobin)) = (&b.weight, algorithm) {
-            if *w.get_ref() != 1 {
+            if (2..=MAX_WEIGHT).contains(w.get_ref()) {
                 cx.push(
-                    Diagnostic::warning("round-robin ignores weights")
+                    Diagnostic::error("round-robin ignores weights")
                         .at(w.span())
                         .key(format!("{bkey}.weight"))
-                        .help("use algorithm = \"weighted-round-robin\""),
+                        .help("use algorithm = \"weighted-round-robin\", or remove the weight"),
                 );
             }
         }
@@ -210,6 +210,14 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
             }
         }
         let verify = t.verify.unwrap_or(true);
+        if let (Some(c), false) = (&t.ca, verify) {
+            cx.push(
+                Diagnostic::error("`ca` has no effect with verify = false")
+                    .at(c.span())
+                    .key(format!("{tkey}.ca"))
+                    .help("remove `ca`, or verify the backends' certificates against it"),
+            );
+        }
         // Verifying needs roots: without `ca`, the system's bundle.
         let ca = match &t.ca {
             Some(c) => Some(super::file_ref(c, format!("{tkey}.ca"))),
@@ -252,6 +260,63 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         http2: p.http2.as_ref().is_some_and(|v| *v.get_ref()),
         sticky_cookie,
     })
+}
+
+/// Keys of a pool that only some kinds of listener can honour, checked against the kinds
+/// that use it.
+pub(super) fn kind_keys(cx: &mut Ctx<'_>, p: &RawPool, key: &str, used: Uses) {
+    let name = p.name.get_ref();
+    let refuse =
+        |cx: &mut Ctx<'_>, span: std::ops::Range<usize>, k: &str, why: String, help: &str| {
+            cx.push(
+                Diagnostic::error(why)
+                    .at(span)
+                    .key(format!("{key}.{k}"))
+                    .help(help.to_string()),
+            );
+        };
+    if used.udp {
+        if let Some(t) = &p.backend_tls {
+            refuse(
+                cx,
+                t.span(),
+                "backend_tls",
+                format!("pool \"{name}\" serves a udp listener, and TLS to backends needs TCP"),
+                "remove backend_tls, or use the pool from tcp and http listeners only",
+            );
+        }
+    }
+    if let Some(k) = p.hash_key.as_ref().filter(|k| k.get_ref() == "sni") {
+        if used.udp {
+            refuse(
+                cx,
+                k.span(),
+                "hash_key",
+                format!(
+                    "pool \"{name}\" serves a udp listener, where there is no server name to hash"
+                ),
+                "use hash_key = \"source-ip\" or \"source-addr\"",
+            );
+        } else if used.plain_http {
+            refuse(cx, k.span(), "hash_key",
+                format!("pool \"{name}\" serves an http listener without tls, where there is no server name to hash"),
+                "add tls to the listener, or hash on \"header:Host\"");
+        }
+    }
+    if let Some(h) = &p.health {
+        let kind = h.get_ref().kind.get_ref().as_str();
+        let over_tcp = matches!(kind, "tcp" | "http");
+        if (over_tcp && used.udp) || (!over_tcp && (used.tcp || used.http)) {
+            let (serves, fits) = if over_tcp {
+                ("a udp listener", "\"udp\" or \"dns\"")
+            } else {
+                ("a tcp or http listener", "\"tcp\" or \"http\"")
+            };
+            refuse(cx, h.get_ref().kind.span(), "health.kind",
+                format!("a \"{kind}\" check probes over the wrong transport for pool \"{name}\", which serves {serves}"),
+                &format!("use kind = {fits}"));
+        }
+    }
 }
 
 fn health(cx: &mut Ctx<'_>, h: &RawHealth, key: &str) -> Option<Health> {
