@@ -230,6 +230,28 @@ async fn full_flow_table_drops_new_flows_and_keeps_old_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn global_max_connections_counts_flows_too() {
+    let b = udp_named("u0").await;
+    let text = udp_config("round-robin", &[b.addr], "", "")
+        .replace("[global]\n", "[global]\nmax_connections = 2\n");
+    let lb = Lb::start("udp-global", &text).await;
+    let addr = lb.listener("main").await;
+    let (c1, c2, c3) = (
+        client(Ipv4Addr::LOCALHOST).await,
+        client(Ipv4Addr::LOCALHOST).await,
+        client(Ipv4Addr::LOCALHOST).await,
+    );
+    ask(&c1, addr, b"1").await.expect("first flow");
+    ask(&c2, addr, b"2").await.expect("second flow");
+    assert!(
+        ask(&c3, addr, b"3").await.is_none(),
+        "over the global bound"
+    );
+    assert_eq!(lb.status().await["active_connections"], 2);
+    assert!(ask(&c1, addr, b"1 again").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn dead_backend_is_marked_down_and_new_flows_avoid_it() {
     let bs = [udp_named("u0").await, udp_named("u1").await];
     let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();

@@ -362,9 +362,9 @@ impl Gateway {
         };
         forward::request(&mut headers, &client, self.trust, self.via.as_deref());
         // lb's own fields: written from the plan, whatever the client or a policy put there.
+        forward::drop_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::TE);
         if !h2 {
             if let Some(v) = plan.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
                 headers.insert(header::HOST, v);

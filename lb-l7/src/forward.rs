@@ -65,6 +65,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every hop-by-hop field by name (not those `Connection` names: see
+/// [`strip_hop_by_hop`]), `TE` included.
+pub fn drop_hop_by_hop(headers: &mut HeaderMap) {
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
 /// The forwarding fields lb sets on a request, whatever form its headers take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarding {
@@ -132,9 +140,9 @@ pub fn via_value(pseudonym: &str) -> String {
     format!("1.1 {pseudonym}")
 }
 
-/// Prepares a request's headers for the backend.
+/// Sets lb's forwarding fields (and `Via`) on a request's headers, whose hop-by-hop fields
+/// left on the way in ([`crate::request::Facts::passes`]).
 pub fn request(headers: &mut HeaderMap, client: &Client, trust: Trust, via: Option<&str>) {
-    strip_hop_by_hop(headers);
     let (prior_xff, prior_forwarded) = match trust {
         Trust::Append => (
             joined(headers, &HeaderName::from_static(FORWARDING[0])),

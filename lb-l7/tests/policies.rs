@@ -256,8 +256,9 @@ async fn basic_auth_checks_bcrypt_users_from_config_and_htpasswd() {
     assert!(body.contains("x-user: bob"), "{body}");
     // A file line that is not a bcrypt hash fails the config load, naming file and line.
     std::fs::write(&file, "carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").expect("write");
-    let routes =
-        format!("[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"login\", \"stamp\"]\n{defs}");
+    let routes = format!(
+        "[[route]]\nlistener = \"web\"\npool = \"p0\"\npolicies = [\"login\", \"stamp\"]\n{defs}"
+    );
     let err = lb_l7::gateway::load_str("t.toml", &config(&[(&[b.addr], "")], "", &routes))
         .expect_err("bad htpasswd");
     assert!(

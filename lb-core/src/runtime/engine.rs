@@ -34,7 +34,9 @@ impl Engine {
                         Ok(sock) => accept_loop(sock, l, cx, stop).await,
                         Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
                     },
-                    Sock::Udp(sock) => crate::proxy::udp::relay::serve(sock, l, stop).await,
+                    Sock::Udp(sock) => {
+                        crate::proxy::udp::relay::serve(sock, l, cx.limits.clone(), stop).await
+                    }
                 }
             });
         }

@@ -239,6 +239,21 @@ fn policy_values_a_kind_cannot_carry_are_errors() {
         "policy.x.max_age",
         "whole seconds",
     );
+    for field in [
+        "Content-Length",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "te",
+    ] {
+        one_error(
+            &p(&format!(
+                "kind = \"headers\"\nrequest = {{ set = {{ \"{field}\" = \"x\" }} }}"
+            )),
+            &format!("policy.x.request.set.\"{field}\""),
+            "lb writes it itself",
+        );
+    }
     let redis = "kind = \"rate_limit\"\nrequests = 1\nper = \"1s\"\nstore = \"redis\"\n";
     one_error(
         &p(&format!("{redis}redis_url = \"redis://127.0.0.1:6379\"\non_redis_error = \"deny\"\nmax_keys = 10")),

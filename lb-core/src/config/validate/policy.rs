@@ -449,6 +449,21 @@ fn cors(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
     }
 }
 
+/// Fields a `headers` policy may not set or add: the framing, `Host` and hop-by-hop fields lb
+/// writes for each connection (a policy's value would be dropped on one path, or break the
+/// framing on the other).
+const CONNECTION_FIELDS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 fn header_ops(cx: &mut Ctx<'_>, ops: Option<&S<RawHeaderOps>>, key: &str) -> HeaderOps {
     let Some(ops) = ops else {
         return HeaderOps::default();
@@ -459,6 +474,22 @@ fn header_ops(cx: &mut Ctx<'_>, ops: Option<&S<RawHeaderOps>>, key: &str) -> Hea
         for (name, v) in m.iter().flat_map(|m| m.get_ref().iter()) {
             let hkey = format!("{key}.{what}.\"{name}\"");
             if !header_field(cx, name, v, hkey.clone()) {
+                continue;
+            }
+            if CONNECTION_FIELDS
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(name))
+            {
+                cx.push(
+                    Diagnostic::error(format!(
+                        "`{name}` describes one connection, and lb writes it itself"
+                    ))
+                    .at(v.span())
+                    .key(hkey)
+                    .help(
+                        "framing, Host and hop-by-hop fields are lb's; set end-to-end fields only",
+                    ),
+                );
                 continue;
             }
             if let Some(bad) = unknown_variable(v.get_ref()) {

@@ -19,7 +19,7 @@ use super::flow::{FlowTable, Route};
 use crate::backend::{Backend, InFlight};
 use crate::clock;
 use crate::pool::Attempt;
-use crate::proxy::tcp::{key_of, next_backend, ListenerShared};
+use crate::proxy::tcp::{key_of, next_backend, Limits, ListenerShared};
 
 /// The largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP). Receive slots are larger still
 /// (see [`batch::SLOT`]), so nothing is ever truncated, over IPv6 either.
@@ -34,12 +34,35 @@ thread_local! {
 struct FlowConn {
     /// The backend, counted active while the flow lives.
     flight: InFlight,
+    /// The flow's place under `global.max_connections`.
+    _slot: GlobalSlot,
     upstream: Arc<UdpSocket>,
     replies: JoinHandle<()>,
     last_reply_ms: Arc<AtomicU64>,
     to_backend: metrics::Counter,
     started: Instant,
     bytes_in: u64,
+}
+
+/// One flow counted in `global.max_connections` (a flow is a UDP listener's connection),
+/// until dropped.
+struct GlobalSlot(Arc<Limits>);
+
+impl GlobalSlot {
+    fn take(limits: &Arc<Limits>) -> Option<Self> {
+        let n = limits.global_active.fetch_add(1, Relaxed) + 1;
+        if n > limits.global_max.load(Relaxed) {
+            limits.global_active.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Self(limits.clone()))
+    }
+}
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        self.0.global_active.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Why no flow could be opened for a new client.
@@ -95,7 +118,12 @@ pub fn connected_socket(peer: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Serves one listening socket until `stop`.
-pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: CancellationToken) {
+pub async fn serve(
+    sock: StdUdp,
+    shared: Arc<ListenerShared>,
+    limits: Arc<Limits>,
+    stop: CancellationToken,
+) {
     let sock = match UdpSocket::from_std(sock) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -153,7 +181,7 @@ pub async fn serve(sock: StdUdp, shared: Arc<ListenerShared>, stop: Cancellation
                             if let Some(old) = stale {
                                 end_flow(&shared, &m, client, old, "timeout");
                             }
-                            match open_flow(&shared, &m, &sock, &closed_tx, client) {
+                            match open_flow(&shared, &limits, &m, &sock, &closed_tx, client) {
                                 Ok(c) => c,
                                 Err(why) => {
                                     m.refused(why).increment(dropped);
@@ -228,6 +256,7 @@ async fn forward(c: &mut FlowConn, datagrams: &[&[u8]], m: &ListenerMetrics) {
 /// flow bound or no backend is available.
 fn open_flow(
     shared: &ListenerShared,
+    limits: &Arc<Limits>,
     m: &ListenerMetrics,
     sock: &Arc<UdpSocket>,
     closed_tx: &mpsc::UnboundedSender<SocketAddr>,
@@ -237,6 +266,7 @@ fn open_flow(
     if shared.active.load(Relaxed) >= route.listener.max_connections {
         return Err(Refused::Full);
     }
+    let slot = GlobalSlot::take(limits).ok_or(Refused::Full)?;
     // udp listeners always have a pool (validated).
     let Some(target) = route.default.as_ref() else {
         return Err(Refused::NoBackend);
@@ -286,6 +316,7 @@ fn open_flow(
     ));
     Ok(FlowConn {
         flight,
+        _slot: slot,
         upstream,
         replies,
         last_reply_ms,
