@@ -124,10 +124,11 @@ async fn idle_connections_close_after_idle_timeout_on_h1_and_h2() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_is_let_go() {
-    let (site, _) = web("site").await;
+    let (site, served) = web("site").await;
     let config = http_site(site.addr, "idle_timeout = \"1s\"", "");
     for (path, lb) in both_paths("slow-reader", &config).await {
         let addr = lb.listener("web").await;
+        let before = served.load(std::sync::atomic::Ordering::SeqCst);
         let mut s = TcpStream::connect(addr).await.expect("connect");
         s.set_nodelay(true).expect("nodelay");
         s.write_all(b"GET /big/64 HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -135,6 +136,13 @@ async fn a_client_that_stops_reading_is_let_go() {
             .expect("write");
         // The client reads nothing; lb's writes stall, and after idle_timeout it lets go.
         let deadline = Instant::now() + Duration::from_secs(15);
+        while served.load(std::sync::atomic::Ordering::SeqCst) == before {
+            assert!(
+                Instant::now() < deadline,
+                "{path}: the request never reached the backend"
+            );
+            tokio::task::yield_now().await;
+        }
         while lb.status().await["active_connections"] != 0 {
             assert!(
                 Instant::now() < deadline,

@@ -219,10 +219,40 @@ const CASES: &[Case] = &[
         origin: &[],
     },
     Case {
-        name: "HTTP/1.0 without Host",
+        name: "HTTP/1.0 without Host goes with lb's address as its Host",
         raw: "GET /public HTTP/1.0\r\n\r\n",
+        statuses: &[200],
+        origin: &["/public"],
+    },
+    Case {
+        name: "underscore spellings of lb's fields",
+        raw: "GET /public HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nX_User_Id: root\r\n\r\n",
+        statuses: &[200],
+        origin: &["/public"],
+    },
+    Case {
+        name: "two Authorization fields",
+        raw: "GET /private HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
         statuses: &[400],
         origin: &[],
+    },
+    Case {
+        name: "a Host port that is not a port",
+        raw: "GET /public HTTP/1.1\r\nHost: a:junk\r\n\r\n",
+        statuses: &[400],
+        origin: &[],
+    },
+    Case {
+        name: "empty lines first do not blind lb to CL+TE",
+        raw: "\r\n\r\nGET /public HTTP/1.1\r\nHost: a\r\n\r\nPOST /public HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        statuses: &[200, 400],
+        origin: &["/public"],
+    },
+    Case {
+        name: "an upgrade that did not happen does not blind lb to CL+TE",
+        raw: "GET /public HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\nPOST /public HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG",
+        statuses: &[200, 400],
+        origin: &["/public"],
     },
     Case {
         name: "a folded field",
@@ -307,6 +337,18 @@ async fn the_smuggling_corpus_gets_nothing_past_either_path() {
                 }
                 "Connection naming Transfer-Encoding keeps the chunks" => {
                     assert_eq!(arrived[0].body, b"abc", "{path}");
+                }
+                "HTTP/1.0 without Host goes with lb's address as its Host" => {
+                    assert_eq!(arrived[0].field("host"), Some(addr.to_string()), "{path}");
+                }
+                "underscore spellings of lb's fields" => {
+                    assert!(arrived[0].fields("x_forwarded_for").is_empty(), "{path}");
+                    assert!(arrived[0].fields("x_user_id").is_empty(), "{path}");
+                    assert_eq!(
+                        arrived[0].fields("x-forwarded-for"),
+                        ["127.0.0.1"],
+                        "{path}"
+                    );
                 }
                 "the absolute form's authority is the Host" => {
                     assert_eq!(

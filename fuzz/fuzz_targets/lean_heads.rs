@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut req = httparse::Request::new(&mut fields);
     if let Ok(httparse::Status::Complete(_)) = req.parse(bytes) {
         if let Ok(r) = head::request(&req) {
-            if let Ok(facts) = inspect(r.head(), &Limits::default()) {
+            if let Ok(facts) = inspect(r.head("192.0.2.1:8080"), &Limits::default()) {
                 let authority = facts.authority.unwrap_or("h");
                 let fwd = r.forwarding(authority, "192.0.2.1".parse().expect("ip"), false, lb_l7::forward::Trust::Append);
                 let lines = head::forwarding_lines(&fwd, Some("lb"));

@@ -15,14 +15,77 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::upstream::{Body, BoxError};
 
-/// The bytes of one exchange's bodies: request (client → backend) and response.
-#[derive(Debug, Default)]
+/// The bytes of one exchange's bodies: request (client → backend) and response; and how the
+/// request body is getting on, for the time limits of an attempt ([`Meter::late`]).
+#[derive(Debug)]
 pub struct Meter {
     pub request: AtomicU64,
     pub response: AtomicU64,
     /// The client's body broke (malformed chunking, cut off): the exchange's failure is the
     /// client's, not the backend's.
     pub client_failed: AtomicBool,
+    /// The request body was sent whole (or there was none).
+    pub request_ended: AtomicBool,
+    /// The request body waits on the client (its last poll found nothing to read).
+    waiting_for_client: AtomicBool,
+    born: tokio::time::Instant,
+    /// When the request body last moved (or ended), in ms since `born`.
+    moved_ms: AtomicU64,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            request: AtomicU64::new(0),
+            response: AtomicU64::new(0),
+            client_failed: AtomicBool::new(false),
+            request_ended: AtomicBool::new(false),
+            waiting_for_client: AtomicBool::new(false),
+            born: tokio::time::Instant::now(),
+            moved_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why an attempt ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// No answer within the route's timeout of the request being sent whole, or the
+    /// backend took no byte of the body for that long (504).
+    Backend,
+    /// The client sent none of the rest of its body for the listener's idle timeout.
+    Client,
+}
+
+impl Meter {
+    fn moved(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.moved_ms.store(ms, Relaxed);
+    }
+
+    /// When the attempt started at `start` is late, as things stand: `timeout` after the
+    /// request body last moved or ended (nginx's `proxy_send_timeout` while it is being sent,
+    /// `proxy_read_timeout` after), or `idle` after it last moved while the client is the
+    /// one not sending. `Err` once it is.
+    pub fn late(
+        &self,
+        start: tokio::time::Instant,
+        timeout: std::time::Duration,
+        idle: std::time::Duration,
+    ) -> Result<tokio::time::Instant, Late> {
+        let moved = self.born + std::time::Duration::from_millis(self.moved_ms.load(Relaxed));
+        let last = moved.max(start);
+        let client = !self.request_ended.load(Relaxed) && self.waiting_for_client.load(Relaxed);
+        let (at, who) = if client {
+            (last + idle, Late::Client)
+        } else {
+            (last + timeout, Late::Backend)
+        };
+        if tokio::time::Instant::now() >= at {
+            return Err(who);
+        }
+        Ok(at)
+    }
 }
 
 /// Which body of an exchange a [`Counted`] carries.
@@ -78,6 +141,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let request = self.side == Side::Request;
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
@@ -87,15 +151,33 @@ where
                         Side::Response => self.meter.response.fetch_add(n, Relaxed),
                     };
                 }
+                if request {
+                    self.meter.waiting_for_client.store(false, Relaxed);
+                    self.meter.moved();
+                    // A sized body may never be polled to its end.
+                    if self.inner.is_end_stream() {
+                        self.meter.request_ended.store(true, Relaxed);
+                    }
+                }
             }
             Poll::Ready(Some(Err(_))) => {
-                if self.side == Side::Request {
+                if request {
                     self.meter.client_failed.store(true, Relaxed);
                 }
                 self.finish();
             }
-            Poll::Ready(None) => self.finish(),
-            Poll::Pending => {}
+            Poll::Ready(None) => {
+                if request {
+                    self.meter.request_ended.store(true, Relaxed);
+                    self.meter.moved();
+                }
+                self.finish();
+            }
+            Poll::Pending => {
+                if request {
+                    self.meter.waiting_for_client.store(true, Relaxed);
+                }
+            }
         }
         polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }

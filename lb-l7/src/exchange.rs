@@ -20,7 +20,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{answer, empty, full, refuse, Counted, Meter, Side};
+use crate::body::{answer, empty, full, refuse, Counted, Late, Meter, Side};
 use crate::forward;
 use crate::gateway::{Gateway, RouteTarget};
 use crate::plan::{self, Plan};
@@ -38,6 +38,8 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// lb's address on the connection (a PROXY header's destination).
     pub local: SocketAddr,
+    /// The same as text: the authority of HTTP/1.0 requests that name none.
+    pub local_authority: String,
     pub tls: bool,
     pub sni: Option<String>,
     /// Ends WebSocket tunnels when the shutdown grace period is over.
@@ -75,6 +77,7 @@ impl Gateway {
                 .map(|(n, v)| (n.as_str(), v.as_bytes())),
             protocol: protocol.as_deref(),
             end_stream: body.is_end_stream(),
+            local: &info.local_authority,
         };
         let facts = match request::inspect(head, &self.limits) {
             Ok(f) => f,
@@ -137,12 +140,20 @@ impl Gateway {
         });
         let log_path = self.access_log.then(|| plan.path.to_string());
         let method = parts.method.clone();
+        let h1 = parts.version < Version::HTTP_2;
         let (client, tls) = (info.client.ip(), info.tls);
         let up = match self.upstream_parts(&parts, &plan, &facts, headers, client, tls) {
             Ok(p) => p,
             Err(e) => return self.refused(Some(target), &parts, info, start, e),
         };
         let (pt, key, sticky, replayable) = (plan.pt, plan.key, plan.sticky, plan.replayable);
+        // What a backend's 101 must answer, for the upgrade to be tunnelled.
+        let switch = plan.upgrade.map(|p| {
+            (
+                p.to_string(),
+                up.headers.get(header::SEC_WEBSOCKET_KEY).cloned(),
+            )
+        });
         // A replayable request may go again (a stale kept connection, `retries`): its head is
         // kept, its body is empty.
         let spare = replayable.then(|| up.clone());
@@ -176,7 +187,7 @@ impl Gateway {
                     break None;
                 };
                 let send = upstream.send(t.index, b.addr, req, fresh);
-                match tokio::time::timeout_at(t.deadline, send).await {
+                match within(send, &meter, t.started, target.timeout, self.idle_timeout).await {
                     Ok(Err(SendError::Stale(_))) if !fresh && tries.may_resend_stale() => {
                         fresh = true;
                     }
@@ -193,7 +204,9 @@ impl Gateway {
                     }
                     break;
                 }
-                Ok(Err(SendError::Unanswered(e))) if !meter.client_failed.load(Relaxed) => {
+                Ok(Err(SendError::Unanswered(e)))
+                    if replayable && !meter.client_failed.load(Relaxed) =>
+                {
                     let why = format!("closed without answering: {}", root_cause(&e));
                     if tries.failed(t, Failure::Unanswered(why)) {
                         continue;
@@ -210,7 +223,13 @@ impl Gateway {
                     }
                     break;
                 }
-                Err(_) => {
+                Err(Late::Client) => {
+                    // No verdict on the backend: the client stopped sending its body.
+                    drop(t);
+                    let resp = refuse(408, "the request body stopped arriving");
+                    return self.answered(Some(target), method, log_path, info, start, resp);
+                }
+                Err(Late::Backend) => {
                     let why = format!("no answer within {:?}", target.timeout);
                     if tries.failed(t, Failure::Timeout(why)) {
                         continue;
@@ -218,12 +237,20 @@ impl Gateway {
                     break;
                 }
             };
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
-                let why = "switched protocols unasked".to_string();
-                if tries.failed(t, Failure::Exchange(why)) {
-                    continue;
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                let ok = match (&switch, &client_upgrade) {
+                    (Some((proto, key)), Some(_)) => {
+                        upgrade::accepted(proto, key.as_ref(), resp.headers())
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    let why = "switched protocols without accepting the upgrade asked for";
+                    if tries.failed(t, Failure::Exchange(why.to_string())) {
+                        continue;
+                    }
+                    break;
                 }
-                break;
             }
             if !tries.answered(&t, resp.status().as_u16()) {
                 continue;
@@ -246,6 +273,7 @@ impl Gateway {
                         upstream_ms,
                         policy: policy_info,
                         fill,
+                        h1,
                     },
                 )
                 .await;
@@ -284,6 +312,10 @@ impl Gateway {
         body: Incoming,
         meter: &Arc<Meter>,
     ) -> Result<Body, Response<Body>> {
+        if body.is_end_stream() {
+            // hyper may never poll an empty body: it is sent whole from the start.
+            meter.request_ended.store(true, Relaxed);
+        }
         let checked = target
             .transform
             .as_ref()
@@ -304,6 +336,7 @@ impl Gateway {
                 return Err(answer(400, &why));
             }
             meter.request.fetch_add(bytes.len() as u64, Relaxed);
+            meter.request_ended.store(true, Relaxed);
             return Ok(full(bytes));
         }
         Ok(match target.max_body {
@@ -466,6 +499,24 @@ impl Gateway {
         metrics.duration.record(start.elapsed().as_secs_f64());
         if let Some(path) = path {
             tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);
+        }
+    }
+}
+
+/// An attempt's answer, or which side is late once [`Meter::late`] says one is.
+async fn within<F: std::future::Future>(
+    send: F,
+    meter: &Meter,
+    start: tokio::time::Instant,
+    timeout: std::time::Duration,
+    idle: std::time::Duration,
+) -> Result<F::Output, Late> {
+    tokio::pin!(send);
+    loop {
+        let at = meter.late(start, timeout, idle)?;
+        tokio::select! {
+            out = &mut send => return Ok(out),
+            () = tokio::time::sleep_until(at) => {}
         }
     }
 }

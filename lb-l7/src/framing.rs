@@ -9,8 +9,9 @@
 //! httparse for their framing headers only), bodies by length, chunked bodies chunk by
 //! chunk, trailers. For each head it records whether it carried both fields, in order, and
 //! the gateway takes one record per request. It stops following (records nothing more) at
-//! an HTTP/2 preface, an upgrade request, or anything it cannot frame; the parser proper
-//! then decides as before. Pure.
+//! an HTTP/2 preface, a CONNECT, a switch of protocols the gateway reports
+//! ([`Tracker::stop`]), or anything it cannot frame; the parser proper then decides as
+//! before. Pure.
 
 use std::collections::VecDeque;
 
@@ -26,7 +27,7 @@ enum State {
         left: u64,
     },
     Chunked(Chunked),
-    /// No longer following (h2, upgrade, unframeable).
+    /// No longer following (h2, CONNECT, switched protocols, unframeable).
     Off,
 }
 
@@ -37,6 +38,8 @@ pub struct Tracker {
     /// Per request head seen, in order: whether it had both Content-Length and
     /// Transfer-Encoding.
     records: VecDeque<bool>,
+    /// The connection switched protocols ([`Tracker::stop`]).
+    switched: bool,
 }
 
 impl Default for Tracker {
@@ -44,6 +47,7 @@ impl Default for Tracker {
         Self {
             state: State::Head(Vec::new()),
             records: VecDeque::new(),
+            switched: false,
         }
     }
 }
@@ -66,6 +70,17 @@ impl Tracker {
         matches!(&self.state, State::Head(buf) if !buf.is_empty())
     }
 
+    /// The connection switched protocols: what follows is not HTTP.
+    pub fn stop(&mut self) {
+        self.state = State::Off;
+        self.switched = true;
+    }
+
+    /// Whether [`Tracker::stop`] was called.
+    pub fn switched(&self) -> bool {
+        self.switched
+    }
+
     /// The record of the oldest request not yet taken: `Some(true)` if it carried both
     /// framing fields, `None` when the tracker no longer knows.
     pub fn take(&mut self) -> Option<bool> {
@@ -77,6 +92,15 @@ impl Tracker {
         while !bytes.is_empty() {
             let (used, head_done) = match &mut self.state {
                 State::Off => return,
+                State::Head(buf) if buf.is_empty() && matches!(bytes[0], b'\r' | b'\n') => {
+                    // Empty lines before a request line are allowed (RFC 9112 §2.2): they
+                    // start no head.
+                    let blank = bytes
+                        .iter()
+                        .position(|&b| b != b'\r' && b != b'\n')
+                        .unwrap_or(bytes.len());
+                    (blank, false)
+                }
                 State::Head(buf) => {
                     // Only the part of `bytes` up to the head's end belongs to the head; the
                     // terminator may straddle two reads.
@@ -149,16 +173,24 @@ impl Tracker {
         if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
             return Next::Off;
         }
-        let (mut length, mut chunked, mut te, mut upgrade) = (None, false, false, false);
+        let (mut length, mut chunked, mut te) = (None, false, false);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if length.is_none() {
+                // Lists and repeats of one value are one length, as the parser reads them.
+                let mut values = h.value.split(|&b| b == b',').map(|v| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                });
+                let first = values.next().flatten();
+                let agree = first.is_some()
+                    && values.all(|v| v == first)
+                    && length.is_none_or(|l| Some(l) == first);
+                if !agree {
                     self.records.push_back(false);
                     return Next::Off;
                 }
+                length = first;
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te = true;
                 chunked = h
@@ -166,12 +198,13 @@ impl Tracker {
                     .rsplit(|&b| b == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         self.records.push_back(te && length.is_some());
-        if upgrade || req.method == Some("CONNECT") {
+        // An upgrade request is followed as any other: if the gateway switches the connection
+        // to another protocol it stops the tracker ([`Tracker::stop`]) before answering 101,
+        // and until then what follows is HTTP. CONNECT is refused with the connection closed.
+        if req.method == Some("CONNECT") {
             return Next::Off;
         }
         match (te, chunked, length) {
@@ -243,13 +276,41 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_and_agreeing_length_lists_keep_it_following() {
+        let stream = format!(
+            "\r\n\r\n{GET}POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc\r\n{GET}"
+        );
+        for split in 0..stream.len() {
+            assert_eq!(
+                records(stream.as_bytes(), split),
+                (vec![false, false, false], true),
+                "{split}"
+            );
+        }
+        let t = &mut Tracker::default();
+        t.feed(b"GET /a HT");
+        assert!(t.in_head());
+        t.feed(b"TP/1.1\r\nHost: h\r\n\r\n");
+        assert!(!t.in_head());
+    }
+
+    #[test]
     fn stops_following_where_it_cannot_frame() {
         let (r, following) = records(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 5);
         assert_eq!((r, following), (vec![], false));
+        // An upgrade that did not happen leaves HTTP on the connection, followed as before;
+        // one the gateway made stops the tracker.
         let upgrade = format!(
             "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n{GET}"
         );
-        assert_eq!(records(upgrade.as_bytes(), 3), (vec![false], false));
+        assert_eq!(records(upgrade.as_bytes(), 3), (vec![false, false], true));
+        let mut t = Tracker::default();
+        t.feed(b"GET /ws HTTP/1.1\r\nHost: h\r\n\r\n");
+        t.stop();
+        t.feed(b"\x81\x05hello");
+        assert!(!t.following() && t.switched() && !t.in_head());
+        let connect = format!("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n{GET}");
+        assert_eq!(records(connect.as_bytes(), 3), (vec![false], false));
         let bad_chunk = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{GET}");
         assert_eq!(records(bad_chunk.as_bytes(), 7), (vec![false], false));
         let not_chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";

@@ -312,6 +312,7 @@ impl Gateway {
         let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
             local: conn.local,
+            local_authority: conn.local.to_string(),
             tls: conn.is_tls(),
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
@@ -336,8 +337,16 @@ impl Gateway {
                 end = session.run(&mut io) => end,
                 () = cancel.cancelled() => return,
             };
-            if end == crate::lean::End::Closed {
-                return;
+            match end {
+                crate::lean::End::Closed => return,
+                crate::lean::End::Linger => {
+                    tokio::select! {
+                        () = crate::lean::linger(&mut io) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                    return;
+                }
+                crate::lean::End::FullPath => {}
             }
             pending = session.pending();
         }

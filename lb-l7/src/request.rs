@@ -53,6 +53,8 @@ pub enum Refusal {
     ConnectionHeaderOverH2,
     #[error(":authority and host disagree")]
     AuthorityMismatch,
+    #[error("more than one Authorization field")]
+    RepeatedAuthorization,
     #[error("{0}")]
     BadPath(#[from] crate::path::PathError),
     #[error("no route matches this request")]
@@ -88,6 +90,7 @@ impl Refusal {
             Self::BadHost => "bad_host",
             Self::ConnectionHeaderOverH2 => "connection_header_h2",
             Self::AuthorityMismatch => "authority_mismatch",
+            Self::RepeatedAuthorization => "repeated_authorization",
             Self::BadPath(_) => "bad_path",
             Self::NoRoute => "no_route",
             Self::NoPool => "no_pool",
@@ -117,6 +120,9 @@ pub struct Head<'a, F> {
     pub protocol: Option<&'a str>,
     /// HTTP/2: the request ended with its head (no body follows). HTTP/1 frames by fields.
     pub end_stream: bool,
+    /// The authority an HTTP/1.0 request without `Host` is forwarded with: the address the
+    /// client connected to (as nginx forwards such requests with a `Host` of its own).
+    pub local: &'a str,
 }
 
 /// How a request's body is framed on the way in (and so on the way out).
@@ -170,7 +176,10 @@ impl Facts<'_> {
     /// Whether the client's field `name` goes on to the backend as the client sent it.
     /// Hop-by-hop fields and those `Connection` names stay here; framing is lb's.
     pub fn passes(&self, name: &str) -> bool {
-        !crate::forward::is_hop_by_hop(name)
+        // A name with `_` reads as its `-` spelling to CGI-style backends (X_Forwarded_For
+        // would pose as lb's own field): dropped, as nginx's `underscores_in_headers off`.
+        !name.contains('_')
+            && !crate::forward::is_hop_by_hop(name)
             && !name.eq_ignore_ascii_case("content-length")
             && !self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
@@ -206,6 +215,7 @@ where
     let mut upgrade_field: Option<&'a [u8]> = None;
     let mut expect_continue = false;
     let mut te_trailers = false;
+    let mut authorizations = 0;
     for (name, value) in head.fields {
         count += 1;
         bytes += name.len() + value.len() + 4;
@@ -244,6 +254,12 @@ where
             upgrade_field = upgrade_field.or(Some(value));
         } else if is("expect") {
             expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if is("authorization") {
+            // Which one would a policy check, and which one the backend read?
+            authorizations += 1;
+            if authorizations > 1 {
+                bad.get_or_insert(Refusal::RepeatedAuthorization);
+            }
         } else if is("te") {
             for t in tokens(value) {
                 if t.eq_ignore_ascii_case(b"trailers") {
@@ -280,7 +296,7 @@ where
             None => Body::None,
         },
     };
-    let authority = authority(head.version, head.uri, &hosts)?;
+    let authority = authority(head.version, head.uri, &hosts, head.local)?;
     let has = |t: &str| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
     let close = match head.version {
         Version::HTTP_11 => has("close"),
@@ -325,6 +341,7 @@ fn authority<'a>(
     version: Version,
     uri: &'a Uri,
     hosts: &[&'a [u8]],
+    local: &'a str,
 ) -> Result<Option<&'a str>, Refusal> {
     let host = match hosts {
         [] => None,
@@ -342,25 +359,32 @@ fn authority<'a>(
             return Err(Refusal::AuthorityMismatch)
         }
         (Version::HTTP_2, t, h) => t.or(h),
-        // HTTP/1.x needs its one Host (RFC 9112 §3.2), and the absolute form's authority
-        // replaces it (§3.2.2).
+        // HTTP/1.1 needs its one Host (RFC 9112 §3.2), and the absolute form's authority
+        // replaces it (§3.2.2); HTTP/1.0 may come without one.
+        (Version::HTTP_10 | Version::HTTP_09, t, None) => t.or(Some(local)),
         (_, _, None) => return Err(Refusal::BadHost),
         (_, t, Some(h)) => t.or(Some(h)),
     };
     match authority {
         Some(a) if valid_authority(a) => Ok(Some(a)),
-        Some(_) => Err(Refusal::BadHost),
-        None if version == Version::HTTP_2 => Ok(None),
-        None => Err(Refusal::BadHost),
+        // HTTP/2 too needs :authority or host (RFC 9113 §8.3.1).
+        _ => Err(Refusal::BadHost),
     }
 }
 
 /// `host[:port]` as `Host` may carry it: a reg-name, IPv4 or bracketed IPv6 literal, no
-/// userinfo (`user@`), no path; what `http::uri::Authority` accepts, and not empty.
+/// userinfo (`user@`), no path, a port of digits that fits; what `http::uri::Authority`
+/// accepts, and not empty.
 fn valid_authority(a: &str) -> bool {
-    !a.is_empty()
-        && !a.contains('@')
-        && http::uri::Authority::try_from(a).is_ok_and(|p| p.as_str().len() == a.len())
+    let Ok(parsed) = http::uri::Authority::try_from(a) else {
+        return false;
+    };
+    let port_ok = match a.rsplit_once(':') {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => p.parse::<u16>().is_ok(),
+        _ => true,
+    };
+    !a.is_empty() && !a.contains('@') && port_ok && parsed.as_str().len() == a.len()
 }
 
 /// The request target's length as sent, without formatting it.

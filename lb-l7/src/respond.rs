@@ -49,6 +49,8 @@ pub(crate) struct LogFields {
     pub(crate) policy: Option<RequestInfo>,
     /// The cache entry this response may fill.
     pub(crate) fill: Option<Fill>,
+    /// The client speaks HTTP/1.x (its connection carries one exchange at a time).
+    pub(crate) h1: bool,
 }
 
 fn box_error(e: hyper::Error) -> crate::upstream::BoxError {
@@ -73,8 +75,8 @@ impl Gateway {
         log: LogFields,
     ) -> Response<Body> {
         let i = t.index;
-        let mut flight = t.flight;
-        let b = flight.backend().clone();
+        let b = t.flight.backend().clone();
+        let mut flight = Some(t.flight);
         let status = resp.status();
         // An HTTP/1.1 backend switches with 101; an HTTP/2 one accepts a CONNECT with 2xx.
         let switching = client_upgrade.is_some()
@@ -101,7 +103,7 @@ impl Gateway {
             body = match converted {
                 Ok(json) => full(json),
                 Err(why) => {
-                    drop(flight);
+                    drop(flight.take());
                     let resp = answer(
                         502,
                         &format!("the backend's XML could not be turned into JSON: {why}"),
@@ -136,10 +138,21 @@ impl Gateway {
                     upgrade::h1_accept_to_h2(&mut parts.headers);
                 }
             }
-            self.tunnel(up_c, up_b, info);
+            // What follows on the client connection is the new protocol, not HTTP.
+            crate::sniff::lock(&info.framing).stop();
+            // The backend is in use while the tunnel lasts (least-connections sees it).
+            self.tunnel(up_c, up_b, info, flight.take());
         }
         if let Some(pi) = &log.policy {
             policy::on_response(&target.policies, pi, &mut parts.headers);
+        }
+        // The backend answered before the request's body was over (a 413 or 401, say): the
+        // rest of that body is not wanted, and an HTTP/1 client connection that still carries
+        // it cannot frame another request; it closes after this answer, as the lean path's.
+        if log.h1 && !switching && !meter.request_ended.load(Relaxed) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some((name, values)) = &pt.sticky {
             if sticky != Some(i) {
@@ -165,12 +178,18 @@ impl Gateway {
         // An upgraded connection is the tunnel's now, never the pool's.
         let pooled = pooled.filter(|_| !switching);
         let done = move || {
-            if let Some(p) = pooled {
-                p.release();
+            // Back to the pool only once the request's body went out whole: a backend that
+            // answered early must not be lent to another request while this one's body is
+            // still on its way (that request would wait behind it, or worse).
+            match pooled {
+                Some(p) if m.request_ended.load(Relaxed) => p.release(),
+                Some(p) => p.abort(),
+                None => {}
             }
             let (rx, tx) = (m.request.load(Relaxed), m.response.load(Relaxed));
-            flight.add_bytes(rx, tx);
-            drop(flight);
+            if let Some(mut f) = flight {
+                f.add_bytes(rx, tx);
+            }
             duration.record(start.elapsed().as_secs_f64());
             if let Some(l) = line {
                 l.emit(rx, tx, start);
@@ -193,6 +212,7 @@ impl Gateway {
         client: hyper::upgrade::OnUpgrade,
         backend: hyper::upgrade::OnUpgrade,
         info: &ConnInfo,
+        mut flight: Option<lb_core::backend::InFlight>,
     ) {
         let (idle, cancel, listener) = (
             self.idle_timeout,
@@ -204,6 +224,9 @@ impl Gateway {
                 Ok((c, b)) => {
                     let (mut c, mut b) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(b));
                     let out = lb_core::proxy::relay::relay_streams(&mut c, &mut b, idle, &cancel).await;
+                    if let Some(f) = flight.as_mut() {
+                        f.add_bytes(out.from_client, out.from_backend);
+                    }
                     tracing::debug!(listener = %listener, from_client = out.from_client, from_backend = out.from_backend, end = out.end.as_str(), "upgraded connection closed");
                 }
                 Err(e) => tracing::debug!(listener = %listener, "upgrade failed: {e}"),

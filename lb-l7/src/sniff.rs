@@ -67,6 +67,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniffed<IO> {
         if Pin::new(&mut self.io).poll_read(cx, buf)?.is_pending() {
             if let Some(head) = self.head.as_mut() {
                 ready!(head.as_mut().poll(cx));
+                // A switch of protocols ends the head's clock: what follows is a tunnel.
+                if lock(&self.tracker).switched() {
+                    self.head = None;
+                    return Poll::Pending;
+                }
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, HEAD_TIMEOUT)));
             }
             return Poll::Pending;
@@ -76,14 +81,16 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniffed<IO> {
             if !new.is_empty() {
                 let mut t = lock(&self.tracker);
                 t.feed(new);
-                let (off, in_head) = (!t.following(), t.in_head());
+                let (following, in_head) = (t.following(), t.in_head());
                 drop(t);
-                self.off = off;
+                self.off = !following;
                 match (in_head, self.head.is_some()) {
                     (true, false) => {
                         self.head = Some(Box::pin(tokio::time::sleep(self.header_timeout)));
                     }
-                    (false, true) => self.head = None,
+                    // The head is over. (A tracker that gave up mid-head, on a head too large
+                    // to follow, leaves the clock running for the rest of that head.)
+                    (false, true) if following => self.head = None,
                     _ => {}
                 }
             }

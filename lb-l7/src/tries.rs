@@ -49,9 +49,19 @@ pub struct Try {
     pub index: usize,
     /// Counts the backend active, and takes the exchange's bytes.
     pub flight: InFlight,
-    /// When the backend must have sent its response head: the route's `timeout` from the
-    /// start of this attempt (each attempt gets its own).
-    pub deadline: Instant,
+    /// When this attempt started: each attempt gets the route's whole `timeout`, counted
+    /// from when its request was sent whole (or last moved), never from an earlier attempt.
+    pub started: Instant,
+    /// The route's `timeout`.
+    pub timeout: Duration,
+}
+
+impl Try {
+    /// When the backend must have answered a request sent whole at `sent` (a connect or a
+    /// head write counts from the attempt's start).
+    pub fn answer_by(&self, sent: Instant) -> Instant {
+        sent.max(self.started) + self.timeout
+    }
 }
 
 /// One request's attempts.
@@ -117,7 +127,8 @@ impl<'a> Tries<'a> {
         Some(Try {
             index: pick,
             flight: b.begin(),
-            deadline: Instant::now() + self.timeout,
+            started: Instant::now(),
+            timeout: self.timeout,
         })
     }
 
@@ -139,7 +150,8 @@ impl<'a> Tries<'a> {
                 why,
             ),
             Failure::Unanswered(why) => {
-                b.record_traffic(false, pool.config.passive.as_ref(), &why);
+                // Not a passive-health failure: one request that makes every backend close
+                // (a worker killed by its own timeout, say) must not eject the whole pool.
                 tracing::debug!(listener = %self.listener, route = %self.route, backend = %b.id, "backend closed without answering: {why}");
                 self.pt.errors[t.index][RESPONSE].increment(1);
                 self.last = Some((502, "the backend closed the connection without answering"));

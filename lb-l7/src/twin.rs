@@ -27,6 +27,7 @@ const PEER: Peer<'static> = Peer {
         std::net::Ipv4Addr::new(192, 0, 2, 7),
         40_000,
     )),
+    local: "127.0.0.1:8080",
     tls: false,
     sni: None,
 };
@@ -57,6 +58,7 @@ pub fn general(gw: &Gateway, raw: &[u8]) -> Result<Forwarded, u16> {
             .map(|(n, v)| (n.as_str(), v.as_bytes())),
         protocol: None,
         end_stream: true,
+        local: PEER.local,
     };
     let facts = request::inspect(head, &gw.limits).map_err(|r| r.status())?;
     let headers = crate::exchange::passing(&parts.headers, &facts);

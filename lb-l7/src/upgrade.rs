@@ -41,6 +41,39 @@ pub fn h1_accept_to_h2(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a backend's `101 Switching Protocols` (its `headers`) accepts the upgrade asked
+/// for: its `Upgrade` names the protocol, and for WebSocket its `Sec-WebSocket-Accept`
+/// answers the request's `Sec-WebSocket-Key` (RFC 6455 §4.2.2). Anything else is not a
+/// switch lb tunnels: a 101 a backend can be made to send (a status echoed from user input)
+/// would otherwise open a raw tunnel past every route and policy.
+pub fn accepted(protocol: &str, key: Option<&HeaderValue>, headers: &HeaderMap) -> bool {
+    let name = |p: &str| p.split('/').next().unwrap_or(p).trim().to_ascii_lowercase();
+    let switched = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|p| name(p) == name(protocol));
+    if !switched {
+        return false;
+    }
+    if name(protocol) != "websocket" {
+        return true;
+    }
+    match (key, headers.get(header::SEC_WEBSOCKET_ACCEPT)) {
+        (Some(k), Some(accept)) => accept.as_bytes() == accept_for(k.as_bytes()).as_bytes(),
+        _ => false,
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`.
+pub fn accept_for(key: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64(&h.finalize())
+}
+
 fn fastrand_key() -> [u8; 16] {
     let mut key = [0u8; 16];
     fastrand::fill(&mut key);
@@ -75,6 +108,27 @@ mod tests {
             24,
             "a WebSocket key is 24 characters"
         );
+    }
+
+    #[test]
+    fn only_a_switch_to_what_was_asked_is_accepted() {
+        // RFC 6455 §1.3's example.
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept_for(key.as_bytes()), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let mut h = HeaderMap::new();
+        assert!(!accepted("websocket", Some(&key), &h), "no Upgrade");
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(!accepted("websocket", Some(&key), &h), "no accept");
+        h.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        );
+        assert!(accepted("websocket", Some(&key), &h));
+        assert!(!accepted("websocket", None, &h));
+        assert!(!accepted("h2c", Some(&key), &h), "another protocol");
+        let mut foo = HeaderMap::new();
+        foo.insert(header::UPGRADE, HeaderValue::from_static("foo"));
+        assert!(accepted("foo", None, &foo));
     }
 
     #[test]

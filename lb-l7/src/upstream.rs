@@ -68,7 +68,7 @@ pub struct Upstream {
 
 #[derive(Debug, Default)]
 struct Conns {
-    idle: Idle<http1::SendRequest<Body>>,
+    idle: Idle<H1>,
     /// HTTP/2 multiplexes: one connection per backend, shared by every request. An async
     /// lock, held while connecting, so a burst of first requests makes one connection.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
@@ -154,12 +154,12 @@ impl Upstream {
             let pooled = if fresh_only {
                 None
             } else {
-                conns.idle.take(|s| !s.is_closed())
+                conns.idle.take(|s| !s.sender.is_closed())
             };
-            let (mut sender, fresh) = match pooled {
+            let (mut h1, fresh) = match pooled {
                 Some(mut s) => {
                     // Ready once the previous exchange on it is over; an error means closed.
-                    if s.ready().await.is_err() {
+                    if s.sender.ready().await.is_err() {
                         continue;
                     }
                     (s, false)
@@ -169,11 +169,11 @@ impl Upstream {
                     Err(e) => return Err(SendError::Connect(e, Box::new(req))),
                 },
             };
-            match sender.try_send_request(req).await {
+            match h1.sender.try_send_request(req).await {
                 Ok(resp) => {
                     let pooled = Pooled {
                         conns: conns.clone(),
-                        sender,
+                        h1,
                     };
                     return Ok((resp, Some(pooled)));
                 }
@@ -243,13 +243,13 @@ impl Upstream {
     }
 
     /// A new HTTP/1.1 connection (boxed by the caller for the reason given in `send_h2`).
-    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<Body>, String> {
+    async fn connect_h1(&self, addr: SocketAddr) -> Result<H1, String> {
         let io = self.connect(addr).await?;
-        let (s, conn) = http1::handshake(TokioIo::new(io))
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(conn.with_upgrades());
-        Ok(s)
+        let task = tokio::spawn(conn.with_upgrades()).abort_handle();
+        Ok(H1 { sender, task })
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Stream, String> {
@@ -315,19 +315,32 @@ async fn within<T>(
     }
 }
 
+/// An HTTP/1.1 connection to a backend: the handle requests go through, and its task.
+#[derive(Debug)]
+struct H1 {
+    sender: http1::SendRequest<Body>,
+    task: tokio::task::AbortHandle,
+}
+
 /// An HTTP/1.1 connection lent to one exchange; [`Pooled::release`] it when the response
 /// body has been read to the end (or dropped) and the connection goes back to the pool.
 /// One exchange at a time per connection: the next user waits until it is ready.
 #[derive(Debug)]
 pub struct Pooled {
     conns: Arc<Conns>,
-    sender: http1::SendRequest<Body>,
+    h1: H1,
 }
 
 impl Pooled {
     pub fn release(self) {
-        if !self.sender.is_closed() {
-            self.conns.idle.put(self.sender, |s| !s.is_closed());
+        if !self.h1.sender.is_closed() {
+            self.conns.idle.put(self.h1, |s| !s.sender.is_closed());
         }
+    }
+
+    /// Ends the connection now, with whatever it was still sending (the rest of a request
+    /// body the backend answered without reading).
+    pub fn abort(self) {
+        self.h1.task.abort();
     }
 }

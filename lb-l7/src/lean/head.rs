@@ -69,7 +69,10 @@ pub fn carried(facts: &Facts<'_>) -> Result<(), Unusual> {
 
 impl<'b> Request<'b> {
     /// The head as [`crate::request::inspect`] takes it.
-    pub fn head(&self) -> Head<'_, impl Iterator<Item = (&'_ str, &'_ [u8])>> {
+    pub fn head<'r>(
+        &'r self,
+        local: &'r str,
+    ) -> Head<'r, impl Iterator<Item = (&'r str, &'r [u8])>> {
         Head {
             method: &self.method,
             version: Version::HTTP_11,
@@ -77,6 +80,7 @@ impl<'b> Request<'b> {
             fields: self.fields.iter().map(|h| (h.name, h.value)),
             protocol: None,
             end_stream: true,
+            local,
         }
     }
 

@@ -42,6 +42,10 @@ use response::Framing;
 pub(crate) enum End {
     /// It is closed: by either side, a timeout, shutdown, or a broken exchange.
     Closed,
+    /// It is done, but the client may still be sending a body lb did not read: closing at
+    /// once would reset the connection and could destroy the answer before the client read
+    /// it, so the caller lingers ([`linger`]).
+    Linger,
     /// [`Session::pending`] starts a request the full path must take, with the rest of the
     /// connection.
     FullPath,
@@ -127,12 +131,17 @@ struct Answer {
     close: bool,
     /// Where the body starts in `rbuf`.
     head_len: usize,
+    /// The backend answered before the request's body was over; the rest is unread.
+    cut_short: bool,
 }
 
 /// What an exchange left of the client connection.
 enum Next {
     KeepAlive,
     Close,
+    /// Close, but the client may still be sending a body lb did not read: it must get to
+    /// read the answer first ([`End::Linger`]).
+    Linger,
 }
 
 /// Why an attempt on one backend ended without an answer to relay.
@@ -267,6 +276,7 @@ impl<'g> Session<'g> {
             match self.exchange(io, plan).await {
                 Next::KeepAlive => {}
                 Next::Close => return End::Closed,
+                Next::Linger => return End::Linger,
             }
         }
     }
@@ -276,6 +286,7 @@ impl<'g> Session<'g> {
     fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
         let peer = Peer {
             client: self.info.client,
+            local: &self.info.local_authority,
             tls: self.info.tls,
             sni: self.info.sni.as_deref(),
         };
@@ -293,6 +304,8 @@ impl<'g> Session<'g> {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer<'a> {
     pub client: std::net::SocketAddr,
+    /// lb's address on the connection, as text.
+    pub local: &'a str,
     pub tls: bool,
     pub sni: Option<&'a str>,
 }
@@ -320,7 +333,7 @@ pub(crate) fn planned<'g>(
     };
     let start = Instant::now();
     let req = head::request(&parsed)?;
-    let facts = crate::request::inspect(req.head(), &gw.limits).map_err(|_| "refused")?;
+    let facts = crate::request::inspect(req.head(peer.local), &gw.limits).map_err(|_| "refused")?;
     head::carried(&facts)?;
     // Fields as a map only for what looks at them: routing or picking here, a route's
     // policies below.
@@ -411,6 +424,26 @@ pub(crate) fn planned<'g>(
         key: plan.key,
         sticky: plan.sticky,
     }))
+}
+
+/// Lets a client that may still be sending read the answer lb wrote before the connection
+/// goes: the write side is shut, then what the client sends is read and dropped until it
+/// closes, pauses for 2 s, or 10 s have passed (nginx's `lingering_close`).
+pub(crate) async fn linger<IO>(io: &mut IO)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = io.shutdown().await;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut sink = [0u8; 4096];
+    loop {
+        let pause = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        match tokio::time::timeout_at(pause.min(until), io.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
 }
 
 /// The head's fields that pass ([`crate::request::Facts::passes`]) as a map, for routes and

@@ -23,12 +23,15 @@ impl Session<'_> {
     /// Reads a final response head into `rbuf` and writes the client's head into `reply`.
     /// Interim answers (100, 103) are read past: the lean path never sends `Expect`, and
     /// hints are only hints.
+    /// `cut_short`: the request's body was not sent whole (the backend answered first), so
+    /// neither connection can carry another exchange.
     pub(super) async fn read_head(
         &mut self,
         conn: &mut TcpStream,
         plan: &Plan<'_>,
         cookie: Option<&str>,
         deadline: tokio::time::Instant,
+        cut_short: bool,
     ) -> Result<Answer, Failed> {
         self.rbuf.clear();
         self.backend_timer.set(deadline);
@@ -55,6 +58,7 @@ impl Session<'_> {
                                 })?;
                             // Draining: this response is the connection's last, and says so.
                             let close = plan.close
+                                || cut_short
                                 || resp.framing == Framing::UntilClose
                                 || self.drain.is_cancelled();
                             self.reply.clear();
@@ -68,9 +72,10 @@ impl Session<'_> {
                                 }
                             }
                             return Ok(Answer {
+                                cut_short,
                                 status: resp.status,
                                 framing: resp.framing,
-                                reusable: resp.reusable,
+                                reusable: resp.reusable && !cut_short,
                                 close,
                                 head_len: n,
                             });
@@ -150,7 +155,13 @@ impl Session<'_> {
         if let Some(l) = line {
             l.emit(plan.body, sent, plan.start);
         }
-        if broken || !flushed || answer.close {
+        if broken || !flushed {
+            return Next::Close;
+        }
+        if answer.cut_short {
+            return Next::Linger;
+        }
+        if answer.close {
             return Next::Close;
         }
         Next::KeepAlive
@@ -276,7 +287,13 @@ impl Session<'_> {
             &body[..]
         };
         write_own(&mut self.reply, status, &parts.headers, body, close);
-        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
+        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() {
+            return Next::Close;
+        }
+        if plan.body > 0 {
+            return Next::Linger;
+        }
+        if close {
             return Next::Close;
         }
         // The head (and any body bytes) of the refused request are used up.

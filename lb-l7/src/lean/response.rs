@@ -95,13 +95,15 @@ impl Response<'_> {
     pub fn write(&self, out: &mut Vec<u8>, via: Option<&str>, cookie: Option<&str>, close: bool) {
         self.status_line(out);
         for h in self.headers {
-            // The body is relayed as it came, so its framing goes with it.
-            let framing = h.name.eq_ignore_ascii_case("transfer-encoding")
-                && self.framing == Framing::Chunked;
-            if !framing && forward::is_hop_by_hop(h.name) {
-                continue;
-            }
-            if self.names_fields && named_by_connection(self.headers, h.name) {
+            // The body is relayed as it came, so its framing goes with it, whatever the
+            // backend's `Connection` names.
+            let framing = h.name.eq_ignore_ascii_case("content-length")
+                || (h.name.eq_ignore_ascii_case("transfer-encoding")
+                    && self.framing == Framing::Chunked);
+            if !framing
+                && (forward::is_hop_by_hop(h.name)
+                    || (self.names_fields && named_by_connection(self.headers, h.name)))
+            {
                 continue;
             }
             field(out, h.name.as_bytes(), h.value);
@@ -279,6 +281,21 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
         ] {
             with_response(raw, false, |r| assert!(r.is_err()));
+        }
+    }
+
+    #[test]
+    fn connection_cannot_take_the_framing_a_body_is_relayed_by() {
+        for (raw, kept) in [
+            (&b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n"[..], "Content-Length: 5\r\n"),
+            (b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n", "Transfer-Encoding: chunked\r\n"),
+        ] {
+            with_response(raw, false, |r| {
+                let mut out = Vec::new();
+                r.expect("valid").write(&mut out, None, None, false);
+                let text = String::from_utf8(out).expect("utf-8");
+                assert!(text.contains(kept), "{text}");
+            });
         }
     }
 

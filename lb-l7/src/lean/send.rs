@@ -91,7 +91,13 @@ impl Session<'_> {
         );
         self.reply.clear();
         write_answer(&mut self.reply, status, msg, close);
-        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() || close {
+        if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() {
+            return Next::Close;
+        }
+        if body_left > 0 {
+            return Next::Linger;
+        }
+        if close {
             return Next::Close;
         }
         Next::KeepAlive
@@ -110,7 +116,7 @@ impl Session<'_> {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let (pt, i, deadline) = (plan.pt, t.index, t.deadline);
+        let (pt, i) = (plan.pt, t.index);
         let b = &pt.pool.backends[i];
         let upstream = self.gw.upstream(plan.target.pool, pt, self.info);
         let idle = upstream.lean_idle(i);
@@ -129,7 +135,7 @@ impl Session<'_> {
                 Some(c) => c,
                 None => {
                     let connect = upstream.connect_tcp(b.addr);
-                    match tokio::time::timeout_at(deadline, Box::pin(connect)).await {
+                    match tokio::time::timeout_at(t.answer_by(t.started), Box::pin(connect)).await {
                         Ok(Ok(c)) => c,
                         Ok(Err(e)) => return Err(Failed::Backend(Failure::Connect(e))),
                         Err(_) => {
@@ -138,19 +144,23 @@ impl Session<'_> {
                     }
                 }
             };
-            if let Err(e) = conn.write_all(&self.out).await {
+            let now = tokio::time::Instant::now();
+            match tokio::time::timeout_at(t.answer_by(now), conn.write_all(&self.out)).await {
+                Ok(Ok(())) => {}
                 // An idle connection the backend had closed: the request did not leave.
-                if reused {
+                Ok(Err(_)) if reused => {
                     fresh_only = true;
                     continue;
                 }
-                return Err(Failed::Backend(Failure::Connect(e.to_string())));
+                Ok(Err(e)) => return Err(Failed::Backend(Failure::Connect(e.to_string()))),
+                Err(_) => return Err(Failed::Backend(Failure::Timeout("took no request".into()))),
             }
-            if *body_left > 0 {
-                self.stream_body(io, &mut conn, body_left).await?;
-            }
+            // The backend may answer before the body is over (a 413 or 401, say): then the
+            // rest of it is not sent, and both connections close after the answer.
+            let early = *body_left > 0 && self.stream_body(io, &mut conn, body_left, t).await?;
+            let answer_by = t.answer_by(tokio::time::Instant::now());
             match self
-                .read_head(&mut conn, plan, cookie.as_deref(), deadline)
+                .read_head(&mut conn, plan, cookie.as_deref(), answer_by, early)
                 .await
             {
                 Ok(answer) => return Ok((conn, answer)),
@@ -172,20 +182,22 @@ impl Session<'_> {
         }
     }
 
-    /// Relays the rest of a `Content-Length` request body (`left` bytes) to the backend.
+    /// Relays the rest of a `Content-Length` request body (`left` bytes) to the backend;
+    /// `true` if the backend started answering before it was over.
     async fn stream_body<IO>(
         &mut self,
         io: &mut IO,
         conn: &mut TcpStream,
         left: &mut u64,
-    ) -> Result<(), Failed>
+        t: &Try,
+    ) -> Result<bool, Failed>
     where
         IO: AsyncRead + Unpin,
     {
         // The backend's buffer is free until the response: it carries the body.
         let mut chunk = std::mem::take(&mut self.rbuf);
         chunk.resize(CHUNK, 0);
-        let result = self.stream_through(io, conn, left, &mut chunk).await;
+        let result = self.stream_through(io, conn, left, &mut chunk, t).await;
         chunk.clear();
         self.rbuf = chunk;
         result
@@ -197,10 +209,12 @@ impl Session<'_> {
         conn: &mut TcpStream,
         left: &mut u64,
         chunk: &mut [u8],
-    ) -> Result<(), Failed>
+        t: &Try,
+    ) -> Result<bool, Failed>
     where
         IO: AsyncRead + Unpin,
     {
+        let mut peeked = [0u8; 1];
         while *left > 0 {
             let want = (*left).min(chunk.len() as u64) as usize;
             let deadline = tokio::time::Instant::now() + self.gw.idle_timeout;
@@ -211,14 +225,25 @@ impl Session<'_> {
                     Ok(0) | Err(_) => return Err(Failed::Client),
                     Ok(n) => n,
                 },
+                // Bytes (or an end) from the backend before the body is over.
+                _ = conn.peek(&mut peeked) => return Ok(true),
                 () = self.client_timer.passed() => return Err(Failed::Client),
             };
             *left -= n as u64;
-            if let Err(e) = conn.write_all(&chunk[..n]).await {
-                return Err(bad(&format!("failed while the request body was sent: {e}")));
+            // A backend that takes no byte of the body for the route's timeout is late
+            // (nginx's proxy_send_timeout).
+            match tokio::time::timeout(t.timeout, conn.write_all(&chunk[..n])).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(bad(&format!("failed while the request body was sent: {e}")))
+                }
+                Err(_) => {
+                    let why = "took none of the request body in time";
+                    return Err(Failed::Backend(Failure::Timeout(why.into())));
+                }
             }
         }
-        Ok(())
+        Ok(false)
     }
 }
 

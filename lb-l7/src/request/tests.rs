@@ -24,6 +24,7 @@ fn check(
         fields: fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
         protocol: None,
         end_stream: true,
+        local: "192.0.2.1:8080",
     };
     inspect(head, &Limits::default())
 }
@@ -281,6 +282,7 @@ fn limits_answer_414_and_431() {
             fields: fields.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
             protocol: None,
             end_stream: true,
+            local: "192.0.2.1:8080",
         };
         inspect(head, &limits).map(|_| ()).map_err(|e| e.status())
     };
@@ -321,4 +323,46 @@ proptest! {
             prop_assert!(f.named.iter().all(|n| !is_lbs(n)));
         }
     }
+}
+
+#[test]
+fn http10_without_host_goes_to_the_address_it_reached() {
+    let f = check(&Method::GET, "/", Version::HTTP_10, &[]).expect("HTTP/1.0 may omit Host");
+    assert_eq!(f.authority, Some("192.0.2.1:8080"));
+    assert_eq!(
+        check(&Method::GET, "/", Version::HTTP_11, &[]),
+        Err(Refusal::BadHost)
+    );
+    assert_eq!(
+        check(&Method::GET, "/x", Version::HTTP_2, &[]),
+        Err(Refusal::BadHost),
+        "HTTP/2 needs :authority or host"
+    );
+}
+
+#[test]
+fn hosts_with_bad_ports_and_repeated_credentials_are_refused() {
+    for host in ["a:junk", "a:99999", "a:", "[::1]:x"] {
+        assert_eq!(check11(&[("host", host)]), Err(Refusal::BadHost), "{host}");
+    }
+    for host in ["a:80", "[::1]:8443", "[::1]", "a"] {
+        assert!(check11(&[("host", host)]).is_ok(), "{host}");
+    }
+    assert_eq!(
+        check11(&[
+            ("host", "a"),
+            ("authorization", "Bearer x"),
+            ("Authorization", "Bearer y")
+        ]),
+        Err(Refusal::RepeatedAuthorization)
+    );
+}
+
+#[test]
+fn underscore_names_never_pass() {
+    let f = check11(&[("host", "a")]).expect("valid");
+    for name in ["X_Forwarded_For", "x_user", "content_length", "_"] {
+        assert!(!f.passes(name), "{name}");
+    }
+    assert!(f.passes("x-user"));
 }

@@ -8,7 +8,7 @@ fn carry<T>(raw: &[u8], f: impl FnOnce(&Request<'_>, &Facts<'_>) -> T) -> Result
     let mut req = httparse::Request::new(&mut headers);
     assert!(req.parse(raw).expect("parses").is_complete());
     let r = request(&req)?;
-    let facts = inspect(r.head(), &Limits::default()).map_err(|_| "refused")?;
+    let facts = inspect(r.head("192.0.2.1:8080"), &Limits::default()).map_err(|_| "refused")?;
     carried(&facts)?;
     Ok(f(&r, &facts))
 }
@@ -131,7 +131,7 @@ proptest! {
         let mut req = httparse::Request::new(&mut headers);
         if let Ok(httparse::Status::Complete(_)) = req.parse(raw.as_bytes()) {
             let Ok(r) = request(&req) else { return Ok(()) };
-            let Ok(facts) = inspect(r.head(), &Limits::default()) else { return Ok(()) };
+            let Ok(facts) = inspect(r.head("192.0.2.1:8080"), &Limits::default()) else { return Ok(()) };
             let fwd = r.forwarding("h", "::1".parse().expect("ip"), true, Trust::Append);
             let lines = forwarding_lines(&fwd, None);
             let out = Out {
