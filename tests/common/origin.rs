@@ -130,6 +130,8 @@ pub enum Reply {
     After(Duration),
     /// Close the connection without an answer.
     Close,
+    /// Answer with this status instead of 200.
+    Status(u16),
 }
 
 async fn serve<F>(
@@ -163,14 +165,18 @@ async fn serve<F>(
             all.push(r);
             all.len()
         };
-        match reply {
+        let status = match reply {
             Reply::Close => return,
-            Reply::After(d) => tokio::time::sleep(d).await,
-            Reply::Ok => {}
-        }
+            Reply::After(d) => {
+                tokio::time::sleep(d).await;
+                200
+            }
+            Reply::Ok => 200,
+            Reply::Status(s) => s,
+        };
         let text = format!("origin {n}");
         let out = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
             text.len()
         );
         if s.write_all(out.as_bytes()).await.is_err() {

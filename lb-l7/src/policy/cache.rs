@@ -120,7 +120,9 @@ impl Cache {
         Self {
             ttl,
             vary: vary.to_vec(),
-            max_object,
+            // No answer is larger than the whole cache: moka would take it and evict it
+            // later, holding more than `max_size` meanwhile.
+            max_object: max_object.min(max_size),
             store: moka::sync::Cache::builder()
                 .max_capacity(max_size)
                 .weigher(|k: &String, v: &Arc<Stored>| {
