@@ -12,7 +12,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use lb_core::config::{self, Forwarded, Loaded};
 use lb_core::pool::Pool;
-use lb_core::proxy::handoff::{Conn, Handler, HttpPrepared, HttpSide};
+use lb_core::proxy::handoff::{Conn, Handler};
+
+pub use crate::factory::{load_str, Factory, Kept, KeptPolicy, Prepared};
 use lb_core::proxy::prefixed::Prefixed;
 
 use crate::balance;
@@ -462,88 +464,6 @@ impl Handler for Gateway {
     }
 }
 
-/// lb's HTTP side, handed to lb-core by the binary: it prepares each loaded config (policy
-/// key files read) and builds http listeners' gateways. It keeps the policies that hold
-/// state (rate-limit buckets, caches) across reloads while their config is unchanged, shared
-/// by every listener naming them.
-#[derive(Debug, Clone, Default)]
-pub struct Factory {
-    kept: Kept,
-}
-
-/// Stateful policies by name, with the config they were built from.
-pub type Kept = Arc<std::sync::Mutex<std::collections::HashMap<String, KeptPolicy>>>;
-
-#[derive(Debug, Clone)]
-pub struct KeptPolicy {
-    config: config::Policy,
-    policy: Arc<dyn policy::Policy>,
-    cache: Option<Arc<policy::cache::Cache>>,
-}
-
-/// What the HTTP side read for one config, and the factory's kept policies.
-#[derive(Debug)]
-pub struct Prepared {
-    pub policies: policy::Prepared,
-    kept: Kept,
-}
-
-impl Factory {
-    /// Reads what `config`'s policies name (key files, schemas); problems go to `diags`.
-    pub fn prepare_typed(
-        &self,
-        config: &lb_core::config::Config,
-        diags: &mut Vec<lb_core::config::Diagnostic>,
-    ) -> Arc<Prepared> {
-        // Policies gone from the config let go of their state.
-        lock(&self.kept).retain(|name, _| config.policies.iter().any(|p| &p.name == name));
-        Arc::new(Prepared {
-            policies: policy::prepare(config, diags),
-            kept: self.kept.clone(),
-        })
-    }
-
-    /// Loads a config with this HTTP side, keeping the typed preparation (tests build
-    /// gateways from it directly).
-    pub fn load(
-        &self,
-        source: lb_core::config::Source,
-    ) -> Result<(Loaded, Arc<Prepared>), lb_core::config::Invalid> {
-        let v = lb_core::config::validate(source)?;
-        let mut diags = Vec::new();
-        let prepared = self.prepare_typed(&v.config, &mut diags);
-        let loaded = lb_core::config::prepare(v, Some(prepared.clone()), diags)?;
-        Ok((loaded, prepared))
-    }
-}
-
-impl HttpSide for Factory {
-    fn prepare(
-        &self,
-        config: &lb_core::config::Config,
-        diags: &mut Vec<lb_core::config::Diagnostic>,
-    ) -> Arc<dyn HttpPrepared> {
-        self.prepare_typed(config, diags)
-    }
-}
-
-impl HttpPrepared for Prepared {
-    fn build(&self, loaded: &Loaded, listener: usize, pools: &[Arc<Pool>]) -> Arc<dyn Handler> {
-        Arc::new(Gateway::build(loaded, self, listener, pools))
-    }
-}
-
-/// Loads a config text with lb's HTTP side (tests; `lb` itself reads files).
-pub fn load_str(
-    name: &str,
-    text: &str,
-) -> Result<(Loaded, Arc<Prepared>), lb_core::config::Invalid> {
-    Factory::default().load(lb_core::config::Source {
-        name: name.to_string(),
-        text: text.to_string(),
-    })
-}
-
 /// `LB_HTTP_PATH=general` in the environment: every request takes the general path. A
 /// switch for tests and for telling the paths apart when debugging: both must give the same
 /// answers (the test suites run under it too), only the cost differs.
@@ -598,7 +518,7 @@ fn pool_target(loaded: &Loaded, i: usize, pool: &Arc<Pool>, l: &config::Listener
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding it leaves plain data: carry on with it.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -13,7 +13,7 @@
 //! for the way back, [`upstream`] for the client to backends, [`body`] for streamed and
 //! counted bodies, [`upgrade`] for tunnels); the lean path ([`lean`]) relays plain HTTP/1.1 as
 //! bytes and hands a connection to the general path when a request needs more. Both run under
-//! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`]; the
+//! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`], built by [`factory`]; the
 //! route policies are [`policy`], with body transforms in [`transform`].
 
 pub mod balance;
@@ -21,6 +21,7 @@ pub mod body;
 pub mod chunked;
 pub mod compile;
 pub mod exchange;
+pub mod factory;
 pub mod forward;
 pub mod framing;
 pub mod gateway;

@@ -10,6 +10,7 @@ use super::super::diag::{did_you_mean, Diagnostic};
 use super::super::raw::{RawHeaderOps, RawPolicy, POLICY_KEYS, S};
 use super::http::{header_field, is_token};
 use super::policy_auth::{api_key, basic_auth, ip_filter, jwt};
+use super::policy_values::{redis_url, whole_seconds};
 use super::Ctx;
 use crate::config::model::*;
 
@@ -41,71 +42,6 @@ pub(super) fn policies(
         }
     }
     (out, index)
-}
-
-/// Checks of policies as routes use them: a policy no route names protects nothing (a
-/// route the author meant to guard would go unguarded), and a rate limit keyed on the
-/// consumer or a token claim needs the `api_key` or `jwt` policy that finds it earlier in the
-/// route's list (otherwise every request would share one bucket).
-pub(super) fn uses(
-    cx: &mut Ctx<'_>,
-    raw: &[(String, std::ops::Range<usize>, RawPolicy)],
-    raw_routes: &[(super::super::raw::RawRoute, std::ops::Range<usize>)],
-    policies: &[Policy],
-    routes: &[HttpRoute],
-) {
-    for (i, p) in policies.iter().enumerate() {
-        if routes.iter().all(|r| !r.policies.contains(&i)) {
-            if let Some((_, span, _)) = raw.iter().find(|(n, _, _)| *n == p.name) {
-                cx.push(
-                    Diagnostic::error(format!("policy \"{}\" is not named by any route", p.name))
-                        .at(span.clone())
-                        .key(format!("policy.{}", p.name))
-                        .help(
-                            "add it to the `policies` of the routes it should guard, or remove it",
-                        ),
-                );
-            }
-        }
-    }
-    // Spans come from the raw routes, which line up only when every route was valid.
-    if routes.len() != raw_routes.len() {
-        return;
-    }
-    for (r, (rr, _)) in routes.iter().zip(raw_routes) {
-        let mut api_key = false;
-        let mut jwt = false;
-        for (j, &i) in r.policies.iter().enumerate() {
-            match &policies[i].kind {
-                PolicyKind::ApiKey { .. } => api_key = true,
-                PolicyKind::Jwt { .. } => jwt = true,
-                PolicyKind::RateLimit { key, .. } => {
-                    let needs = match key {
-                        RateKey::ApiKey if !api_key => Some("api_key"),
-                        RateKey::Jwt(_) if !jwt => Some("jwt"),
-                        _ => None,
-                    };
-                    let span = rr
-                        .policies
-                        .as_ref()
-                        .and_then(|l| l.get_ref().get(j))
-                        .map(|v| v.span());
-                    if let (Some(kind), Some(span)) = (needs, span) {
-                        cx.push(
-                            Diagnostic::error(format!(
-                                "rate limit \"{}\" counts per {kind} consumer, but no {kind} policy comes before it on route \"{}\"",
-                                policies[i].name, r.name
-                            ))
-                            .at(span)
-                            .key(format!("route \"{}\".policies[{j}]", r.name))
-                            .help(format!("list a {kind} policy before it, or key the limit on \"ip\"")),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Every key set in `p` with its span, by name.
@@ -645,102 +581,5 @@ fn transform(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             format!("{key}.max_object_size"),
         )
         .unwrap_or(1 << 20),
-    }
-}
-
-/// `d` (read from `v`) if it is whole seconds, which is all `what` can carry; an error
-/// otherwise, rather than a silently shorter value.
-pub(super) fn whole_seconds(
-    cx: &mut Ctx<'_>,
-    v: &S<String>,
-    d: Duration,
-    key: &str,
-    what: &str,
-) -> Duration {
-    if d.subsec_nanos() != 0 {
-        cx.push(
-            Diagnostic::error(format!("{what} is counted in whole seconds"))
-                .at(v.span())
-                .key(key.to_string())
-                .help(format!(
-                    "use \"{}s\" or \"{}s\"",
-                    d.as_secs(),
-                    d.as_secs() + 1
-                )),
-        );
-    }
-    d
-}
-
-/// What a `redis_url` must be: `redis://[USER:PASSWORD@]HOST[:PORT][/DB]`, as the redis
-/// client reads it; `Err` says what is wrong.
-fn check_redis_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or("it does not start with redis://")?;
-    let (authority, db) = match rest.split_once('/') {
-        Some((a, d)) => (a, Some(d)),
-        None => (rest, None),
-    };
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or("an IPv6 host needs its closing ]")?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty()
-        || !(super::valid_host_name(host) || host.parse::<std::net::IpAddr>().is_ok())
-    {
-        return Err(format!("\"{host}\" is not a host name or address"));
-    }
-    if let Some(p) = port {
-        p.parse::<u16>()
-            .map_err(|_| format!("\"{p}\" is not a port"))?;
-    }
-    if let Some(d) = db.filter(|d| !d.is_empty()) {
-        d.parse::<u32>()
-            .map_err(|_| format!("\"{d}\" is not a database number"))?;
-    }
-    Ok(())
-}
-
-/// The `redis_url` of a policy with `store = "redis"` (set at `store_span`), if usable.
-fn redis_url(
-    cx: &mut Ctx<'_>,
-    p: &RawPolicy,
-    key: &str,
-    store_span: std::ops::Range<usize>,
-) -> Option<String> {
-    match &p.redis_url {
-        Some(u) => match check_redis_url(u.get_ref()) {
-            Ok(()) => Some(u.get_ref().clone()),
-            Err(why) => {
-                cx.err(
-                    u.span(),
-                    format!("{key}.redis_url"),
-                    format!(
-                        "expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], found \"{}\": {why}",
-                        u.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-        None => {
-            cx.push(
-                Diagnostic::error(
-                    "store = \"redis\" needs `redis_url`, e.g. \"redis://127.0.0.1:6379\"",
-                )
-                .at(store_span)
-                .key(format!("{key}.redis_url")),
-            );
-            None
-        }
     }
 }

@@ -202,7 +202,7 @@ pub(super) fn jwt(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
     }
     let leeway = cx.duration(&p.leeway, format!("{key}.leeway"), Duration::ZERO);
     if let Some(v) = &p.leeway {
-        super::policy::whole_seconds(cx, v, leeway, &format!("{key}.leeway"), "jwt leeway");
+        super::policy_values::whole_seconds(cx, v, leeway, &format!("{key}.leeway"), "jwt leeway");
     }
     let mut forward_claims = Vec::new();
     for (claim, h) in p.forward_claims.iter().flat_map(|m| m.get_ref().iter()) {
