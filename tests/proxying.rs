@@ -15,6 +15,19 @@ use tokio::net::TcpStream;
 
 const BIG: u64 = 256 * 1024 * 1024;
 
+/// Waits (bounded: 10 s) until `counter` reaches `want`.
+async fn until_at_least(counter: &AtomicU64, want: u64) {
+    let start = Instant::now();
+    while counter.load(Ordering::Relaxed) < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "counter stuck at {} (want {want})",
+            counter.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn half_close_keeps_the_other_direction_open() {
     let b = echo().await;
@@ -296,7 +309,8 @@ async fn backend_killed_mid_run_no_client_failure() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Steady load first: every backend has served some of it when one dies.
+    until_at_least(&ok, 60).await;
     bs[1].stop();
     let took = lb
         .wait_state("p", bs[1].addr, "down", Duration::from_secs(5))

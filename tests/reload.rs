@@ -27,6 +27,15 @@ async fn reload(lb: &Lb, text: &str) -> (u16, String) {
     http(lb.admin, "POST", "/api/reload", None).await
 }
 
+/// Waits until `load` has had `want` connections succeed (bounded: 10 s; the caller's
+/// assertions judge what it reached).
+async fn ok_reaching(load: &Load, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while load.ok() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn names(addr: SocketAddr, n: usize) -> HashSet<String> {
     let mut seen = HashSet::new();
     for _ in 0..n {
@@ -181,12 +190,13 @@ async fn ten_reloads_under_load_lose_nothing() {
     let lb = Lb::start("reload-load", &configs[0]).await;
     let main = lb.listener("main").await;
     let load = Load::start(main, 4, 2048);
+    // Each config carries some of the load before the next reload, the last one too.
     for i in 0..10 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        ok_reaching(&load, load.ok() + 25).await;
         let (code, body) = reload(&lb, &configs[(i + 1) % 2]).await;
         assert_eq!(code, 200, "reload {i}: {body}");
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    ok_reaching(&load, load.ok() + 25).await;
     let (ok, failed) = load.finish().await;
     eprintln!("reloads under load: {ok} connections ok, {failed} failed");
     assert_eq!(failed, 0, "{ok} ok");

@@ -43,6 +43,18 @@ fn who(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply.split(|&b| b == b'|').next().unwrap_or(b"")).into_owned()
 }
 
+/// Waits (bounded: 5 s) until listener "main" has no flow left.
+async fn until_no_flows(lb: &Lb) {
+    let start = Instant::now();
+    while lb.status().await["listeners"][0]["active_connections"] != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "flows never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn client(ip: Ipv4Addr) -> UdpSocket {
     UdpSocket::bind(SocketAddr::new(IpAddr::V4(ip), 0))
         .await
@@ -129,8 +141,10 @@ async fn consistent_hash_sticks_many_source_ips() {
                 }
             }
         }
-        // Let every flow expire so round two creates new ones.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if round == 0 {
+            // Let every flow expire so round two creates new ones.
+            until_no_flows(&lb).await;
+        }
     }
     let backends: std::collections::HashSet<_> = seen.values().collect();
     assert_eq!(backends.len(), 3, "{seen:?}");
@@ -294,7 +308,9 @@ async fn silent_backend_is_ejected_passively() {
         }
     }
     assert!(unanswered >= 2, "some flows went to the silent backend");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The unanswered flows count against it once they expire.
+    lb.wait_state("p", silent_addr, "down", Duration::from_secs(5))
+        .await;
     let s = lb.status().await;
     assert_eq!(
         lb.backend_state("p", silent_addr).await,

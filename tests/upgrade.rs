@@ -11,6 +11,15 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Waits until `load` has had `want` connections succeed (bounded: 10 s; the caller's
+/// assertions judge what it reached).
+async fn ok_reaching(load: &Load, want: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while load.ok() < want && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_under_load_loses_no_connection() {
     let e0 = echo().await;
@@ -23,7 +32,8 @@ async fn upgrade_under_load_loses_no_connection() {
     old.wait_log("binary upgrade socket on", Duration::from_secs(5));
 
     let load = Load::start(addr, 4, 1024);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Load under way before the upgrade.
+    ok_reaching(&load, 50).await;
     let before = load.ok();
 
     // The same command line again: it finds the old process and takes over.
@@ -35,7 +45,9 @@ async fn upgrade_under_load_loses_no_connection() {
         .await
         .expect("join");
     assert_eq!(code, Some(0), "the old process drains and exits 0");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Load goes on with the new process alone.
+    let at_exit = load.ok();
+    ok_reaching(&load, at_exit + 101).await;
     let (ok, failed) = load.finish().await;
     eprintln!("binary upgrade under load: {ok} connections ok ({before} before the upgrade), {failed} failed");
     assert_eq!(failed, 0);

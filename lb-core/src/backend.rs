@@ -140,17 +140,28 @@ impl Backend {
 
     /// Healthy by checks and not ejected (ignores admin state).
     pub fn healthy(&self) -> bool {
+        self.healthy_at(clock::now_ms())
+    }
+
+    /// [`Backend::healthy`] at `now` (a [`clock::now_ms`] reading).
+    fn healthy_at(&self, now: u64) -> bool {
         if !self.up.load(Relaxed) {
             return false;
         }
         let until = self.ejected_until.load(Relaxed);
-        until == 0 || clock::now_ms() >= until
+        until == 0 || now >= until
     }
 
     /// May take new connections.
     #[inline]
     pub fn available(&self) -> bool {
-        self.admin.load(Relaxed) == AdminState::Enabled as u8 && self.healthy()
+        self.available_at(clock::now_ms())
+    }
+
+    /// [`Backend::available`] at `now` (a [`clock::now_ms`] reading).
+    #[inline]
+    fn available_at(&self, now: u64) -> bool {
+        self.admin.load(Relaxed) == AdminState::Enabled as u8 && self.healthy_at(now)
     }
 
     pub fn state(&self) -> State {
@@ -166,11 +177,17 @@ impl Backend {
     /// slow start ramps after it came up or was enabled again.
     #[inline]
     pub fn share(&self) -> u32 {
+        self.share_at(clock::now_ms())
+    }
+
+    /// [`Backend::share`] at `now` (a [`clock::now_ms`] reading).
+    #[inline]
+    fn share_at(&self, now: u64) -> u32 {
         let from = self.ramp_from.load(Relaxed);
         if from == 0 {
             return FULL_SHARE;
         }
-        let since = clock::now_ms().saturating_sub(from);
+        let since = now.saturating_sub(from);
         if since >= self.slow_start_ms {
             self.ramp_from.store(0, Relaxed);
             return FULL_SHARE;
@@ -248,6 +265,11 @@ impl Backend {
 
     /// Ends an expired ejection (called by the health task's tick).
     pub fn tick(&self) {
+        self.tick_at(Instant::now());
+    }
+
+    /// [`Backend::tick`] at `now`.
+    fn tick_at(&self, now: Instant) {
         if self.ejected_until.load(Relaxed) == 0 {
             return;
         }
@@ -255,7 +277,7 @@ impl Backend {
             .health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .on_tick(Instant::now());
+            .on_tick(now);
         if let Some(c) = change {
             self.apply(c, "ejection ended");
         }
@@ -354,7 +376,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn pool(extra: &str) -> config::Pool {
         let text = format!(
@@ -422,8 +443,10 @@ mod tests {
         b.record_check(true, "up".into(), 1, 1);
         let w = b.effective_weight();
         assert!(w < 50, "just came up: weight {w} should be small");
-        std::thread::sleep(Duration::from_millis(350));
-        assert_eq!(b.effective_weight(), 100);
+        // Looked at later on the clock: halfway up the ramp, then at the top.
+        let up_at = b.ramp_from.load(Relaxed);
+        assert_eq!(b.share_at(up_at + 150), FULL_SHARE / 2);
+        assert_eq!(b.share_at(up_at + 300), FULL_SHARE);
     }
 
     #[test]
@@ -452,9 +475,12 @@ mod tests {
         assert!(!b.available());
         assert_eq!(b.state(), State::Down);
         assert_eq!(b.connect_errors.load(Relaxed), 2);
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(b.available(), "ejection expired");
-        b.tick();
+        // Looked at later on the clock: out until the ejection's end, back from then on.
+        let until = b.ejected_until_ms();
+        assert!(!b.available_at(until - 1), "still ejected");
+        assert!(b.available_at(until), "ejection expired");
+        b.tick_at(clock::instant_of(until + 1));
         assert_eq!(b.ejected_until_ms(), 0);
+        assert!(b.available(), "the health task's tick ended the ejection");
     }
 }

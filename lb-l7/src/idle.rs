@@ -73,16 +73,21 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let idle = Idle::default();
-        let mut served = Vec::new();
+        let (mut clients, mut served) = (Vec::new(), Vec::new());
         for _ in 0..3 {
-            let c = TcpStream::connect(addr).await.expect("connect");
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
             served.push(listener.accept().await.expect("accept").0);
-            idle.put(c, stream_open);
         }
         // Newest first: the third is closed by its server, the second gets stray bytes.
         drop(served.pop());
         served[1].write_all(b"stray").await.expect("write");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Once the FIN and the bytes have reached the client ends, all three go idle.
+        for c in &clients[1..] {
+            c.readable().await.expect("readable");
+        }
+        for c in clients {
+            idle.put(c, stream_open);
+        }
         let lent = idle.take(stream_open).expect("the first is still good");
         let served_first = served[0].peer_addr().expect("peer");
         assert_eq!(lent.local_addr().expect("local"), served_first);

@@ -434,9 +434,12 @@ async fn large_bodies_stream_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn draining_closes_idle_connections_and_ends_busy_ones_after_their_answer() {
-    let be = scripted(|_, _, head| {
+    let slow_received = Arc::new(tokio::sync::Notify::new());
+    let seen = slow_received.clone();
+    let be = scripted(move |_, _, head| {
         let mut r = reply(&ok("done"));
         if head.starts_with("GET /slow") {
+            seen.notify_one();
             r.wait = Duration::from_millis(400);
         }
         Some(r)
@@ -452,7 +455,10 @@ async fn draining_closes_idle_connections_and_ends_busy_ones_after_their_answer(
     let n = idle.read(&mut first).await.expect("read");
     assert!(String::from_utf8_lossy(&first[..n]).ends_with("done"));
     let busy = tokio::spawn(exchange(lb, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n", 2));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Drain while the backend holds the slow request.
+    tokio::time::timeout(Duration::from_secs(5), slow_received.notified())
+        .await
+        .expect("the backend got the slow request");
     drain.cancel();
     let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut first))
         .await
