@@ -38,8 +38,9 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// lb's address on the connection (a PROXY header's destination).
     pub local: SocketAddr,
-    /// The same as text: the authority of HTTP/1.0 requests that name none.
-    pub local_authority: String,
+    /// The same as text: the authority of HTTP/1.0 requests that name none (made when one
+    /// first needs it).
+    pub local_authority: std::sync::OnceLock<String>,
     pub tls: bool,
     pub sni: Option<String>,
     /// Ends WebSocket tunnels when the shutdown grace period is over.
@@ -50,6 +51,13 @@ pub struct ConnInfo {
     /// With `proxy_protocol`: this connection's own clients to the backends, by pool, which
     /// send its PROXY header and are never shared with another client connection.
     pub own: Option<Box<[std::sync::OnceLock<Upstream>]>>,
+}
+
+impl ConnInfo {
+    /// lb's address on the connection as an authority.
+    pub fn local_authority(&self) -> &str {
+        self.local_authority.get_or_init(|| self.local.to_string())
+    }
 }
 
 impl Gateway {
@@ -77,7 +85,7 @@ impl Gateway {
                 .map(|(n, v)| (n.as_str(), v.as_bytes())),
             protocol: protocol.as_deref(),
             end_stream: body.is_end_stream(),
-            local: &info.local_authority,
+            local: info.local_authority(),
         };
         let facts = match request::inspect(head, &self.limits) {
             Ok(f) => f,

@@ -314,7 +314,7 @@ impl Gateway {
         let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
             local: conn.local,
-            local_authority: conn.local.to_string(),
+            local_authority: std::sync::OnceLock::new(),
             tls: conn.is_tls(),
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
@@ -342,8 +342,9 @@ impl Gateway {
             match end {
                 crate::lean::End::Closed => return,
                 crate::lean::End::Linger => {
+                    // Boxed: rare, and its read buffer should not size every connection's task.
                     tokio::select! {
-                        () = crate::lean::linger(&mut io) => {}
+                        () = Box::pin(crate::lean::linger(&mut io)) => {}
                         () = cancel.cancelled() => {}
                     }
                     return;

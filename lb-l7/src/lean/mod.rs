@@ -286,7 +286,9 @@ impl<'g> Session<'g> {
     fn plan(&mut self) -> Result<Option<Plan<'g>>, head::Unusual> {
         let peer = Peer {
             client: self.info.client,
-            local: &self.info.local_authority,
+            // Read only for HTTP/1.0 without Host, which the lean path leaves to the general
+            // one; an empty authority would be refused there anyway.
+            local: "",
             tls: self.info.tls,
             sni: self.info.sni.as_deref(),
         };

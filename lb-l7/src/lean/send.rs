@@ -144,20 +144,31 @@ impl Session<'_> {
                     }
                 }
             };
-            let now = tokio::time::Instant::now();
-            match tokio::time::timeout_at(t.answer_by(now), conn.write_all(&self.out)).await {
-                Ok(Ok(())) => {}
+            // The connection's timer, moved rather than made anew (see `Deadline`).
+            self.backend_timer
+                .set(t.answer_by(tokio::time::Instant::now()));
+            let wrote = tokio::select! {
+                biased;
+                r = conn.write_all(&self.out) => r,
+                () = self.backend_timer.passed() => {
+                    return Err(Failed::Backend(Failure::Timeout("took no request".into())))
+                }
+            };
+            match wrote {
+                Ok(()) => {}
                 // An idle connection the backend had closed: the request did not leave.
-                Ok(Err(_)) if reused => {
+                Err(_) if reused => {
                     fresh_only = true;
                     continue;
                 }
-                Ok(Err(e)) => return Err(Failed::Backend(Failure::Connect(e.to_string()))),
-                Err(_) => return Err(Failed::Backend(Failure::Timeout("took no request".into()))),
+                Err(e) => return Err(Failed::Backend(Failure::Connect(e.to_string()))),
             }
             // The backend may answer before the body is over (a 413 or 401, say): then the
             // rest of it is not sent, and both connections close after the answer.
-            let early = *body_left > 0 && self.stream_body(io, &mut conn, body_left, t).await?;
+            // Boxed: only bodies longer than their first read come here, and its state should
+            // not size every connection's task.
+            let early =
+                *body_left > 0 && Box::pin(self.stream_body(io, &mut conn, body_left, t)).await?;
             let answer_by = t.answer_by(tokio::time::Instant::now());
             match self
                 .read_head(&mut conn, plan, cookie.as_deref(), answer_by, early)
@@ -232,15 +243,18 @@ impl Session<'_> {
             *left -= n as u64;
             // A backend that takes no byte of the body for the route's timeout is late
             // (nginx's proxy_send_timeout).
-            match tokio::time::timeout(t.timeout, conn.write_all(&chunk[..n])).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(bad(&format!("failed while the request body was sent: {e}")))
-                }
-                Err(_) => {
+            self.backend_timer
+                .set(tokio::time::Instant::now() + t.timeout);
+            let wrote = tokio::select! {
+                biased;
+                r = conn.write_all(&chunk[..n]) => r,
+                () = self.backend_timer.passed() => {
                     let why = "took none of the request body in time";
                     return Err(Failed::Backend(Failure::Timeout(why.into())));
                 }
+            };
+            if let Err(e) = wrote {
+                return Err(bad(&format!("failed while the request body was sent: {e}")));
             }
         }
         Ok(false)
