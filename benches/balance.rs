@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use lb_core::balance::{self, Maglev, Member, Pick, Tried, View, DEFAULT_TABLE_SIZE};
+use lb_core::balance::{self, table_size, Maglev, Member, Pick, Tried, View};
 use lb_core::config::Algorithm;
 
 struct Plain {
@@ -76,10 +76,11 @@ fn pick(c: &mut Criterion) {
 fn maglev_build(c: &mut Criterion) {
     let mut g = c.benchmark_group("maglev_build");
     g.sample_size(20);
-    for n in [10usize, 100, 1000] {
+    // The table grows past 3,276 backends (`table_size`): 100,000 build 2,000,003 slots.
+    for n in [10usize, 100, 1000, 10_000, 100_000] {
         let ms = members(n);
         g.bench_with_input(BenchmarkId::from_parameter(n), &ms, |b, ms| {
-            b.iter(|| black_box(Maglev::new(ms, DEFAULT_TABLE_SIZE, None)))
+            b.iter(|| black_box(Maglev::new(ms, table_size(ms.len()), None)))
         });
     }
     g.finish();

@@ -120,7 +120,7 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
     let mut opts = BindOptions {
         config_path: Some(args.config.clone()),
         threading: args.threading.into(),
-        prometheus: crate::logging::install_metrics(),
+        metrics: crate::logging::install_metrics(),
         inherited: Inherited::default(),
         http: Some(http),
     };

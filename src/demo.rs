@@ -75,7 +75,7 @@ pub fn run(args: DemoArgs, http: Arc<dyn HttpSide>) -> ExitCode {
     };
     let mut opts = BindOptions {
         threading: Threading::PerCore,
-        prometheus: crate::logging::install_metrics(),
+        metrics: crate::logging::install_metrics(),
         http: Some(http),
         ..BindOptions::default()
     };

@@ -1,7 +1,8 @@
 //! Logging (tracing to stderr, text or JSON, filtered by RUST_LOG) and the Prometheus recorder.
 
 use clap::ValueEnum;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use lb_core::series;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -21,8 +22,9 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Installs the global metrics recorder; its handle renders `/metrics`.
-pub fn install_metrics() -> Option<PrometheusHandle> {
+/// Installs the global metrics recorder (Prometheus, with per-backend series kept by
+/// [`series::Recorder`] so they go with their backends); its exporter renders `/metrics`.
+pub fn install_metrics() -> Option<series::Exporter> {
     // Durations are histograms (SPEC §3), with buckets from 0.5 ms to 60 s: what HTTP
     // requests and TLS handshakes through a proxy take.
     const SECONDS: &[f64] = &[
@@ -38,7 +40,8 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
             PrometheusBuilder::new().build_recorder()
         }
     };
-    let handle = recorder.handle();
+    let recorder = series::Recorder::new(recorder);
+    let handle = recorder.exporter();
     match metrics::set_global_recorder(recorder) {
         Ok(()) => Some(handle),
         Err(e) => {

@@ -1,5 +1,7 @@
 //! `lb`: the command line. Parses arguments, loads the config, wires lb-core together, runs.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod demo;
 mod logging;

@@ -24,13 +24,21 @@ pub fn plan(l: &Loaded) -> String {
     if let Some(a) = &c.admin {
         let _ = writeln!(
             out,
-            "admin: http://{} ({})",
+            "admin: http://{} ({}; Host {}; at most {} connections)",
             a.bind,
             if a.token.is_some() {
                 "token required for POST"
             } else {
                 "no token"
-            }
+            },
+            if !a.checks_host() {
+                "any with the token, else an IP literal or localhost".to_string()
+            } else if a.hosts.is_empty() {
+                "an IP literal or localhost".to_string()
+            } else {
+                format!("an IP literal, localhost or {}", a.hosts.join(", "))
+            },
+            a.max_connections
         );
     }
     for (index, li) in c.listeners.iter().enumerate() {
@@ -71,7 +79,22 @@ pub fn plan(l: &Loaded) -> String {
             if li.access_log { ", access log" } else { "" }
         );
         if li.accept_proxy_protocol {
-            let _ = writeln!(out, "  expects a PROXY v1/v2 header from clients");
+            match &li.trusted_proxies {
+                Some(t) => {
+                    let nets: Vec<String> = t
+                        .iter()
+                        .map(|c| format!("{}/{}", c.addr, c.prefix))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  expects a PROXY v1/v2 header, only from {}",
+                        nets.join(", ")
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  expects a PROXY v1/v2 header from any client");
+                }
+            }
         }
         if let Some(t) = &li.tls {
             let names: Vec<&str> = t

@@ -20,6 +20,11 @@ fn every_shipped_config_passes_check() {
             let (code, out, err) =
                 run_lb(&["check", "--config", path.to_str().expect("utf-8 path")]);
             assert_eq!(code, 0, "{}:\n{err}", path.display());
+            assert!(
+                !err.contains("forwards rewritten paths"),
+                "a shipped route rewrites its way past another's auth: {}:\n{err}",
+                path.display()
+            );
             assert!(out.contains(": OK (sha256:"), "{out}");
             assert!(out.contains("listener \""), "plan lists listeners: {out}");
             n += 1;

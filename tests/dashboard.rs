@@ -243,3 +243,87 @@ async fn dashboard_shows_backends_and_follows_a_drain_live() {
     std::fs::write(dir.join("dashboard.png"), &png).expect("write screenshot");
     wd(d, "DELETE", &format!("/session/{sid}"), None).await;
 }
+
+/// Serves one HTML page (on every path) from a plain HTTP server on loopback: another origin
+/// than the admin API's.
+async fn serve_page(html: String) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind page server");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_on_another_origin_cannot_disable_a_backend() {
+    let bs = [named("b0").await, named("b1").await];
+    let list: Vec<_> = bs.iter().map(|b| (b.addr, "")).collect();
+    let lb = Lb::start("dashboard-csrf", &config("round-robin", &list, "", "")).await;
+    let target = format!(
+        "http://{}/api/pools/p/backends/{}/disable",
+        lb.admin, bs[0].addr
+    );
+    // What any web page a developer opens can do: a "simple" no-cors POST, and a form.
+    let html = format!(
+        r#"<!doctype html><title>elsewhere</title>
+<iframe name="sink" style="display:none"></iframe>
+<form id="f" method="POST" action="{target}" target="sink"></form>
+<script>
+window.done = false;
+fetch("{target}", {{ method: "POST", mode: "no-cors" }})
+  .catch(() => {{}})
+  .finally(() => {{ document.getElementById("f").submit(); window.done = true; }});
+</script>"#
+    );
+    let (page, _server) = serve_page(html).await;
+    let driver = start_driver().await;
+    let d = driver.addr;
+    let profile = scratch("chromium-profile-csrf");
+    let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 format!("--user-data-dir={}", profile.display())]
+    }}}});
+    let session = wd(d, "POST", "/session", Some(caps)).await;
+    let sid = session["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {session}"))
+        .to_string();
+    wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/url"),
+        Some(json!({ "url": format!("http://{page}/") })),
+    )
+    .await;
+    // Both requests reached lb and were refused: the counter says so, the backend is up.
+    let refused = lb
+        .metric_reaching("lb_admin_refused_total", &[("reason", "origin")], 2.0)
+        .await;
+    assert!(refused >= 2.0, "lb saw {refused} cross-origin POSTs");
+    let done = wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/execute/sync"),
+        Some(json!({ "script": "return window.done;", "args": [] })),
+    )
+    .await;
+    assert_eq!(done["value"], json!(true), "{done}");
+    assert_eq!(lb.backend_state("p", bs[0].addr).await, "up");
+    wd(d, "DELETE", &format!("/session/{sid}"), None).await;
+}

@@ -165,7 +165,7 @@ async fn the_admin_api_cuts_a_client_too_slow_with_its_head() {
     let origin = Origin::start().await;
     let lb = Lb::start("admin-slow", &http_site(origin.addr, "", "")).await;
     let mut s = TcpStream::connect(lb.admin).await.expect("connect");
-    s.write_all(b"GET /api/status HTTP/1.1\r\nHost: lb\r\n")
+    s.write_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .expect("write");
     let took = closed_within(&mut s, Duration::from_secs(15)).await;

@@ -436,3 +436,27 @@ async fn a_tls_client_is_retried_on_the_next_backend_when_one_closes_at_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_listener_takes_the_proxy_header_only_from_a_trusted_proxy() {
+    let pki = Pki::new(&scratch("tls-trusted"));
+    let trust = "accept_proxy_protocol = true\ntrusted_proxies = [\"127.0.0.2\"]";
+    let (_b, lb, addr) = tls_front(&pki, "tls-trusted", "behind", "", trust).await;
+    for (from, want) in [("127.0.0.2", Some("behind")), ("127.0.0.1", None)] {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(format!("{from}:0").parse().expect("addr"))
+            .expect("bind source");
+        let mut tcp = sock.connect(addr).await.expect("connect");
+        // An untrusted peer may be closed before the header is even written.
+        let _ = tcp
+            .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 443\r\n")
+            .await;
+        let name = rustls::pki_types::ServerName::try_from("a.example").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(pki.client(&[], None)).connect(name, tcp);
+        let session = tokio::time::timeout(Duration::from_secs(5), tls)
+            .await
+            .expect("ends");
+        assert_eq!(answer(session).await.as_deref(), want, "from {from}");
+    }
+    assert_eq!(lb.rejected("untrusted_proxy", 1.0).await, 1.0);
+}

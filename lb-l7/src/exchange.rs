@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::{answer, empty, full, refuse, Counted, Late, Meter, Side};
+use crate::exchange_fault::{client_fault, root_cause, within};
 use crate::forward;
 use crate::gateway::{Gateway, RouteTarget};
 use crate::plan::{self, Plan};
@@ -75,18 +76,14 @@ impl Gateway {
             .extensions
             .get::<hyper::ext::Protocol>()
             .map(|p| p.as_str().to_string());
-        let head = Head {
-            method: &parts.method,
-            version: parts.version,
-            uri: &parts.uri,
-            fields: parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes())),
-            protocol: protocol.as_deref(),
-            end_stream: body.is_end_stream(),
-            local: info.local_authority(),
-        };
+        // Taken now so the head can borrow the parts; dropped unused unless the plan upgrades.
+        let mut on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let head = Head::of_parts(
+            &parts,
+            protocol.as_deref(),
+            body.is_end_stream(),
+            info.local_authority(),
+        );
         let facts = match request::inspect(head, &self.limits) {
             Ok(f) => f,
             Err(r) => return self.refused(None, &parts, info, start, r),
@@ -128,7 +125,25 @@ impl Gateway {
         // A route's cache answers before any backend is picked, and fills on the way back.
         let mut fill = None;
         if let (Some(cache), Some(pi)) = (&target.cache, &policy_info) {
-            match cache.lookup(pi, &headers).await {
+            // The fields as the backend gets them: a response that varies by one lb writes
+            // (`X-Forwarded-For`, `Forwarded`, `Host`…) varies by lb's value, never by what a
+            // client claimed and lb replaced.
+            let mut sent = headers.clone();
+            let client = forward::Client {
+                addr: info.client.ip(),
+                tls: info.tls,
+                host: plan.authority.map(str::to_string),
+            };
+            forward::request(&mut sent, &client, self.trust, self.via.as_deref());
+            sent.remove(header::HOST);
+            if let Some(v) = plan.authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+                sent.insert(header::HOST, v);
+            }
+            let with_body = !facts.body.is_empty();
+            match cache
+                .lookup(pi, plan.authority, &sent, plan.authenticated, with_body)
+                .await
+            {
                 Lookup::Hit(mut resp) => {
                     policy::on_response(&target.policies, pi, resp.headers_mut());
                     return self.own(Some(target), &parts, info, start, resp);
@@ -138,7 +153,7 @@ impl Gateway {
             }
         }
         let client_upgrade = plan.upgrade.and_then(|proto| {
-            let on = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()?;
+            let on = on_upgrade.take()?;
             let kind = if parts.version == Version::HTTP_2 {
                 Upgrade::WebSocketOverH2
             } else {
@@ -150,7 +165,11 @@ impl Gateway {
         let method = parts.method.clone();
         let h1 = parts.version < Version::HTTP_2;
         let (client, tls) = (info.client.ip(), info.tls);
-        let up = match self.upstream_parts(&parts, &plan, &facts, headers, client, tls) {
+        // The query as the policies left it (an API key taken out of it).
+        let query = policy_info
+            .as_ref()
+            .map_or(plan.query, |pi| pi.query.as_deref());
+        let up = match self.upstream_parts(&parts, &plan, query, &facts, headers, client, tls) {
             Ok(p) => p,
             Err(e) => return self.refused(Some(target), &parts, info, start, e),
         };
@@ -359,13 +378,16 @@ impl Gateway {
         })
     }
 
-    /// The request as the backend gets it: the plan's path and query, lb's `Host`, framing
+    /// The request as the backend gets it: the plan's path and `query`, lb's `Host`, framing
     /// and forwarding fields over the fields that passed (and what policies made of them),
-    /// in the protocol spoken to the backend.
+    /// in the protocol spoken to the backend. `query` is the plan's, or what the route's
+    /// policies made of it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn upstream_parts(
         &self,
         parts: &Parts,
         plan: &Plan<'_, '_>,
+        query: Option<&str>,
         facts: &Facts<'_>,
         mut headers: HeaderMap,
         client: std::net::IpAddr,
@@ -373,10 +395,10 @@ impl Gateway {
     ) -> Result<Parts, Refusal> {
         let bad = |_| Refusal::BadPath(crate::path::PathError::NotAbsolute);
         let path = plan.forward_path();
-        let path_and_query = match (parts.uri.path_and_query(), plan.query) {
+        let path_and_query = match (parts.uri.path_and_query(), query) {
             // Most paths arrive normal and are not rewritten: the request's own (shared,
             // already validated) path-and-query goes on.
-            (Some(pq), _) if pq.path() == path => pq.clone(),
+            (Some(pq), _) if pq.path() == path && pq.query() == query => pq.clone(),
             (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")).map_err(bad)?,
             (_, None) => PathAndQuery::try_from(path).map_err(bad)?,
         };
@@ -511,24 +533,6 @@ impl Gateway {
     }
 }
 
-/// An attempt's answer, or which side is late once [`Meter::late`] says one is.
-async fn within<F: std::future::Future>(
-    send: F,
-    meter: &Meter,
-    start: tokio::time::Instant,
-    timeout: std::time::Duration,
-    idle: std::time::Duration,
-) -> Result<F::Output, Late> {
-    tokio::pin!(send);
-    loop {
-        let at = meter.late(start, timeout, idle)?;
-        tokio::select! {
-            out = &mut send => return Ok(out),
-            () = tokio::time::sleep_until(at) => {}
-        }
-    }
-}
-
 /// The client's fields that go on (hyper's map, in its order): hop-by-hop ones, those its
 /// `Connection` names, and framing stay here.
 pub(crate) fn passing(fields: &HeaderMap, facts: &Facts<'_>) -> HeaderMap {
@@ -539,18 +543,6 @@ pub(crate) fn passing(fields: &HeaderMap, facts: &Facts<'_>) -> HeaderMap {
         }
     }
     out
-}
-
-/// The client's share of a failed exchange: a request body over the route's limit (413), or
-/// one that was malformed or cut off (400), which is no fault of the backend's.
-fn client_fault(e: &hyper::Error, meter: &Meter) -> Option<Response<Body>> {
-    if is_body_limit(e) {
-        return Some(refuse(413, "request body over the limit"));
-    }
-    meter
-        .client_failed
-        .load(Relaxed)
-        .then(|| refuse(400, "the request body was malformed or cut off"))
 }
 
 /// A whole body, if it fits in `limit` bytes: `Err(None)` when it does not, `Err(Some(why))`
@@ -571,19 +563,4 @@ where
         }
     }
     Ok(buf.freeze())
-}
-
-fn is_body_limit(e: &hyper::Error) -> bool {
-    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .any(|e| e.is::<http_body_util::LengthLimitError>())
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }

@@ -74,6 +74,8 @@ pub struct RouteTarget {
     pub policies: policy::Chain,
     /// The route's `cache` policy, which works around the backend exchange.
     pub cache: Option<Arc<policy::cache::Cache>>,
+    /// A policy of the route admits requests by a credential (jwt, basic_auth, api_key).
+    pub authenticates: bool,
     /// The route's `transform` policy, which reads bodies around the exchange.
     pub transform: Option<Arc<crate::transform::Transform>>,
     /// Its requests may take the lean path: a plain HTTP/1.1 pool, and no policy that needs
@@ -224,6 +226,10 @@ impl Gateway {
                 metrics: RouteMetrics::new(&l.name, &r.name),
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
                 cache: r.policies.iter().find_map(|&i| caches[i].clone()),
+                authenticates: r
+                    .policies
+                    .iter()
+                    .any(|&i| c.policies[i].kind.authenticates()),
                 transform: r.policies.iter().find_map(|&i| transforms[i].clone()),
                 lean: r
                     .policies
@@ -246,6 +252,7 @@ impl Gateway {
                 metrics: RouteMetrics::new(&l.name, "default"),
                 policies: Vec::new(),
                 cache: None,
+                authenticates: false,
                 transform: None,
                 lean: lean_pool(loaded, p),
                 upgrades: vec!["websocket".to_string()],
@@ -385,7 +392,7 @@ impl Gateway {
             .server
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(serving);
-        let idle = tokio::time::sleep_until(activity.idle_at(self.idle_timeout));
+        let idle = activity.idle_for(self.idle_timeout);
         tokio::pin!(idle);
         let mut closing = false;
         let result = loop {
@@ -396,14 +403,9 @@ impl Gateway {
                     closing = true;
                 }
                 () = idle.as_mut(), if !closing => {
-                    let at = activity.idle_at(self.idle_timeout);
-                    if tokio::time::Instant::now() >= at {
-                        tracing::debug!(listener = %self.listener, client = %client, "idle http connection closed");
-                        serving.as_mut().graceful_shutdown();
-                        closing = true;
-                    } else {
-                        idle.as_mut().reset(at);
-                    }
+                    tracing::debug!(listener = %self.listener, client = %client, "idle http connection closed");
+                    serving.as_mut().graceful_shutdown();
+                    closing = true;
                 }
                 () = cancel.cancelled() => return,
             }
@@ -424,6 +426,25 @@ impl Gateway {
             n += 1;
         }
         n
+    }
+
+    /// `(accounted, bound)`: the bytes the routes' policies keep per key (rate-limit
+    /// buckets), each policy counted once however many routes use it.
+    pub fn policy_memory(&self) -> (usize, usize) {
+        let mut seen: Vec<*const ()> = Vec::new();
+        let (mut used, mut bound) = (0, 0);
+        for p in self.routes.iter().flat_map(|r| &r.policies) {
+            let ptr = Arc::as_ptr(p).cast::<()>();
+            if seen.contains(&ptr) {
+                continue;
+            }
+            seen.push(ptr);
+            if let Some((u, b)) = p.memory() {
+                used += u;
+                bound += b;
+            }
+        }
+        (used, bound)
     }
 
     fn connection_error(&self, client: SocketAddr, e: &(dyn std::error::Error + 'static)) {

@@ -16,11 +16,14 @@
 //! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`], built by [`factory`]; the
 //! route policies are [`policy`], with body transforms in [`transform`].
 
+#![forbid(unsafe_code)]
+
 pub mod balance;
 pub mod body;
 pub mod chunked;
 pub mod compile;
 pub mod exchange;
+mod exchange_fault;
 pub mod factory;
 pub mod forward;
 pub mod framing;

@@ -38,6 +38,12 @@ pub struct Plan<'g, 'a> {
     pub sticky: Option<usize>,
     /// Idempotent and without a body: may be sent again after it left.
     pub replayable: bool,
+    /// The request is someone's: it carried `Authorization`, or a policy of its route admits
+    /// requests only by a credential. Decided here, before policies run (they may remove the
+    /// credential), so what one user was sent is never cached for another. Said only for a
+    /// route with a cache, the one reader (`false` elsewhere): such routes take the general
+    /// path, which plans with every field, never the lean path, which may plan without them.
+    pub authenticated: bool,
 }
 
 impl Plan<'_, '_> {
@@ -124,6 +130,8 @@ impl Gateway {
             key,
             sticky,
             replayable: req.method.is_idempotent() && facts.body.is_empty(),
+            authenticated: target.cache.is_some()
+                && (target.authenticates || req.headers.contains_key(http::header::AUTHORIZATION)),
             path,
         })
     }

@@ -125,6 +125,36 @@ pub struct Head<'a, F> {
     pub local: &'a str,
 }
 
+/// The fields of a head hyper parsed, as [`Head::fields`] takes them.
+pub type PartsFields<'a> = std::iter::Map<
+    http::header::Iter<'a, http::HeaderValue>,
+    fn((&'a http::HeaderName, &'a http::HeaderValue)) -> (&'a str, &'a [u8]),
+>;
+
+impl<'a> Head<'a, PartsFields<'a>> {
+    /// The head of a request hyper parsed (the general path and its differential twin read
+    /// the same parts the same way).
+    pub fn of_parts(
+        parts: &'a http::request::Parts,
+        protocol: Option<&'a str>,
+        end_stream: bool,
+        local: &'a str,
+    ) -> Self {
+        Head {
+            method: &parts.method,
+            version: parts.version,
+            uri: &parts.uri,
+            fields: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+            protocol,
+            end_stream,
+            local,
+        }
+    }
+}
+
 /// How a request's body is framed on the way in (and so on the way out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
@@ -207,7 +237,8 @@ where
     let (mut count, mut bytes) = (0, 0);
     // The first problem with a field; a head too large is refused as such first.
     let mut bad: Option<Refusal> = None;
-    let mut hosts: Vec<&'a [u8]> = Vec::new();
+    // The first Host and how many there were (no allocation for the usual one).
+    let (mut host, mut hosts) = (None::<&'a [u8]>, 0usize);
     let mut length: Option<u64> = None;
     let mut lengths = false;
     let mut codings: Option<&'a [u8]> = None;
@@ -233,7 +264,8 @@ where
         {
             bad.get_or_insert(Refusal::ConnectionHeaderOverH2);
         } else if is("host") {
-            hosts.push(value);
+            host = host.or(Some(value));
+            hosts += 1;
         } else if is("content-length") {
             lengths = true;
             for part in value.split(|&b| b == b',') {
@@ -296,7 +328,7 @@ where
             None => Body::None,
         },
     };
-    let authority = authority(head.version, head.uri, &hosts, head.local)?;
+    let authority = authority(head.version, head.uri, host, hosts, head.local)?;
     let has = |t: &str| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
     let close = match head.version {
         Version::HTTP_11 => has("close"),
@@ -340,17 +372,20 @@ where
 fn authority<'a>(
     version: Version,
     uri: &'a Uri,
-    hosts: &[&'a [u8]],
+    host: Option<&'a [u8]>,
+    hosts: usize,
     local: &'a str,
 ) -> Result<Option<&'a str>, Refusal> {
-    let host = match hosts {
-        [] => None,
-        [one] => Some(
+    if hosts > 1 {
+        return Err(Refusal::BadHost);
+    }
+    let host = match host {
+        None => None,
+        Some(one) => Some(
             std::str::from_utf8(one)
                 .map_err(|_| Refusal::BadHost)?
                 .trim(),
         ),
-        _ => return Err(Refusal::BadHost),
     };
     let target = uri.authority().map(http::uri::Authority::as_str);
     let authority = match (version, target, host) {

@@ -7,39 +7,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
-/// When bytes last moved on a connection, in milliseconds from its start.
-#[derive(Debug)]
-pub struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        })
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Relaxed);
-    }
-
-    /// When the connection becomes idle for `limit`, as things stand.
-    pub fn idle_at(&self, limit: Duration) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Relaxed)) + limit
-    }
-}
+pub use lb_core::activity::Activity;
 
 /// A stream whose writes may stall for at most `limit`.
 #[derive(Debug)]
@@ -158,6 +133,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Timed<IO> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn a_write_the_reader_never_takes_fails_after_the_limit() {

@@ -48,18 +48,7 @@ pub fn lean(gw: &Gateway, raw: &[u8]) -> Option<Forwarded> {
 pub fn general(gw: &Gateway, raw: &[u8]) -> Result<Forwarded, u16> {
     let req = as_hyper_parses(raw).ok_or(0u16)?;
     let (parts, ()) = req.into_parts();
-    let head = Head {
-        method: &parts.method,
-        version: parts.version,
-        uri: &parts.uri,
-        fields: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes())),
-        protocol: None,
-        end_stream: true,
-        local: PEER.local,
-    };
+    let head = Head::of_parts(&parts, None, true, PEER.local);
     let facts = request::inspect(head, &gw.limits).map_err(|r| r.status())?;
     let headers = crate::exchange::passing(&parts.headers, &facts);
     let plan = gw
@@ -75,7 +64,15 @@ pub fn general(gw: &Gateway, raw: &[u8]) -> Result<Forwarded, u16> {
         )
         .map_err(|(_, r)| r.status())?;
     let up = gw
-        .upstream_parts(&parts, &plan, &facts, headers, PEER.client.ip(), PEER.tls)
+        .upstream_parts(
+            &parts,
+            &plan,
+            plan.query,
+            &facts,
+            headers,
+            PEER.client.ip(),
+            PEER.tls,
+        )
         .map_err(|r| r.status())?;
     let mut fields: Vec<(String, Vec<u8>)> = up
         .headers

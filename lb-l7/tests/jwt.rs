@@ -261,3 +261,150 @@ fn key_problems_fail_the_config_load_naming_the_file() {
         );
     }
 }
+
+/// An RS256 token with `header` as its header's JSON, signed as it stands.
+fn rs256_with_header(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let key = EncodingKey::from_rsa_pem(&fixture("rsa.key")).expect("rsa key");
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::RS256)
+            .expect("sign");
+    format!("{message}.{signature}")
+}
+
+fn strict_policy() -> String {
+    format!(
+        "algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\nissuer = \"https://auth.example\"\naudience = \"api\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_issuer_or_audience_must_be_in_the_token() {
+    let (gw, b) = gateway_with(&strict_policy(), "").await;
+    let without = |claim: &str| {
+        let mut c = claims(json!({}));
+        c.as_object_mut().expect("object").remove(claim);
+        c
+    };
+    // Each must be refused: missing, null, empty, of the wrong type, or an issuer list that
+    // smuggles the right one in beside another.
+    let refused = [
+        ("no iss", without("iss")),
+        ("no aud", without("aud")),
+        ("iss null", claims(json!({ "iss": null }))),
+        ("iss empty", claims(json!({ "iss": "" }))),
+        ("iss number", claims(json!({ "iss": 7 }))),
+        (
+            "iss list",
+            claims(json!({ "iss": ["https://auth.example", "https://evil.example"] })),
+        ),
+        ("aud null", claims(json!({ "aud": null }))),
+        ("aud empty", claims(json!({ "aud": "" }))),
+        (
+            "aud list without it",
+            claims(json!({ "aud": ["other", "Api"] })),
+        ),
+        ("aud empty list", claims(json!({ "aud": [] }))),
+    ];
+    for (what, c) in refused {
+        let (s, head, _) = call(gw, Some(&rs256(&c, None))).await;
+        assert_eq!(s, 401, "{what}");
+        assert!(head.contains("error=\"invalid_token\""), "{what}: {head}");
+    }
+    // A list of audiences holding ours is what RFC 7519 §4.1.3 allows.
+    let listed = claims(json!({ "aud": ["other", "api"] }));
+    assert_eq!(call(gw, Some(&rs256(&listed, None))).await.0, 200);
+    assert_eq!(
+        b.requests(),
+        1,
+        "only the listed audience reached the backend"
+    );
+    // Without issuer or audience configured, tokens without them still pass.
+    let (gw, _) = gateway_with(
+        &format!("algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\n"),
+        "",
+    )
+    .await;
+    let bare = json!({ "sub": "alice", "exp": now() + 600 });
+    assert_eq!(call(gw, Some(&rs256(&bare, None))).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_naming_critical_extensions_is_refused() {
+    let (gw, b) = gateway_with(&strict_policy(), "").await;
+    let good = claims(json!({}));
+    // The same header without crit passes: the refusals below are crit's alone.
+    let plain = json!({ "alg": "RS256", "typ": "JWT" });
+    assert_eq!(
+        call(gw, Some(&rs256_with_header(&plain, &good))).await.0,
+        200
+    );
+    // RFC 7515 §4.1.11: an extension lb does not understand, and the invalid forms (empty,
+    // not a list, null, names of registered members), and crit spelt with a JSON escape.
+    let crits = [
+        json!({ "alg": "RS256", "crit": ["exp"], "exp": 1 }),
+        json!({ "alg": "RS256", "crit": ["b64"], "b64": false }),
+        json!({ "alg": "RS256", "crit": [] }),
+        json!({ "alg": "RS256", "crit": "exp" }),
+        json!({ "alg": "RS256", "crit": null }),
+        json!({ "alg": "RS256", "crit": ["alg"] }),
+    ];
+    for header in crits {
+        let (s, head, _) = call(gw, Some(&rs256_with_header(&header, &good))).await;
+        assert_eq!(s, 401, "{header}");
+        assert!(head.contains("invalid_token"), "{header}: {head}");
+    }
+    let escaped = r#"{"alg":"RS256","cr\u0069t":["x"],"x":1}"#;
+    let key = EncodingKey::from_rsa_pem(&fixture("rsa.key")).expect("rsa key");
+    let message = format!(
+        "{}.{}",
+        b64(escaped.as_bytes()),
+        b64(good.to_string().as_bytes())
+    );
+    let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::RS256)
+        .expect("sign");
+    assert_eq!(
+        call(gw, Some(&format!("{message}.{sig}"))).await.0,
+        401,
+        "escaped crit"
+    );
+    assert_eq!(
+        b.requests(),
+        1,
+        "only the token without crit reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_that_makes_no_header_value_drops_the_clients_copy() {
+    let policy = format!(
+        "algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\n\
+         [policy.stamp]\nkind = \"headers\"\nrequest = {{ set = {{ \"x-user-name\" = \"${{jwt.name}}\" }}, add = {{ \"x-user-tag\" = \"${{jwt.name}}\" }} }}\n"
+    );
+    let (gw, _) = gateway_with(&policy, ", \"stamp\"").await;
+    let send = |name: &str| {
+        let token = rs256(&claims(json!({ "name": name })), None);
+        format!("GET /headers HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\nX-User-Name: mallory\r\nX-User-Tag: mallory\r\nConnection: close\r\n\r\n")
+    };
+    let (s, _, body) = raw(gw, &send("alice")).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("x-user-name: alice") && body.contains("x-user-tag: alice"),
+        "{body}"
+    );
+    // A line break, a NUL, a DEL: no valid value, so neither the client's copy nor anything
+    // else under those names reaches the backend.
+    for name in ["eve\r\nx-admin: 1", "eve\u{0}", "\u{7f}"] {
+        let (s, _, body) = raw(gw, &send(name)).await;
+        assert_eq!(s, 200, "{name:?}: {body}");
+        assert!(!body.contains("mallory"), "{name:?}: {body}");
+        assert!(
+            !body.contains("x-user-name") && !body.contains("x-admin"),
+            "{name:?}: {body}"
+        );
+    }
+}

@@ -67,6 +67,53 @@ async fn ip_filters_allow_deny_and_ignore_untrusted_forwarding_claims() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_entry_that_is_no_address_is_the_untrusted_client() {
+    let b = backend("b").await;
+    let behind = "[policy.office]\nkind = \"ip_filter\"\nallow = [\"10.0.0.0/8\"]\ntrusted_proxies = [\"127.0.0.1\", \"192.168.0.0/16\"]\n";
+    let gw = with_policies(&b, "\"office\"", behind).await;
+    // What a client wrote sits left of what its proxy appended; an entry the proxy appended
+    // that lb cannot read must not hand the choice back to the client.
+    for xff in [
+        "10.1.1.1, unknown",
+        "10.1.1.1, 192.0.2.1:5123x",
+        "10.1.1.1, _obfuscated, 192.168.0.2",
+        "10.1.1.1,",
+        "10.1.1.1, [2001:db8::1",
+    ] {
+        let (s, _, body) = status(gw, &format!("X-Forwarded-For: {xff}\r\n")).await;
+        assert_eq!(s, 403, "{xff}: {body}");
+    }
+    // ip:port and [ipv6]:port, as some proxies append them, name the client.
+    assert_eq!(
+        status(gw, "X-Forwarded-For: 192.0.2.1, 10.1.1.1:5123\r\n")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        status(gw, "X-Forwarded-For: 10.1.1.1, 192.0.2.1:5123\r\n")
+            .await
+            .0,
+        403,
+        "the client behind the port is not in 10/8"
+    );
+    assert_eq!(
+        status(
+            gw,
+            "X-Forwarded-For: 10.1.1.1, [2001:db8::1]:443, 192.168.0.2\r\n"
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        b.requests(),
+        1,
+        "only the readable allowed client got through"
+    );
+}
+
 const KEYS: &str = "[policy.keys]\nkind = \"api_key\"\nquery = \"api_key\"\nkeys = [\n  { name = \"mobile\", sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\" },\n  { name = \"cli\", sha256 = \"5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\" },\n]\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,6 +144,73 @@ async fn api_keys_are_checked_and_never_reach_the_backend() {
     assert_eq!(s, 200);
     assert!(body.contains("x-consumer: cli"), "{body}");
     assert_eq!(b.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_answer_never_goes_to_another_consumer() {
+    let b = backend("b").await;
+    let stamp = "[policy.stamp]\nkind = \"headers\"\nrequest = { set = { \"x-consumer\" = \"${consumer}\" } }\n";
+    let cache = "[policy.c]\nkind = \"cache\"\nttl = \"10m\"\n";
+    let gw = with_policies(
+        &b,
+        "\"keys\", \"stamp\", \"c\"",
+        &format!("{KEYS}{stamp}{cache}"),
+    )
+    .await;
+    // The key leaves the query before the cache looks: what is left must not be the whole
+    // key, or one consumer's answer (made for it by the backend) goes to the next.
+    let by_query = |key: &str| {
+        format!("GET /headers?api_key={key} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    };
+    let (s, _, body) = raw(gw, &by_query("secret")).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-consumer: mobile"), "{body}");
+    let (s, _, body) = raw(gw, &by_query("password")).await;
+    assert_eq!(s, 200);
+    assert!(
+        body.contains("x-consumer: cli"),
+        "mobile's answer went to cli: {body}"
+    );
+    // The same for keys in the header.
+    let (s, _, body) = status(gw, "X-API-Key: secret\r\n").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-consumer: mobile"), "{body}");
+    let (s, _, body) = status(gw, "X-API-Key: password\r\n").await;
+    assert_eq!(s, 200);
+    assert!(
+        body.contains("x-consumer: cli"),
+        "mobile's answer went to cli: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cached_answer_never_goes_to_another_basic_auth_user() {
+    use base64::Engine;
+    let b = backend("b").await;
+    let hash = |pw: &str| bcrypt::hash(pw, 4).expect("hash");
+    let login = format!(
+        "[policy.login]\nkind = \"basic_auth\"\nusers = {{ alice = \"{}\", bob = \"{}\" }}\n",
+        hash("a"),
+        hash("b")
+    );
+    let stamp = "[policy.stamp]\nkind = \"headers\"\nrequest = { set = { \"x-user\" = \"${consumer}\" } }\n";
+    let cache = "[policy.c]\nkind = \"cache\"\nttl = \"10m\"\n";
+    let gw = with_policies(
+        &b,
+        "\"login\", \"stamp\", \"c\"",
+        &format!("{login}{stamp}{cache}"),
+    )
+    .await;
+    // basic_auth takes Authorization out, so the cache does not see an authorized request.
+    for (user, pw) in [("alice", "a"), ("bob", "b")] {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        let (s, _, body) = status(gw, &format!("Authorization: Basic {token}\r\n")).await;
+        assert_eq!(s, 200);
+        assert!(
+            body.contains(&format!("x-user: {user}")),
+            "{user} got: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

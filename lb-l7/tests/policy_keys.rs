@@ -75,6 +75,38 @@ async fn rate_limit_burst_and_header_key_act() {
     );
 }
 
+/// Issue 15: each `header:NAME` key used to be kept as sent (up to ~32 KiB), 100k of them by
+/// default. Distinct huge keys now cost a fixed-size digest each, within a byte bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_huge_header_keys_stay_within_the_byte_bound() {
+    let b = backend("b").await;
+    let defs = "[policy.r]\nkind = \"rate_limit\"\nrequests = 1\nper = \"1h\"\nkey = \"header:x-key\"\nmax_keys = 64\n";
+    let routes = format!(
+        "[[route]]\nlistener = \"web\"\nname = \"api\"\npool = \"p0\"\npolicies = [\"r\"]\n{defs}"
+    );
+    let (gw, g) = gateway(&config(&[(&[b.addr], "")], "", &routes)).await;
+    let mut key = "k".repeat(30 * 1024);
+    for i in 0..300 {
+        key.replace_range(..8, &format!("{i:08}"));
+        let s = call(gw, "/", &format!("X-Key: {key}\r\n")).await.0;
+        assert_eq!(s, 200, "key {i} is new: its own bucket");
+        let (used, bound) = g.policy_memory();
+        assert!(
+            used <= bound,
+            "after key {i}: {used} bytes over the bound {bound}"
+        );
+    }
+    let (used, bound) = g.policy_memory();
+    assert!(used > 0, "the buckets are accounted");
+    // 300 keys as sent would hold 9 MiB; 64 digests and their times fit in a few KiB.
+    assert!(bound < 16 * 1024, "bound {bound} bytes");
+    assert_eq!(
+        call(gw, "/", &format!("X-Key: {key}\r\n")).await.0,
+        429,
+        "a key still has its own bucket"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cors_allow_credentials_is_said_to_browsers() {
     let b = backend("b").await;

@@ -15,6 +15,26 @@ use crate::health::state::FULL_SHARE;
 /// (M ≫ 100·N keeps per-backend shares within about 1%).
 pub const DEFAULT_TABLE_SIZE: usize = 65_537;
 
+/// Slots per backend below which a bigger table is used. Maglev fills its table in rounds,
+/// one slot per backend (per unit of weight) each, so backends' slot counts differ by at
+/// most one: 20 slots each keeps shares within 5%. A fixed 65,537 slots gave 100,000
+/// backends fewer slots than backends (a third got none); 100 each would cost 40 MB there.
+pub const MIN_SLOTS_PER_BACKEND: usize = 20;
+
+/// The table size for `n` members: [`DEFAULT_TABLE_SIZE`] up to 3,276 members (so their
+/// tables, and where keys go, are what they always were), else the first prime from
+/// `n` × [`MIN_SLOTS_PER_BACKEND`]. A function of `n` only, so every lb process with the same
+/// config builds the same table.
+pub fn table_size(n: usize) -> usize {
+    let want = n.saturating_mul(MIN_SLOTS_PER_BACKEND);
+    if want <= DEFAULT_TABLE_SIZE {
+        return DEFAULT_TABLE_SIZE;
+    }
+    (want..)
+        .find(|&m| is_prime(m as u64))
+        .unwrap_or(DEFAULT_TABLE_SIZE)
+}
+
 const EMPTY: u32 = u32::MAX;
 
 #[derive(Debug)]
@@ -70,7 +90,10 @@ impl Maglev {
 
 fn populate(table: &mut [u32], members: &[Member]) {
     let m = table.len() as u64;
-    let perms: Vec<(u64, u64)> = members
+    // Each member's next slot in its permutation, (offset + j·skip) mod m for its j-th
+    // probe, kept as a running position: one add and compare per probe instead of a
+    // multiply and a division (the build of a 2,000,003-slot table is mostly probes).
+    let mut perms: Vec<(u64, u64)> = members
         .iter()
         .map(|mb| {
             let offset = hash64(OFFSET_SEED, mb.id.as_bytes()) % m;
@@ -78,16 +101,18 @@ fn populate(table: &mut [u32], members: &[Member]) {
             (offset, skip)
         })
         .collect();
-    let mut next = vec![0u64; members.len()];
     let mut filled = 0usize;
     loop {
         for (i, mb) in members.iter().enumerate() {
             // Weighted Maglev: a backend claims `weight` slots per round.
             for _ in 0..mb.weight.max(1) {
-                let (offset, skip) = perms[i];
+                let (pos, skip) = &mut perms[i];
                 loop {
-                    let slot = ((offset + next[i] * skip) % m) as usize;
-                    next[i] += 1;
+                    let slot = *pos as usize;
+                    *pos += *skip;
+                    if *pos >= m {
+                        *pos -= m;
+                    }
                     if table[slot] == EMPTY {
                         table[slot] = i as u32;
                         filled += 1;

@@ -12,7 +12,7 @@ mod round_robin;
 mod weighted;
 
 pub use least_conn::LeastConnections;
-pub use maglev::{Maglev, DEFAULT_TABLE_SIZE};
+pub use maglev::{table_size, Maglev, DEFAULT_TABLE_SIZE, MIN_SLOTS_PER_BACKEND};
 pub use p2c::PowerOfTwo;
 pub use random::Random;
 pub use round_robin::RoundRobin;
@@ -113,7 +113,7 @@ pub fn build(
         Algorithm::PowerOfTwo => Box::new(PowerOfTwo),
         Algorithm::ConsistentHash => Box::new(Maglev::new(
             members,
-            DEFAULT_TABLE_SIZE,
+            table_size(members.len()),
             hash_balance_factor,
         )),
     }

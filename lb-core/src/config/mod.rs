@@ -160,3 +160,7 @@ fn sort(diagnostics: &mut [Diagnostic]) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_admin;
+#[cfg(test)]
+mod tests_proxy;

@@ -48,8 +48,25 @@ impl Default for Global {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub bind: SocketAddr,
-    /// Bearer token required on POST /api/*; None = POSTs open.
+    /// Bearer token required on POST /api/*; None = POSTs open (only allowed on a loopback
+    /// `bind`).
     pub token: Option<String>,
+    /// `hosts`: lowercase names, without a trailing dot, the `Host` header may carry besides
+    /// IP literals and `localhost`. Checked when there is no token or when this is set.
+    pub hosts: Vec<String>,
+    /// Open admin connections at most; past it new ones are closed at once. Default 64.
+    pub max_connections: usize,
+}
+
+impl Admin {
+    /// Default of `max_connections`: enough for a few dashboards and scrapers, far too few to
+    /// take the file descriptors the data plane needs.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+    /// Whether requests must carry an allowed `Host` (DNS rebinding guard).
+    pub fn checks_host(&self) -> bool {
+        self.token.is_none() || !self.hosts.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +113,10 @@ pub struct Listener {
     pub proxy_protocol: Option<ProxyVersion>,
     /// tcp: every client connection must start with a PROXY v1/v2 header.
     pub accept_proxy_protocol: bool,
+    /// With `accept_proxy_protocol`: the peers allowed to send the header; a connection from
+    /// any other is closed before a byte is read. `None` (key absent): any peer, as before
+    /// (`lb check` warns).
+    pub trusted_proxies: Option<Vec<Cidr>>,
     /// Time for the PROXY header, the ClientHello and the TLS handshake; default 10s.
     pub handshake_timeout: Duration,
     /// http only.

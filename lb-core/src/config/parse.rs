@@ -40,43 +40,46 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
         return RawConfig::default();
     }
     let mut raw = RawConfig::default();
-    for (key, value) in doc.get_ref().iter() {
+    // The document is consumed item by item: its tree costs about 1 KB per inline table
+    // (a B-tree node each), so a 100,000-backend pool must exist once, not once per copy.
+    for (key, value) in doc.into_inner() {
         let name: &str = key.get_ref();
         let kspan = key.span();
         match name {
-            "global" => raw.global = item::<RawGlobal>(value, "global", diags),
+            "global" => raw.global = item::<RawGlobal>(value, "global", text, diags),
             "admin" => {
-                raw.admin = item::<RawAdmin>(value, "admin", diags).map(|a| (a, value.span()))
+                let span = value.span();
+                raw.admin = item::<RawAdmin>(value, "admin", text, diags).map(|a| (a, span))
             }
             "listener" => {
                 for (i, v) in array_of_tables(value, "listener", diags) {
-                    let path = format!("listener[{i}]");
-                    if let Some(l) = item::<RawListener>(v, &path, diags) {
-                        raw.listeners.push((l, v.span()));
+                    let (path, span) = (format!("listener[{i}]"), v.span());
+                    if let Some(l) = item::<RawListener>(v, &path, text, diags) {
+                        raw.listeners.push((l, span));
                     }
                 }
             }
             "pool" => {
                 for (i, v) in array_of_tables(value, "pool", diags) {
-                    let path = format!("pool[{i}]");
-                    if let Some(p) = item::<RawPool>(v, &path, diags) {
-                        raw.pools.push((p, v.span()));
+                    let (path, span) = (format!("pool[{i}]"), v.span());
+                    if let Some(p) = item::<RawPool>(v, &path, text, diags) {
+                        raw.pools.push((p, span));
                     }
                 }
             }
             "route" => {
                 for (i, v) in array_of_tables(value, "route", diags) {
-                    let path = format!("route[{i}]");
-                    if let Some(r) = item::<RawRoute>(v, &path, diags) {
-                        raw.routes.push((r, v.span()));
+                    let (path, span) = (format!("route[{i}]"), v.span());
+                    if let Some(r) = item::<RawRoute>(v, &path, text, diags) {
+                        raw.routes.push((r, span));
                     }
                 }
             }
-            "policy" => match value.get_ref() {
+            "policy" => match value.into_inner() {
                 DeValue::Table(t) => {
-                    for (pname, v) in t.iter() {
+                    for (pname, v) in t {
                         let path = format!("policy.{}", pname.get_ref());
-                        if let Some(p) = item::<RawPolicy>(v, &path, diags) {
+                        if let Some(p) = item::<RawPolicy>(v, &path, text, diags) {
                             raw.policies
                                 .push((pname.get_ref().to_string(), pname.span(), p));
                         }
@@ -110,20 +113,21 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
     raw
 }
 
-fn array_of_tables<'a, 'i>(
-    value: &'a Spanned<DeValue<'i>>,
+fn array_of_tables<'i>(
+    value: Spanned<DeValue<'i>>,
     key: &str,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<(usize, &'a Spanned<DeValue<'i>>)> {
-    match value.get_ref() {
-        DeValue::Array(items) => items.iter().enumerate().collect(),
+) -> Vec<(usize, Spanned<DeValue<'i>>)> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items.into_iter().enumerate().collect(),
         other => {
             diags.push(
                 Diagnostic::error(format!(
                     "expected an array of tables ([[{key}]]), found {}",
                     other.type_str()
                 ))
-                .at(value.span())
+                .at(span)
                 .key(key),
             );
             Vec::new()
@@ -131,13 +135,61 @@ fn array_of_tables<'a, 'i>(
     }
 }
 
-/// Deserializes one section, dropping each rejected key and retrying so all its errors show.
+/// Deserializes one section. A valid one (the usual case) is read from `value` itself, with
+/// no copy; an invalid one is parsed again from `text` and its errors collected by
+/// [`item_errors`].
 fn item<T: DeserializeOwned>(
-    value: &Spanned<DeValue<'_>>,
+    value: Spanned<DeValue<'_>>,
+    path: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let span = value.span();
+    if let Ok(t) = T::deserialize(ValueDeserializer::from(value)) {
+        return Some(t);
+    }
+    let key = path.split(['[', '.']).next().unwrap_or(path);
+    let Some(again) = reparse_at(text, key, &span) else {
+        // The same text parses the same way, so this is not expected; but an invalid item
+        // must never pass unreported.
+        diags.push(
+            Diagnostic::error(format!("`{path}` is invalid"))
+                .at(span)
+                .key(path),
+        );
+        return None;
+    };
+    item_errors(again, path, diags)
+}
+
+/// The item of `text` at `span`: the value of top-level `key` itself (`[global]`,
+/// `[admin]`), or one of the items in it (an element of `[[pool]]`, a `[policy.NAME]`).
+/// An array or the policy table can span exactly its one item, so those are always entered.
+fn reparse_at<'i>(text: &'i str, key: &str, span: &Range<usize>) -> Option<Spanned<DeValue<'i>>> {
+    let (doc, _) = DeTable::parse_recoverable(text);
+    let (_, v) = doc
+        .into_inner()
+        .into_iter()
+        .find(|(k, _)| k.get_ref() == key)?;
+    let entered = key == "policy" || matches!(v.get_ref(), DeValue::Array(_));
+    if !entered {
+        return (v.span() == *span).then_some(v);
+    }
+    let items = match v.into_inner() {
+        DeValue::Array(items) => items,
+        DeValue::Table(t) => t.into_iter().map(|(_, v)| v).collect(),
+        _ => return None,
+    };
+    items.into_iter().find(|v| v.span() == *span)
+}
+
+/// Deserializes an invalid section, dropping each rejected key and retrying so all its
+/// errors show.
+fn item_errors<T: DeserializeOwned>(
+    mut value: Spanned<DeValue<'_>>,
     path: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
-    let mut value = value.clone();
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..MAX_ERRORS_PER_ITEM {
         let err = match T::deserialize(ValueDeserializer::from(value.clone())) {
@@ -327,6 +379,27 @@ mod tests {
     fn unknown_top_level_key_suggests() {
         let d = errors("[[listeners]]\nname = \"x\"\n");
         assert_eq!(d[0].help.as_deref(), Some("did you mean `listener`?"));
+    }
+
+    #[test]
+    fn an_invalid_item_is_found_again_among_valid_ones() {
+        // Valid items are consumed without a copy; an invalid one is parsed again by its
+        // span, which must find that item and not its neighbours or its array.
+        let d = errors(
+            "[global]\nworkerz = 1\n[[listener]]\nname = \"a\"\nbind = \"127.0.0.1:1\"\n\
+             [[listener]]\nname = \"b\"\nbind = \"127.0.0.1:2\"\nbnid = 1\n\
+             [policy.ok]\nkind = \"cors\"\n[policy.bad]\nkind = \"cors\"\nallow_originz = []\n",
+        );
+        let keys: Vec<_> = d.iter().filter_map(|d| d.key_path.as_deref()).collect();
+        assert_eq!(
+            keys,
+            [
+                "global.workerz",
+                "listener[1].bnid",
+                "policy.bad.allow_originz"
+            ],
+            "{d:#?}"
+        );
     }
 
     #[test]

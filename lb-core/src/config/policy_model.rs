@@ -128,7 +128,9 @@ pub enum PolicyKind {
         per: Duration,
         burst: u32,
         key: RateKey,
-        /// Most keys tracked; the idlest are forgotten first.
+        /// Most keys tracked; the idlest are forgotten first. Each is kept as a fixed-size
+        /// digest, so this bounds the bytes too: about 76 bytes a key at most, tables
+        /// included, plus 4 KB (44 a key at the default 100k: 4.3 MB).
         max_keys: usize,
         /// Where the counts live.
         store: RateStore,
@@ -223,6 +225,21 @@ impl PolicyKind {
         "cache",
         "transform",
     ];
+
+    /// Whether a request this policy lets through was admitted by a credential it checked
+    /// (what makes a response per-user for a cache, RFC 9111 §3.5). Every kind says, so a
+    /// new kind must decide.
+    pub fn authenticates(&self) -> bool {
+        match self {
+            Self::ApiKey { .. } | Self::Jwt { .. } | Self::BasicAuth { .. } => true,
+            Self::IpFilter { .. }
+            | Self::RateLimit { .. }
+            | Self::Cors { .. }
+            | Self::Headers { .. }
+            | Self::Cache { .. }
+            | Self::Transform { .. } => false,
+        }
+    }
 
     pub fn name(&self) -> &'static str {
         match self {

@@ -24,6 +24,10 @@ pub struct RawGlobal {
 pub struct RawAdmin {
     pub bind: S<String>,
     pub token: Option<S<String>>,
+    /// Host names the admin API answers besides IP literals and `localhost` (SPEC §6).
+    pub hosts: Option<S<Vec<S<String>>>>,
+    /// lb addition: open admin connections at most; default 64.
+    pub max_connections: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,6 +41,8 @@ pub struct RawListener {
     pub sni_routes: Option<S<std::collections::BTreeMap<String, S<String>>>>,
     pub proxy_protocol: Option<S<String>>,
     pub accept_proxy_protocol: Option<S<bool>>,
+    /// Who may send a PROXY header (SPEC §6): addresses or networks.
+    pub trusted_proxies: Option<S<Vec<S<String>>>>,
     /// lb addition: how long a client has for the PROXY header, the ClientHello and the TLS
     /// handshake together; default 10s.
     pub handshake_timeout: Option<S<String>>,
@@ -321,7 +327,7 @@ fn policy_keys() -> &'static [&'static str] {
 pub fn known_keys(table: &str) -> &'static [&'static str] {
     match table {
         "global" => &["workers", "max_connections", "shutdown_timeout", "splice"],
-        "admin" => &["bind", "token"],
+        "admin" => &["bind", "token", "hosts", "max_connections"],
         "listener" => &[
             "name",
             "bind",
@@ -331,6 +337,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "sni_routes",
             "proxy_protocol",
             "accept_proxy_protocol",
+            "trusted_proxies",
             "handshake_timeout",
             "connect_timeout",
             "idle_timeout",

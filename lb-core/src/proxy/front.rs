@@ -38,14 +38,17 @@ pub enum FrontError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     BadProxyHeader,
+    /// A peer outside the listener's `trusted_proxies`.
+    UntrustedProxy,
     BadClientHello,
     TlsHandshake,
     HandshakeTimeout,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 4] = [
+    pub const ALL: [Reject; 5] = [
         Self::BadProxyHeader,
+        Self::UntrustedProxy,
         Self::BadClientHello,
         Self::TlsHandshake,
         Self::HandshakeTimeout,
@@ -54,6 +57,7 @@ impl Reject {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadProxyHeader => "bad_proxy_header",
+            Self::UntrustedProxy => "untrusted_proxy",
             Self::BadClientHello => "bad_client_hello",
             Self::TlsHandshake => "tls_handshake",
             Self::HandshakeTimeout => "handshake_timeout",

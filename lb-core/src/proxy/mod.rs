@@ -1,6 +1,7 @@
 //! Proxying: accept → (PROXY header, ClientHello, TLS) → pick → connect (with retry) → relay
 //! until both sides close; UDP flows beside it.
 
+pub mod accept_backoff;
 mod buffers;
 pub mod front;
 pub mod handoff;

@@ -17,10 +17,12 @@ pub struct PairMetrics {
     pub(crate) active: metrics::Gauge,
     pub(crate) bytes_rx: metrics::Counter,
     pub(crate) bytes_tx: metrics::Counter,
+    /// `lb_udp_datagrams_total` rx and tx, on udp listeners only.
+    udp: Option<[metrics::Counter; 2]>,
 }
 
 impl PairMetrics {
-    fn new(listener: &str, pool: &str, backend: &str) -> Self {
+    fn new(listener: &str, pool: &str, backend: &str, udp: bool) -> Self {
         let l = [
             ("listener", listener.to_string()),
             ("pool", pool.to_string()),
@@ -31,12 +33,26 @@ impl PairMetrics {
             v.push(("direction", d.to_string()));
             metrics::counter!("lb_bytes_total", &v)
         };
+        let datagrams = |d: &'static str| {
+            let mut v = l.to_vec();
+            v.push(("direction", d.to_string()));
+            metrics::counter!("lb_udp_datagrams_total", &v)
+        };
         Self {
             connections: metrics::counter!("lb_connections_total", &l),
             active: metrics::gauge!("lb_active_connections", &l),
             bytes_rx: dir("rx"),
             bytes_tx: dir("tx"),
+            udp: udp.then(|| [datagrams("rx"), datagrams("tx")]),
         }
+    }
+
+    /// The datagram counters (to the backend, from it) of a udp listener's pair; counters
+    /// that record nothing elsewhere.
+    pub(crate) fn udp_datagrams(&self) -> [metrics::Counter; 2] {
+        self.udp
+            .clone()
+            .unwrap_or_else(|| [metrics::Counter::noop(), metrics::Counter::noop()])
     }
 }
 
@@ -51,17 +67,25 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(listener: &str, pool: Arc<Pool>, backend_tls: Option<Arc<Backends>>) -> Self {
+    fn new(listener: &str, udp: bool, pool: Arc<Pool>, backend_tls: Option<Arc<Backends>>) -> Self {
         let metrics = pool
             .backends
             .iter()
-            .map(|b| PairMetrics::new(listener, pool.name(), &b.id))
+            .map(|b| PairMetrics::new(listener, pool.name(), &b.id, udp))
             .collect();
         Self {
             pool,
             metrics,
             backend_tls,
         }
+    }
+}
+
+/// Dropped when a reload replaced the listener's route and its last connection ended, often
+/// on a worker: a big pool's handles (four per backend) are freed on the reclaim thread.
+impl Drop for Target {
+    fn drop(&mut self) {
+        crate::reclaim::drop_later(std::mem::take(&mut self.metrics));
     }
 }
 
@@ -88,7 +112,7 @@ impl Route {
         let l = &loaded.config.listeners[index];
         let target = |p: usize| {
             let tls = loaded.tls.pools.get(p).cloned().flatten();
-            Target::new(&l.name, pools[p].clone(), tls)
+            Target::new(&l.name, l.protocol == Protocol::Udp, pools[p].clone(), tls)
         };
         let by_sni = SniMap::new(
             l.sni_routes

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +16,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
+use super::accept_backoff::AcceptBackoff;
 use super::front::{self, Front, Reject};
 use super::handoff::{ClientStream, Conn};
 use super::prefixed::Prefixed;
@@ -118,17 +119,10 @@ pub async fn accept_loop(
     cx: Context,
     stop: CancellationToken,
 ) {
+    let mut backoff = AcceptBackoff::new(&shared.name);
     loop {
         let (stream, peer) = tokio::select! {
-            r = socket.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(listener = %shared.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+            x = backoff.accept(&socket) => x,
             () = stop.cancelled() => return,
         };
         let Some(guard) = admit(&shared, &cx.limits, peer) else {
@@ -268,6 +262,14 @@ async fn serve(
         sni: None,
     };
     let want_hello = route.needs_client_hello();
+    if let (true, Some(trusted)) = (l.accept_proxy_protocol, &l.trusted_proxies) {
+        // Refused before a byte is read: whatever it sends, it may not say who the client is.
+        if !trusted.iter().any(|c| c.contains(peer.ip())) {
+            let detail = format!("{} is not in trusted_proxies", peer.ip());
+            refuse(shared, l, peer, start, Reject::UntrustedProxy, &detail);
+            return;
+        }
+    }
     if l.accept_proxy_protocol || want_hello {
         // Boxed, as the TLS handshake below: a plain connection's task should not carry
         // their state for the whole of its life.

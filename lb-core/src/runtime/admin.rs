@@ -10,22 +10,23 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admin_access::{self, Refusal};
+use super::admin_conn;
 use super::{status, ReloadError, Shared};
 use crate::backend::AdminState;
+use crate::proxy::accept_backoff::{AcceptBackoff, LogEvery};
 
 type Resp = Response<Full<Bytes>>;
 
-/// How long an admin client has to send a whole request head (slowloris), and how long a
-/// kept-alive admin connection may wait for its next one.
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Serves until `stop`; connections are tracked so shutdown can let them finish.
+/// Serves until `stop`; connections are tracked so shutdown can let them finish. At most
+/// `admin.max_connections` are open at once: the admin port must never take the file
+/// descriptors the data plane needs.
 pub async fn serve(
     sock: TcpListener,
     shared: Arc<Shared>,
@@ -35,40 +36,88 @@ pub async fn serve(
     if let Ok(a) = sock.local_addr() {
         tracing::info!("admin API on http://{a}/ (metrics at /metrics, status at /api/status)");
     }
+    let max = shared
+        .state
+        .load()
+        .loaded
+        .config
+        .admin
+        .as_ref()
+        .map_or(crate::config::Admin::DEFAULT_MAX_CONNECTIONS, |a| {
+            a.max_connections
+        });
+    let slots = Arc::new(Semaphore::new(max));
+    let refused = metrics::counter!("lb_rejected_connections_total", "listener" => "admin", "reason" => "admin_limit");
+    let mut refusals = LogEvery::new(std::time::Duration::from_secs(1));
+    let mut backoff = AcceptBackoff::new("admin");
     loop {
         let (stream, peer) = tokio::select! {
-            r = sock.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
+            x = backoff.accept(&sock) => x,
             () = stop.cancelled() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: the client learns now, and the descriptor is free again.
+            drop(stream);
+            refused.increment(1);
+            if let Some(n) = refusals.record(tokio::time::Instant::now()) {
+                tracing::warn!(
+                    "admin: {max} connections open (admin.max_connections); refused {n} more"
+                );
+            }
+            continue;
         };
         let shared = shared.clone();
         tracker.spawn(async move {
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, peer, req)) }
+                // Answered on the blocking pool, not the runtime's thread: a reload builds
+                // the whole new config (a second for a 10,000-backend pool) and a status or
+                // metrics page of a big config takes a while too; neither may hold up health
+                // checks or, with the work-stealing runtime, connections.
+                async move {
+                    let answer = tokio::task::spawn_blocking(move || handle(&shared, peer, req));
+                    Ok::<_, Infallible>(answer.await.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "admin request failed");
+                        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                    }))
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            admin_conn::serve(stream, peer, svc).await;
         });
     }
 }
 
 fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    let mut r = route(shared, peer, req);
+    // The page must never be framed by another site (clickjacking its buttons).
+    let h = r.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // A refused client does not keep its slot (admin.max_connections): one that asks again
+    // and again without the token or from a foreign origin or Host would otherwise hold it
+    // for good and keep the operator out.
+    if matches!(
+        r.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::MISDIRECTED_REQUEST
+    ) {
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let state = shared.state.load();
-    let token = state
-        .loaded
-        .config
-        .admin
-        .as_ref()
-        .and_then(|a| a.token.as_deref());
+    let admin = state.loaded.config.admin.as_ref();
+    let token = admin.and_then(|a| a.token.as_deref());
     let authorized = token.is_none_or(|t| {
         req.headers()
             .get(AUTHORIZATION)
@@ -76,6 +125,36 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| constant_time_eq(given.as_bytes(), t.as_bytes()))
     });
+    // A loopback GET needs no token, so a token guards nothing against a page on a rebound
+    // name in a browser on this host: check its Host as if there were no token.
+    let loopback_free = !authorized && peer.ip().is_loopback();
+    let rules = admin_access::Rules {
+        hosts: admin.map_or(&[][..], |a| &a.hosts),
+        check_host: loopback_free || admin.is_none_or(|a| a.checks_host()),
+    };
+    if let Err(why) = admin_access::check(
+        rules,
+        req.method(),
+        req.uri().authority().map(|a| a.as_str()),
+        req.headers(),
+    ) {
+        tracing::debug!(client = %peer, "admin request refused: {why:?}");
+        let reason = match why {
+            Refusal::Host(_) => "host",
+            Refusal::Origin(_) => "origin",
+        };
+        metrics::counter!("lb_admin_refused_total", "reason" => reason).increment(1);
+        return match why {
+            Refusal::Host(h) => error(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!("this admin API does not answer to Host \"{h}\"; use an IP address or localhost, or list the name in [admin] hosts"),
+            ),
+            Refusal::Origin(o) => error(
+                StatusCode::FORBIDDEN,
+                &format!("cross-origin request refused ({o})"),
+            ),
+        };
+    }
     let path = req.uri().path().to_string();
     let segments: Vec<String> = path
         .split('/')
@@ -88,9 +167,9 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
         (&Method::POST, _) if !authorized => unauthorized(),
         (&Method::GET, ["metrics"]) => {
             let body = shared
-                .prometheus
+                .metrics
                 .as_ref()
-                .map(|h| h.render())
+                .map(crate::series::Exporter::render)
                 .unwrap_or_default();
             with_type(
                 Response::new(Full::new(Bytes::from(body))),

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
@@ -183,7 +182,8 @@ pub struct BindOptions {
     /// The file reloads read again; `None` for an embedded config.
     pub config_path: Option<PathBuf>,
     pub threading: Threading,
-    pub prometheus: Option<PrometheusHandle>,
+    /// Renders `/metrics` (see [`crate::series`]).
+    pub metrics: Option<crate::series::Exporter>,
     /// Listening sockets taken over from a previous process (binary upgrade).
     pub inherited: Inherited,
     /// What serves http listeners and prepares their part of each reloaded config.
@@ -288,7 +288,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         }),
         config_path: opts.config_path.clone(),
         started: Instant::now(),
-        prometheus: opts.prometheus.take(),
+        metrics: opts.metrics.take(),
         phase,
         workers,
         threading,

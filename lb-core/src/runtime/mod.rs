@@ -5,6 +5,8 @@
 //! Lifecycle phases `Starting → Ready → Draining → Stopped` are published on a watch channel.
 
 mod admin;
+mod admin_access;
+mod admin_conn;
 mod bind;
 mod engine;
 mod reload;
@@ -27,7 +29,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
@@ -138,7 +139,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     pub limits: Arc<Limits>,
     pub started: Instant,
-    pub prometheus: Option<PrometheusHandle>,
+    /// Renders `/metrics`; `None` when another recorder was installed first.
+    pub metrics: Option<crate::series::Exporter>,
     pub phase: tokio::sync::watch::Sender<Phase>,
     pub workers: usize,
     pub threading: Threading,

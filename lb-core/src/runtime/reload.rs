@@ -31,7 +31,11 @@ impl Shared {
     /// Reloads the config file. On any error nothing changes and the running config stays.
     /// Returns what changed, for the log and `POST /api/reload`.
     pub fn reload(&self) -> Result<Value, ReloadError> {
+        tracing::info!("config reload started");
         let result = self.try_reload();
+        // Parsing the new file (and, when the old config's pools went with the swap, the old
+        // config) freed a lot; a big config's parse tree alone is ~1.5 KB per backend.
+        crate::reclaim::release_freed_memory();
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("lb_config_reloads_total", "result" => outcome).increment(1);
         match &result {
@@ -68,9 +72,29 @@ impl Shared {
             notes.push("global.splice changes take effect on restart".into());
         }
         let (new_admin, old_admin) = (&cfg.admin, &old.loaded.config.admin);
+        // The admin socket stays where it is until restart, so the token that guards it off
+        // loopback must stay too (moving `bind` to loopback or removing `[admin]` drops it).
+        let running = self
+            .admin_fd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, _, actual)| *actual);
+        if running.is_some_and(|a| !a.ip().to_canonical().is_loopback())
+            && new_admin.as_ref().is_none_or(|a| a.token.is_none())
+        {
+            return Err(ReloadError::Unavailable(
+                "the admin API keeps listening on its non-loopback address until restart \
+                 (admin.bind changes take effect on restart), so [admin] must keep a token",
+            ));
+        }
         if new_admin.as_ref().map(|a| a.bind) != old_admin.as_ref().map(|a| a.bind) {
             notes
                 .push("admin.bind changes take effect on restart (admin.token applies now)".into());
+        }
+        let max = |a: &Option<config::Admin>| a.as_ref().map(|a| a.max_connections);
+        if new_admin.is_some() && max(new_admin) != max(old_admin) {
+            notes.push("admin.max_connections changes take effect on restart".into());
         }
 
         // Bind new listeners first: if one fails, nothing has changed yet.

@@ -33,6 +33,7 @@ impl Bound {
         Fut: Future<Output = ()>,
     {
         let shared = self.shared.clone();
+        raise_fd_limit();
         let g = shared.state.load().loaded.config.global.clone();
         let mode = if g.splice && cfg!(target_os = "linux") {
             RelayMode::Splice
@@ -200,4 +201,20 @@ async fn control<F, Fut>(
     exit.cancel();
     shared.phase.send_replace(Phase::Stopped);
     tracing::info!("stopped");
+}
+
+/// Raises the open-file limit and keeps the spare descriptor accept loops use when out of
+/// them (see `crate::fd_limit`).
+fn raise_fd_limit() {
+    match crate::fd_limit::raise_nofile() {
+        Ok(Some((old, new))) => {
+            let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+            tracing::info!("open-file limit raised from {} to {}", show(old), show(new));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; staying at {:?}", crate::fd_limit::nofile())
+        }
+    }
+    crate::fd_limit::keep_spare();
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::deadline::Deadline;
 use super::reply::write_answer;
 use super::{head, Answer, Failed, Next, Plan, Session, CHUNK};
 use crate::balance;
@@ -147,28 +148,26 @@ impl Session<'_> {
             // The connection's timer, moved rather than made anew (see `Deadline`).
             self.backend_timer
                 .set(t.answer_by(tokio::time::Instant::now()));
-            let wrote = tokio::select! {
-                biased;
-                r = conn.write_all(&self.out) => r,
-                () = self.backend_timer.passed() => {
+            // The backend may answer before the body is over (a 413 or 401, say): then the
+            // rest of it is not sent, and both connections close after the answer.
+            let early = match write_watching(&mut conn, &self.out, &mut self.backend_timer).await {
+                // Boxed: only bodies longer than their first read come here, and its state
+                // should not size every connection's task.
+                Wrote::All => {
+                    *body_left > 0
+                        && Box::pin(self.stream_body(io, &mut conn, body_left, t)).await?
+                }
+                Wrote::Answered => true,
+                Wrote::Late => {
                     return Err(Failed::Backend(Failure::Timeout("took no request".into())))
                 }
-            };
-            match wrote {
-                Ok(()) => {}
                 // An idle connection the backend had closed: the request did not leave.
-                Err(_) if reused => {
+                Wrote::Failed(_) if reused => {
                     fresh_only = true;
                     continue;
                 }
-                Err(e) => return Err(Failed::Backend(Failure::Connect(e.to_string()))),
-            }
-            // The backend may answer before the body is over (a 413 or 401, say): then the
-            // rest of it is not sent, and both connections close after the answer.
-            // Boxed: only bodies longer than their first read come here, and its state should
-            // not size every connection's task.
-            let early =
-                *body_left > 0 && Box::pin(self.stream_body(io, &mut conn, body_left, t)).await?;
+                Wrote::Failed(e) => return Err(Failed::Backend(Failure::Connect(e.to_string()))),
+            };
             let answer_by = t.answer_by(tokio::time::Instant::now());
             match self
                 .read_head(&mut conn, plan, cookie.as_deref(), answer_by, early)
@@ -245,19 +244,46 @@ impl Session<'_> {
             // (nginx's proxy_send_timeout).
             self.backend_timer
                 .set(tokio::time::Instant::now() + t.timeout);
-            let wrote = tokio::select! {
-                biased;
-                r = conn.write_all(&chunk[..n]) => r,
-                () = self.backend_timer.passed() => {
+            match write_watching(conn, &chunk[..n], &mut self.backend_timer).await {
+                Wrote::All => {}
+                Wrote::Answered => return Ok(true),
+                Wrote::Late => {
                     let why = "took none of the request body in time";
                     return Err(Failed::Backend(Failure::Timeout(why.into())));
                 }
-            };
-            if let Err(e) = wrote {
-                return Err(bad(&format!("failed while the request body was sent: {e}")));
+                Wrote::Failed(e) => {
+                    return Err(bad(&format!("failed while the request body was sent: {e}")))
+                }
             }
         }
         Ok(false)
+    }
+}
+
+/// How a write towards a backend ended.
+enum Wrote {
+    All,
+    /// The backend started answering (or closed) while the write waited for room.
+    Answered,
+    /// The deadline passed first.
+    Late,
+    Failed(std::io::Error),
+}
+
+/// Writes `buf` to the backend, watching for its answer while the write waits: a backend
+/// that refuses a request (a 413, a 401) may answer and stop reading it, and waiting on for
+/// room it will never make would turn its answer into a timeout.
+async fn write_watching(conn: &mut TcpStream, buf: &[u8], timer: &mut Deadline) -> Wrote {
+    let (mut rd, mut wr) = conn.split();
+    let mut peeked = [0u8; 1];
+    tokio::select! {
+        biased;
+        r = wr.write_all(buf) => match r {
+            Ok(()) => Wrote::All,
+            Err(e) => Wrote::Failed(e),
+        },
+        _ = rd.peek(&mut peeked) => Wrote::Answered,
+        () = timer.passed() => Wrote::Late,
     }
 }
 

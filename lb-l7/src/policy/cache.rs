@@ -1,8 +1,18 @@
 //! `kind = "cache"`: a shared cache (RFC 9111) of GET and HEAD responses in front of the
-//! backend, keyed by host, path, query and the `vary` request headers, bounded in bytes
-//! (moka: TinyLFU admission, LRU eviction), entries living `ttl` or less if the response's
-//! `s-maxage`/`max-age` says so. Stored: 200 responses without `no-store`, `private`,
-//! `Set-Cookie` or a `Vary` on headers the key does not hold, up to `max_object_size`.
+//! backend, keyed by route, authority, path, query and the `vary` request headers
+//! ([`super::cache_key`]), bounded in bytes (moka: TinyLFU admission, LRU eviction), entries
+//! living `ttl` or less if the response's `s-maxage`/`max-age` (or, without them, `Expires`)
+//! says so. Stored: 200 responses to GET without `no-store`, `private`, `no-cache`,
+//! `Set-Cookie`, `Vary: *` or an `Expires` in the past, up to
+//! `max_object_size`. An entry answers only requests that present the same values of the
+//! fields its response's `Vary` names, as the backend gets them (lb's forwarding fields by
+//! lb's values); one key holds one such variant at a time (fields in the policy's `vary` are
+//! in the key, so their variants are kept side by side). A request with a body bypasses:
+//! the backend may answer by it, and the key does not hold it.
+//!
+//! Authenticated requests (the plan says which: see [`crate::plan::Plan::authenticated`])
+//! are answered from, and fill, only entries whose response said `public` or `s-maxage`
+//! (RFC 9111 §3.5): what one user was sent is never sent to another.
 //!
 //! A burst of misses for one key sends one request to the backend: the first is the
 //! leader, the others wait (bounded) for its response to be stored and are answered from the
@@ -10,12 +20,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can move it (paused time) instead of waiting out a ttl; outside
+// tests it is the monotonic clock. moka's own `time_to_live` only evicts, never decides.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use tokio::sync::Notify;
 
+use super::cache_control;
+use super::cache_key::{self, Primary, Varied};
+use super::cache_redis::{decode, encode};
 use super::redis_store::Redis;
 use super::{Policy, Refusal, RequestInfo};
 use crate::body::{empty, full};
@@ -27,13 +44,24 @@ const COALESCE_WAIT: Duration = Duration::from_secs(10);
 /// One stored response.
 #[derive(Debug)]
 pub struct Stored {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    stored_at: Instant,
-    expires: Instant,
-    /// May answer requests that carry `Authorization` (RFC 9111 §3.5).
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+    pub(super) stored_at: Instant,
+    pub(super) expires: Instant,
+    /// May answer authenticated requests (RFC 9111 §3.5).
+    pub(super) for_authorized: bool,
+    /// The request fields the response varies by, as the request it answered had them.
+    pub(super) varied: Varied,
+}
+
+/// How a response is kept: for how long, whether it may answer authenticated requests, and
+/// what it varies by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep {
+    ttl: Duration,
     for_authorized: bool,
+    varied: Varied,
 }
 
 #[derive(Debug)]
@@ -70,6 +98,9 @@ pub struct Fill {
     /// Only the leader of a burst releases the others.
     leader: bool,
     authorized: bool,
+    /// The request's fields, for those the response's `Vary` names; `None` for a HEAD,
+    /// whose answer (no body) is never stored.
+    request: Option<HeaderMap>,
 }
 
 impl Drop for Fill {
@@ -85,26 +116,6 @@ impl Drop for Fill {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn directives(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
-        .collect()
-}
-
-fn seconds(dirs: &[String], name: &str) -> Option<u64> {
-    dirs.iter().find_map(|d| {
-        d.strip_prefix(name)?
-            .strip_prefix('=')?
-            .trim_matches('"')
-            .parse()
-            .ok()
-    })
 }
 
 impl Cache {
@@ -131,7 +142,8 @@ impl Cache {
                         .iter()
                         .map(|(n, v)| n.as_str().len() + v.len())
                         .sum();
-                    u32::try_from(k.len() + headers + v.body.len()).unwrap_or(u32::MAX)
+                    let varied = cache_key::varied_len(&v.varied);
+                    u32::try_from(k.len() + headers + varied + v.body.len()).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
                 .build(),
@@ -149,34 +161,19 @@ impl Cache {
         self.store.invalidate_all();
     }
 
-    fn key(&self, info: &RequestInfo, headers: &HeaderMap) -> String {
-        let mut key = format!(
-            "{}\n{}\n{}?{}",
-            if info.method == Method::HEAD {
-                "GET"
-            } else {
-                info.method.as_str()
-            },
-            info.host.as_deref().unwrap_or(""),
-            info.path,
-            info.query.as_deref().unwrap_or("")
-        );
-        for h in &self.vary {
-            key.push('\n');
-            key.push_str(h);
-            key.push(':');
-            for v in headers.get_all(h.as_str()) {
-                key.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                key.push(',');
-            }
-        }
-        key
-    }
-
-    fn fresh(&self, key: &str, authorized: bool, head: bool) -> Option<Response<Body>> {
+    fn fresh(
+        &self,
+        key: &str,
+        authorized: bool,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Option<Response<Body>> {
         let s = self.store.get(key)?;
         let now = Instant::now();
-        if now >= s.expires || (authorized && !s.for_authorized) {
+        if now >= s.expires
+            || (authorized && !s.for_authorized)
+            || !cache_key::matches(&s.varied, headers)
+        {
             return None;
         }
         let mut resp = Response::new(if head { empty() } else { full(s.body.clone()) });
@@ -192,25 +189,46 @@ impl Cache {
     }
 
     /// Looks a request up; waits for a burst's leader when one is fetching the same key.
-    pub async fn lookup(self: &Arc<Self>, info: &RequestInfo, headers: &HeaderMap) -> Lookup {
+    /// `authority` is the one the request was routed by and goes on as `Host`, `headers` its
+    /// fields as the backend gets them (after the route's policies, with lb's forwarding
+    /// fields), `authenticated` the plan's word on it, `with_body` whether it carries a body.
+    /// A request with a body (a "fat GET") is not the cache's: the backend may answer by the
+    /// body, which the key does not hold.
+    pub async fn lookup(
+        self: &Arc<Self>,
+        info: &RequestInfo,
+        authority: Option<&str>,
+        headers: &HeaderMap,
+        authenticated: bool,
+        with_body: bool,
+    ) -> Lookup {
         let cacheable_method = info.method == Method::GET || info.method == Method::HEAD;
-        let dirs = directives(headers);
-        if !cacheable_method || dirs.iter().any(|d| d == "no-store" || d == "no-cache") {
+        let dirs = cache_control::directives(headers);
+        if !cacheable_method || with_body || dirs.iter().any(|d| d == "no-store" || d == "no-cache")
+        {
             self.bypass.increment(1);
             return Lookup::Bypass;
         }
-        let key = self.key(info, headers);
-        let authorized = headers.contains_key(header::AUTHORIZATION);
+        let primary = Primary {
+            route: &info.route,
+            authority,
+            method: &info.method,
+            path: &info.path,
+            query: info.query.as_deref(),
+            consumer: info.consumer.as_deref(),
+        };
+        let key = cache_key::primary(&primary, &self.vary, headers);
+        let authorized = authenticated;
         let head = info.method == Method::HEAD;
-        if let Some(resp) = self.fresh(&key, authorized, head) {
+        if let Some(resp) = self.fresh(&key, authorized, head, headers) {
             self.hit.increment(1);
             return Lookup::Hit(resp);
         }
         if let Some(shared) = &self.shared {
-            if let Some(Some(bytes)) = shared.get(&key).await {
+            if let Some(Some(bytes)) = shared.get(&cache_key::shared(&key)).await {
                 if let Some(stored) = decode(&bytes) {
                     self.store.insert(key.clone(), Arc::new(stored));
-                    if let Some(resp) = self.fresh(&key, authorized, head) {
+                    if let Some(resp) = self.fresh(&key, authorized, head, headers) {
                         self.hit.increment(1);
                         return Lookup::Hit(resp);
                     }
@@ -232,7 +250,7 @@ impl Cache {
             None => true,
             Some(notified) => {
                 let _ = tokio::time::timeout(COALESCE_WAIT, notified).await;
-                if let Some(resp) = self.fresh(&key, authorized, head) {
+                if let Some(resp) = self.fresh(&key, authorized, head, headers) {
                     self.hit.increment(1);
                     return Lookup::Hit(resp);
                 }
@@ -245,47 +263,26 @@ impl Cache {
             key,
             leader,
             authorized,
+            request: (!head).then(|| headers.clone()),
         })
     }
 
-    /// How long a response may be stored, if at all.
+    /// How long a response may be stored, if at all (and whether for authenticated
+    /// requests): [`cache_control::storable`] under this cache's `ttl`.
     fn storable(&self, status: StatusCode, headers: &HeaderMap) -> Option<(Duration, bool)> {
-        if status != StatusCode::OK || headers.contains_key(header::SET_COOKIE) {
-            return None;
-        }
-        let dirs = directives(headers);
-        if dirs
-            .iter()
-            .any(|d| d == "no-store" || d == "private" || d == "no-cache")
-        {
-            return None;
-        }
-        let varies_elsewhere = headers
-            .get_all(header::VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|h| h.trim().to_ascii_lowercase())
-            .any(|h| h == "*" || (h != "accept-encoding" && !self.vary.contains(&h)));
-        if varies_elsewhere {
-            return None;
-        }
-        let said = seconds(&dirs, "s-maxage").or_else(|| seconds(&dirs, "max-age"));
-        let ttl = said.map_or(self.ttl, |s| self.ttl.min(Duration::from_secs(s)));
-        let for_authorized = dirs
-            .iter()
-            .any(|d| d == "public" || d == "must-revalidate" || d.starts_with("s-maxage"));
-        (!ttl.is_zero()).then_some((ttl, for_authorized))
+        cache_control::storable(self.ttl, status, headers)
     }
 }
 
 impl Fill {
     /// Whether the response may be kept, and how; `None` lets it pass untouched.
-    pub fn plan(&self, status: StatusCode, headers: &HeaderMap) -> Option<(Duration, bool)> {
+    pub fn plan(&self, status: StatusCode, headers: &HeaderMap) -> Option<Keep> {
+        let request = self.request.as_ref()?;
         let (ttl, for_authorized) = self.cache.storable(status, headers)?;
         if self.authorized && !for_authorized {
             return None;
         }
+        let varied = cache_key::varied(&cache_key::vary_names(headers)?, request);
         let len = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -293,7 +290,11 @@ impl Fill {
         if len.is_some_and(|l| l > self.cache.max_object) {
             return None;
         }
-        Some((ttl, for_authorized))
+        Some(Keep {
+            ttl,
+            for_authorized,
+            varied,
+        })
     }
 
     pub fn max_object(&self) -> u64 {
@@ -301,27 +302,25 @@ impl Fill {
     }
 
     /// Stores a whole response, then releases the requests waiting for it.
-    pub fn store(
-        self,
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-        (ttl, for_authorized): (Duration, bool),
-    ) {
+    pub fn store(self, status: StatusCode, headers: HeaderMap, body: Bytes, keep: Keep) {
         let now = Instant::now();
+        let ttl = keep.ttl;
         let stored = Arc::new(Stored {
             status,
             headers,
             body,
             stored_at: now,
             expires: now + ttl,
-            for_authorized,
+            for_authorized: keep.for_authorized,
+            varied: keep.varied,
         });
         self.cache.store.insert(self.key.clone(), stored.clone());
         if let Some(shared) = self.cache.shared.clone() {
             let key = self.key.clone();
             tokio::spawn(async move {
-                shared.set(&key, encode(&stored), ttl).await;
+                shared
+                    .set(&cache_key::shared(&key), encode(&stored), ttl)
+                    .await;
             });
         }
     }
@@ -340,17 +339,11 @@ impl Policy for Cache {
 pub struct Filling<B> {
     inner: B,
     copy: bytes::BytesMut,
-    fill: Option<(Fill, StatusCode, HeaderMap, (Duration, bool))>,
+    fill: Option<(Fill, StatusCode, HeaderMap, Keep)>,
 }
 
 impl<B> Filling<B> {
-    pub fn new(
-        inner: B,
-        fill: Fill,
-        status: StatusCode,
-        headers: HeaderMap,
-        plan: (Duration, bool),
-    ) -> Self {
+    pub fn new(inner: B, fill: Fill, status: StatusCode, headers: HeaderMap, plan: Keep) -> Self {
         Self {
             inner,
             copy: bytes::BytesMut::new(),
@@ -413,78 +406,11 @@ where
     }
 }
 
-/// An entry as kept in Redis: a line `lb-cache-1 STATUS STORED_MS EXPIRES_MS AUTH` (wall
-/// clock, so any lb can judge its age), a `name: value` line per header, an empty line, the
-/// body.
-fn encode(s: &Stored) -> Vec<u8> {
-    let wall = |t: Instant| {
-        let now = Instant::now();
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i128);
-        (unix + (t.saturating_duration_since(now).as_millis() as i128)
-            - (now.saturating_duration_since(t).as_millis() as i128)) as u64
-    };
-    let mut out = format!(
-        "lb-cache-1 {} {} {} {}\n",
-        s.status.as_u16(),
-        wall(s.stored_at),
-        wall(s.expires),
-        u8::from(s.for_authorized)
-    )
-    .into_bytes();
-    for (n, v) in &s.headers {
-        out.extend_from_slice(n.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-    out.extend_from_slice(&s.body);
-    out
-}
-
-/// An entry read back from Redis; `None` for anything malformed or already expired.
-fn decode(bytes: &[u8]) -> Option<Stored> {
-    let end = bytes.windows(2).position(|w| w == b"\n\n")?;
-    let head = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut lines = head.split('\n');
-    let first: Vec<&str> = lines.next()?.split(' ').collect();
-    let [magic, status, stored, expires, auth] = first.as_slice() else {
-        return None;
-    };
-    if *magic != "lb-cache-1" {
-        return None;
-    }
-    let now_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
-    let (stored, expires): (u64, u64) = (stored.parse().ok()?, expires.parse().ok()?);
-    let left = expires.checked_sub(now_unix).filter(|l| *l > 0)?;
-    let age = now_unix.saturating_sub(stored);
-    let now = Instant::now();
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (n, v) = line.split_once(": ")?;
-        headers.append(
-            http::HeaderName::from_bytes(n.as_bytes()).ok()?,
-            HeaderValue::from_str(v).ok()?,
-        );
-    }
-    Some(Stored {
-        status: StatusCode::from_u16(status.parse().ok()?).ok()?,
-        headers,
-        body: Bytes::copy_from_slice(&bytes[end + 2..]),
-        stored_at: now.checked_sub(Duration::from_millis(age)).unwrap_or(now),
-        expires: now + Duration::from_millis(left),
-        for_authorized: *auth == "1",
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
+    use sha2::Digest;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -494,81 +420,47 @@ mod tests {
         h
     }
 
-    #[test]
-    fn what_may_be_stored_and_for_how_long() {
-        let c = Cache::new(
-            "t",
-            Duration::from_secs(600),
-            &["accept-language".into()],
-            1 << 20,
-            1 << 10,
-            None,
-        );
-        let ok = StatusCode::OK;
-        assert_eq!(
-            c.storable(ok, &HeaderMap::new()),
-            Some((Duration::from_secs(600), false))
-        );
-        assert_eq!(
-            c.storable(ok, &headers(&[("cache-control", "max-age=60")])),
-            Some((Duration::from_secs(60), false))
-        );
-        assert_eq!(
-            c.storable(
-                ok,
-                &headers(&[("cache-control", "max-age=60, s-maxage=30")])
-            ),
-            Some((Duration::from_secs(30), true))
-        );
-        assert_eq!(
-            c.storable(ok, &headers(&[("cache-control", "max-age=99999")])),
-            Some((Duration::from_secs(600), false)),
-            "the policy's ttl caps it"
-        );
-        for no in ["no-store", "private", "no-cache", "max-age=0"] {
-            assert_eq!(
-                c.storable(ok, &headers(&[("cache-control", no)])),
-                None,
-                "{no}"
-            );
+    fn fill(cache: &Arc<Cache>, authorized: bool, request: Option<HeaderMap>) -> Fill {
+        Fill {
+            cache: cache.clone(),
+            key: "k".into(),
+            leader: false,
+            authorized,
+            request,
         }
-        assert_eq!(c.storable(StatusCode::NOT_FOUND, &HeaderMap::new()), None);
-        assert_eq!(c.storable(ok, &headers(&[("set-cookie", "a=b")])), None);
-        assert_eq!(
-            c.storable(ok, &headers(&[("vary", "Accept-Language")]))
-                .map(|s| s.0),
-            Some(Duration::from_secs(600))
-        );
-        assert_eq!(
-            c.storable(ok, &headers(&[("vary", "Cookie")])),
-            None,
-            "a Vary the key does not hold"
-        );
-        assert_eq!(c.storable(ok, &headers(&[("vary", "*")])), None);
     }
 
     #[test]
-    fn entries_survive_the_trip_through_redis_bytes() {
-        let now = Instant::now();
-        let s = Stored {
-            status: StatusCode::OK,
-            headers: headers(&[("content-type", "text/plain"), ("x-a", "1"), ("x-a", "2")]),
-            body: Bytes::from_static(b"line\n\nwith blank lines\n"),
-            stored_at: now,
-            expires: now + Duration::from_secs(60),
-            for_authorized: true,
-        };
-        let back = decode(&encode(&s)).expect("decodes");
+    fn a_fill_keeps_what_the_response_varies_by_and_whose_it_is() {
+        let c = Arc::new(Cache::new(
+            "t",
+            Duration::from_secs(600),
+            &[],
+            1 << 20,
+            1 << 10,
+            None,
+        ));
+        let ok = StatusCode::OK;
+        let zstd = headers(&[("accept-encoding", "zstd"), ("accept-language", "fr")]);
+        let vary = headers(&[("vary", "Accept-Encoding, accept-encoding")]);
+        let keep = fill(&c, false, Some(zstd.clone()))
+            .plan(ok, &vary)
+            .expect("stored");
         assert_eq!(
-            (back.status, back.body.clone(), back.for_authorized),
-            (s.status, s.body.clone(), true)
+            keep.varied,
+            vec![(
+                HeaderName::from_static("accept-encoding"),
+                Some(Bytes::copy_from_slice(&sha2::Sha256::digest(b"zstd")))
+            )]
         );
-        assert_eq!(back.headers.get_all("x-a").iter().count(), 2);
-        assert!(back.expires > now + Duration::from_secs(58));
-        assert!(decode(b"garbage").is_none());
-        assert!(
-            decode(b"lb-cache-1 200 1 2 0\n\nbody").is_none(),
-            "expired long ago"
+        // A HEAD's answer has no body to keep.
+        assert_eq!(fill(&c, false, None).plan(ok, &vary), None);
+        // An authenticated request's answer is kept only if it says it is for anyone.
+        assert_eq!(
+            fill(&c, true, Some(zstd.clone())).plan(ok, &HeaderMap::new()),
+            None
         );
+        let public = headers(&[("cache-control", "public")]);
+        assert!(fill(&c, true, Some(zstd)).plan(ok, &public).is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! `kind = "headers"`: set, add and remove request and response headers, with values that
 //! may name the request: `${client_ip}`, `${host}`, `${method}`, `${path}`, `${consumer}`
-//! (the API-key name), `${route}`. A variable with no value expands to nothing.
+//! (the API-key name), `${route}`, `${jwt.CLAIM}`. A variable with no value expands to
+//! nothing; a value that is no valid field value removes the field (fails closed).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use lb_core::config::HeaderOps;
@@ -54,20 +55,32 @@ pub fn expand(template: &str, info: &RequestInfo) -> String {
     out
 }
 
+/// Applies `ops`. A template that expands to no valid field value (a claim holding a line
+/// break, say) removes the field instead: keeping the copy the client (or backend) sent
+/// would pass it off as lb's own. That goes for `add` too, whose other copies would
+/// otherwise stand alone.
 fn apply(ops: &HeaderOps, info: &RequestInfo, headers: &mut HeaderMap) {
     for name in &ops.remove {
         headers.remove(name.as_str());
     }
     let value = |t: &str| HeaderValue::from_str(&expand(t, info)).ok();
     for (name, template) in &ops.set {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(name.as_bytes()), value(template)) {
-            headers.insert(n, v);
-        }
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        match value(template) {
+            Some(v) => headers.insert(n, v),
+            None => headers.remove(n),
+        };
     }
     for (name, template) in &ops.add {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(name.as_bytes()), value(template)) {
-            headers.append(n, v);
-        }
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        match value(template) {
+            Some(v) => headers.append(n, v),
+            None => headers.remove(n).is_some(),
+        };
     }
 }
 
@@ -123,5 +136,35 @@ mod tests {
         assert_eq!(h.get("x-user").map(|v| v.as_bytes()), Some(&b"mobile"[..]));
         assert_eq!(h.get_all("x-tag").iter().count(), 2);
         assert!(!h.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn a_template_that_makes_no_field_value_removes_the_field() {
+        let claims =
+            serde_json::json!({ "name": "eve\r\nx-admin: 1", "nul": "a\u{0}b", "del": "\u{7f}" });
+        let info = RequestInfo {
+            claims: Some(std::sync::Arc::new(claims)),
+            ..RequestInfo::new(
+                "192.0.2.7".parse().expect("ip"),
+                http::Method::GET,
+                None,
+                "/",
+                None,
+                "r",
+            )
+        };
+        for claim in ["name", "nul", "del"] {
+            let mut h = HeaderMap::new();
+            h.insert("x-user", HeaderValue::from_static("mallory"));
+            h.append("x-tag", HeaderValue::from_static("mallory"));
+            h.append("x-tag", HeaderValue::from_static("root"));
+            let ops = HeaderOps {
+                set: vec![("x-user".into(), format!("${{jwt.{claim}}}"))],
+                add: vec![("x-tag".into(), format!("by ${{jwt.{claim}}}"))],
+                remove: vec![],
+            };
+            apply(&ops, &info, &mut h);
+            assert!(h.is_empty(), "{claim}: {h:?}");
+        }
     }
 }

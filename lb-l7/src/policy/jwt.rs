@@ -1,7 +1,8 @@
 //! `kind = "jwt"`: bearer tokens (RFC 7519) verified with jsonwebtoken. The token's `alg`
 //! must be one of the configured algorithms and fit the key (an RSA public key never
-//! verifies an HS256 token; `none` never parses); `exp` is required, `nbf`, `iss` and `aud`
-//! are checked with `leeway`. Keys come from an environment variable (HMAC), a PEM public
+//! verifies an HS256 token; `none` never parses); `exp` is required, `nbf` is checked with
+//! `leeway`, and a configured `issuer`/`audience` must be in the token. A header naming
+//! `crit` extensions is refused (lb understands none). Keys come from an environment variable (HMAC), a PEM public
 //! key, or a JWKS file (by `kid`), read when the config is loaded. A token lacking every
 //! `require_roles` role gets 403; verified claims can be forwarded as request headers.
 
@@ -153,6 +154,9 @@ pub struct Jwt {
     algorithms: Vec<Algorithm>,
     keys: Keys,
     validation: Validation,
+    /// `iss` must be one string (RFC 7519 §4.1.1); jsonwebtoken also takes a list holding
+    /// the configured issuer among others.
+    one_issuer: bool,
     require_roles: Vec<String>,
     roles_claim: String,
     forward: Vec<(String, http::HeaderName)>,
@@ -184,18 +188,26 @@ impl Jwt {
         validation.algorithms = algorithms.clone();
         validation.leeway = s.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // jsonwebtoken checks `iss` and `aud` only when the token has them: a configured one
+        // must also be present, or a token minted for no one in particular would pass.
+        let mut required = vec!["exp"];
         if let Some(iss) = &s.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
         match &s.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Self {
             name: name.to_string(),
             algorithms,
             keys: s.keys,
+            one_issuer: s.issuer.is_some(),
             validation,
             require_roles: s.require_roles,
             roles_claim: s.roles_claim,
@@ -210,6 +222,7 @@ impl Jwt {
     /// The verified claims of `token`, or why not.
     pub fn verify(&self, token: &str) -> Result<Value, (&'static str, String)> {
         let head = jsonwebtoken::decode_header(token).map_err(|e| reason(&e))?;
+        refuse_critical(token)?;
         if !self.algorithms.contains(&head.alg) {
             return Err((
                 "bad_algorithm",
@@ -225,9 +238,13 @@ impl Jwt {
                 .map(|(_, k)| k)
                 .ok_or(("unknown_key", "no key with the token's kid".to_string()))?,
         };
-        jsonwebtoken::decode::<Value>(token, key, &self.validation)
+        let claims = jsonwebtoken::decode::<Value>(token, key, &self.validation)
             .map(|d| d.claims)
-            .map_err(|e| reason(&e))
+            .map_err(|e| reason(&e))?;
+        if self.one_issuer && !claims.get("iss").is_some_and(Value::is_string) {
+            return Err(("bad_issuer", "wrong issuer".into()));
+        }
+        Ok(claims)
     }
 
     fn has_role(&self, claims: &Value) -> bool {
@@ -242,6 +259,30 @@ impl Jwt {
         self.require_roles
             .iter()
             .any(|r| held.contains(&r.as_str()))
+    }
+}
+
+/// RFC 7515 §4.1.11: a recipient must refuse a token whose header lists, under `crit`,
+/// an extension it does not understand. lb understands none, so any `crit` refuses the
+/// token, whatever its form (an empty list and a non-list are invalid anyway). jsonwebtoken
+/// ignores the member, hence this look at the header's JSON; the segment is found as
+/// jsonwebtoken finds it, and a header that does not read as a JSON object refuses too.
+fn refuse_critical(token: &str) -> Result<(), (&'static str, String)> {
+    use base64::Engine;
+    let malformed = || ("malformed", "the token cannot be read".to_string());
+    let (message, _) = token.rsplit_once('.').ok_or_else(malformed)?;
+    let (header, _) = message.rsplit_once('.').ok_or_else(malformed)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| malformed())?;
+    let fields: serde_json::Map<String, Value> =
+        serde_json::from_slice(&json).map_err(|_| malformed())?;
+    match fields.contains_key("crit") {
+        true => Err((
+            "critical_extension",
+            "the token needs an extension lb does not understand (crit)".to_string(),
+        )),
+        false => Ok(()),
     }
 }
 

@@ -6,10 +6,14 @@
 mod api_key;
 mod basic_auth;
 pub mod cache;
+mod cache_control;
+mod cache_key;
+mod cache_redis;
 mod cors;
 mod headers;
 mod ip_filter;
 pub mod jwt;
+mod rate_key;
 pub mod rate_limit;
 mod redis_store;
 
@@ -149,6 +153,12 @@ pub trait Policy: Send + Sync + std::fmt::Debug {
 
     /// Changes the head of the response (the backend's, or lb's own answer).
     fn response(&self, _info: &RequestInfo, _headers: &mut HeaderMap) {}
+
+    /// `(accounted, bound)` bytes of the per-key state the policy keeps, if it keeps any
+    /// that clients' keys make grow (a rate limit's buckets).
+    fn memory(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// A route's policies, in order.

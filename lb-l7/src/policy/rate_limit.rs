@@ -6,7 +6,9 @@
 //!
 //! Keys live in sharded maps, bounded by `max_keys`: a key whose bucket is full again is
 //! forgotten at no loss (it would be allowed anyway), and if all are busy the shard sheds the
-//! ones closest to full.
+//! ones closest to full. A key is kept as a fixed-size digest ([`super::rate_key`]), never as
+//! the bytes a client sent, so `max_keys` bounds the memory in bytes too
+//! ([`RateLimit::memory`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use lb_core::config::{OnRedisError, RateKey, RateStore};
 
+use super::rate_key::{self, KeyDigest};
 use super::redis_store::{Decision, Redis};
 use super::{refuse_with, Policy, Refusal, RequestInfo, Waiting};
 
@@ -45,7 +48,9 @@ pub struct RateLimit {
     tolerance: u64,
     key: RateKey,
     shard_cap: usize,
-    shards: Vec<Mutex<HashMap<String, u64>>>,
+    shards: Vec<Mutex<HashMap<KeyDigest, u64>>>,
+    /// Hashes this limit's local keys ([`rate_key::local`]).
+    secret: [u8; 32],
     refused: metrics::Counter,
     /// `store = "redis"`: the shared store, and what to do while it does not answer.
     redis: Option<(Arc<Redis>, OnRedisError)>,
@@ -82,31 +87,63 @@ impl RateLimit {
             key,
             shard_cap: max_keys.div_ceil(SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            secret: rate_key::random_secret(),
             refused: metrics::counter!("lb_ratelimited_total", "policy" => name.to_string()),
         }
     }
 
-    fn key_of(&self, info: &RequestInfo, headers: &HeaderMap) -> String {
+    /// The request's key, handed to `f` as bytes (borrowed from the request where it can be).
+    fn with_key<R>(
+        &self,
+        info: &RequestInfo,
+        headers: &HeaderMap,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
         match &self.key {
-            RateKey::Ip => info.client.to_string(),
-            RateKey::Header(h) => headers
-                .get(h.as_str())
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default(),
-            RateKey::ApiKey => info.consumer.clone().unwrap_or_default(),
-            RateKey::Jwt(claim) => info
-                .claims
-                .as_ref()
-                .and_then(|c| c.get(claim))
-                .map(super::jwt::claim_text)
-                .unwrap_or_default(),
-            RateKey::Route => String::new(),
+            RateKey::Ip => match info.client {
+                std::net::IpAddr::V4(a) => f(&a.octets()),
+                std::net::IpAddr::V6(a) => f(&a.octets()),
+            },
+            RateKey::Header(h) => f(headers.get(h.as_str()).map_or(&[], |v| v.as_bytes())),
+            RateKey::ApiKey => f(info.consumer.as_deref().unwrap_or("").as_bytes()),
+            RateKey::Jwt(claim) => {
+                let text = info
+                    .claims
+                    .as_ref()
+                    .and_then(|c| c.get(claim))
+                    .map(super::jwt::claim_text)
+                    .unwrap_or_default();
+                f(text.as_bytes())
+            }
+            RateKey::Route => f(&[]),
         }
     }
 
+    /// The local bucket of a key's bytes.
+    pub fn digest(&self, key: &[u8]) -> KeyDigest {
+        rate_key::local(&self.secret, key)
+    }
+
+    /// `(accounted, bound)`: the bytes the local buckets' tables hold now, and the most they
+    /// can ever hold (each shard's table at its largest for `max_keys / 16` buckets),
+    /// whatever keys clients send.
+    pub fn memory(&self) -> (usize, usize) {
+        let used = self
+            .shards
+            .iter()
+            .map(|s| {
+                let map = s.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                rate_key::table_bytes(map.capacity())
+            })
+            .sum();
+        let bound = SHARDS * rate_key::table_bytes(rate_key::capacity_for(self.shard_cap));
+        (used, bound)
+    }
+
     /// Counts one request of `key` at `now`: `Ok(remaining)` or `Err(retry after, ns)`.
-    pub fn take(&self, key: String, now: u64) -> Result<u64, u64> {
-        let shard = &self.shards[lb_core::hash::hash64(0, key.as_bytes()) as usize % SHARDS];
+    pub fn take(&self, key: KeyDigest, now: u64) -> Result<u64, u64> {
+        // The digest is uniform: its top bits pick the shard, the table hashes the rest.
+        let shard = &self.shards[(key >> 120) as usize % SHARDS];
         let mut map = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -167,17 +204,17 @@ impl RateLimit {
         store: &Redis,
         on_error: OnRedisError,
         info: &mut RequestInfo,
-        key: String,
+        key: (String, KeyDigest),
     ) -> Result<(), Refusal> {
         let (interval_us, tolerance_us) = ((self.interval / 1000).max(1), self.tolerance / 1000);
-        match store.take(&key, interval_us, tolerance_us).await {
+        match store.take(&key.0, interval_us, tolerance_us).await {
             Some(Decision::Pass(ahead_us)) => {
                 let left = remaining(ahead_us, 0, interval_us, tolerance_us);
                 self.decide(info, Ok(left))
             }
             Some(Decision::Wait(us)) => self.decide(info, Err(us * 1000)),
             None => match on_error {
-                OnRedisError::Local => self.decide(info, self.take(key, now_ns())),
+                OnRedisError::Local => self.decide(info, self.take(key.1, now_ns())),
                 OnRedisError::Allow => Ok(()),
                 OnRedisError::Deny => Err(refuse_with(
                     503,
@@ -194,7 +231,7 @@ impl Policy for RateLimit {
         if self.redis.is_some() {
             return Ok(());
         }
-        let key = self.key_of(info, headers);
+        let key = self.with_key(info, headers, |k| self.digest(k));
         let counted = self.take(key, now_ns());
         self.decide(info, counted)
     }
@@ -205,8 +242,13 @@ impl Policy for RateLimit {
         headers: &'a mut HeaderMap,
     ) -> Option<Waiting<'a>> {
         let (store, on_error) = self.redis.as_ref()?;
-        let key = self.key_of(info, headers);
+        // Redis gets a digest every lb computes alike; the local one is for the fallback.
+        let key = self.with_key(info, headers, |k| (rate_key::shared(k), self.digest(k)));
         Some(Box::pin(self.shared(store, *on_error, info, key)))
+    }
+
+    fn memory(&self) -> Option<(usize, usize)> {
+        Some(RateLimit::memory(self))
     }
 
     fn response(&self, info: &RequestInfo, headers: &mut HeaderMap) {
@@ -251,25 +293,27 @@ mod tests {
         let l = limiter(5, 5, 100);
         let t0 = 100 * S;
         for i in 0..5 {
-            assert_eq!(l.take("a".into(), t0), Ok(4 - i), "request {i}");
+            assert_eq!(l.take(l.digest(b"a"), t0), Ok(4 - i), "request {i}");
         }
-        let wait = l.take("a".into(), t0).expect_err("the sixth is refused");
+        let wait = l
+            .take(l.digest(b"a"), t0)
+            .expect_err("the sixth is refused");
         assert_eq!(wait, 2 * S, "one request costs 10s / 5");
-        assert!(l.take("b".into(), t0).is_ok(), "keys are separate");
-        assert_eq!(l.take("a".into(), t0 + 2 * S), Ok(0));
+        assert!(l.take(l.digest(b"b"), t0).is_ok(), "keys are separate");
+        assert_eq!(l.take(l.digest(b"a"), t0 + 2 * S), Ok(0));
         // After the whole window, the whole allowance again.
         let later = t0 + 12 * S;
         for _ in 0..5 {
-            assert!(l.take("a".into(), later).is_ok());
+            assert!(l.take(l.digest(b"a"), later).is_ok());
         }
-        assert!(l.take("a".into(), later).is_err());
+        assert!(l.take(l.digest(b"a"), later).is_err());
     }
 
     #[test]
     fn memory_stays_bounded() {
         let l = limiter(1, 1, 64);
         for i in 0..10_000u64 {
-            let _ = l.take(format!("k{i}"), 100 * S + i);
+            let _ = l.take(l.digest(format!("k{i}").as_bytes()), 100 * S + i);
         }
         let total: usize = l
             .shards
@@ -277,6 +321,56 @@ mod tests {
             .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
             .sum();
         assert!(total <= 64 + SHARDS, "{total} keys kept");
+    }
+
+    #[test]
+    fn the_byte_bound_is_what_the_config_docs_say() {
+        for max_keys in [1, 15, 16, 17, 1000, 6250, 100_000, 1_000_000] {
+            let (_, bound) = limiter(1, 1, max_keys).memory();
+            assert!(bound <= 76 * max_keys + 4096, "{max_keys}: {bound}");
+        }
+        assert!(limiter(1, 1, 100_000).memory().1 <= 44 * 100_000);
+    }
+
+    /// Distinct 32 KiB `header:NAME` keys, as a client may send them: the limiter's tables
+    /// cost the same whatever the keys' size, and never more than their bound.
+    #[test]
+    fn huge_keys_cost_their_digest_only() {
+        let max_keys = 1000;
+        let l = RateLimit::new(
+            "t",
+            1,
+            Duration::from_secs(3600),
+            1,
+            RateKey::Header("x-key".into()),
+            max_keys,
+            &RateStore::Local,
+        );
+        let info = RequestInfo::new(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            http::Method::GET,
+            None,
+            "/",
+            None,
+            "r",
+        );
+        let mut value = vec![b'a'; 32 * 1024];
+        for i in 0..5_000u32 {
+            value[..8].copy_from_slice(format!("{i:08}").as_bytes());
+            let mut h = HeaderMap::new();
+            h.insert("x-key", HeaderValue::from_bytes(&value).expect("value"));
+            let key = l.with_key(&info, &h, |k| l.digest(k));
+            let _ = l.take(key, 100 * S + u64::from(i));
+            let (used, bound) = l.memory();
+            assert!(used <= bound, "after {i}: {used} > {bound}");
+        }
+        let (used, bound) = l.memory();
+        // 5000 keys of 32 KiB would be 160 MiB kept as sent; a bucket is ~33 bytes.
+        assert!(used > 0);
+        assert!(
+            bound <= max_keys * 4 * rate_key::BUCKET_BYTES,
+            "bound {bound}"
+        );
     }
 
     proptest! {
@@ -289,7 +383,7 @@ mod tests {
             let mut passed = 0u64;
             for g in gaps {
                 now += g;
-                if l.take(String::new(), now).is_ok() {
+                if l.take(l.digest(b""), now).is_ok() {
                     passed += 1;
                 }
             }

@@ -28,7 +28,8 @@ use tokio_util::task::TaskTracker;
 /// A backend that answers `name METHOD URI xff=... host=...`, and on special paths:
 /// `/status/N` answers N, `/count` answers how many body bytes it read, `/headers` lists the request headers, `/trailers` ends its
 /// body with a `grpc-status: 0` trailer, `/cookie` echoes the Cookie header, `/slow` waits
-/// 3 s first, `/pause` 300 ms, `/cc/X` answers with `Cache-Control: X`, `/xml` and
+/// 3 s first, `/pause` 300 ms, `/cc/X` answers with `Cache-Control: X`, `/vary/X` with `Vary: X`
+/// and the request's values of those fields, `/xml` and
 /// `/badxml` answer `application/xml`. It counts its connections and requests.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -107,6 +108,20 @@ async fn answer(name: &'static str, req: Request<Incoming>) -> Result<Reply, Inf
         let mut resp = Response::new(Full::new(Bytes::from(text)).boxed());
         if let Ok(v) = http::HeaderValue::from_str(cc) {
             resp.headers_mut().insert(http::header::CACHE_CONTROL, v);
+        }
+        return Ok(resp);
+    }
+    if let Some(names) = path.strip_prefix("/vary/") {
+        // `Vary: NAMES` (`%20` for a space), and the request's value of each (`-`: absent).
+        let names = names.replace("%20", " ");
+        let seen: Vec<String> = names
+            .split(',')
+            .map(|n| format!("{}={}", n.trim(), h(n.trim())))
+            .collect();
+        let mut resp =
+            Response::new(Full::new(Bytes::from(format!("{text} {}", seen.join(" ")))).boxed());
+        if let Ok(v) = http::HeaderValue::from_str(&names) {
+            resp.headers_mut().insert(http::header::VARY, v);
         }
         return Ok(resp);
     }

@@ -167,3 +167,39 @@ fn slow_start_ramps_a_backends_keys_in_once_each() {
         assert_ne!(pick(&t, &v, k), Some(2));
     }
 }
+
+#[test]
+fn table_size_grows_only_past_the_default() {
+    assert_eq!(table_size(1), DEFAULT_TABLE_SIZE);
+    assert_eq!(
+        table_size(3_276),
+        DEFAULT_TABLE_SIZE,
+        "configs up to here keep their table"
+    );
+    let m = table_size(3_277);
+    assert!(
+        m >= 3_277 * MIN_SLOTS_PER_BACKEND && is_prime(m as u64),
+        "{m}"
+    );
+    assert_eq!(table_size(100_000), 2_000_003);
+}
+
+#[test]
+fn every_backend_of_a_big_pool_gets_its_share_of_slots() {
+    // Past 65,537 backends the fixed table left some with no slot at all.
+    let n = 5_000;
+    let t = Maglev::new(&members(n), table_size(n), None);
+    let mut slots = vec![0usize; n];
+    for &i in t.table.iter() {
+        slots[i as usize] += 1;
+    }
+    let (lo, hi) = (slots.iter().min(), slots.iter().max());
+    assert_eq!(
+        (lo, hi),
+        (
+            Some(&MIN_SLOTS_PER_BACKEND),
+            Some(&(MIN_SLOTS_PER_BACKEND + 1))
+        ),
+        "Maglev's rounds give each backend floor or ceil of M/N slots"
+    );
+}

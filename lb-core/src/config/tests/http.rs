@@ -154,6 +154,14 @@ fn route_references_are_checked() {
         "route[1].name",
         "duplicate route name",
     );
+    // An unnamed route is named by its place: a route named so would share its caches'
+    // entries (keyed by route name) and its metrics.
+    http_error(
+        &http_with("name = \"users-v2\"", "name = \"route[1]\""),
+        "route[0].name",
+        "duplicate route name",
+    );
+    validated(&http_with("name = \"users-v2\"", "name = \"route[0]\"")).expect("its own place");
 }
 
 #[test]

@@ -175,6 +175,14 @@ pub(super) fn routes(
 ) -> Vec<HttpRoute> {
     let mut out = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
+    // The names unnamed routes take by their place: a route named so would be another route
+    // of that name (its cache entries, keyed by route name, and its metrics shared).
+    let placed: HashMap<String, usize> = raw
+        .iter()
+        .enumerate()
+        .filter(|(_, (r, _))| r.name.is_none())
+        .map(|(i, _)| (format!("route[{i}]"), i))
+        .collect();
     for (i, (r, _)) in raw.iter().enumerate() {
         let key = format!("route[{i}]");
         let name = r
@@ -188,7 +196,10 @@ pub(super) fn routes(
                     format!("{key}.name"),
                     "route name must not be empty",
                 );
-            } else if let Some(first) = names.insert(name.clone(), i) {
+            } else if let Some(first) = names
+                .insert(name.clone(), i)
+                .or_else(|| placed.get(&name).copied())
+            {
                 cx.push(
                     Diagnostic::error(format!("duplicate route name \"{name}\""))
                         .at(n.span())

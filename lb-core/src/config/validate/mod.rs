@@ -17,6 +17,7 @@ use super::parse::RawConfig;
 /// Largest accepted backend weight; keeps weighted tables and sums small.
 pub const MAX_WEIGHT: i64 = 10_000;
 
+mod admin;
 mod http;
 mod policy;
 mod policy_auth;
@@ -25,6 +26,8 @@ pub use policy_auth::parse_sha256;
 mod policy_use;
 mod policy_values;
 mod pool;
+mod proxy_header;
+mod route_reach;
 mod tls;
 
 use http::listener_http;
@@ -168,13 +171,10 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         }
     });
 
-    let admin = raw.admin.as_ref().and_then(|(a, _)| {
-        let bind = cx.addr(&a.bind, "admin.bind".into())?;
-        Some(Admin {
-            bind,
-            token: a.token.as_ref().map(|t| t.get_ref().clone()),
-        })
-    });
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|(a, _)| admin::admin(&mut cx, a));
 
     // Pools first, so listeners can resolve references.
     let mut pool_index: HashMap<&str, usize> = HashMap::new();
@@ -392,6 +392,12 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             l.accept_proxy_protocol.as_ref().map(|v| v.span()),
             "accept_proxy_protocol",
         );
+        tcp_only(
+            &mut cx,
+            l.trusted_proxies.as_ref().map(|v| v.span()),
+            "trusted_proxies",
+        );
+        let trusted_proxies = proxy_header::trusted_proxies(&mut cx, l, &key, udp);
         let mut tls = l
             .tls
             .as_ref()
@@ -485,6 +491,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                     .accept_proxy_protocol
                     .as_ref()
                     .is_some_and(|v| *v.get_ref()),
+                trusted_proxies,
                 handshake_timeout,
                 http: http_settings,
             });
@@ -514,6 +521,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         &mut used_pools,
     );
     policy_use::uses(&mut cx, &raw.policies, &raw.routes, &policies, &routes);
+    route_reach::rewrites(&mut cx, &raw.routes, &policies, &pools, &routes);
     for (i, (p, _)) in raw.pools.iter().enumerate() {
         http::pool_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);
         pool::kind_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);

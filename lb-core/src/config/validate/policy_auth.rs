@@ -292,7 +292,7 @@ pub(super) fn basic_auth(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKi
     }
 }
 
-fn cidrs(cx: &mut Ctx<'_>, v: &Option<S<Vec<S<String>>>>, key: String) -> Vec<Cidr> {
+pub(super) fn cidrs(cx: &mut Ctx<'_>, v: &Option<S<Vec<S<String>>>>, key: String) -> Vec<Cidr> {
     let mut out = Vec::new();
     for (i, c) in v.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
         match Cidr::parse(c.get_ref()) {

@@ -279,13 +279,13 @@ fn open_flow(
         let b = &pool.backends[i];
         match connected_socket(b.addr) {
             Ok(up) => {
-                made = Some((b.clone(), Arc::new(up)));
+                made = Some((b.clone(), Arc::new(up), i));
                 break;
             }
             Err(e) => b.record_traffic(false, pool.config.passive.as_ref(), &e.to_string()),
         }
     }
-    let Some((backend, upstream)) = made else {
+    let Some((backend, upstream, index)) = made else {
         return Err(Refused::NoBackend);
     };
     let flight = backend.begin();
@@ -293,16 +293,9 @@ fn open_flow(
     shared.active.fetch_add(1, Relaxed);
     shared.total.fetch_add(1, Relaxed);
     m.sessions.increment(1.0);
-    let labels = [
-        ("listener", shared.name.clone()),
-        ("pool", pool.name().to_string()),
-        ("backend", backend.id.clone()),
-    ];
-    let dir = |d: &'static str| {
-        let mut v = labels.to_vec();
-        v.push(("direction", d.to_string()));
-        metrics::counter!("lb_udp_datagrams_total", &v)
-    };
+    // The route's handles, not the flow's own: a series labelled `backend` lives while its
+    // handles do (crate::series), and these counts must outlive each flow.
+    let [to_backend, from_backend] = target.metrics[index].udp_datagrams();
     let last_reply_ms = Arc::new(AtomicU64::new(0));
     let replies = tokio::spawn(replies(
         upstream.clone(),
@@ -310,7 +303,7 @@ fn open_flow(
         client,
         backend.clone(),
         last_reply_ms.clone(),
-        dir("tx"),
+        from_backend,
         closed_tx.clone(),
         pool.config.passive,
     ));
@@ -320,7 +313,7 @@ fn open_flow(
         upstream,
         replies,
         last_reply_ms,
-        to_backend: dir("rx"),
+        to_backend,
         started: Instant::now(),
         bytes_in: 0,
     })
