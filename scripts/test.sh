@@ -32,9 +32,12 @@ echo "== cargo test -p lb-l7, LB_HTTP_PATH=general"
 LB_HTTP_PATH=general cargo test -p lb-l7 --all-features
 # The fuzz targets are built (so they cannot rot) and run once over their seed corpora.
 echo "== fuzz targets"
-(cd fuzz && cargo build --bins --quiet)
+# They build into the workspace's target directory from the workspace's lock file, so every
+# dependency the tests already compiled is reused rather than built and stored a second time.
+cp Cargo.lock fuzz/Cargo.lock
+CARGO_TARGET_DIR="$PWD/target" cargo build --manifest-path fuzz/Cargo.toml --bins --quiet
 for target in fuzz/fuzz_targets/*.rs; do
   name=$(basename "$target" .rs)
   ls fuzz/corpus/"$name"/*.* >/dev/null  # every target has seeds
-  fuzz/target/debug/"$name" -runs=0 fuzz/corpus/"$name" 2>&1 | tail -n 1
+  target/debug/"$name" -runs=0 fuzz/corpus/"$name" 2>&1 | tail -n 1
 done
