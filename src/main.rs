@@ -4,6 +4,7 @@
 
 mod cli;
 mod demo;
+mod diff;
 mod logging;
 mod plan;
 

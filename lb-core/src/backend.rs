@@ -90,7 +90,7 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(pool: &config::Pool, b: &config::Backend) -> Self {
-        let id = b.addr.to_string();
+        let id = b.id();
         let labels = [("pool", pool.name.clone()), ("backend", id.clone())];
         let up_gauge = metrics::gauge!("lb_backend_up", &labels);
         up_gauge.set(1.0);

@@ -5,7 +5,8 @@
 //! return. Only a config change rebuilds the table.
 //!
 //! Determinism: a backend's permutation comes from hashing its address with the fixed seeds
-//! in [`crate::hash`], so every lb process with the same config builds the same table.
+//! in [`crate::hash`], and members take their turns in identity order, so every lb process with the same members,
+//! listed in any order, builds the same table.
 
 use super::{eligible, Member, Pick, Selector, View};
 use crate::hash::{hash64, OFFSET_SEED, SKIP_SEED};
@@ -101,9 +102,15 @@ fn populate(table: &mut [u32], members: &[Member]) {
             (offset, skip)
         })
         .collect();
+    // Members take their turns in identity order, not config order: turns only decide which
+    // of two members probing the same empty slot in one round gets it, and in config order a
+    // reordered config (or a DNS answer in another order) moved a few keys for no reason.
+    let mut turns: Vec<usize> = (0..members.len()).collect();
+    turns.sort_by(|&a, &b| members[a].id.cmp(&members[b].id));
     let mut filled = 0usize;
     loop {
-        for (i, mb) in members.iter().enumerate() {
+        for &i in &turns {
+            let mb = &members[i];
             // Weighted Maglev: a backend claims `weight` slots per round.
             for _ in 0..mb.weight.max(1) {
                 let (pos, skip) = &mut perms[i];

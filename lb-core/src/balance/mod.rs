@@ -6,6 +6,7 @@
 
 mod least_conn;
 mod maglev;
+pub mod moved;
 mod p2c;
 mod random;
 mod round_robin;

@@ -415,11 +415,34 @@ pub struct Pool {
     pub sticky_cookie: Option<String>,
 }
 
+impl Pool {
+    /// The primary (`backup = false`) or backup group as its selector is built: identities
+    /// and weights in config order. What `lb check --diff` compares tables with.
+    pub fn members(&self, backup: bool) -> Vec<crate::balance::Member> {
+        self.backends
+            .iter()
+            .filter(|b| b.backup == backup)
+            .map(|b| crate::balance::Member {
+                id: b.id(),
+                weight: b.weight.get(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: NonZeroU32,
     pub backup: bool,
+}
+
+impl Backend {
+    /// The backend's identity: its address as text. Maglev hashes it (so every lb with the
+    /// same config builds the same table) and metrics label by it.
+    pub fn id(&self) -> String {
+        self.addr.to_string()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
