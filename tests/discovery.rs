@@ -280,3 +280,75 @@ async fn a_records_change_and_lb_follows_without_a_failed_connection() {
     let logged = lb.log_text().matches("DNS resolution failed").count();
     assert_eq!(logged, 1, "logged once per run of failures");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn srv_priorities_give_backups_and_a_changed_answer_moves_traffic() {
+    let (_a, _b, port) = twin_backends().await;
+    let hosts = scratch("discovery-srv").join("hosts");
+    write(&hosts, "127.0.0.2 a.test\n127.0.0.3 b.test\n");
+    let srv = |pa: u16, pb: u16| {
+        vec![
+            format!("--srv-host=_web._tcp.svc.test,a.test,{port},{pa},5"),
+            format!("--srv-host=_web._tcp.svc.test,b.test,{port},{pb},5"),
+        ]
+    };
+    let mut dns = Dnsmasq::start(0, &hosts, &srv(10, 20)).await;
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\npool = \"p\"\n\n\
+         [[pool]]\nname = \"p\"\n\
+         discovery = {{ kind = \"dns_srv\", name = \"_web._tcp.svc.test\", resolver = \"{}\", interval = \"200ms\" }}\n",
+        dns.addr()
+    );
+    let lb = Lb::start("discovery-srv", &text).await;
+    let addr = lb.listener("main").await;
+    let s = lb.status().await;
+    let a = format!("127.0.0.2:{port}");
+    let prio = |s: &serde_json::Value, addr: &str| {
+        s["pools"][0]["backends"]
+            .as_array()
+            .and_then(|v| v.iter().find(|b| b["address"] == addr).cloned())
+            .map(|b| {
+                (
+                    b["priority"].as_u64(),
+                    b["backup"].as_bool(),
+                    b["source"].clone(),
+                )
+            })
+    };
+    assert_eq!(prio(&s, &a), Some((Some(0), Some(false), "dns".into())));
+    assert_eq!(
+        prio(&s, &format!("127.0.0.3:{port}")),
+        Some((Some(1), Some(true), "dns".into()))
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            fetch_name(addr).await.expect("through lb"),
+            "a",
+            "the backup is idle"
+        );
+    }
+    // dnsmasq reads --srv-host only at start: restart it on the same port with b preferred.
+    let clients = Clients::start(addr);
+    let port_dns = dns.port;
+    dns.stop();
+    let changed = Instant::now();
+    let _dns = Dnsmasq::start(port_dns, &hosts, &srv(30, 20)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetch_name(addr).await.expect("through lb") != "b" {
+        assert!(
+            Instant::now() < deadline,
+            "traffic never moved to the new primary"
+        );
+    }
+    let (seen, failed) = clients.finish().await;
+    let first_b = seen
+        .iter()
+        .find(|(t, n)| *t >= changed && n == "b")
+        .map(|(t, _)| t.duration_since(changed));
+    eprintln!(
+        "SRV change -> first request at the new primary: {first_b:?}; {} requests, {failed} failed",
+        seen.len()
+    );
+    assert_eq!(failed, 0);
+}
