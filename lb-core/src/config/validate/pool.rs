@@ -112,7 +112,8 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
             );
         }
     }
-    if backends.is_empty() && names.is_empty() && p.discovery.is_none() {
+    // Counted from the file, so a member already reported as invalid is not reported again.
+    if p.backends.as_ref().is_none_or(|b| b.get_ref().is_empty()) && p.discovery.is_none() {
         let span = p.backends.as_ref().map_or(p.name.span(), |b| b.span());
         cx.push(
             Diagnostic::error(format!("pool \"{}\" has no backends", p.name.get_ref()))
