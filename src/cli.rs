@@ -126,6 +126,11 @@ pub fn check(args: CheckArgs, http: &dyn HttpSide) -> ExitCode {
     match load(path, http) {
         Ok(l) => {
             print!("{}", crate::plan::plan(&l));
+            let (_, report) = lb_core::discovery::resolve_blocking(&l.config, &Default::default());
+            print!("{}", crate::plan::resolutions(&report));
+            if report.iter().any(|r| r.result.is_err()) {
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -159,12 +164,38 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // Host names resolve before anything binds: one that does not is an error at start-up
+    // (on reload, a warning: its last good members stay).
+    let (dynamic, report) =
+        lb_core::discovery::resolve_blocking(&loaded.config, &Default::default());
+    let failed: Vec<_> = report.iter().filter(|r| r.result.is_err()).collect();
+    if !failed.is_empty() {
+        for r in failed {
+            if let Err(e) = &r.result {
+                eprintln!(
+                    "error: pool \"{}\": {} does not resolve: {e}",
+                    r.pool, r.name
+                );
+            }
+        }
+        eprintln!(
+            "error: {} does not start until every backend name resolves",
+            args.config.display()
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    for r in &report {
+        if let Ok(m) = &r.result {
+            tracing::info!(pool.name = %r.pool, name = %r.name, members = m.len(), "resolved");
+        }
+    }
     let mut opts = BindOptions {
         config_path: Some(args.config.clone()),
         threading: args.threading.into(),
         metrics: crate::logging::install_metrics(),
         inherited: Inherited::default(),
         http: Some(http),
+        dynamic,
     };
     if let Some(path) = &args.upgrade_socket {
         match runtime::take_over(path) {

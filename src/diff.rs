@@ -11,7 +11,7 @@ use lb_core::config::{Algorithm, Backend, Config, Pool};
 /// A hashed group's key movement, for `--max-moved`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Moved {
-    /// `web`, or `web (backups)` for the backup group.
+    /// `web`, or `web (priority 1)` for a group of backups.
     pub group: String,
     pub movement: Movement,
 }
@@ -144,19 +144,50 @@ fn pool(o: &Pool, p: &Pool, r: &mut Report) {
                 p.name,
                 b.id(),
                 b.weight,
-                if b.backup { ", backup" } else { "" }
+                match b.priority {
+                    0 => String::new(),
+                    n => format!(", priority {n}"),
+                }
             )),
             Some(was) if was != b => r.lines.push(format!(
-                "pool {}: ~ {} (weight {} → {}, backup {} → {})",
+                "pool {}: ~ {} (weight {} → {}, priority {} → {})",
                 p.name,
                 b.id(),
                 was.weight,
                 b.weight,
-                was.backup,
-                b.backup
+                was.priority,
+                b.priority
             )),
             Some(_) => {}
         }
+    }
+    // Names and SRV records resolve at run time: their changes are listed, and the keys they
+    // move are not counted (no table can be built from a name here).
+    named(
+        &format!("pool {}: name", p.name),
+        o.names
+            .iter()
+            .map(|n| n.label())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        p.names
+            .iter()
+            .map(|n| n.label())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        &mut r.lines,
+    );
+    let srv = |x: &Pool| x.discovery.as_ref().map(|d| d.name.clone());
+    if srv(o) != srv(p) {
+        let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+        r.lines.push(format!(
+            "pool {}: discovery {} → {}",
+            p.name,
+            show(srv(o)),
+            show(srv(p))
+        ));
     }
     let hashed = |x: &Pool| x.algorithm == Algorithm::ConsistentHash;
     if o.algorithm != p.algorithm {
@@ -193,11 +224,20 @@ fn pool(o: &Pool, p: &Pool, r: &mut Report) {
         });
         return;
     }
-    for (backup, group) in [
-        (false, p.name.clone()),
-        (true, format!("{} (backups)", p.name)),
-    ] {
-        let (before, after) = (o.members(backup), p.members(backup));
+    let mut priorities: Vec<u8> = o
+        .backends
+        .iter()
+        .chain(&p.backends)
+        .map(|b| b.priority)
+        .collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    for priority in priorities {
+        let group = match priority {
+            0 => p.name.clone(),
+            n => format!("{} (priority {n})", p.name),
+        };
+        let (before, after) = (o.members(priority), p.members(priority));
         if before.is_empty() && after.is_empty() {
             continue;
         }
@@ -311,8 +351,8 @@ mod tests {
             "weighted-round-robin",
         );
         let r = diff(&old, &new).lines;
-        assert!(r.contains(&"pool web: ~ 10.0.0.1:80 (weight 1 → 3, backup false → false)".into()));
-        assert!(r.contains(&"pool web: ~ 10.0.0.4:80 (weight 1 → 1, backup false → true)".into()));
+        assert!(r.contains(&"pool web: ~ 10.0.0.1:80 (weight 1 → 3, priority 0 → 0)".into()));
+        assert!(r.contains(&"pool web: ~ 10.0.0.4:80 (weight 1 → 1, priority 0 → 1)".into()));
         assert!(r.contains(&"pool web: + 10.0.0.5:80 (weight 1)".into()));
         assert!(r.contains(
             &"pool web: algorithm consistent-hash → weighted-round-robin: keys are no longer sticky".into()

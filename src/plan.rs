@@ -251,7 +251,28 @@ pub fn plan(l: &Loaded) -> String {
                 "  - {} weight {}{}",
                 b.addr,
                 b.weight,
-                if b.backup { " (backup)" } else { "" }
+                priority(b.priority)
+            );
+        }
+        for n in &p.names {
+            let _ = writeln!(
+                out,
+                "  - {} weight {}{} (resolved by DNS{})",
+                n.label(),
+                n.weight,
+                priority(n.priority),
+                resolver(p.resolver)
+            );
+        }
+        if let Some(d) = &p.discovery {
+            let every = d
+                .interval
+                .map_or("by TTL".to_string(), |i| format!("every {i:?}"));
+            let _ = writeln!(
+                out,
+                "  - DNS SRV {} ({every}{})",
+                d.name,
+                resolver(d.resolver.or(p.resolver))
             );
         }
     }
@@ -383,4 +404,40 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             response.set.len() + response.add.len() + response.remove.len()
         ),
     }
+}
+
+fn priority(p: u8) -> String {
+    match p {
+        0 => String::new(),
+        1 => " (backup)".into(),
+        n => format!(" (priority {n})"),
+    }
+}
+
+fn resolver(r: Option<std::net::SocketAddr>) -> String {
+    r.map_or(", resolv.conf".into(), |a| format!(", server {a}"))
+}
+
+/// What each backend name resolved to, for `lb check`.
+pub fn resolutions(report: &[lb_core::discovery::Resolution]) -> String {
+    let mut out = String::new();
+    if report.is_empty() {
+        return out;
+    }
+    out.push_str("names resolved now:\n");
+    for r in report {
+        match &r.result {
+            Ok(m) => {
+                let list: Vec<String> = m
+                    .iter()
+                    .map(|b| format!("{}{}", b.addr, priority(b.priority)))
+                    .collect();
+                let _ = writeln!(out, "  pool {}: {} -> {}", r.pool, r.name, list.join(", "));
+            }
+            Err(e) => {
+                let _ = writeln!(out, "  pool {}: {} -> error: {e}", r.pool, r.name);
+            }
+        }
+    }
+    out
 }

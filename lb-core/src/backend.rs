@@ -66,7 +66,10 @@ pub struct Backend {
     /// `addr` as text: the Maglev identity and the metrics label.
     pub id: String,
     pub weight: u32,
-    pub backup: bool,
+    /// 0 = primary; higher serve only while every lower group has none available.
+    pub priority: u8,
+    /// Where it came from: config, DNS, API (the dashboard's source column).
+    pub origin: config::Origin,
     admin: AtomicU8,
     up: AtomicBool,
     /// `clock::now_ms` until which passive detection keeps it out; 0 = not ejected.
@@ -89,18 +92,36 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A backend as lb starts with it: up until a check says otherwise (as HAProxy and nginx).
     pub fn new(pool: &config::Pool, b: &config::Backend) -> Self {
+        Self::with_health(pool, b, HealthState::new())
+    }
+
+    /// A member joining a running pool (DNS, the admin API, a reload): with health checks
+    /// it is down until its first check passes, so it gets no traffic before.
+    pub fn joining(pool: &config::Pool, b: &config::Backend) -> Self {
+        let state = if pool.health.is_some() {
+            HealthState::joining()
+        } else {
+            HealthState::new()
+        };
+        Self::with_health(pool, b, state)
+    }
+
+    fn with_health(pool: &config::Pool, b: &config::Backend, health: HealthState) -> Self {
         let id = b.id();
         let labels = [("pool", pool.name.clone()), ("backend", id.clone())];
         let up_gauge = metrics::gauge!("lb_backend_up", &labels);
-        up_gauge.set(1.0);
+        let up = health.is_up();
+        up_gauge.set(if up { 1.0 } else { 0.0 });
         Self {
             pool: pool.name.clone(),
             addr: b.addr,
             weight: b.weight.get(),
-            backup: b.backup,
+            priority: b.priority,
+            origin: b.origin.clone(),
             admin: AtomicU8::new(AdminState::Enabled as u8),
-            up: AtomicBool::new(true),
+            up: AtomicBool::new(up),
             ejected_until: AtomicU64::new(0),
             ramp_from: AtomicU64::new(0),
             slow_start_ms: pool.slow_start.map_or(0, |d| d.as_millis() as u64),
@@ -110,7 +131,7 @@ impl Backend {
             bytes_out: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             failing: AtomicBool::new(false),
-            health: Mutex::new(HealthState::new()),
+            health: Mutex::new(health),
             checks: Mutex::new(CheckLog::default()),
             connect_errors_metric: metrics::counter!("lb_connect_errors_total", &labels),
             up_gauge,

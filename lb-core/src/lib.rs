@@ -6,6 +6,7 @@ pub mod backend;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod fd_limit;
 pub mod hash;
 pub mod health;

@@ -13,8 +13,8 @@ use crate::config;
 pub struct Pool {
     pub config: config::Pool,
     pub backends: Vec<Arc<Backend>>,
-    primary: Group,
-    backup: Group,
+    /// One group per priority in use, lowest (preferred) first.
+    groups: Vec<Group>,
 }
 
 #[derive(Debug)]
@@ -50,55 +50,86 @@ impl View for GroupView<'_> {
     }
 }
 
-/// The candidates tried so far for one client connection.
+/// The candidates tried so far for one client connection, per priority group. The first
+/// two groups (primary and backup, the common case) need no allocation.
 #[derive(Debug, Default)]
 pub struct Attempt {
-    primary: Tried,
-    backup: Tried,
+    first: [Tried; 2],
+    more: Vec<Tried>,
+}
+
+impl Attempt {
+    fn group(&mut self, g: usize) -> &mut Tried {
+        if g < 2 {
+            return &mut self.first[g];
+        }
+        let i = g - 2;
+        if self.more.len() <= i {
+            self.more.resize_with(i + 1, Tried::default);
+        }
+        &mut self.more[i]
+    }
 }
 
 impl Pool {
-    /// Builds the pool, reusing a backend of `previous` with the same address so it keeps its
-    /// health state and counters.
+    /// Builds the pool, reusing a backend of `previous` with the same address, weight and
+    /// priority so it keeps its health state, counters and admin state. A backend new to a
+    /// running pool joins down until its first health check passes.
     pub fn new(cfg: &config::Pool, previous: Option<&Pool>) -> Self {
         // Indexed by address, so reloading a pool of N backends is O(N), not O(N²) (ten
         // billion comparisons for 100,000 backends). Addresses are unique within a pool.
         let old: HashMap<SocketAddr, &Arc<Backend>> = previous
             .map(|p| p.backends.iter().map(|b| (b.addr, b)).collect())
             .unwrap_or_default();
-        let backends: Vec<Arc<Backend>> = cfg
+        let kept: Vec<Option<Arc<Backend>>> = cfg
             .backends
             .iter()
             .map(|b| {
                 old.get(&b.addr)
-                    .filter(|o| o.weight == b.weight.get() && o.backup == b.backup)
-                    .map_or_else(|| Arc::new(Backend::new(cfg, b)), |o| Arc::clone(o))
+                    .filter(|o| o.weight == b.weight.get() && o.priority == b.priority)
+                    .map(|o| Arc::clone(o))
+            })
+            .collect();
+        // A member joining a running pool waits for its first health check only while
+        // another member can serve; when none can (DNS replaced the whole set), it joins up
+        // as at start-up, so a membership change never leaves the pool with nothing to pick.
+        let wait_for_check = previous.is_some() && kept.iter().flatten().any(|b| b.available());
+        let backends: Vec<Arc<Backend>> = kept
+            .into_iter()
+            .zip(&cfg.backends)
+            .map(|(k, b)| match k {
+                Some(o) => o,
+                None if wait_for_check => Arc::new(Backend::joining(cfg, b)),
+                None => Arc::new(Backend::new(cfg, b)),
             })
             .collect();
         drop(old);
-        let group = |backup: bool| {
-            let members: Vec<usize> = (0..backends.len())
-                .filter(|&i| backends[i].backup == backup)
-                .collect();
-            let ms: Vec<Member> = members
-                .iter()
-                .map(|&i| Member {
-                    id: backends[i].id.clone(),
-                    weight: backends[i].weight,
-                })
-                .collect();
-            Group {
-                selector: balance::build(cfg.algorithm, &ms, cfg.hash_balance_factor),
-                members,
-            }
-        };
-        let primary = group(false);
-        let backup = group(true);
+        let mut priorities: Vec<u8> = backends.iter().map(|b| b.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let groups = priorities
+            .into_iter()
+            .map(|priority| {
+                let members: Vec<usize> = (0..backends.len())
+                    .filter(|&i| backends[i].priority == priority)
+                    .collect();
+                let ms: Vec<Member> = members
+                    .iter()
+                    .map(|&i| Member {
+                        id: backends[i].id.clone(),
+                        weight: backends[i].weight,
+                    })
+                    .collect();
+                Group {
+                    selector: balance::build(cfg.algorithm, &ms, cfg.hash_balance_factor),
+                    members,
+                }
+            })
+            .collect();
         Self {
             config: cfg.clone(),
             backends,
-            primary,
-            backup,
+            groups,
         }
     }
 
@@ -107,13 +138,14 @@ impl Pool {
     }
 
     /// The next backend to try for this connection, or `None` when all are down or tried.
-    /// Backups serve only when no primary is available — or when every primary was tried
-    /// and failed, so a client never sees a failure while any backend is up.
+    /// A group of higher priority serves only when no member of the lower ones is available
+    /// — or when every one was tried and failed, so a client never sees a failure while any
+    /// backend is up.
     pub fn next(&self, key: u64, attempt: &mut Attempt, rng: &mut fastrand::Rng) -> Option<usize> {
-        if let Some(i) = self.pick_in(&self.primary, key, &mut attempt.primary, rng) {
-            return Some(i);
-        }
-        self.pick_in(&self.backup, key, &mut attempt.backup, rng)
+        self.groups
+            .iter()
+            .enumerate()
+            .find_map(|(g, group)| self.pick_in(group, key, attempt.group(g), rng))
     }
 
     fn pick_in(
@@ -140,13 +172,10 @@ impl Pool {
     /// Counts backend `i` as tried by this attempt (one picked outside the algorithm, such as
     /// a sticky one), so [`Pool::next`] does not give it again.
     pub fn mark_tried(&self, i: usize, attempt: &mut Attempt) {
-        for (group, tried) in [
-            (&self.primary, &mut attempt.primary),
-            (&self.backup, &mut attempt.backup),
-        ] {
+        for (g, group) in self.groups.iter().enumerate() {
             // `members` is in ascending order (built by filtering 0..len).
             if let Ok(gi) = group.members.binary_search(&i) {
-                tried.insert(gi);
+                attempt.group(g).insert(gi);
             }
         }
     }
@@ -163,11 +192,8 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let backends = std::mem::take(&mut self.backends);
-        let members = (
-            std::mem::take(&mut self.primary.members),
-            std::mem::take(&mut self.backup.members),
-        );
-        crate::reclaim::drop_later((backends, members));
+        let groups = std::mem::take(&mut self.groups);
+        crate::reclaim::drop_later((backends, groups));
     }
 }
 
@@ -193,7 +219,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..10 {
             let i = p.next(0, &mut Attempt::default(), &mut rng).expect("some");
-            assert!(!p.backends[i].backup);
+            assert_eq!(p.backends[i].priority, 0);
         }
         p.backends[0].set_admin_state(AdminState::Disabled);
         p.backends[1].set_admin_state(AdminState::Draining);

@@ -32,6 +32,9 @@ pub struct Global {
     pub shutdown_timeout: Duration,
     /// Relay bulk data with splice(2) where the platform has it; default true.
     pub splice: bool,
+    /// Host-name members are re-resolved after their TTL, clamped to [min, max]; 1s / 60s.
+    pub resolve_interval_min: Duration,
+    pub resolve_interval_max: Duration,
 }
 
 impl Default for Global {
@@ -41,6 +44,8 @@ impl Default for Global {
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(30),
             splice: cfg!(target_os = "linux"),
+            resolve_interval_min: Duration::from_secs(1),
+            resolve_interval_max: Duration::from_secs(60),
         }
     }
 }
@@ -404,7 +409,15 @@ pub struct Pool {
     pub hash_key: HashKey,
     /// Bounded-load factor (> 1.0) for consistent-hash.
     pub hash_balance_factor: Option<f64>,
+    /// Members with an IP address: the config's literal ones, and at run time (the pool the
+    /// runtime builds) those resolved from names and discovery and added through the API.
     pub backends: Vec<Backend>,
+    /// Members given by host name, resolved at load and re-resolved by TTL.
+    pub names: Vec<NamedBackend>,
+    /// The DNS server for `names` (and `discovery` without its own); `None` = resolv.conf.
+    pub resolver: Option<SocketAddr>,
+    /// Members from DNS SRV records.
+    pub discovery: Option<Discovery>,
     pub health: Option<Health>,
     pub passive: Option<Passive>,
     pub slow_start: Option<Duration>,
@@ -416,12 +429,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The primary (`backup = false`) or backup group as its selector is built: identities
-    /// and weights in config order. What `lb check --diff` compares tables with.
-    pub fn members(&self, backup: bool) -> Vec<crate::balance::Member> {
+    /// The group of one priority as its selector is built: identities and weights of the
+    /// members with an address. What `lb check --diff` compares tables with.
+    pub fn members(&self, priority: u8) -> Vec<crate::balance::Member> {
         self.backends
             .iter()
-            .filter(|b| b.backup == backup)
+            .filter(|b| b.priority == priority)
             .map(|b| crate::balance::Member {
                 id: b.id(),
                 weight: b.weight.get(),
@@ -434,7 +447,69 @@ impl Pool {
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: NonZeroU32,
-    pub backup: bool,
+    /// 0 = preferred; higher priorities serve only while every lower one is unavailable.
+    /// `backup = true` in the file is priority 1.
+    pub priority: u8,
+    /// Where the member came from (the dashboard's source column).
+    pub origin: Origin,
+}
+
+impl Backend {
+    pub fn backup(&self) -> bool {
+        self.priority > 0
+    }
+}
+
+/// Priorities a member may have: 0 (preferred) to this. Each is a group tried only while
+/// every lower one has no member available.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// Where a pool member came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// An IP address in the config file.
+    Config,
+    /// A host name of the config (`host:port`) or the pool's SRV name.
+    Dns(String),
+    /// Added through `POST /api/pools/{pool}/backends`.
+    Api,
+}
+
+impl Origin {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Dns(_) => "dns",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// `addr = "name:port"`: a member per A/AAAA record of `host`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NamedBackend {
+    pub host: String,
+    pub port: u16,
+    pub weight: NonZeroU32,
+    pub priority: u8,
+}
+
+impl NamedBackend {
+    /// `host:port`, as written in the file.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// `discovery = { kind = "dns_srv", ... }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Discovery {
+    /// The SRV name, e.g. `_web._tcp.service.consul`.
+    pub name: String,
+    /// Overrides the pool's `resolver`.
+    pub resolver: Option<SocketAddr>,
+    /// Fixed re-query period; `None` = the answer's TTL within the global bounds.
+    pub interval: Option<Duration>,
 }
 
 impl Backend {

@@ -404,9 +404,9 @@ mod tests {
 
     #[test]
     fn missing_required_key_is_reported_once() {
-        let d = errors("[[pool]]\nname = \"p\"\n");
+        let d = errors("[[pool]]\nbackends = []\n");
         assert_eq!(d.len(), 1, "{d:#?}");
-        assert!(d[0].message.contains("backends"), "{}", d[0].message);
+        assert!(d[0].message.contains("name"), "{}", d[0].message);
         assert_eq!(d[0].key_path.as_deref(), Some("pool[0]"));
     }
 }

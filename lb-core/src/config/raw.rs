@@ -17,6 +17,10 @@ pub struct RawGlobal {
     pub shutdown_timeout: Option<S<String>>,
     /// lb addition: `true` (default on Linux) relays bulk data with splice(2).
     pub splice: Option<bool>,
+    /// Host-name backends are re-resolved after their record's TTL, clamped to
+    /// [`resolve_interval_min`, `resolve_interval_max`] (SPEC §6); defaults 1s and 60s.
+    pub resolve_interval_min: Option<S<String>>,
+    pub resolve_interval_max: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,7 +246,11 @@ pub struct RawPool {
     pub algorithm: Option<S<String>>,
     pub hash_key: Option<S<String>>,
     pub hash_balance_factor: Option<S<f64>>,
-    pub backends: S<Vec<S<RawBackend>>>,
+    /// Optional when `discovery` gives the members.
+    pub backends: Option<S<Vec<S<RawBackend>>>>,
+    /// DNS server (`IP:PORT`) for this pool's host names; default `/etc/resolv.conf`.
+    pub resolver: Option<S<String>>,
+    pub discovery: Option<S<RawDiscovery>>,
     pub health: Option<S<RawHealth>>,
     pub passive: Option<S<RawPassive>>,
     pub slow_start: Option<S<String>>,
@@ -283,6 +291,18 @@ pub struct RawBackend {
     pub addr: S<String>,
     pub weight: Option<S<i64>>,
     pub backup: Option<bool>,
+    /// 0 = preferred; `backup = true` is priority 1 (SPEC §6).
+    pub priority: Option<S<i64>>,
+}
+
+/// `discovery = { kind = "dns_srv", name, resolver, interval }` on a pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub kind: S<String>,
+    pub name: S<String>,
+    pub resolver: Option<S<String>>,
+    pub interval: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +346,14 @@ fn policy_keys() -> &'static [&'static str] {
 /// Known keys per table, for "did you mean" hints on unknown ones.
 pub fn known_keys(table: &str) -> &'static [&'static str] {
     match table {
-        "global" => &["workers", "max_connections", "shutdown_timeout", "splice"],
+        "global" => &[
+            "workers",
+            "max_connections",
+            "shutdown_timeout",
+            "splice",
+            "resolve_interval_min",
+            "resolve_interval_max",
+        ],
         "admin" => &["bind", "token", "hosts", "max_connections"],
         "listener" => &[
             "name",
@@ -381,6 +408,8 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "hash_key",
             "hash_balance_factor",
             "backends",
+            "resolver",
+            "discovery",
             "health",
             "passive",
             "slow_start",
@@ -388,7 +417,8 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "http2",
             "sticky_cookie",
         ],
-        "backends" => &["addr", "weight", "backup"],
+        "backends" => &["addr", "weight", "backup", "priority"],
+        "discovery" => &["kind", "name", "resolver", "interval"],
         "health" => &[
             "kind",
             "interval",

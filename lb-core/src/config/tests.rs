@@ -75,7 +75,7 @@ fn good_config_loads_with_typed_values() {
     assert_eq!(p.algorithm, Algorithm::WeightedRoundRobin);
     assert_eq!(p.backends.len(), 3);
     assert_eq!(p.backends[0].weight.get(), 2);
-    assert!(p.backends[2].backup);
+    assert!(p.backends[2].backup());
     assert_eq!(
         p.health.as_ref().map(|h| (&h.kind, h.fall)),
         Some((

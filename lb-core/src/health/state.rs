@@ -48,6 +48,14 @@ impl HealthState {
         }
     }
 
+    /// A member that joins a running pool: down until its first check passes.
+    pub fn joining() -> Self {
+        Self {
+            up: false,
+            ..Self::new()
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }
@@ -63,7 +71,9 @@ impl HealthState {
         if ok {
             self.fail_streak = 0;
             self.ok_streak = self.ok_streak.saturating_add(1);
-            if !self.up && self.ok_streak >= rise {
+            // A joining member comes up on its first pass, as a new one goes down on its
+            // first failure.
+            if !self.up && (self.ok_streak >= rise || first) {
                 self.up = true;
                 self.traffic_failures = 0;
                 self.ejected_until = None;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -22,7 +21,7 @@ use super::{status, ReloadError, Shared};
 use crate::backend::AdminState;
 use crate::proxy::accept_backoff::{AcceptBackoff, LogEvery};
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// Serves until `stop`; connections are tracked so shutdown can let them finish. At most
 /// `admin.max_connections` are open at once: the admin port must never take the file
@@ -76,6 +75,23 @@ pub async fn serve(
                 // metrics page of a big config takes a while too; neither may hold up health
                 // checks or, with the work-stealing runtime, connections.
                 async move {
+                    // The body (only `POST /api/pools/{pool}/backends` has one) is read here,
+                    // bounded; a bigger one is refused unread.
+                    let (parts, body) = req.into_parts();
+                    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                        body, MAX_BODY,
+                    ))
+                    .await
+                    {
+                        Ok(b) => b.to_bytes(),
+                        Err(_) => {
+                            return Ok(error(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "request body too large or cut short",
+                            ))
+                        }
+                    };
+                    let req = Request::from_parts(parts, body);
                     let answer = tokio::task::spawn_blocking(move || handle(&shared, peer, req));
                     Ok::<_, Infallible>(answer.await.unwrap_or_else(|e| {
                         tracing::error!(error = %e, "admin request failed");
@@ -88,7 +104,10 @@ pub async fn serve(
     }
 }
 
-fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+/// The largest admin request body read.
+const MAX_BODY: usize = 4096;
+
+fn handle(shared: &Shared, peer: SocketAddr, req: Request<Bytes>) -> Resp {
     let mut r = route(shared, peer, req);
     // The page must never be framed by another site (clickjacking its buttons).
     let h = r.headers_mut();
@@ -114,7 +133,7 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     r
 }
 
-fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+fn route(shared: &Shared, peer: SocketAddr, req: Request<Bytes>) -> Resp {
     let state = shared.state.load();
     let admin = state.loaded.config.admin.as_ref();
     let token = admin.and_then(|a| a.token.as_deref());
@@ -177,6 +196,13 @@ fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
             )
         }
         (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, &status::status(shared)),
+        (&Method::DELETE, _) if !authorized => unauthorized(),
+        (&Method::POST, ["api", "pools", pool, "backends"]) => {
+            super::admin_members::add(shared, pool, req.body())
+        }
+        (&Method::DELETE, ["api", "pools", pool, "backends", addr]) => {
+            super::admin_members::delete(shared, pool, addr)
+        }
         (&Method::POST, ["api", "pools", pool, "backends", addr, action]) => {
             backend_action(shared, pool, addr, action)
         }
@@ -216,7 +242,7 @@ fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
 /// The dashboard: one self-contained page (no CDN, no build step) polling `/api/status`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\nPOST /api/cache/purge                             empty every HTTP cache policy's store\n";
+const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/pools/{pool}/backends                   add a member: {\"addr\", \"weight\", \"backup\", \"priority\"}\nDELETE /api/pools/{pool}/backends/{addr}          drain a member, then remove it\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\nPOST /api/cache/purge                             empty every HTTP cache policy's store\n";
 
 fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp {
     let state = match action {
@@ -276,7 +302,7 @@ fn with_type(mut r: Resp, ct: &'static str) -> Resp {
     r
 }
 
-fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
+pub(super) fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
     let mut r = with_type(
         Response::new(Full::new(Bytes::from(v.to_string()))),
         "application/json",
@@ -285,7 +311,7 @@ fn json_response(status: StatusCode, v: &serde_json::Value) -> Resp {
     r
 }
 
-fn error(status: StatusCode, msg: &str) -> Resp {
+pub(super) fn error(status: StatusCode, msg: &str) -> Resp {
     json_response(status, &json!({ "error": msg, "status": status.as_u16() }))
 }
 

@@ -188,6 +188,8 @@ pub struct BindOptions {
     pub inherited: Inherited,
     /// What serves http listeners and prepares their part of each reloaded config.
     pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
+    /// Members resolved from the config's names at load (see [`crate::discovery::resolve_blocking`]).
+    pub dynamic: std::collections::BTreeMap<String, crate::discovery::Dynamic>,
 }
 
 /// Duplicates sockets so a binary upgrade can hand them over later.
@@ -209,7 +211,8 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         n => n,
     };
     let per_listener = sockets_per_listener(threading, workers);
-    let pools = PoolEntry::build_all(cfg, None);
+    let dynamic = std::mem::take(&mut opts.dynamic);
+    let pools = PoolEntry::build_all(cfg, None, &dynamic);
     let pool_arcs: Vec<_> = pools.iter().map(|p| p.pool.clone()).collect();
     let accept = CancellationToken::new();
     let mut sockets = Vec::new();
@@ -279,12 +282,14 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         );
     }
     let (phase, _) = tokio::sync::watch::channel(Phase::Starting);
-    let shared = Arc::new(Shared {
-        limits: Arc::new(Limits::new(cfg.global.max_connections)),
+    let limits = Arc::new(Limits::new(cfg.global.max_connections));
+    let shared = Arc::new_cyclic(|me| Shared {
+        limits,
         state: ArcSwap::from_pointee(Snapshot {
             loaded,
             pools,
             listeners,
+            dynamic,
         }),
         config_path: opts.config_path.clone(),
         started: Instant::now(),
@@ -298,6 +303,8 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         accept,
         admin_fd: Mutex::new(admin_fd),
         http: opts.http.clone(),
+        watches: Mutex::new(std::collections::HashMap::new()),
+        me: me.clone(),
     });
     Ok(Bound {
         shared,

@@ -7,8 +7,10 @@
 mod admin;
 mod admin_access;
 mod admin_conn;
+mod admin_members;
 mod bind;
 mod engine;
+mod members;
 mod reload;
 mod status;
 mod upgrade;
@@ -17,11 +19,13 @@ mod workers;
 
 pub use bind::BindOptions;
 pub use bind::{bind, BindError, Bound};
+pub use members::MemberError;
 pub use reload::ReloadError;
 pub use upgrade::{serve as serve_upgrades, take_over, Inherited};
 pub use watch::watch;
 pub use workers::Threading;
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -32,6 +36,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
+use crate::discovery::task::Watch;
+use crate::discovery::Dynamic;
 use crate::pool::Pool;
 use crate::proxy::tcp::{Limits, ListenerShared, Route};
 
@@ -54,6 +60,9 @@ impl Phase {
         }
     }
 }
+
+/// Duplicates of a listener's sockets, kept for a binary upgrade.
+pub(crate) type FdList = Arc<Mutex<Vec<OwnedFd>>>;
 
 /// A listener of the running config.
 #[derive(Debug, Clone)]
@@ -86,48 +95,63 @@ impl ListenerEntry {
 }
 
 /// A pool of the running config.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PoolEntry {
     pub pool: Arc<Pool>,
-    /// Cancelled when a reload replaces the pool: its health tasks stop.
+    /// Cancelled when a reload or a membership change replaces the pool: its health tasks
+    /// stop (the new pool's start).
     pub health_stop: CancellationToken,
 }
 
 impl PoolEntry {
-    /// Builds the pools of `config`, each reusing the backends of the same-named pool in
-    /// `previous` (a reload) so they keep their state.
+    /// Builds the pools of `config` with their members from `dynamic` (DNS, admin API). A
+    /// pool whose members and settings are unchanged from `previous` is kept as it is (its
+    /// health tasks go on); a changed one reuses the backends of the same-named pool, so
+    /// they keep their state. This is the one way pools change, for reloads and membership
+    /// changes alike.
     pub(crate) fn build_all(
         config: &crate::config::Config,
         previous: Option<&Snapshot>,
+        dynamic: &BTreeMap<String, Dynamic>,
     ) -> Vec<Self> {
+        let none = Dynamic::default();
         config
             .pools
             .iter()
-            .map(|p| PoolEntry {
-                pool: Arc::new(Pool::new(
-                    p,
-                    previous.and_then(|s| s.pool(&p.name)).map(|a| a.as_ref()),
-                )),
-                health_stop: CancellationToken::new(),
+            .map(|p| {
+                let cfg = crate::discovery::effective(p, dynamic.get(&p.name).unwrap_or(&none));
+                let old = previous.and_then(|s| s.entry(&p.name));
+                metrics::gauge!("lb_pool_members", "pool" => p.name.clone())
+                    .set(cfg.backends.len() as f64);
+                match old {
+                    Some(e) if e.pool.config == cfg => e.clone(),
+                    _ => PoolEntry {
+                        pool: Arc::new(Pool::new(&cfg, old.map(|e| e.pool.as_ref()))),
+                        health_stop: CancellationToken::new(),
+                    },
+                }
             })
             .collect()
     }
 }
 
-/// The running config: what a reload swaps atomically.
+/// The running config: what a reload or a membership change swaps atomically.
 #[derive(Debug)]
 pub struct Snapshot {
     pub loaded: Loaded,
     pub pools: Vec<PoolEntry>,
     pub listeners: Vec<ListenerEntry>,
+    /// Per pool: members from DNS and the admin API, kept across changes and reloads.
+    pub dynamic: BTreeMap<String, Dynamic>,
 }
 
 impl Snapshot {
     pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools
-            .iter()
-            .map(|p| &p.pool)
-            .find(|p| p.name() == name)
+        self.entry(name).map(|e| &e.pool)
+    }
+
+    fn entry(&self, name: &str) -> Option<&PoolEntry> {
+        self.pools.iter().find(|p| p.pool.name() == name)
     }
 }
 
@@ -156,4 +180,8 @@ pub struct Shared {
     pub(crate) admin_fd: Mutex<Option<(OwnedFd, SocketAddr, SocketAddr)>>,
     /// The HTTP side every reload prepares the new config with.
     pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
+    /// The re-resolution loops running, each stopped by its token when a reload drops it.
+    pub(crate) watches: Mutex<HashMap<Watch, CancellationToken>>,
+    /// This `Shared`, for the tasks it starts (DNS loops, drains) to call back.
+    pub(crate) me: std::sync::Weak<Shared>,
 }

@@ -3,14 +3,11 @@
 //! changes, removed ones stop accepting while their connections finish; pools are rebuilt,
 //! and a backend present in both configs keeps its health, admin state and counters.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
 use super::bind::{bind_listener, dup_fds, sockets_per_listener, BindError};
-use super::{ListenerEntry, PoolEntry, Shared, Snapshot};
+use super::Shared;
 use crate::config::{self, Source};
-use crate::proxy::tcp::Route;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -97,17 +94,40 @@ impl Shared {
             notes.push("admin.max_connections changes take effect on restart".into());
         }
 
+        // Names are resolved again; one that fails keeps its last good members (a warning).
+        let (dynamic, report) = crate::discovery::resolve_blocking(cfg, &old.dynamic);
+        for r in &report {
+            if let Err(e) = &r.result {
+                notes.push(format!(
+                    "pool \"{}\": {} does not resolve ({e}); its last good members stay",
+                    r.pool, r.name
+                ));
+            }
+        }
+        // API changes are kept across a reload that leaves the pool unchanged; a pool the
+        // reload changes is taken as the file says.
+        let dynamic = dynamic
+            .into_iter()
+            .map(|(name, mut d)| {
+                let same = old.loaded.config.pools.iter().find(|p| p.name == name)
+                    == cfg.pools.iter().find(|p| p.name == name);
+                if !same && d.api_changed() {
+                    notes.push(format!(
+                        "pool \"{name}\" changed in the file: members added or removed through the API are dropped"
+                    ));
+                    d.api.clear();
+                    d.removed.clear();
+                }
+                (name, d)
+            })
+            .filter(|(_, d)| *d != crate::discovery::Dynamic::default())
+            .collect();
+
         // Bind new listeners first: if one fails, nothing has changed yet.
         let per = sockets_per_listener(self.threading, self.workers);
-        let kept = |l: &config::Listener| {
-            old.listeners.iter().find(|e| {
-                let r = e.shared.route.load();
-                e.shared.name == l.name && r.listener.bind == l.bind
-            })
-        };
         let mut fresh_sockets = Vec::new();
         for l in &cfg.listeners {
-            if kept(l).is_none() {
+            if old.kept_listener(l).is_none() {
                 let (sockets, addr) = bind_listener(l, per).map_err(ReloadError::Bind)?;
                 let fds = dup_fds(&sockets).map_err(|source| {
                     ReloadError::Bind(BindError::Listener {
@@ -119,64 +139,9 @@ impl Shared {
                 fresh_sockets.push((sockets, addr, fds));
             }
         }
-
-        let pools = PoolEntry::build_all(cfg, Some(&old));
-        let mut listeners = Vec::new();
-        let mut started = Vec::new();
-        let mut fresh = fresh_sockets.into_iter();
-        let (mut added, mut kept_names) = (Vec::new(), Vec::new());
-        let pool_arcs: Vec<_> = pools.iter().map(|p| p.pool.clone()).collect();
-        for (li, l) in cfg.listeners.iter().enumerate() {
-            let route = Route::build(&loaded, li, &pool_arcs);
-            match kept(l) {
-                Some(e) => {
-                    e.shared.route.store(Arc::new(route));
-                    kept_names.push(l.name.clone());
-                    listeners.push(e.clone());
-                }
-                None => {
-                    let Some((sockets, addr, fds)) = fresh.next() else {
-                        continue;
-                    };
-                    let entry = ListenerEntry::new(route, addr, &self.accept, fds);
-                    added.push(format!("{} on {addr}", l.name));
-                    started.push((entry.clone(), sockets));
-                    listeners.push(entry);
-                }
-            }
-        }
-        let removed: Vec<&ListenerEntry> = old
-            .listeners
-            .iter()
-            .filter(|o| !listeners.iter().any(|n| Arc::ptr_eq(&n.shared, &o.shared)))
-            .collect();
-
-        self.limits.global_max.store(
-            cfg.global.max_connections,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        for p in &pools {
-            engine.start_health(p);
-        }
-        for (entry, sockets) in started {
-            engine.start_listener(&entry, sockets);
-        }
-        let removed_names: Vec<String> = removed
-            .iter()
-            .map(|e| format!("{} on {}", e.shared.name, e.addr))
-            .collect();
-        for e in &removed {
-            e.stop.cancel();
-        }
-        for p in &old.pools {
-            p.health_stop.cancel();
-        }
         let hash = loaded.hash.clone();
-        self.state.store(Arc::new(Snapshot {
-            loaded,
-            pools,
-            listeners,
-        }));
+        let done = self.commit(engine, &old, loaded, dynamic, fresh_sockets);
+        let (kept_names, added, removed_names) = (done.kept, done.added, done.removed);
         Ok(json!({
             "result": "ok",
             "config_hash": hash,

@@ -136,6 +136,9 @@ async fn control<F, Fut>(
     let exit = engine.exit.clone();
     let cx = engine.cx.clone();
     let _ = shared.engine.set(engine);
+    if let Some(engine) = shared.engine.get() {
+        shared.sync_watches(engine, &state.loaded.config, &state.dynamic);
+    }
     // The admin API stops accepting when draining starts, like the listeners (after a binary
     // upgrade the new process answers on the same socket), and its requests get to finish.
     let admin_stop = CancellationToken::new();

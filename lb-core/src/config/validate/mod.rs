@@ -168,8 +168,44 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                 d.shutdown_timeout,
             ),
             splice: g.splice.unwrap_or(d.splice),
+            resolve_interval_min: cx.duration(
+                &g.resolve_interval_min,
+                "global.resolve_interval_min".into(),
+                d.resolve_interval_min,
+            ),
+            resolve_interval_max: cx.duration(
+                &g.resolve_interval_max,
+                "global.resolve_interval_max".into(),
+                d.resolve_interval_max,
+            ),
         }
     });
+    if let Some(g) = &raw.global {
+        let span = g
+            .resolve_interval_min
+            .as_ref()
+            .or(g.resolve_interval_max.as_ref());
+        if global.resolve_interval_min < pool::MIN_INTERVAL {
+            cx.err(
+                span.map_or(0..0, |s| s.span()),
+                "global.resolve_interval_min",
+                format!(
+                    "expected at least {:?}, found {:?}",
+                    pool::MIN_INTERVAL,
+                    global.resolve_interval_min
+                ),
+            );
+        } else if global.resolve_interval_min > global.resolve_interval_max {
+            cx.err(
+                span.map_or(0..0, |s| s.span()),
+                "global.resolve_interval_min",
+                format!(
+                    "resolve_interval_min ({:?}) is above resolve_interval_max ({:?})",
+                    global.resolve_interval_min, global.resolve_interval_max
+                ),
+            );
+        }
+    }
 
     let admin = raw
         .admin
