@@ -46,6 +46,9 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Ends WebSocket tunnels when the shutdown grace period is over.
     pub cancel: CancellationToken,
+    /// `max_connection_age`, for the tunnels this connection opens (the connection itself is
+    /// drained when old).
+    pub old_at: Option<(std::time::Instant, std::time::Duration)>,
     pub tracker: TaskTracker,
     /// What the connection's request heads carried that the parser does not show.
     pub framing: Arc<std::sync::Mutex<crate::framing::Tracker>>,

@@ -316,7 +316,32 @@ impl Gateway {
     /// Serves one client connection until it closes; on `drain`, finishes what is in flight
     /// and closes (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY); on `cancel`, closes now.
     /// HTTP/1.1 requests of lean routes take the lean path until one is not.
-    pub async fn serve_conn(self: Arc<Self>, conn: Conn) {
+    ///
+    /// A connection past the listener's `max_connection_age` is drained as a reload would
+    /// drain it, by its own token: an idle one closes, a busy one's current answer says
+    /// `Connection: close`, HTTP/2 gets a GOAWAY; the client reconnects and may be balanced
+    /// elsewhere. One rule for both paths, since both already obey `drain`.
+    pub async fn serve_conn(self: Arc<Self>, mut conn: Conn) {
+        let Some((old_at, _)) = conn.old_at else {
+            return self.serve_conn_until_drained(conn).await;
+        };
+        let own = conn.drain.child_token();
+        conn.drain = own.clone();
+        let client = conn.client;
+        let aging = async {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(old_at)).await;
+            tracing::debug!(listener = %self.listener, client = %client, "connection past max_connection_age drained");
+            own.cancel();
+            std::future::pending::<()>().await
+        };
+        let serving = Box::pin(self.clone().serve_conn_until_drained(conn));
+        tokio::select! {
+            () = serving => {}
+            () = aging => {}
+        }
+    }
+
+    async fn serve_conn_until_drained(self: Arc<Self>, conn: Conn) {
         // Shared by the connection's requests: one reference count per request, no copies.
         let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
@@ -325,6 +350,7 @@ impl Gateway {
             tls: conn.is_tls(),
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
+            old_at: conn.old_at,
             tracker: conn.tracker.clone(),
             framing: Arc::new(std::sync::Mutex::new(Tracker::default())),
             own: self

@@ -215,7 +215,10 @@ impl Gateway {
         mut flight: Option<lb_core::backend::InFlight>,
     ) {
         let (idle, cancel, listener) = (
-            self.idle_timeout,
+            lb_core::proxy::relay::Deadlines {
+                idle: self.idle_timeout,
+                old_at: info.old_at,
+            },
             info.cancel.clone(),
             self.listener.clone(),
         );

@@ -92,7 +92,7 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
@@ -124,11 +124,32 @@ pub struct Listener {
     pub trusted_proxies: Option<Vec<Cidr>>,
     /// Time for the PROXY header, the ClientHello and the TLS handshake; default 10s.
     pub handshake_timeout: Duration,
+    /// `max_connection_age` and its jitter and grace; `None` = connections age freely.
+    pub max_age: Option<MaxAge>,
     /// http only.
     pub http: HttpSettings,
 }
 
 /// Settings of an http listener (defaults elsewhere; they are unused there).
+/// When a connection is old enough to go (SPEC §6, listener keys).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxAge {
+    pub age: Duration,
+    /// Fraction (0.0–<1.0): each connection's age is drawn from age × (1 ± jitter), so
+    /// connections opened together do not all reconnect together.
+    pub jitter: f64,
+    /// tcp: how long a connection past its age must be quiet (no bytes either way) before it
+    /// is closed, so nothing is cut mid-transfer.
+    pub grace: Duration,
+}
+
+impl MaxAge {
+    /// The age of one connection: `age` scaled by `unit`, a uniform draw from [-1, 1].
+    pub fn for_connection(&self, unit: f64) -> Duration {
+        self.age.mul_f64(1.0 + self.jitter * unit.clamp(-1.0, 1.0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// A client must send a whole request head within this time (slowloris); default 10s.

@@ -61,6 +61,10 @@ pub struct RawListener {
     pub forwarded_headers: Option<S<String>>,
     pub via: Option<S<bool>>,
     pub escaped_slashes: Option<S<String>>,
+    /// SPEC §6: close (tcp) or ask to reconnect (http) connections this old.
+    pub max_connection_age: Option<S<String>>,
+    pub max_connection_age_jitter: Option<S<String>>,
+    pub age_grace: Option<S<String>>,
 }
 
 /// A size: bytes as an integer, or a string such as "10MiB", "512k", "1GB".
@@ -376,6 +380,9 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "forwarded_headers",
             "via",
             "escaped_slashes",
+            "max_connection_age",
+            "max_connection_age_jitter",
+            "age_grace",
         ],
         "route" => &[
             "listener",

@@ -111,6 +111,9 @@ pub struct Conn {
     /// Shutdown waits for the tasks spawned here (e.g. a WebSocket tunnel that outlives the
     /// HTTP exchange that opened it).
     pub tracker: TaskTracker,
+    /// `max_connection_age`: when this connection is old (then drained like a reload drains
+    /// it) and the quiet time a tunnel it carries must show before it is closed.
+    pub old_at: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl Conn {

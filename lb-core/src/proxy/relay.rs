@@ -50,6 +50,8 @@ pub enum End {
     BackendError(io::ErrorKind),
     /// lb is shutting down and the grace period ran out.
     Shutdown,
+    /// Past the listener's `max_connection_age`, the connection was quiet for `age_grace`.
+    MaxAge,
 }
 
 impl End {
@@ -61,6 +63,7 @@ impl End {
             Self::ClientError(_) => "client_error",
             Self::BackendError(_) => "backend_error",
             Self::Shutdown => "shutdown",
+            Self::MaxAge => "max_age",
         }
     }
 }
@@ -72,6 +75,31 @@ pub struct Outcome {
     /// Bytes backend → client.
     pub from_backend: u64,
     pub end: End,
+}
+
+/// When a relay gives up on a connection, besides its peers ending it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// No bytes either way for this long ends it.
+    pub idle: Duration,
+    /// `max_connection_age`: from this instant on, the first `grace` without a byte either
+    /// way ends it, so an old connection is closed between transfers, never during one.
+    pub old_at: Option<(Instant, Duration)>,
+}
+
+impl Deadlines {
+    /// The listener's limits for a connection accepted at `start`, its age drawn from the
+    /// listener's jitter (one place for every relay: tcp, tls, and http upgrades).
+    pub fn of(l: &crate::config::Listener, start: Instant) -> Self {
+        let old_at = l.max_age.map(|m| {
+            let unit = fastrand::f64() * 2.0 - 1.0;
+            (start + m.for_connection(unit), m.grace)
+        });
+        Self {
+            idle: l.idle_timeout,
+            old_at,
+        }
+    }
 }
 
 /// Byte counts and last activity, shared by the two directions of one connection. They run
@@ -120,7 +148,7 @@ pub async fn relay(
     client: &TcpStream,
     backend: &TcpStream,
     mode: RelayMode,
-    idle: Duration,
+    limits: Deadlines,
     cancel: &CancellationToken,
 ) -> Outcome {
     let act = Activity::new();
@@ -136,7 +164,7 @@ pub async fn relay(
         };
         let _ = SockRef::from(to).shutdown(Shutdown::Write);
     };
-    drive(up, down, &act, idle, cancel, half_close).await
+    drive(up, down, &act, limits, cancel, half_close).await
 }
 
 /// Runs the relay between two byte streams (TLS on either side) to its end. Each direction
@@ -145,7 +173,7 @@ pub async fn relay(
 pub async fn relay_streams<C, B>(
     client: &mut C,
     backend: &mut B,
-    idle: Duration,
+    limits: Deadlines,
     cancel: &CancellationToken,
 ) -> Outcome
 where
@@ -168,7 +196,7 @@ where
         Side::Backend
     ));
     // The pumps shut their writers down themselves (a TLS close_notify, then FIN).
-    drive(up, down, &act, idle, cancel, |_| {}).await
+    drive(up, down, &act, limits, cancel, |_| {}).await
 }
 
 async fn pump_stream<R, W>(
@@ -203,7 +231,7 @@ async fn drive<U, D>(
     mut up: std::pin::Pin<&mut U>,
     mut down: std::pin::Pin<&mut D>,
     act: &Activity,
-    idle: Duration,
+    limits: Deadlines,
     cancel: &CancellationToken,
     half_close: impl Fn(Side),
 ) -> Outcome
@@ -213,8 +241,13 @@ where
 {
     let (mut up_done, mut down_done) = (false, false);
     let mut first_fin: Option<Side> = None;
+    let idle = limits.idle;
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    // Far off when the listener sets no age: the branch below is disabled then anyway.
+    let (old_at, grace) = limits.old_at.unwrap_or((Instant::now(), Duration::ZERO));
+    let age_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(old_at));
+    tokio::pin!(age_timer);
     let end = loop {
         tokio::select! {
             r = &mut up, if !up_done => {
@@ -250,6 +283,13 @@ where
                     break End::IdleTimeout;
                 }
                 idle_timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            }
+            () = &mut age_timer, if limits.old_at.is_some() => {
+                let quiet_at = crate::clock::instant_of(act.last_ms.load(Relaxed)) + grace;
+                if Instant::now() >= quiet_at {
+                    break End::MaxAge;
+                }
+                age_timer.as_mut().reset(tokio::time::Instant::from_std(quiet_at));
             }
             () = cancel.cancelled() => break End::Shutdown,
         }

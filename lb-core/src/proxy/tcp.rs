@@ -20,7 +20,7 @@ use super::accept_backoff::AcceptBackoff;
 use super::front::{self, Front, Reject};
 use super::handoff::{ClientStream, Conn};
 use super::prefixed::Prefixed;
-use super::relay::{relay, relay_streams, End, RelayMode};
+use super::relay::{relay, relay_streams, Deadlines, End, RelayMode};
 pub use super::route::{PairMetrics, Route, Target};
 use crate::config::{self, Algorithm, HashKey};
 use crate::hash;
@@ -369,6 +369,7 @@ async fn serve(
             drain: stop,
             cancel: cx.conn_cancel.clone(),
             tracker: cx.tracker.clone(),
+            old_at: Deadlines::of(l, start).old_at,
         };
         app.serve(conn).await;
         return;
@@ -424,7 +425,7 @@ async fn proxy_to(
         b.total.fetch_add(1, Relaxed);
         m.connections.increment(1);
         m.active.increment(1.0);
-        let (idle, cancel) = (l.idle_timeout, &cx.conn_cancel);
+        let (idle, cancel) = (Deadlines::of(l, start), &cx.conn_cancel);
         let out = match (&mut io, &mut upstream) {
             (ClientIo::Plain(c), BackendIo::Plain(u)) => relay(c, u, cx.mode, idle, cancel).await,
             (ClientIo::Plain(c), BackendIo::Tls(u)) => {

@@ -260,6 +260,7 @@ pub async fn gateway_draining(config: &str) -> (SocketAddr, Arc<Gateway>, Cancel
                 drain: draining.clone(),
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                old_at: None,
             };
             tokio::spawn(served.clone().serve_conn(conn));
         }

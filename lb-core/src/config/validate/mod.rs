@@ -18,6 +18,7 @@ use super::parse::RawConfig;
 pub const MAX_WEIGHT: i64 = 10_000;
 
 mod admin;
+mod age;
 mod http;
 mod policy;
 mod policy_auth;
@@ -434,6 +435,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
             "trusted_proxies",
         );
         let trusted_proxies = proxy_header::trusted_proxies(&mut cx, l, &key, udp);
+        let max_age = age::max_age(&mut cx, l, &key, udp);
         let mut tls = l
             .tls
             .as_ref()
@@ -529,6 +531,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
                     .is_some_and(|v| *v.get_ref()),
                 trusted_proxies,
                 handshake_timeout,
+                max_age,
                 http: http_settings,
             });
         }
