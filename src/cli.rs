@@ -123,6 +123,7 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
         metrics: crate::logging::install_metrics(),
         inherited: Inherited::default(),
         http: Some(http),
+        notify: runtime::notify::Notifier::from_env(),
     };
     if let Some(path) = &args.upgrade_socket {
         match runtime::take_over(path) {
@@ -144,6 +145,8 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
     let mut inherited = std::mem::take(&mut opts.inherited);
     let upgrade_socket = args.upgrade_socket.clone();
     let watch = args.watch;
+    let has_upgrade_socket = args.upgrade_socket.is_some();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Runs once lb is ready: only then may an old process stop accepting.
     let after_ready = move || async move {
         inherited.ready();
@@ -155,6 +158,7 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
         if watch {
             tokio::spawn(runtime::watch(shared.clone(), Duration::from_millis(500)));
         }
+        crate::reexec::on_usr2(argv, has_upgrade_socket);
         shutdown_signal(Some(shared)).await;
     };
     match bound.run(after_ready) {

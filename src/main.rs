@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod logging;
 mod plan;
+mod reexec;
 
 use std::process::ExitCode;
 use std::sync::Arc;

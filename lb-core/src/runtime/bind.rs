@@ -188,6 +188,8 @@ pub struct BindOptions {
     pub inherited: Inherited,
     /// What serves http listeners and prepares their part of each reloaded config.
     pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
+    /// systemd's notify socket (see [`super::notify::Notifier::from_env`]).
+    pub notify: Option<super::notify::Notifier>,
 }
 
 /// Duplicates sockets so a binary upgrade can hand them over later.
@@ -298,6 +300,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         accept,
         admin_fd: Mutex::new(admin_fd),
         http: opts.http.clone(),
+        notify: opts.notify.take(),
     });
     Ok(Bound {
         shared,
