@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 # chromium + chromium-driver for the dashboard test in a real browser, dnsmasq-base for a
 # real DNS server behind a UDP listener, nginx as a real reader of lb's PROXY headers, curl
 # (with nghttp2) as a real HTTP/2-over-TLS client of http listeners, redis-server as the
-# store two lb processes share a rate limit through.
-PACKAGES=(chromium chromium-driver dnsmasq-base nginx curl redis-server)
+# store two lb processes share a rate limit through, keepalived + iproute2 for the VRRP
+# failover between two lb instances in network namespaces (and curl for its track_script);
+# dpkg (always there) installs and purges the package scripts/package.sh builds.
+PACKAGES=(chromium chromium-driver dnsmasq-base nginx curl redis-server keepalived iproute2)
 missing=()
 for p in "${PACKAGES[@]:-}"; do
   [ -n "$p" ] && ! dpkg -s "$p" >/dev/null 2>&1 && missing+=("$p")

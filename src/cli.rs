@@ -196,6 +196,7 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
         inherited: Inherited::default(),
         http: Some(http),
         dynamic,
+        notify: runtime::notify::Notifier::from_env(),
     };
     if let Some(path) = &args.upgrade_socket {
         match runtime::take_over(path) {
@@ -217,6 +218,8 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
     let mut inherited = std::mem::take(&mut opts.inherited);
     let upgrade_socket = args.upgrade_socket.clone();
     let watch = args.watch;
+    let has_upgrade_socket = args.upgrade_socket.is_some();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Runs once lb is ready: only then may an old process stop accepting.
     let after_ready = move || async move {
         inherited.ready();
@@ -228,6 +231,7 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
         if watch {
             tokio::spawn(runtime::watch(shared.clone(), Duration::from_millis(500)));
         }
+        crate::reexec::on_usr2(argv, has_upgrade_socket);
         shutdown_signal(Some(shared)).await;
     };
     match bound.run(after_ready) {

@@ -7,6 +7,7 @@ mod demo;
 mod diff;
 mod logging;
 mod plan;
+mod reexec;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -190,6 +190,8 @@ pub struct BindOptions {
     pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
     /// Members resolved from the config's names at load (see [`crate::discovery::resolve_blocking`]).
     pub dynamic: std::collections::BTreeMap<String, crate::discovery::Dynamic>,
+    /// systemd's notify socket (see [`super::notify::Notifier::from_env`]).
+    pub notify: Option<super::notify::Notifier>,
 }
 
 /// Duplicates sockets so a binary upgrade can hand them over later.
@@ -305,6 +307,7 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         http: opts.http.clone(),
         watches: Mutex::new(std::collections::HashMap::new()),
         me: me.clone(),
+        notify: opts.notify.take(),
     });
     Ok(Bound {
         shared,

@@ -11,6 +11,8 @@ mod admin_members;
 mod bind;
 mod engine;
 mod members;
+pub mod notify;
+mod readiness;
 mod reload;
 mod status;
 mod upgrade;
@@ -20,6 +22,7 @@ mod workers;
 pub use bind::BindOptions;
 pub use bind::{bind, BindError, Bound};
 pub use members::MemberError;
+pub use readiness::Readiness;
 pub use reload::ReloadError;
 pub use upgrade::{serve as serve_upgrades, take_over, Inherited};
 pub use watch::watch;
@@ -184,4 +187,39 @@ pub struct Shared {
     pub(crate) watches: Mutex<HashMap<Watch, CancellationToken>>,
     /// This `Shared`, for the tasks it starts (DNS loops, drains) to call back.
     pub(crate) me: std::sync::Weak<Shared>,
+    /// systemd's notify socket, when started by systemd with `Type=notify`.
+    pub(crate) notify: Option<notify::Notifier>,
+}
+
+impl Shared {
+    /// Whether lb should be sent traffic now (see [`readiness::decide`], the one place this is
+    /// decided): `GET /api/ready` and systemd's `STATUS=` both ask here.
+    pub fn readiness(&self) -> Readiness {
+        let state = self.state.load();
+        readiness::decide(*self.phase.borrow(), &state.loaded.config, |i| {
+            state
+                .pools
+                .get(i)
+                .is_some_and(|p| p.pool.backends.iter().any(|b| b.available()))
+        })
+    }
+
+    /// The one-line summary systemd shows (`STATUS=`).
+    pub fn status_line(&self) -> String {
+        let r = self.readiness();
+        let state = self.state.load();
+        let backends = state.pools.iter().flat_map(|p| p.pool.backends.iter());
+        let (up, total) =
+            backends.fold((0, 0), |(u, t), b| (u + usize::from(b.available()), t + 1));
+        readiness::status_line(&r, state.listeners.len(), up, total)
+    }
+}
+
+impl Shared {
+    /// Tells systemd `fields` (nothing when not started by it).
+    pub(crate) fn notify(&self, fields: &[notify::Field]) {
+        if let Some(n) = &self.notify {
+            n.send(fields);
+        }
+    }
 }

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use super::bind::{bind_listener, dup_fds, sockets_per_listener, BindError};
+use super::notify::{self, Field};
 use super::Shared;
 use crate::config::{self, Source};
 
@@ -29,7 +30,16 @@ impl Shared {
     /// Returns what changed, for the log and `POST /api/reload`.
     pub fn reload(&self) -> Result<Value, ReloadError> {
         tracing::info!("config reload started");
+        self.notify(&[
+            Field::Reloading {
+                monotonic_usec: notify::monotonic_usec(),
+            },
+            Field::Status("reloading the config".into()),
+        ]);
         let result = self.try_reload();
+        // READY=1 whatever the outcome: a refused reload leaves the old config serving, and
+        // systemd must not think lb is still reloading.
+        self.notify(&[Field::Ready, Field::Status(self.status_line())]);
         // Parsing the new file (and, when the old config's pools went with the swap, the old
         // config) freed a lot; a big config's parse tree alone is ~1.5 KB per backend.
         crate::reclaim::release_freed_memory();

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine::Engine;
+use super::notify::Field;
 use super::{admin, Bound, Phase, Shared};
 use crate::proxy::tcp::Context;
 use crate::proxy::RelayMode;
@@ -157,6 +158,22 @@ async fn control<F, Fut>(
         }
     }
     shared.phase.send_replace(Phase::Ready);
+    // Every listener's socket listens and has its accept loop: systemd may now start what
+    // depends on lb. MAINPID names this process: after a binary upgrade the new process is
+    // the service's main one, and it says so before the old one is told to drain.
+    shared.notify(&[
+        Field::Ready,
+        Field::MainPid(std::process::id()),
+        Field::Status(shared.status_line()),
+    ]);
+    if let Some(n) = &shared.notify {
+        tokio::spawn(keep_systemd_informed(
+            shared.clone(),
+            n.watchdog,
+            engine_handles(&shared),
+            exit.clone(),
+        ));
+    }
     for l in &state.listeners {
         let route = l.shared.route.load();
         tracing::info!(listener = %l.shared.name, pool.name = route.default.as_ref().map_or("-", |t| t.pool.name()), "listening on {}", l.addr);
@@ -165,10 +182,19 @@ async fn control<F, Fut>(
     tracing::info!(workers = shared.workers, threading = ?shared.threading, mode = ?cx.mode, "lb ready");
     shutdown().await;
 
+    // A new process that took over the sockets (binary upgrade) is the service now: the old
+    // one neither tells systemd the service stops nor answers on the admin socket it handed
+    // over. A plain shutdown keeps the admin API up while draining, so `/api/ready` answers
+    // 503 to whatever checks it (keepalived, a balancer in front) instead of going silent.
+    let handed_over = shared.shutdown.is_cancelled();
     shared.phase.send_replace(Phase::Draining);
     shared.accept.cancel();
-    admin_stop.cancel();
-    admin_tracker.close();
+    if handed_over {
+        admin_stop.cancel();
+        admin_tracker.close();
+    } else {
+        shared.notify(&[Field::Stopping, Field::Status(shared.status_line())]);
+    }
     // Close the hand-over copies too, so the listening sockets really close (a new process
     // that took them over holds its own).
     for l in &shared.state.load().listeners {
@@ -200,11 +226,70 @@ async fn control<F, Fut>(
     for p in &shared.state.load().pools {
         p.health_stop.cancel();
     }
+    admin_stop.cancel();
+    admin_tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_tracker.wait()).await;
     exit.cancel();
     shared.phase.send_replace(Phase::Stopped);
     tracing::info!("stopped");
 }
+
+/// The worker runtimes' handles, for the watchdog to check they still run tasks.
+fn engine_handles(shared: &Shared) -> Vec<tokio::runtime::Handle> {
+    shared
+        .engine
+        .get()
+        .map(|e| e.workers.clone())
+        .unwrap_or_default()
+}
+
+/// While running: `WATCHDOG=1` every half `WatchdogSec=` (when set), but only once every
+/// worker runtime has run a task since the last one, so a wedged worker lets systemd restart
+/// lb; and `STATUS=` again whenever the summary changed (backends going up or down), checked
+/// as often (at most every [`STATUS_EVERY`]).
+async fn keep_systemd_informed(
+    shared: Arc<Shared>,
+    watchdog: Option<Duration>,
+    workers: Vec<tokio::runtime::Handle>,
+    exit: CancellationToken,
+) {
+    let every = watchdog.map_or(STATUS_EVERY, |w| w.min(STATUS_EVERY));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = shared.status_line();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = exit.cancelled() => return,
+        }
+        let mut fields = Vec::new();
+        if watchdog.is_some() {
+            let mut alive = true;
+            for h in &workers {
+                let ran = h.spawn(async {});
+                alive &= tokio::time::timeout(every, ran)
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            }
+            if alive {
+                fields.push(Field::Watchdog);
+            } else {
+                tracing::error!("a worker runtime did not run a task within {every:?}; not telling systemd's watchdog lb is alive");
+            }
+        }
+        let status = shared.status_line();
+        if status != last_status {
+            fields.push(Field::Status(status.clone()));
+            last_status = status;
+        }
+        if !fields.is_empty() {
+            shared.notify(&fields);
+        }
+    }
+}
+
+/// How often the `STATUS=` line is refreshed when no watchdog asks for more.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// Raises the open-file limit and keeps the spare descriptor accept loops use when out of
 /// them (see `crate::fd_limit`).

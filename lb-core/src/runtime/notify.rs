@@ -1,0 +1,226 @@
+//! systemd's readiness protocol (sd_notify(3), `Type=notify`): newline-separated `KEY=VALUE`
+//! assignments in one datagram to the Unix socket named by `$NOTIFY_SOCKET` (a path, or an
+//! abstract name when it starts with '@'). Message building and the environment's parsing are
+//! pure; [`Notifier`] alone does I/O. Written here rather than taken from a crate: it is
+//! twenty lines of protocol, and lb needs `MONOTONIC_USEC` and `MAINPID` exactly as below.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One assignment of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// Startup finished, or a reload finished (whatever its outcome).
+    Ready,
+    /// A reload started; systemd wants `MONOTONIC_USEC` beside it (CLOCK_MONOTONIC, µs) to
+    /// match it with the `ExecReload=` it ran.
+    Reloading { monotonic_usec: u64 },
+    /// Shutdown started.
+    Stopping,
+    /// Free text for `systemctl status`; made one line here.
+    Status(String),
+    /// Keep-alive for `WatchdogSec=`.
+    Watchdog,
+    /// This process is now the service's main process (binary upgrade).
+    MainPid(u32),
+}
+
+/// The datagram for `fields`. A `STATUS=` text loses its control characters: a newline in
+/// it (a pool name, say) would otherwise start a second assignment such as `STOPPING=1`.
+pub fn message(fields: &[Field]) -> String {
+    let mut out = String::new();
+    for f in fields {
+        match f {
+            Field::Ready => out.push_str("READY=1"),
+            Field::Reloading { monotonic_usec } => {
+                out.push_str(&format!("RELOADING=1\nMONOTONIC_USEC={monotonic_usec}"))
+            }
+            Field::Stopping => out.push_str("STOPPING=1"),
+            Field::Status(s) => {
+                out.push_str("STATUS=");
+                out.extend(s.chars().map(|c| if c.is_control() { ' ' } else { c }));
+            }
+            Field::Watchdog => out.push_str("WATCHDOG=1"),
+            Field::MainPid(pid) => out.push_str(&format!("MAINPID={pid}")),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Where `$NOTIFY_SOCKET` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Path(PathBuf),
+    Abstract(Vec<u8>),
+}
+
+/// Parses `$NOTIFY_SOCKET`: an absolute path, or '@' and an abstract name. Anything else
+/// (empty, relative, a `vsock:` address lb does not speak) is `None`.
+pub fn parse_target(value: &OsStr) -> Option<Target> {
+    let b = value.as_bytes();
+    match b.first()? {
+        b'/' => Some(Target::Path(PathBuf::from(value))),
+        b'@' if b.len() > 1 => Some(Target::Abstract(b[1..].to_vec())),
+        _ => None,
+    }
+}
+
+/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC` (sd_watchdog_enabled(3)'s
+/// advice), and only when `$WATCHDOG_PID` is unset or names this process.
+pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok()? != own_pid {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd reads its own clock.
+pub fn monotonic_usec() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000)
+        .saturating_add(t.tv_nsec as u64 / 1_000)
+}
+
+/// A connection to systemd's notify socket, from the environment lb was started with.
+#[derive(Debug)]
+pub struct Notifier {
+    sock: UnixDatagram,
+    target: SocketAddr,
+    /// Half of `WatchdogSec=`, when systemd watches this process.
+    pub watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// `None` when lb was not started by systemd with `Type=notify` (no `$NOTIFY_SOCKET`), or
+    /// the variable cannot be used (then says why once).
+    pub fn from_env() -> Option<Self> {
+        let value = std::env::var_os("NOTIFY_SOCKET")?;
+        let watchdog = watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        );
+        match Self::connect(&value, watchdog) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "NOTIFY_SOCKET={value:?} is set but unusable; systemd will not hear from lb");
+                None
+            }
+        }
+    }
+
+    /// A notifier sending to `value` (a `$NOTIFY_SOCKET` value).
+    pub fn connect(value: &OsStr, watchdog: Option<Duration>) -> std::io::Result<Self> {
+        let invalid =
+            || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a path or @name");
+        let target = match parse_target(value).ok_or_else(invalid)? {
+            Target::Path(p) => SocketAddr::from_pathname(p)?,
+            Target::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                SocketAddr::from_abstract_name(name)?
+            }
+        };
+        Ok(Self {
+            sock: UnixDatagram::unbound()?,
+            target,
+            watchdog,
+        })
+    }
+
+    /// Sends one notification. Failing is logged, never fatal: systemd may be restarting, and
+    /// lb serving matters more than systemd hearing about it.
+    pub fn send(&self, fields: &[Field]) {
+        let msg = message(fields);
+        if let Err(e) = self.sock.send_to_addr(msg.as_bytes(), &self.target) {
+            tracing::warn!(error = %e, "cannot notify systemd ({})", msg.trim_end().replace('\n', " "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_newline_separated_assignments() {
+        assert_eq!(
+            message(&[
+                Field::Ready,
+                Field::MainPid(42),
+                Field::Status("ready: 1".into())
+            ]),
+            "READY=1\nMAINPID=42\nSTATUS=ready: 1\n"
+        );
+        assert_eq!(
+            message(&[Field::Reloading { monotonic_usec: 7 }]),
+            "RELOADING=1\nMONOTONIC_USEC=7\n"
+        );
+        assert_eq!(message(&[Field::Stopping]), "STOPPING=1\n");
+        assert_eq!(message(&[Field::Watchdog]), "WATCHDOG=1\n");
+    }
+
+    #[test]
+    fn a_status_cannot_smuggle_another_assignment() {
+        let m = message(&[Field::Status("pool a\nSTOPPING=1\r\u{0}x".into())]);
+        assert_eq!(m, "STATUS=pool a STOPPING=1  x\n");
+        assert_eq!(m.lines().count(), 1);
+    }
+
+    #[test]
+    fn targets_are_paths_or_abstract_names() {
+        assert_eq!(
+            parse_target(OsStr::new("/run/systemd/notify")),
+            Some(Target::Path("/run/systemd/notify".into()))
+        );
+        assert_eq!(
+            parse_target(OsStr::new("@lb-test")),
+            Some(Target::Abstract(b"lb-test".to_vec()))
+        );
+        for bad in ["", "@", "relative/sock", "vsock:2:1234"] {
+            assert_eq!(parse_target(OsStr::new(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn watchdog_is_half_the_timeout_and_only_for_the_named_pid() {
+        let half = Some(Duration::from_millis(1500));
+        assert_eq!(watchdog_interval(Some("3000000"), None, 9), half);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("9"), 9), half);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("10"), 9), None);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("x"), 9), None);
+        for bad in ["0", "", "-5", "1e6", "18446744073709551616"] {
+            assert_eq!(watchdog_interval(Some(bad), None, 9), None, "{bad}");
+        }
+        assert_eq!(watchdog_interval(None, Some("9"), 9), None);
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_usec();
+        let b = monotonic_usec();
+        assert!(a > 0 && b >= a);
+    }
+
+    #[test]
+    fn sends_a_datagram_to_a_path_socket() {
+        let dir = std::env::temp_dir().join(format!("lb-notify-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let n = Notifier::connect(path.as_os_str(), None).expect("connect");
+        n.send(&[Field::Ready]);
+        let mut buf = [0u8; 64];
+        let len = server.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..len], b"READY=1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
