@@ -78,6 +78,24 @@ pub fn plan(l: &Loaded) -> String {
             li.protocol.name(),
             if li.access_log { ", access log" } else { "" }
         );
+        if let Some(m) = &li.max_age {
+            let jitter = if m.jitter > 0.0 {
+                format!(" ± {}%", (m.jitter * 100.0).round())
+            } else {
+                String::new()
+            };
+            let how = match li.protocol {
+                Protocol::Http => {
+                    "then the next HTTP/1 answer says Connection: close, HTTP/2 gets a GOAWAY"
+                        .to_string()
+                }
+                _ => format!(
+                    "closed at the first {} without a byte either way",
+                    d(m.grace)
+                ),
+            };
+            let _ = writeln!(out, "  connections older than {}{jitter}: {how}", d(m.age));
+        }
         if li.accept_proxy_protocol {
             match &li.trusted_proxies {
                 Some(t) => {

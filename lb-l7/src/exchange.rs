@@ -46,9 +46,11 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Ends WebSocket tunnels when the shutdown grace period is over.
     pub cancel: CancellationToken,
-    /// `max_connection_age`, for the tunnels this connection opens (the connection itself is
-    /// drained when old).
+    /// `max_connection_age`: when this connection is old, and the quiet time the tunnels it
+    /// opens must show before they are closed once old.
     pub old_at: Option<(std::time::Instant, std::time::Duration)>,
+    /// This connection's own drain (a child of the listener's), with `max_connection_age`.
+    pub own_drain: Option<CancellationToken>,
     pub tracker: TaskTracker,
     /// What the connection's request heads carried that the parser does not show.
     pub framing: Arc<std::sync::Mutex<crate::framing::Tracker>>,
@@ -61,6 +63,28 @@ impl ConnInfo {
     /// lb's address on the connection as an authority.
     pub fn local_authority(&self) -> &str {
         self.local_authority.get_or_init(|| self.local.to_string())
+    }
+
+    /// Past `max_connection_age`: the one decision both paths read.
+    pub fn is_old(&self) -> bool {
+        self.old_at
+            .is_some_and(|(at, _)| std::time::Instant::now() >= at)
+    }
+
+    /// The general path's answer on an old connection: HTTP/1 says `Connection: close` (hyper
+    /// closes after it, as the lean path does); HTTP/2 is drained (GOAWAY, streams finish).
+    pub fn retire_if_old<B>(&self, version: Version, resp: &mut Response<B>) {
+        if !self.is_old() || resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return;
+        }
+        if version < Version::HTTP_2 {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        } else if let Some(d) = &self.own_drain {
+            d.cancel();
+        }
     }
 }
 

@@ -317,31 +317,17 @@ impl Gateway {
     /// and closes (HTTP/1.1 `Connection: close`, HTTP/2 GOAWAY); on `cancel`, closes now.
     /// HTTP/1.1 requests of lean routes take the lean path until one is not.
     ///
-    /// A connection past the listener's `max_connection_age` is drained as a reload would
-    /// drain it, by its own token: an idle one closes, a busy one's current answer says
-    /// `Connection: close`, HTTP/2 gets a GOAWAY; the client reconnects and may be balanced
-    /// elsewhere. One rule for both paths, since both already obey `drain`.
+    /// A connection past the listener's `max_connection_age` is old (see
+    /// [`crate::exchange::ConnInfo::is_old`]): its next HTTP/1 answer says `Connection:
+    /// close` and it closes after it, as nginx's `keepalive_time`; an HTTP/2 one is drained
+    /// (GOAWAY, in-flight streams finish). An idle old connection is left to `idle_timeout`,
+    /// so a client is never raced by a close between two of its requests.
     pub async fn serve_conn(self: Arc<Self>, mut conn: Conn) {
-        let Some((old_at, _)) = conn.old_at else {
-            return self.serve_conn_until_drained(conn).await;
-        };
-        let own = conn.drain.child_token();
-        conn.drain = own.clone();
-        let client = conn.client;
-        let aging = async {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(old_at)).await;
-            tracing::debug!(listener = %self.listener, client = %client, "connection past max_connection_age drained");
-            own.cancel();
-            std::future::pending::<()>().await
-        };
-        let serving = Box::pin(self.clone().serve_conn_until_drained(conn));
-        tokio::select! {
-            () = serving => {}
-            () = aging => {}
-        }
-    }
-
-    async fn serve_conn_until_drained(self: Arc<Self>, conn: Conn) {
+        // Its own drain token only where it may be drained alone (an old HTTP/2 one).
+        let own_drain = conn.old_at.map(|_| {
+            conn.drain = conn.drain.child_token();
+            conn.drain.clone()
+        });
         // Shared by the connection's requests: one reference count per request, no copies.
         let info = Arc::new(crate::exchange::ConnInfo {
             client: conn.client,
@@ -351,6 +337,7 @@ impl Gateway {
             sni: conn.sni.clone(),
             cancel: conn.cancel.clone(),
             old_at: conn.old_at,
+            own_drain,
             tracker: conn.tracker.clone(),
             framing: Arc::new(std::sync::Mutex::new(Tracker::default())),
             own: self
@@ -409,9 +396,14 @@ impl Gateway {
         let activity = Activity::new();
         io.track(activity.clone());
         let gw = self.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let (gw, info) = (gw.clone(), info.clone());
-            async move { Ok::<_, std::convert::Infallible>(gw.handle(req, &info).await) }
+            async move {
+                let version = req.version();
+                let mut resp = gw.handle(req, &info).await;
+                info.retire_if_old(version, &mut resp);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let io = Sniffed::new(Prefixed::new(pending, io), framing, self.header_timeout);
         let serving = self

@@ -305,6 +305,7 @@ fn empty_pool_and_no_listener() {
     assert!(errs.iter().any(|d| d.message.contains("no [[listener]]")));
 }
 
+mod age;
 mod http;
 mod kinds;
 mod policy;

@@ -60,7 +60,8 @@ impl Session<'_> {
                             let close = plan.close
                                 || cut_short
                                 || resp.framing == Framing::UntilClose
-                                || self.drain.is_cancelled();
+                                || self.drain.is_cancelled()
+                                || self.info.is_old();
                             self.reply.clear();
                             let via = self.gw.via.as_deref();
                             match &plan.policed {
