@@ -138,3 +138,65 @@ async fn the_admin_api_adds_a_member_that_gets_traffic_and_deletes_one_that_drai
         1.0
     );
 }
+
+/// An http listener's backend connections outlive a membership change: the gateway is
+/// rebuilt over the new members, and a member present before and after keeps its idle
+/// keep-alive connection (the origin counts the connections it accepted). On both paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_member_keeps_its_idle_backend_connection_across_a_membership_change() {
+    use common::origin::Origin;
+    use common::web::fetch;
+    let a = Origin::start().await;
+    let b = Origin::start().await;
+    let text = http_site(a.addr, "", "");
+    for (path_name, lb) in both_paths("membership-keepalive", &text).await {
+        let web = lb.listener("web").await;
+        let (a0, ac0) = (a.count(), a.connections());
+        for _ in 0..3 {
+            assert_eq!(fetch(web, "/before", "").await.status, 200);
+        }
+        assert_eq!(a.count(), a0 + 3);
+        assert_eq!(
+            a.connections(),
+            ac0 + 1,
+            "{path_name}: one kept connection to a"
+        );
+
+        // b joins and later leaves: two rebuilds of the gateway.
+        let members = "/api/pools/site/backends";
+        let (code, body) = request(
+            lb.admin,
+            "POST",
+            members,
+            &format!(r#"{{"addr":"{}"}}"#, b.addr),
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+        let (b0, bc0) = (b.count(), b.connections());
+        // Round robin over a and b: requests reach both.
+        let before = a.count();
+        for _ in 0..6 {
+            assert_eq!(fetch(web, "/after-add", "").await.status, 200);
+        }
+        assert!(a.count() >= before + 2, "{path_name}: a still gets traffic");
+        assert!(b.count() > b0, "{path_name}: the added member gets traffic");
+        assert_eq!(b.connections(), bc0 + 1, "{path_name}: one connection to b");
+        let (code, body) = request(lb.admin, "DELETE", &format!("{members}/{}", b.addr), "").await;
+        assert_eq!(code, 202, "{body}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while backend(&lb.status().await, &b.addr.to_string()).is_some() {
+            assert!(Instant::now() < deadline, "{path_name}: b never removed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = a.count();
+        for _ in 0..3 {
+            assert_eq!(fetch(web, "/after-delete", "").await.status, 200);
+        }
+        assert_eq!(a.count(), before + 3);
+        assert_eq!(
+            a.connections(),
+            ac0 + 1,
+            "{path_name}: a's idle connection was dropped by a membership change"
+        );
+    }
+}
