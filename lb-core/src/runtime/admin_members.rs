@@ -46,8 +46,9 @@ struct NewMember {
     priority: Option<u8>,
 }
 
-/// Parses and checks a new member (pure).
-fn parse(body: &[u8]) -> Result<Backend, String> {
+/// Parses and checks the JSON body of `POST /api/pools/{pool}/backends` (pure; untrusted
+/// bytes, fuzzed by `fuzz/fuzz_targets/membership.rs`).
+pub fn parse(body: &[u8]) -> Result<Backend, String> {
     let m: NewMember = serde_json::from_slice(body).map_err(|e| {
         format!("expected {{\"addr\": \"IP:PORT\", \"weight\", \"backup\", \"priority\"}}: {e}")
     })?;
@@ -252,6 +253,22 @@ mod tests {
             b"",
         ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The fuzz target's entry point as a property: any body, never a panic, and an
+        /// accepted member is one lb can connect to.
+        #[test]
+        fn any_body_is_answered_and_accepted_members_connect(
+            addr in "\\PC{0,30}|[0-9.]{7,15}:[0-9]{1,5}|\\[[0-9a-f:%a-z]{2,30}\\]:[0-9]{1,5}",
+            weight in proptest::option::of(0u32..20_000),
+        ) {
+            let body = serde_json::json!({ "addr": addr, "weight": weight }).to_string();
+            if let Ok(b) = parse(body.as_bytes()) {
+                proptest::prop_assert!(crate::discovery::members::connectable(b.addr));
+            }
         }
     }
 
