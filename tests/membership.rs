@@ -348,3 +348,47 @@ async fn the_admin_api_refuses_loops_and_odd_addresses_and_decodes_paths() {
     assert_eq!(code, 202, "{body}");
     wait_members(&lb, &[a.addr]).await;
 }
+
+/// Concurrent writers lose nothing: admin additions racing reloads (that leave the pool
+/// unchanged) all end up in the pool. Every change takes the one reload lock and builds on
+/// the snapshot it finds under it, so the last writer cannot drop another's change.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_changes_racing_reloads_are_all_kept() {
+    let a = named("a").await;
+    let lb = Lb::start(
+        "membership-race",
+        &config("round-robin", &[(a.addr, "")], "", ""),
+    )
+    .await;
+    let admin = lb.admin;
+    // Addresses nobody listens on: no health check, so they join as members at once.
+    let added: Vec<SocketAddr> = (1..=20u16)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i)))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, addr) in added.iter().copied().enumerate() {
+        tasks.spawn(async move {
+            let body = format!(r#"{{"addr":"{addr}"}}"#);
+            let (code, body) = request(admin, "POST", "/api/pools/p/backends", &body).await;
+            assert_eq!(code, 201, "{body}");
+        });
+        if i % 4 == 0 {
+            tasks.spawn(async move {
+                let (code, body) = http(admin, "POST", "/api/reload", None).await;
+                assert_eq!(code, 200, "{body}");
+            });
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("writer");
+    }
+    let mut want = added.clone();
+    want.push(a.addr);
+    wait_members(&lb, &want).await;
+    assert_eq!(
+        lb.status().await["pools"][0]["api_changes"]["added"]
+            .as_array()
+            .map(Vec::len),
+        Some(20)
+    );
+}
