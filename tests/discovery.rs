@@ -5,104 +5,14 @@
 #![cfg(feature = "external-tests")]
 
 mod common;
+mod dnsmasq;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::backends::*;
 use common::*;
-
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-}
-
-impl Dnsmasq {
-    /// Starts dnsmasq on `port` (0: a free one) with `hosts` as its added hosts file and
-    /// `extra` options; waits until it answers. A taken port gets another try when free.
-    async fn start(port: u16, hosts: &Path, extra: &[String]) -> Dnsmasq {
-        for _ in 0..20 {
-            let p = if port == 0 {
-                std::net::UdpSocket::bind("127.0.0.1:0")
-                    .and_then(|s| s.local_addr())
-                    .expect("free port")
-                    .port()
-            } else {
-                port
-            };
-            let mut args = vec![
-                "--keep-in-foreground".to_string(),
-                "--conf-file=/dev/null".into(),
-                "--no-resolv".into(),
-                "--no-hosts".into(),
-                "--bind-interfaces".into(),
-                "--listen-address=127.0.0.1".into(),
-                format!("--port={p}"),
-                format!("--addn-hosts={}", hosts.display()),
-                "--address=/ready.test/127.0.0.9".into(),
-                "--pid-file=".into(),
-            ];
-            args.extend(extra.iter().cloned());
-            let child = Command::new("dnsmasq")
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq (apt-get install dnsmasq-base)");
-            let mut d = Dnsmasq { child, port: p };
-            if d.answers().await {
-                return d;
-            }
-            d.stop();
-            tokio::time::sleep(Duration::from_millis(50)).await; // back-off before a retry, not a sync
-        }
-        panic!("dnsmasq never answered");
-    }
-
-    async fn answers(&mut self) -> bool {
-        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let q = lb_core::health::dns::query(1, "ready.test").expect("query");
-        let addr = self.addr();
-        for _ in 0..30 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return false;
-            }
-            let _ = probe.send_to(&q, addr).await;
-            let mut buf = [0u8; 512];
-            if let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_millis(100), probe.recv_from(&mut buf)).await
-            {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Re-reads the hosts file.
-    fn reload(&self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::HUP).expect("SIGHUP dnsmasq");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use dnsmasq::{wait_members, write, Dnsmasq};
 
 /// Two name-answering backends on the same port at 127.0.0.2 and 127.0.0.3 (DNS members of
 /// one name share its port).
@@ -117,13 +27,6 @@ async fn twin_backends() -> (Backend, Backend, u16) {
         }
     }
     panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
-
-fn write(path: &PathBuf, text: &str) {
-    // Written whole then renamed, so dnsmasq never reads half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
 }
 
 /// Clients that connect through lb in a loop until told to stop (bounded: 60 s, 100,000
@@ -157,28 +60,6 @@ impl Clients {
     async fn finish(self) -> (Vec<(Instant, String)>, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.expect("clients")
-    }
-}
-
-/// Polls `/api/status` until `pred` holds for pool 0's backend addresses (bounded).
-async fn wait_members(lb: &Lb, want: &[&str], within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = lb.status().await;
-        let mut got: Vec<String> = s["pools"][0]["backends"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|b| b["address"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        got.sort();
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "members {got:?}, want {want:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! lb's HTTP side as lb-core sees it (`HttpSide`): each loaded config prepared (what its
 //! policies name read and checked), and the gateways of its http listeners built from that,
 //! with the stateful policies (rate-limit buckets, caches) kept across reloads that leave
-//! their config unchanged.
+//! their config unchanged, and the backends' connection pools kept across every rebuild
+//! ([`crate::kept_conns`]).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::policy;
 #[derive(Debug, Clone, Default)]
 pub struct Factory {
     kept: Kept,
+    conns: Arc<crate::kept_conns::Kept>,
 }
 
 /// Stateful policies by name, with the config they were built from.
@@ -36,6 +38,8 @@ pub struct KeptPolicy {
 pub struct Prepared {
     pub policies: policy::Prepared,
     pub(crate) kept: Kept,
+    /// Backend connection pools, shared by every generation's gateways.
+    pub conns: Arc<crate::kept_conns::Kept>,
 }
 
 impl Factory {
@@ -50,6 +54,7 @@ impl Factory {
         Arc::new(Prepared {
             policies: policy::prepare(config, diags),
             kept: self.kept.clone(),
+            conns: self.conns.clone(),
         })
     }
 

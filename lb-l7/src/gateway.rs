@@ -149,6 +149,7 @@ impl Gateway {
         // One instance of each policy per listener and config generation: a rate limit
         // counts every route of this listener that names it.
         let kept = &prepared.kept;
+        let prepared_conns = prepared.conns.clone();
         let prepared = Some(&prepared.policies);
         let mut reused: Vec<Option<KeptPolicy>> = vec![None; c.policies.len()];
         {
@@ -262,7 +263,7 @@ impl Gateway {
         let pools = used
             .iter()
             .enumerate()
-            .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l)))
+            .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l, &prepared_conns)))
             .collect();
         let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean) && !general_path_only();
         let lean_needs_headers = c
@@ -518,9 +519,27 @@ fn lean_pool(loaded: &Loaded, i: usize) -> bool {
     plain && !loaded.config.pools[i].http2
 }
 
-fn pool_target(loaded: &Loaded, i: usize, pool: &Arc<Pool>, l: &config::Listener) -> PoolTarget {
+fn pool_target(
+    loaded: &Loaded,
+    i: usize,
+    pool: &Arc<Pool>,
+    l: &config::Listener,
+    kept: &crate::kept_conns::Kept,
+) -> PoolTarget {
     let cfg = &pool.config;
-    let tls = loaded.tls.pools.get(i).cloned().flatten().map(|b| {
+    let material = loaded.tls.pools.get(i).cloned().flatten();
+    let way = crate::kept_conns::Way {
+        http2: cfg.http2,
+        tls: material.clone(),
+        proxy: l.proxy_protocol,
+    };
+    let conns = kept.conns(
+        &l.name,
+        &cfg.name,
+        pool.backends.iter().map(|b| b.addr),
+        &way,
+    );
+    let tls = material.map(|b| {
         let mut config = (*b.config).clone();
         config.alpn_protocols = vec![if cfg.http2 {
             b"h2".to_vec()
@@ -542,13 +561,7 @@ fn pool_target(loaded: &Loaded, i: usize, pool: &Arc<Pool>, l: &config::Listener
         })
         .collect();
     PoolTarget {
-        upstream: Upstream::new(
-            pool.backends.len(),
-            cfg.http2,
-            tls,
-            l.connect_timeout,
-            l.proxy_protocol,
-        ),
+        upstream: Upstream::new(conns, cfg.http2, tls, l.connect_timeout, l.proxy_protocol),
         sticky: cfg
             .sticky_cookie
             .clone()

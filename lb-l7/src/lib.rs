@@ -29,6 +29,7 @@ pub mod forward;
 pub mod framing;
 pub mod gateway;
 pub mod idle;
+pub mod kept_conns;
 pub mod lean;
 pub mod path;
 pub mod plan;

@@ -23,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::either::Either;
 
 use crate::idle::Idle;
+use crate::kept_conns::Conns;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,7 +51,8 @@ pub struct Tls {
     pub server_name: Option<ServerName<'static>>,
 }
 
-/// One pool's client; `conns[i]` holds backend `i`'s connections.
+/// One pool's client; `conns[i]` holds backend `i`'s connections (kept across gateway
+/// rebuilds by [`crate::kept_conns::Kept`]).
 #[derive(Debug)]
 pub struct Upstream {
     http2: bool,
@@ -62,23 +64,14 @@ pub struct Upstream {
     /// The PROXY header this client's connections start with.
     header: Option<Vec<u8>>,
     conns: Vec<Arc<Conns>>,
-    /// Plain connections of the lean path, by backend.
-    lean: Vec<Idle<TcpStream>>,
-}
-
-#[derive(Debug, Default)]
-struct Conns {
-    idle: Idle<H1>,
-    /// HTTP/2 multiplexes: one connection per backend, shared by every request. An async
-    /// lock, held while connecting, so a burst of first requests makes one connection.
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
 }
 
 type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl Upstream {
+    /// A client over `conns`, one per backend in pool order.
     pub fn new(
-        backends: usize,
+        conns: Vec<Arc<Conns>>,
         http2: bool,
         tls: Option<Tls>,
         connect_timeout: Duration,
@@ -90,8 +83,7 @@ impl Upstream {
             connect_timeout,
             proxy,
             header: None,
-            conns: (0..backends).map(|_| Arc::new(Conns::default())).collect(),
-            lean: (0..backends).map(|_| Default::default()).collect(),
+            conns,
         }
     }
 
@@ -103,10 +95,10 @@ impl Upstream {
     }
 
     /// A client of the same backends for one client connection, whose new connections start
-    /// with a PROXY header naming `client` and `local`.
+    /// with a PROXY header naming `client` and `local`; its connections are its own.
     pub fn for_client(&self, client: SocketAddr, local: SocketAddr) -> Self {
         let mut own = Self::new(
-            self.conns.len(),
+            (0..self.conns.len()).map(|_| Arc::default()).collect(),
             self.http2,
             self.tls.clone(),
             self.connect_timeout,
@@ -295,7 +287,7 @@ impl Upstream {
 
     /// The lean path's idle connections to backend `i`.
     pub(crate) fn lean_idle(&self, i: usize) -> Option<&Idle<TcpStream>> {
-        self.lean.get(i)
+        self.conns.get(i).map(|c| &c.lean)
     }
 }
 
@@ -317,7 +309,7 @@ async fn within<T>(
 
 /// An HTTP/1.1 connection to a backend: the handle requests go through, and its task.
 #[derive(Debug)]
-struct H1 {
+pub(crate) struct H1 {
     sender: http1::SendRequest<Body>,
     task: tokio::task::AbortHandle,
 }

@@ -12,6 +12,24 @@ use crate::config::{self, Backend, NamedBackend, Origin};
 /// The highest weight a member may have (the config's limit).
 const MAX_WEIGHT: u32 = 10_000;
 
+/// The most members one name (its A/AAAA answer, or an SRV answer) gives; an answer with
+/// more keeps the first ones in a fixed order (lowest priority, then lowest address), so
+/// the same oversized answer in any order gives the same members. Every changed answer
+/// rebuilds the pool and every listener's route, so an answer the DNS server's owner can
+/// make as big as they like must not make that work unbounded. 512 is past the replica count
+/// of any one service we know of (HAProxy's `server-template` makes users state a count).
+pub const MAX_DNS_MEMBERS: usize = 512;
+
+/// Whether lb can connect to `addr` as a backend: a port, and an address naming one host.
+/// The unspecified address would reach this host (Linux connects `0.0.0.0` to loopback),
+/// multicast and broadcast no single backend. The one check for DNS answers and the admin
+/// API alike.
+pub fn connectable(addr: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
+}
+
 /// Splits `NAME:PORT` into a host name and a port; the error says why it is not one.
 pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     let Some((host, port)) = text.rsplit_once(':') else {
@@ -37,11 +55,17 @@ pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     }
 }
 
-/// The members one name's A/AAAA answer gives: one per distinct address, ordered by address
-/// so that the same records in another order give the same members.
+/// The members one name's A/AAAA answer gives: one per distinct [`connectable`] address,
+/// ordered by address so that the same records in another order give the same members; at
+/// most [`MAX_DNS_MEMBERS`] (the lowest addresses).
 pub fn from_addrs(named: &NamedBackend, ips: &[IpAddr]) -> Vec<Backend> {
-    let set: BTreeSet<IpAddr> = ips.iter().map(|ip| ip.to_canonical()).collect();
+    let set: BTreeSet<IpAddr> = ips
+        .iter()
+        .map(|ip| ip.to_canonical())
+        .filter(|&ip| connectable(SocketAddr::new(ip, named.port)))
+        .collect();
     set.into_iter()
+        .take(MAX_DNS_MEMBERS)
         .map(|ip| Backend {
             addr: SocketAddr::new(ip, named.port),
             weight: named.weight,
@@ -63,7 +87,9 @@ pub struct SrvTarget {
 /// The members an SRV answer gives. The lowest SRV priority is lb's priority 0 (primary),
 /// the next is 1 (backup), and so on (capped at `max_priority`); SRV weight is the member's
 /// weight (0, "rarely", is 1; capped at lb's maximum). An address given twice keeps its
-/// lowest priority and highest weight. Ordered by address; port 0 ("no service") is skipped.
+/// lowest priority and highest weight. Ordered by address; port 0 ("no service") and
+/// addresses that are not [`connectable`] are skipped; at most [`MAX_DNS_MEMBERS`], the
+/// lowest priorities first, then the lowest addresses.
 pub fn from_srv(name: &str, records: &[SrvTarget], max_priority: u8) -> Vec<Backend> {
     let ranks: BTreeSet<u16> = records.iter().map(|r| r.priority).collect();
     let rank = |p: u16| {
@@ -75,13 +101,21 @@ pub fn from_srv(name: &str, records: &[SrvTarget], max_priority: u8) -> Vec<Back
         let weight = u32::from(r.weight).clamp(1, MAX_WEIGHT);
         for ip in &r.ips {
             let addr = SocketAddr::new(ip.to_canonical(), r.port);
+            if !connectable(addr) {
+                continue;
+            }
             let e = by_addr.entry(addr).or_insert((u8::MAX, 0));
             e.0 = e.0.min(rank(r.priority));
             e.1 = e.1.max(weight);
         }
     }
-    by_addr
-        .into_iter()
+    let mut kept: Vec<(SocketAddr, (u8, u32))> = by_addr.into_iter().collect();
+    if kept.len() > MAX_DNS_MEMBERS {
+        kept.sort_by_key(|&(addr, (priority, _))| (priority, addr));
+        kept.truncate(MAX_DNS_MEMBERS);
+        kept.sort_by_key(|&(addr, _)| addr);
+    }
+    kept.into_iter()
         .map(|(addr, (priority, w))| Backend {
             addr,
             weight: NonZeroU32::new(w).unwrap_or(NonZeroU32::MIN),

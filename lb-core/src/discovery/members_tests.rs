@@ -265,3 +265,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hostile_answers_are_bounded_and_never_name_this_host() {
+    let n = named("app.test", 80);
+    // Thousands of records, repeated, A and AAAA mixed: bounded, the lowest addresses, the
+    // same members in any order.
+    let mut ips: Vec<IpAddr> = (0..5000u32)
+        .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)))
+        .chain((0..5000u128).map(|i| IpAddr::from(std::net::Ipv6Addr::from(0xfd00 << 112 | i))))
+        .collect();
+    ips.extend(ips.clone());
+    let a = from_addrs(&n, &ips);
+    assert_eq!(a.len(), MAX_DNS_MEMBERS);
+    assert_eq!(a[0].addr.to_string(), "10.0.0.0:80");
+    ips.reverse();
+    assert_eq!(from_addrs(&n, &ips), a);
+    // The unspecified address (Linux connects it to this host), multicast and broadcast
+    // are no backend.
+    let odd = [
+        "0.0.0.0",
+        "::",
+        "224.0.0.1",
+        "ff02::1",
+        "255.255.255.255",
+        "::ffff:0.0.0.0",
+    ];
+    let odd: Vec<IpAddr> = odd.iter().map(|s| ip(s)).collect();
+    assert!(from_addrs(&n, &odd).is_empty());
+    let srv = SrvTarget {
+        priority: 0,
+        weight: 1,
+        port: 80,
+        ips: odd.clone(),
+    };
+    assert!(from_srv("_s._tcp.test", &[srv], config::MAX_PRIORITY).is_empty());
+    assert!(!connectable("127.0.0.1:0".parse().expect("addr")));
+    assert!(connectable("127.0.0.1:1".parse().expect("addr")));
+}
+
+#[test]
+fn an_oversized_srv_answer_keeps_the_preferred_priorities() {
+    let rec = |priority, i: u32| SrvTarget {
+        priority,
+        weight: 1,
+        port: 80,
+        ips: vec![IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))],
+    };
+    // Backups at low addresses, primaries at high ones: the cut keeps every primary.
+    let mut recs: Vec<SrvTarget> = (0..MAX_DNS_MEMBERS as u32).map(|i| rec(20, i)).collect();
+    recs.extend((0..100).map(|i| rec(10, 100_000 + i)));
+    let m = from_srv("_s._tcp.test", &recs, config::MAX_PRIORITY);
+    assert_eq!(m.len(), MAX_DNS_MEMBERS);
+    assert_eq!(m.iter().filter(|b| b.priority == 0).count(), 100);
+    assert!(
+        m.windows(2).all(|w| w[0].addr < w[1].addr),
+        "ordered by address"
+    );
+}

@@ -10,7 +10,9 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
-use super::members::SrvTarget;
+use std::collections::HashMap;
+
+use super::members::{SrvTarget, MAX_DNS_MEMBERS};
 
 /// How long one query may take before it counts as failed (the answer that was good stays).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,22 +84,41 @@ pub async fn lookup_srv(
             Ok(Ok(l)) => l,
         };
     let mut ttls: Vec<u32> = Vec::new();
-    let mut out = Vec::new();
+    let mut records = Vec::new();
     for rec in answer.answers() {
         let RData::SRV(srv) = &rec.data else { continue };
         ttls.push(rec.ttl);
-        let target = srv.target.to_ascii();
-        // A target that does not resolve gives no member; its failure fails the whole
-        // answer, so a half-resolved set never replaces the last good one.
-        let addrs = lookup_ip(r, &target).await?;
-        if let Some(t) = addrs.ttl {
-            ttls.push(t.as_secs() as u32);
-        }
+        let target = srv.target.to_ascii().to_ascii_lowercase();
+        records.push((srv.priority, target, srv.port, srv.weight));
+    }
+    // Each record's target is asked for its addresses, one query at a time: an answer of
+    // thousands of records is cut to the first MAX_DNS_MEMBERS in a fixed order (so the
+    // same answer in another order keeps the same ones), and a target named twice is asked
+    // once.
+    records.sort();
+    records.dedup();
+    records.truncate(MAX_DNS_MEMBERS);
+    let mut asked: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    let mut out = Vec::new();
+    for (priority, target, port, weight) in records {
+        let ips = match asked.get(&target) {
+            Some(ips) => ips.clone(),
+            None => {
+                // A target that does not resolve gives no member; its failure fails the
+                // whole answer, so a half-resolved set never replaces the last good one.
+                let addrs = lookup_ip(r, &target).await?;
+                if let Some(t) = addrs.ttl {
+                    ttls.push(u32::try_from(t.as_secs()).unwrap_or(u32::MAX));
+                }
+                asked.insert(target, addrs.ips.clone());
+                addrs.ips
+            }
+        };
         out.push(SrvTarget {
-            priority: srv.priority,
-            weight: srv.weight,
-            port: srv.port,
-            ips: addrs.ips,
+            priority,
+            weight,
+            port,
+            ips,
         });
     }
     Ok((out, min_ttl(ttls)))

@@ -16,6 +16,25 @@ use super::admin::{error, json_response, Resp};
 use super::{MemberError, Shared};
 use crate::backend::AdminState;
 use crate::config::{Backend, Origin, MAX_PRIORITY, MAX_WEIGHT};
+use crate::discovery::Dynamic;
+
+/// The most members the admin API may add to one pool. Each change rebuilds the pool and
+/// every listener's route (linear in the pool's size), so adding without end would make each
+/// next change slower; past this, members belong in the config file or in DNS.
+pub const MAX_API_MEMBERS: usize = 1024;
+
+/// Whether `addr` is one of lb's own sockets (a listener or the admin API, as bound, where
+/// an unspecified bind address stands for every local one): as a backend it would send
+/// lb's traffic back into lb, each connection making another. HAProxy does not check this;
+/// lb refuses it at the API, where the mistake is typed. Pure.
+pub(crate) fn loops_back(addr: SocketAddr, own: &[SocketAddr]) -> bool {
+    let ip = addr.ip().to_canonical();
+    own.iter().any(|o| {
+        let oip = o.ip().to_canonical();
+        o.port() == addr.port()
+            && (oip == ip || (oip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+    })
+}
 
 /// The JSON body of `POST /api/pools/{pool}/backends`.
 #[derive(Debug, Deserialize)]
@@ -27,8 +46,9 @@ struct NewMember {
     priority: Option<u8>,
 }
 
-/// Parses and checks a new member (pure).
-fn parse(body: &[u8]) -> Result<Backend, String> {
+/// Parses and checks the JSON body of `POST /api/pools/{pool}/backends` (pure; untrusted
+/// bytes, fuzzed by `fuzz/fuzz_targets/membership.rs`).
+pub fn parse(body: &[u8]) -> Result<Backend, String> {
     let m: NewMember = serde_json::from_slice(body).map_err(|e| {
         format!("expected {{\"addr\": \"IP:PORT\", \"weight\", \"backup\", \"priority\"}}: {e}")
     })?;
@@ -38,8 +58,10 @@ fn parse(body: &[u8]) -> Result<Backend, String> {
             m.addr
         )
     })?;
-    if addr.port() == 0 || addr.ip().is_unspecified() {
-        return Err(format!("\"addr\": {addr} cannot be connected to"));
+    if !crate::discovery::members::connectable(addr) {
+        return Err(format!(
+            "\"addr\": {addr} cannot be connected to (a port, and one host's address)"
+        ));
     }
     let weight = m.weight.unwrap_or(1);
     if !(1..=MAX_WEIGHT as u32).contains(&weight) {
@@ -63,6 +85,19 @@ fn parse(body: &[u8]) -> Result<Backend, String> {
         priority,
         origin: Origin::Api,
     })
+}
+
+/// Puts an API member into a pool's dynamic members, within [`MAX_API_MEMBERS`] (pure).
+fn admit(d: &mut Dynamic, pool: &str, member: Backend) -> Result<(), MemberError> {
+    if d.api.len() >= MAX_API_MEMBERS {
+        return Err(MemberError::Refused(format!(
+            "pool \"{pool}\" already has {MAX_API_MEMBERS} members added through the API; put more in the config file or DNS"
+        )));
+    }
+    d.removed.remove(&member.addr);
+    d.api.retain(|b| b.addr != member.addr);
+    d.api.push(member);
+    Ok(())
 }
 
 fn refused(e: MemberError) -> Resp {
@@ -89,13 +124,25 @@ pub(super) fn add(shared: &Shared, pool: &str, body: &[u8]) -> Resp {
             &format!("pool \"{pool}\" already has {addr}"),
         );
     }
+    let mut own: Vec<SocketAddr> = running.listeners.iter().map(|l| l.addr).collect();
     drop(running);
-    let r = shared.set_members(pool, |d, _| {
-        d.removed.remove(&addr);
-        d.api.retain(|b| b.addr != addr);
-        d.api.push(member);
-        Ok(())
-    });
+    own.extend(
+        shared
+            .admin_fd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, _, actual)| *actual),
+    );
+    if loops_back(addr, &own) {
+        return error(
+            StatusCode::CONFLICT,
+            &format!(
+                "{addr} is lb's own listener or admin address: lb would send traffic to itself"
+            ),
+        );
+    }
+    let r = shared.set_members(pool, |d, _| admit(d, pool, member));
     if let Err(e) = r {
         return refused(e);
     }
@@ -191,6 +238,12 @@ mod tests {
             &br#"{"addr":"app:80"}"#[..],
             br#"{"addr":"127.0.0.1:0"}"#,
             br#"{"addr":"0.0.0.0:80"}"#,
+            br#"{"addr":"[::]:80"}"#,
+            br#"{"addr":"224.0.0.1:80"}"#,
+            br#"{"addr":"255.255.255.255:80"}"#,
+            br#"{"addr":"[fe80::1%eth0]:80"}"#,
+            br#"{"addr":"localhost:80"}"#,
+            br#"{"addr":80}"#,
             br#"{"addr":"127.0.0.1:80","weight":0}"#,
             br#"{"addr":"127.0.0.1:80","weight":10001}"#,
             br#"{"addr":"127.0.0.1:80","priority":10}"#,
@@ -200,6 +253,67 @@ mod tests {
             b"",
         ] {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The fuzz target's entry point as a property: any body, never a panic, and an
+        /// accepted member is one lb can connect to.
+        #[test]
+        fn any_body_is_answered_and_accepted_members_connect(
+            addr in "\\PC{0,30}|[0-9.]{7,15}:[0-9]{1,5}|\\[[0-9a-f:%a-z]{2,30}\\]:[0-9]{1,5}",
+            weight in proptest::option::of(0u32..20_000),
+        ) {
+            let body = serde_json::json!({ "addr": addr, "weight": weight }).to_string();
+            if let Ok(b) = parse(body.as_bytes()) {
+                proptest::prop_assert!(crate::discovery::members::connectable(b.addr));
+            }
+        }
+    }
+
+    #[test]
+    fn the_api_adds_a_bounded_number_of_members() {
+        let mut d = Dynamic::default();
+        let member = |i: u32| Backend {
+            addr: SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 80)),
+            weight: NonZeroU32::MIN,
+            priority: 0,
+            origin: Origin::Api,
+        };
+        d.removed.insert(member(0).addr);
+        for i in 0..MAX_API_MEMBERS as u32 {
+            admit(&mut d, "p", member(i)).expect("within the bound");
+        }
+        assert!(d.removed.is_empty(), "a re-added config member is back");
+        // One more is refused.
+        assert!(matches!(
+            admit(&mut d, "p", member(1_000_000)),
+            Err(MemberError::Refused(_))
+        ));
+        assert_eq!(d.api.len(), MAX_API_MEMBERS);
+    }
+
+    #[test]
+    fn lb_is_not_its_own_backend() {
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let own = [a("127.0.0.1:8080"), a("0.0.0.0:9000"), a("[::1]:9900")];
+        for looped in [
+            "127.0.0.1:8080",
+            "127.0.0.1:9000",
+            "127.0.0.5:9000",
+            "[::1]:9900",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            assert!(loops_back(a(looped), &own), "{looped}");
+        }
+        for other in [
+            "127.0.0.1:8081",
+            "10.0.0.1:8080",
+            "127.0.0.2:8080",
+            "[::1]:8080",
+        ] {
+            assert!(!loops_back(a(other), &own), "{other}");
         }
     }
 }

@@ -19,6 +19,7 @@ mod upgrade;
 mod watch;
 mod workers;
 
+pub use admin_members::{parse as parse_new_member, MAX_API_MEMBERS};
 pub use bind::BindOptions;
 pub use bind::{bind, BindError, Bound};
 pub use members::MemberError;

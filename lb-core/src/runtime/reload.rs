@@ -122,6 +122,7 @@ impl Shared {
                 let same = old.loaded.config.pools.iter().find(|p| p.name == name)
                     == cfg.pools.iter().find(|p| p.name == name);
                 if !same && d.api_changed() {
+                    tracing::warn!(pool.name = %name, added = d.api.len(), removed = d.removed.len(), "the reload changed this pool in the file: members added or removed through the admin API are dropped");
                     notes.push(format!(
                         "pool \"{name}\" changed in the file: members added or removed through the API are dropped"
                     ));

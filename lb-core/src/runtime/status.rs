@@ -34,11 +34,18 @@ pub fn status(shared: &Shared) -> Value {
         .iter()
         .map(|e| {
             let p = &e.pool;
+            let d = state.dynamic.get(p.name());
             json!({
                 "name": p.name(),
                 "algorithm": p.config.algorithm.name(),
                 "health_check": p.config.health.as_ref().map(|h| format!("{} every {:?}", h.kind.describe(), h.interval)),
                 "backends": p.backends.iter().map(|b| backend(b)).collect::<Vec<_>>(),
+                // What the admin API changed against the config file (kept across reloads
+                // that leave the pool unchanged).
+                "api_changes": {
+                    "added": d.map(|d| d.api.iter().map(|b| b.addr.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "removed": d.map(|d| d.removed.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
+                },
             })
         })
         .collect();
