@@ -97,6 +97,10 @@ fn version_and_help() {
     for verb in ["run", "check", "demo"] {
         assert!(out.contains(verb), "{out}");
     }
+    assert!(
+        out.starts_with("A TCP/UDP load balancer and HTTP gateway"),
+        "{out}"
+    );
 }
 
 #[test]
