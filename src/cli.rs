@@ -17,7 +17,11 @@ pub const EXIT_BAD_CONFIG: u8 = 2;
 pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "lb", version, about = "A layer-4 TCP load balancer")]
+#[command(
+    name = "lb",
+    version,
+    about = "A TCP/UDP load balancer and HTTP gateway"
+)]
 pub struct Cli {
     /// Log format on stderr; the level comes from RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value = "text")]

@@ -16,8 +16,9 @@ pub fn plan(l: &Loaded) -> String {
     let _ = writeln!(out, "{}: OK ({})", l.source.name, l.hash);
     let _ = writeln!(
         out,
-        "global: workers {workers}, max_connections {}, shutdown_timeout {}, relay {}",
+        "global: workers {workers}, max_connections {}, shutdown_delay {}, shutdown_timeout {}, relay {}",
         g.max_connections,
+        d(g.shutdown_delay),
         d(g.shutdown_timeout),
         if g.splice { "splice" } else { "copy" }
     );

@@ -97,6 +97,10 @@ fn version_and_help() {
     for verb in ["run", "check", "demo"] {
         assert!(out.contains(verb), "{out}");
     }
+    assert!(
+        out.starts_with("A TCP/UDP load balancer and HTTP gateway"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -191,4 +195,22 @@ async fn second_signal_exits_at_once() {
     let code = lb.signal_and_wait("TERM", Duration::from_secs(5));
     assert_eq!(code, Some(1), "an interrupted drain is not a graceful exit");
     assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_signal_during_shutdown_delay_exits_at_once() {
+    let b = echo().await;
+    let text = config("round-robin", &[(b.addr, "")], "", "")
+        .replace("shutdown_timeout = \"5s\"", "shutdown_delay = \"60s\"");
+    let mut lb = Lb::start("twosignals-delay", &text).await;
+    lb.signal("TERM");
+    lb.wait_log("stopping: /api/ready answers 503", Duration::from_secs(5));
+    let t0 = std::time::Instant::now();
+    let code = lb.signal_and_wait("TERM", Duration::from_secs(5));
+    assert_eq!(
+        code,
+        Some(1),
+        "an interrupted shutdown is not a graceful exit"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "not the 60 s delay");
 }

@@ -2,8 +2,9 @@
 //! datagram socket named by `NOTIFY_SOCKET`, and checks what the real `lb` binary says and
 //! when: `READY=1` only once the listener serves, `RELOADING=1` + `MONOTONIC_USEC` then
 //! `READY=1` around SIGHUP and `POST /api/reload` (refused ones too), `WATCHDOG=1` at half
-//! `WATCHDOG_USEC`, `STOPPING=1` on SIGTERM, and a binary upgrade's `MAINPID=` hand-over with
-//! no `STOPPING=1` from the old process.
+//! `WATCHDOG_USEC`, `STOPPING=1` on SIGTERM (at the start of `shutdown_delay`, with no
+//! `READY=1` after it, reloads or not), and a binary upgrade's `MAINPID=` hand-over with no
+//! `STOPPING=1` from the old process and the watchdog passed on.
 
 mod common;
 
@@ -341,9 +342,12 @@ async fn sigusr2_starts_the_successor_inside_the_same_service() {
     let sock = scratch("notify-usr2").join("upgrade.sock");
     let sock = sock.to_str().expect("utf-8");
     let envs = [("NOTIFY_SOCKET", env.as_str()), ("WATCHDOG_USEC", "400000")];
-    let mut old = Lb::start_env("notify-usr2", &text, &["--upgrade-socket", sock], &envs).await;
+    // WATCHDOG_PID names the old process, as systemd sets it.
+    let mut old = Lb::start_watched("notify-usr2", &text, &["--upgrade-socket", sock], &envs).await;
     let old_pid = old.pid();
     systemd.next(Duration::from_secs(10));
+    // It pings: WATCHDOG_PID names it.
+    systemd.pings(1, Duration::from_secs(5));
     old.wait_log("binary upgrade socket on", Duration::from_secs(5));
 
     old.signal("USR2");
@@ -358,10 +362,77 @@ async fn sigusr2_starts_the_successor_inside_the_same_service() {
         .await
         .expect("join");
     assert_eq!(code, Some(0), "the old process drained and exited");
+    let exited = Instant::now();
     assert!(round_trip(listen), "the successor serves the same port");
-    // The successor was watched under the old PID (WATCHDOG_PID unset here, so either way it
-    // pings) and keeps systemd's watchdog fed.
-    systemd.pings(2, Duration::from_secs(5));
+    // The successor keeps systemd's watchdog fed: the old process took WATCHDOG_PID (its own
+    // PID) out of its environment, else the successor would take the pings for another's
+    // job. A ping read a second after the old process exited is the successor's (the old
+    // one's last ones were read as they came).
+    let deadline = exited + Duration::from_secs(5);
+    loop {
+        let at = systemd.pings(1, deadline.saturating_duration_since(Instant::now()));
+        if at[0] > exited + Duration::from_secs(1) {
+            break;
+        }
+    }
     let seen = systemd.drain();
     assert!(!seen.iter().any(|t| t.contains("STOPPING=1")), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_delay_says_stopping_at_once_and_reloads_do_not_say_ready() {
+    let backend = echo().await;
+    let listen = free_port();
+    let mut systemd = Systemd::listen("notify-delay", None);
+    let env = systemd.env();
+    let text = config_at(listen, backend.addr).replace(
+        "shutdown_timeout = \"5s\"",
+        "shutdown_timeout = \"5s\"\nshutdown_delay = \"2s\"",
+    );
+    let mut lb = Lb::start_env("notify-delay", &text, &[], &[("NOTIFY_SOCKET", &env)]).await;
+    let ready = systemd.next(Duration::from_secs(10));
+    assert!(ready.text.contains("READY=1"), "{:?}", ready.text);
+
+    lb.signal("TERM");
+    let stopping = systemd.next(Duration::from_secs(5));
+    assert!(
+        stopping.text.starts_with("STOPPING=1\n"),
+        "{:?}",
+        stopping.text
+    );
+    assert_eq!(
+        field(&stopping.text, "STATUS"),
+        Some("stopping: 1 listener(s), 1/1 backends up")
+    );
+    // STOPPING=1 came at the start of the delay: the listener still serves after it.
+    assert!(round_trip(listen), "serving during shutdown_delay");
+
+    // A reload now applies, but tells systemd neither RELOADING=1 nor READY=1.
+    let (code, body) = http(lb.admin, "POST", "/api/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    let after_reload = systemd.next(Duration::from_secs(5));
+    assert_eq!(
+        after_reload.text, "STATUS=stopping: 1 listener(s), 1/1 backends up\n",
+        "only the status"
+    );
+
+    let code = tokio::task::spawn_blocking(move || lb.wait_exit(Duration::from_secs(15)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0));
+    let seen = systemd.drain();
+    let from_stop = seen
+        .iter()
+        .skip_while(|t| !t.starts_with("STOPPING=1"))
+        .collect::<Vec<_>>();
+    assert!(
+        !from_stop
+            .iter()
+            .any(|t| t.contains("READY=1") || t.contains("RELOADING=1")),
+        "nothing after STOPPING=1 says lb is (re)starting: {seen:?}"
+    );
+    assert!(
+        from_stop.iter().any(|t| t.contains("STATUS=draining: ")),
+        "the drain after the delay shows: {seen:?}"
+    );
 }

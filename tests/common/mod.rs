@@ -58,8 +58,34 @@ impl Lb {
 
     /// [`Lb::start_with`], with more environment variables for the process.
     pub async fn start_env(name: &str, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Lb {
+        Self::start_cmd(Command::new(LB), name, config, extra, env).await
+    }
+
+    /// [`Lb::start_env`] with `WATCHDOG_PID` naming lb itself, as systemd sets it: a shell
+    /// exports its own PID and `exec`s lb, which keeps that PID.
+    pub async fn start_watched(
+        name: &str,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Lb {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
+            .arg(LB);
+        Self::start_cmd(sh, name, config, extra, env).await
+    }
+
+    /// Runs `program run --config FILE EXTRA...` and waits until its admin API answers.
+    async fn start_cmd(
+        mut program: Command,
+        name: &str,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Lb {
         let path = write_config(name, config);
-        let mut child = Command::new(LB)
+        let mut child = program
             .arg("run")
             .arg("--config")
             .arg(&path)

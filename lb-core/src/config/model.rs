@@ -30,6 +30,11 @@ pub struct Global {
     pub max_connections: u64,
     /// How long open connections may finish on shutdown; default 30s.
     pub shutdown_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long lb goes on accepting and serving while `/api/ready` answers
+    /// 503 ("stopping"), so health checkers (keepalived, a balancer in front, Kubernetes) move
+    /// traffic away before the listeners close; then the drain of `shutdown_timeout`.
+    /// Default 0s: drain at once.
+    pub shutdown_delay: Duration,
     /// Relay bulk data with splice(2) where the platform has it; default true.
     pub splice: bool,
     /// Host-name members are re-resolved after their TTL, clamped to [min, max]; 1s / 60s.
@@ -43,6 +48,7 @@ impl Default for Global {
             workers: 0,
             max_connections: 100_000,
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             splice: cfg!(target_os = "linux"),
             resolve_interval_min: Duration::from_secs(1),
             resolve_interval_max: Duration::from_secs(60),

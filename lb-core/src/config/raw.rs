@@ -15,6 +15,9 @@ pub struct RawGlobal {
     pub workers: Option<S<i64>>,
     pub max_connections: Option<S<i64>>,
     pub shutdown_timeout: Option<S<String>>,
+    /// lb addition: on SIGTERM/SIGINT, how long lb keeps serving while `/api/ready` says 503
+    /// before it stops accepting (HAProxy's `grace`); default "0s".
+    pub shutdown_delay: Option<S<String>>,
     /// lb addition: `true` (default on Linux) relays bulk data with splice(2).
     pub splice: Option<bool>,
     /// Host-name backends are re-resolved after their record's TTL, clamped to
@@ -354,6 +357,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "workers",
             "max_connections",
             "shutdown_timeout",
+            "shutdown_delay",
             "splice",
             "resolve_interval_min",
             "resolve_interval_max",

@@ -67,6 +67,23 @@ fn good_config_loads_with_typed_values() {
         c.global.shutdown_timeout,
         std::time::Duration::from_secs(10)
     );
+    assert_eq!(
+        c.global.shutdown_delay,
+        std::time::Duration::ZERO,
+        "default"
+    );
+    let delayed = load_str(
+        "t.toml",
+        &with(
+            "shutdown_timeout",
+            "shutdown_delay = \"3s\"\nshutdown_timeout",
+        ),
+    )
+    .expect("valid");
+    assert_eq!(
+        delayed.config.global.shutdown_delay,
+        std::time::Duration::from_secs(3)
+    );
     assert_eq!(c.admin.as_ref().map(|a| a.bind.port()), Some(9900));
     assert_eq!(c.listeners[0].pool, Some(0));
     assert_eq!(c.listeners[0].idle_timeout.as_secs(), 60);
@@ -216,6 +233,14 @@ fn durations_that_do_not_parse() {
         &with("\"10s\"", "\"10\""),
         "global.shutdown_timeout",
         "needs a unit",
+    );
+    one_error(
+        &with(
+            "shutdown_timeout",
+            "shutdown_delay = \"soon\"\nshutdown_timeout",
+        ),
+        "global.shutdown_delay",
+        "expected a duration",
     );
     one_error(
         &with("\"500ms\"", "\"fast\""),

@@ -2,7 +2,8 @@
 //! run the workers, health checks and admin API until a shutdown is asked for, then drain.
 //! The running config is a [`Snapshot`] swapped whole on reload.
 //!
-//! Lifecycle phases `Starting → Ready → Draining → Stopped` are published on a watch channel.
+//! Lifecycle phases `Starting → Ready → Stopping → Draining → Stopped` (see [`Phase`]) are
+//! published on a watch channel.
 
 mod admin;
 mod admin_access;
@@ -23,7 +24,7 @@ pub use admin_members::{parse as parse_new_member, MAX_API_MEMBERS};
 pub use bind::BindOptions;
 pub use bind::{bind, BindError, Bound};
 pub use members::MemberError;
-pub use readiness::Readiness;
+pub use readiness::{Phase, Readiness};
 pub use reload::ReloadError;
 pub use upgrade::{serve as serve_upgrades, take_over, Inherited};
 pub use watch::watch;
@@ -44,26 +45,6 @@ use crate::discovery::task::Watch;
 use crate::discovery::Dynamic;
 use crate::pool::Pool;
 use crate::proxy::tcp::{Limits, ListenerShared, Route};
-
-/// Where the process is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Starting,
-    Ready,
-    Draining,
-    Stopped,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Ready => "ready",
-            Self::Draining => "draining",
-            Self::Stopped => "stopped",
-        }
-    }
-}
 
 /// Duplicates of a listener's sockets, kept for a binary upgrade.
 pub(crate) type FdList = Arc<Mutex<Vec<OwnedFd>>>;

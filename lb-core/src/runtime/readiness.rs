@@ -4,8 +4,39 @@
 
 use serde_json::{json, Value};
 
-use super::Phase;
 use crate::config::Config;
+
+/// Where the process is in its life: `Starting → Ready → Stopping → Draining → Stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Binding and starting the accept loops.
+    Starting,
+    Ready,
+    /// Asked to stop, within `global.shutdown_delay`: every listener still accepts and
+    /// serves, but readiness is withdrawn so health checkers move traffic away first.
+    Stopping,
+    /// Listeners stopped accepting; open connections finish within `shutdown_timeout`.
+    Draining,
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Stopping => "stopping",
+            Self::Draining => "draining",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// Whether lb is on its way out (stopping, draining or stopped): nothing may make it
+    /// ready again, and a reload must not tell systemd `READY=1`.
+    pub fn is_leaving(self) -> bool {
+        matches!(self, Self::Stopping | Self::Draining | Self::Stopped)
+    }
+}
 
 /// The verdict with what led to it, for the answer's body and the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +63,10 @@ impl Readiness {
                 self.pools_without_backends.join(", ")
             )),
             Phase::Starting => Some("starting: listeners are not accepting yet".into()),
+            Phase::Stopping => Some(
+                "stopping: shutting down after shutdown_delay; listeners still accept meanwhile"
+                    .into(),
+            ),
             Phase::Draining => Some("draining: listeners stopped accepting".into()),
             Phase::Stopped => Some("stopped".into()),
         };
@@ -159,11 +194,20 @@ backends = [{ addr = "10.0.0.3:80" }]
             .as_str()
             .is_some_and(|r| r.contains("pool(s) b")));
 
-        for phase in [Phase::Starting, Phase::Draining, Phase::Stopped] {
+        for phase in [
+            Phase::Starting,
+            Phase::Stopping,
+            Phase::Draining,
+            Phase::Stopped,
+        ] {
             let r = decide(phase, &c, |_| true);
             assert!(!r.ready(), "{phase:?}");
             assert_eq!(r.to_json()["phase"], phase.as_str());
+            assert!(r.to_json()["reason"]
+                .as_str()
+                .is_some_and(|why| why.starts_with(phase.as_str())));
         }
+        assert!(!Phase::Ready.is_leaving() && !Phase::Starting.is_leaving());
     }
 
     #[test]
@@ -178,6 +222,8 @@ backends = [{ addr = "10.0.0.3:80" }]
         );
         let draining = status_line(&decide(Phase::Draining, &c, |_| true), 2, 3, 3);
         assert!(draining.starts_with("draining: "), "{draining}");
+        let stopping = status_line(&decide(Phase::Stopping, &c, |_| true), 2, 3, 3);
+        assert_eq!(stopping, "stopping: 2 listener(s), 3/3 backends up");
         assert!(!draining.contains('\n'));
     }
 }

@@ -30,16 +30,27 @@ impl Shared {
     /// Returns what changed, for the log and `POST /api/reload`.
     pub fn reload(&self) -> Result<Value, ReloadError> {
         tracing::info!("config reload started");
-        self.notify(&[
-            Field::Reloading {
-                monotonic_usec: notify::monotonic_usec(),
-            },
-            Field::Status("reloading the config".into()),
-        ]);
+        // Once stopping (or draining) a reload still applies, so the listeners serving out
+        // `shutdown_delay` use the newest backends, but it neither makes lb ready again (the
+        // phase is not touched) nor tells systemd RELOADING=1/READY=1 after STOPPING=1.
+        let leaving = self.phase.borrow().is_leaving();
+        if !leaving {
+            self.notify(&[
+                Field::Reloading {
+                    monotonic_usec: notify::monotonic_usec(),
+                },
+                Field::Status("reloading the config".into()),
+            ]);
+        }
         let result = self.try_reload();
         // READY=1 whatever the outcome: a refused reload leaves the old config serving, and
-        // systemd must not think lb is still reloading.
-        self.notify(&[Field::Ready, Field::Status(self.status_line())]);
+        // systemd must not think lb is still reloading. Asked again: a SIGTERM may have come
+        // while reloading.
+        if self.phase.borrow().is_leaving() {
+            self.notify(&[Field::Status(self.status_line())]);
+        } else {
+            self.notify(&[Field::Ready, Field::Status(self.status_line())]);
+        }
         // Parsing the new file (and, when the old config's pools went with the swap, the old
         // config) freed a lot; a big config's parse tree alone is ~1.5 KB per backend.
         crate::reclaim::release_freed_memory();

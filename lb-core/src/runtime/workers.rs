@@ -181,6 +181,7 @@ async fn control<F, Fut>(
     drop(state);
     tracing::info!(workers = shared.workers, threading = ?shared.threading, mode = ?cx.mode, "lb ready");
     shutdown().await;
+    serve_out_delay(&shared).await;
 
     // A new process that took over the sockets (binary upgrade) is the service now: the old
     // one neither tells systemd the service stops nor answers on the admin socket it handed
@@ -232,6 +233,32 @@ async fn control<F, Fut>(
     exit.cancel();
     shared.phase.send_replace(Phase::Stopped);
     tracing::info!("stopped");
+}
+
+/// `global.shutdown_delay` (HAProxy's `grace`, Kubernetes' preStop sleep): before draining,
+/// lb says it is stopping (`/api/ready` 503, systemd `STOPPING=1`) and goes on accepting and
+/// serving, so whatever checks readiness (keepalived's `track_script`, a balancer in front)
+/// moves traffic away while no request is refused. Skipped when a new process took the
+/// sockets over (it serves them), and cut short if one does meanwhile. A second SIGTERM or
+/// SIGINT exits at once, as it does while draining.
+async fn serve_out_delay(shared: &Shared) {
+    let delay = shared.state.load().loaded.config.global.shutdown_delay;
+    if delay.is_zero() || shared.shutdown.is_cancelled() {
+        return;
+    }
+    shared.phase.send_replace(Phase::Stopping);
+    // STOPPING=1 now, not after the delay: the service is on its way down from here, and
+    // systemd's stop timeout (TimeoutStopSec) must cover the delay and the drain together.
+    shared.notify(&[Field::Stopping, Field::Status(shared.status_line())]);
+    tracing::info!(
+        "stopping: /api/ready answers 503; listeners go on accepting for shutdown_delay {delay:?}, then drain"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = shared.shutdown.cancelled() => {
+            tracing::info!("a new lb process took over the listening sockets during shutdown_delay; draining now");
+        }
+    }
 }
 
 /// The worker runtimes' handles, for the watchdog to check they still run tasks.

@@ -19,6 +19,7 @@ pub const MAX_WEIGHT: i64 = 10_000;
 
 mod admin;
 mod age;
+mod global;
 mod http;
 mod policy;
 mod policy_auth;
@@ -152,61 +153,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
 
     let (policies, policy_index) = policy::policies(&mut cx, &raw.policies);
 
-    let global = raw.global.as_ref().map_or_else(Global::default, |g| {
-        let d = Global::default();
-        Global {
-            workers: cx.int(&g.workers, "global.workers".into(), 0, 1024, 0) as usize,
-            max_connections: cx.int(
-                &g.max_connections,
-                "global.max_connections".into(),
-                1,
-                i64::MAX,
-                d.max_connections as i64,
-            ) as u64,
-            shutdown_timeout: cx.duration(
-                &g.shutdown_timeout,
-                "global.shutdown_timeout".into(),
-                d.shutdown_timeout,
-            ),
-            splice: g.splice.unwrap_or(d.splice),
-            resolve_interval_min: cx.duration(
-                &g.resolve_interval_min,
-                "global.resolve_interval_min".into(),
-                d.resolve_interval_min,
-            ),
-            resolve_interval_max: cx.duration(
-                &g.resolve_interval_max,
-                "global.resolve_interval_max".into(),
-                d.resolve_interval_max,
-            ),
-        }
-    });
-    if let Some(g) = &raw.global {
-        let span = g
-            .resolve_interval_min
-            .as_ref()
-            .or(g.resolve_interval_max.as_ref());
-        if global.resolve_interval_min < pool::MIN_INTERVAL {
-            cx.err(
-                span.map_or(0..0, |s| s.span()),
-                "global.resolve_interval_min",
-                format!(
-                    "expected at least {:?}, found {:?}",
-                    pool::MIN_INTERVAL,
-                    global.resolve_interval_min
-                ),
-            );
-        } else if global.resolve_interval_min > global.resolve_interval_max {
-            cx.err(
-                span.map_or(0..0, |s| s.span()),
-                "global.resolve_interval_min",
-                format!(
-                    "resolve_interval_min ({:?}) is above resolve_interval_max ({:?})",
-                    global.resolve_interval_min, global.resolve_interval_max
-                ),
-            );
-        }
-    }
+    let global = global::global(&mut cx, raw.global.as_ref());
 
     let admin = raw
         .admin
