@@ -166,7 +166,10 @@ mod tests {
         assert_eq!((f, none.len()), (Frame::UdpDone, 0));
         let (f, second) = r.next_frame().expect("read").expect("frame");
         assert_eq!((f, second.len()), (flow(1), 1));
-        assert!(r.next_frame().expect("read").is_none(), "clean end of stream");
+        assert!(
+            r.next_frame().expect("read").is_none(),
+            "clean end of stream"
+        );
         // The descriptors received are the very sockets sent, in order: the first is s1's
         // socket, so it hears what the second (s2's) writes.
         let (one, two) = (first.into_iter().next(), second.into_iter().next());

@@ -295,9 +295,10 @@ fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<Option<(UnixStream
         sockets = fds.len(),
         "binary upgrade: handed the listening sockets to a new process; waiting for READY"
     );
-    let udp_tasks = super::handover::udp_tasks(shared);
     drop(admin);
     drop(held);
+    // After the locks above are released: it takes them again.
+    let udp_tasks = super::handover::udp_tasks(shared);
     conn.set_read_timeout(Some(READY_WAIT))?;
     line.clear();
     if reader.read_line(&mut line).is_err() {
