@@ -241,3 +241,36 @@ async fn open_connections_and_flows_move_and_the_old_process_exits_at_once() {
         "{new_lines:?}"
     );
 }
+
+/// `upgrade_handover = false` keeps the old behaviour: an open connection stays with the old
+/// process, which drains it, and the new process inherits nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_handover_off_connections_drain_in_the_old_process() {
+    let e0 = echo().await;
+    let text = config("round-robin", &[(e0.addr, "")], "", "")
+        .replace("[global]\n", "[global]\nupgrade_handover = false\n");
+    let sock = scratch("handover-off").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut old = Lb::start_with("handover-off-old", &text, &["--upgrade-socket", &sock_arg]).await;
+    old.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let mut s = TcpStream::connect(old.listener("main").await)
+        .await
+        .expect("connect");
+    let mut seed = 7;
+    echo_once(&mut s, &mut seed).await;
+    let mut new = Lb::start_with("handover-off-new", &text, &["--upgrade-socket", &sock_arg]).await;
+    new.wait_log("the old process now drains", Duration::from_secs(5));
+    let draining = old.wait_log("waiting up to", Duration::from_secs(5));
+    assert!(draining.contains("open_connections=1"), "{draining}");
+    // Draining, the old process still relays it; the new one has none.
+    echo_once(&mut s, &mut seed).await;
+    assert_eq!(new.status().await["inherited_connections"], 0);
+    // …and exits once it ends.
+    s.shutdown().await.expect("fin");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.expect("eof");
+    let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(10)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0));
+}
