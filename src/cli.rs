@@ -226,7 +226,7 @@ pub fn run(args: RunArgs, http: Arc<dyn HttpSide>) -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Runs once lb is ready: only then may an old process stop accepting.
     let after_ready = move || async move {
-        inherited.ready();
+        inherited.ready(&shared);
         if let Some(path) = upgrade_socket {
             if let Err(e) = runtime::serve_upgrades(path.clone(), shared.clone()) {
                 tracing::warn!(error = %e, "cannot serve binary upgrades on {}", path.display());

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod fd_limit;
+pub mod handover;
 pub mod hash;
 pub mod health;
 pub mod pool;

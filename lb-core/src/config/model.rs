@@ -37,6 +37,9 @@ pub struct Global {
     pub shutdown_delay: Duration,
     /// Relay bulk data with splice(2) where the platform has it; default true.
     pub splice: bool,
+    /// On a binary upgrade, move open plain TCP connections and UDP flows to the new process
+    /// instead of draining them here; default true. Both processes must have it on.
+    pub upgrade_handover: bool,
     /// Host-name members are re-resolved after their TTL, clamped to [min, max]; 1s / 60s.
     pub resolve_interval_min: Duration,
     pub resolve_interval_max: Duration,
@@ -50,6 +53,7 @@ impl Default for Global {
             shutdown_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             splice: cfg!(target_os = "linux"),
+            upgrade_handover: true,
             resolve_interval_min: Duration::from_secs(1),
             resolve_interval_max: Duration::from_secs(60),
         }

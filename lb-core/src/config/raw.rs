@@ -20,6 +20,8 @@ pub struct RawGlobal {
     pub shutdown_delay: Option<S<String>>,
     /// lb addition: `true` (default on Linux) relays bulk data with splice(2).
     pub splice: Option<bool>,
+    /// Hand open plain TCP connections and UDP flows to a new binary on upgrade (SPEC §6).
+    pub upgrade_handover: Option<bool>,
     /// Host-name backends are re-resolved after their record's TTL, clamped to
     /// [`resolve_interval_min`, `resolve_interval_max`] (SPEC §6); defaults 1s and 60s.
     pub resolve_interval_min: Option<S<String>>,
@@ -359,6 +361,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "shutdown_timeout",
             "shutdown_delay",
             "splice",
+            "upgrade_handover",
             "resolve_interval_min",
             "resolve_interval_max",
         ],

@@ -5,6 +5,8 @@ pub mod accept_backoff;
 mod buffers;
 pub mod front;
 pub mod handoff;
+pub mod moved;
+pub mod pause;
 pub mod prefixed;
 pub mod relay;
 pub mod route;

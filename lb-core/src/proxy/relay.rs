@@ -1,6 +1,8 @@
 //! Relays bytes both ways between a client and a backend until both directions end, with
 //! correct half-close (a FIN from one side becomes a write-shutdown on the other while the
-//! reverse direction keeps flowing), an idle timeout, and cancellation for shutdown.
+//! reverse direction keeps flowing), an idle timeout, and cancellation for shutdown. A plain
+//! relay can also pause for a binary upgrade's hand-over and resume in the new process
+//! ([`super::pause`]).
 
 use std::io;
 use std::net::Shutdown;
@@ -13,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::buffers::Buf;
+pub use super::pause::RelayState;
+use super::pause::{or_pause, write_or_pause, Stop};
 
 /// How bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,8 @@ pub enum End {
     Shutdown,
     /// Past the listener's `max_connection_age`, the connection was quiet for `age_grace`.
     MaxAge,
+    /// Paused for a binary upgrade: the sockets and [`Outcome::moved`] go to the new process.
+    Handover,
 }
 
 impl End {
@@ -64,17 +70,20 @@ impl End {
             Self::BackendError(_) => "backend_error",
             Self::Shutdown => "shutdown",
             Self::MaxAge => "max_age",
+            Self::Handover => "handover",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
-    /// Bytes client → backend.
+    /// Bytes client → backend (with those counted before a hand-over).
     pub from_client: u64,
     /// Bytes backend → client.
     pub from_backend: u64,
     pub end: End,
+    /// With [`End::Handover`]: what moves with the sockets.
+    pub moved: Option<Box<RelayState>>,
 }
 
 /// When a relay gives up on a connection, besides its peers ending it.
@@ -115,12 +124,13 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    /// Counts starting where `start` left them (zero for a fresh connection).
+    fn new(start: &RelayState) -> Self {
         Self {
-            from_client: AtomicU64::new(0),
-            from_backend: AtomicU64::new(0),
+            from_client: AtomicU64::new(start.from_client),
+            from_backend: AtomicU64::new(start.from_backend),
             last_ms: AtomicU64::new(crate::clock::now_ms()),
-            client_done: AtomicBool::new(false),
+            client_done: AtomicBool::new(start.client_done),
         }
     }
 
@@ -143,19 +153,43 @@ impl Activity {
     }
 }
 
-/// Runs the relay between two sockets to its end.
+/// Runs the relay between two sockets to its end, or until `pause` is cancelled (then it ends
+/// with [`End::Handover`] and what must move). `start` is where a handed-over relay resumes
+/// (its carried bytes are written first); `RelayState::default()` for a new connection.
 pub async fn relay(
     client: &TcpStream,
     backend: &TcpStream,
     mode: RelayMode,
     limits: Deadlines,
     cancel: &CancellationToken,
+    pause: Option<&CancellationToken>,
+    mut start: RelayState,
 ) -> Outcome {
-    let act = Activity::new();
+    let act = Activity::new(&start);
+    let (to_backend, to_client) = (
+        std::mem::take(&mut start.to_backend),
+        std::mem::take(&mut start.to_client),
+    );
     // Pinned here and lent to `drive`: passed by value, each pump's state would be stored
     // twice in the connection's task (the argument and drive's pinned copy).
-    let up = std::pin::pin!(pump(client, backend, &act, Side::Client, mode));
-    let down = std::pin::pin!(pump(backend, client, &act, Side::Backend, mode));
+    let up = std::pin::pin!(pump(
+        client,
+        backend,
+        &act,
+        Side::Client,
+        mode,
+        pause,
+        to_backend
+    ));
+    let down = std::pin::pin!(pump(
+        backend,
+        client,
+        &act,
+        Side::Backend,
+        mode,
+        pause,
+        to_client
+    ));
     // A FIN from one side becomes a write-shutdown towards the other.
     let half_close = |from: Side| {
         let to = match from {
@@ -164,7 +198,7 @@ pub async fn relay(
         };
         let _ = SockRef::from(to).shutdown(Shutdown::Write);
     };
-    drive(up, down, &act, limits, cancel, half_close).await
+    drive(up, down, &act, limits, cancel, half_close, &start).await
 }
 
 /// Runs the relay between two byte streams (TLS on either side) to its end. Each direction
@@ -180,7 +214,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let act = Activity::new();
+    let act = Activity::new(&RelayState::default());
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut backend_r, mut backend_w) = tokio::io::split(backend);
     let up = std::pin::pin!(pump_stream(
@@ -196,7 +230,16 @@ where
         Side::Backend
     ));
     // The pumps shut their writers down themselves (a TLS close_notify, then FIN).
-    drive(up, down, &act, limits, cancel, |_| {}).await
+    drive(
+        up,
+        down,
+        &act,
+        limits,
+        cancel,
+        |_| {},
+        &RelayState::default(),
+    )
+    .await
 }
 
 async fn pump_stream<R, W>(
@@ -204,7 +247,7 @@ async fn pump_stream<R, W>(
     w: &mut W,
     act: &Activity,
     side: Side,
-) -> Result<(), (Side, io::Error)>
+) -> Result<Stop, (Side, io::Error)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -216,7 +259,7 @@ where
             if !(side == Side::Backend && act.backend_close_is_retryable()) {
                 let _ = w.shutdown().await;
             }
-            return Ok(());
+            return Ok(Stop::Eof);
         }
         act.moved(side, n as u64);
         w.write_all(&buf[..n])
@@ -226,7 +269,8 @@ where
     }
 }
 
-/// Waits for both directions to end (or an error, the idle timeout, or shutdown).
+/// Waits for both directions to end (or an error, the idle timeout, or shutdown), or to have
+/// paused for a hand-over. A direction `start` says had ended is not run.
 async fn drive<U, D>(
     mut up: std::pin::Pin<&mut U>,
     mut down: std::pin::Pin<&mut D>,
@@ -234,13 +278,20 @@ async fn drive<U, D>(
     limits: Deadlines,
     cancel: &CancellationToken,
     half_close: impl Fn(Side),
+    start: &RelayState,
 ) -> Outcome
 where
-    U: std::future::Future<Output = Result<(), (Side, io::Error)>>,
-    D: std::future::Future<Output = Result<(), (Side, io::Error)>>,
+    U: std::future::Future<Output = Result<Stop, (Side, io::Error)>>,
+    D: std::future::Future<Output = Result<Stop, (Side, io::Error)>>,
 {
-    let (mut up_done, mut down_done) = (false, false);
-    let mut first_fin: Option<Side> = None;
+    let (mut up_done, mut down_done) = (start.client_done, start.backend_done);
+    let mut first_fin: Option<Side> = match (up_done, down_done) {
+        (true, _) => Some(Side::Client),
+        (false, true) => Some(Side::Backend),
+        _ => None,
+    };
+    // Set when a direction paused: the bytes it holds for the other side.
+    let (mut held_up, mut held_down): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
     let idle = limits.idle;
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
@@ -253,7 +304,8 @@ where
             r = &mut up, if !up_done => {
                 up_done = true;
                 match r {
-                    Ok(()) => {
+                    Ok(Stop::Paused(held)) => held_up = Some(held),
+                    Ok(Stop::Eof) => {
                         act.client_done.store(true, Relaxed);
                         first_fin.get_or_insert(Side::Client);
                         // The second FIN needs no shutdown: both sockets close right after.
@@ -267,8 +319,9 @@ where
             r = &mut down, if !down_done => {
                 down_done = true;
                 match r {
-                    Ok(()) if act.backend_close_is_retryable() => break End::BackendFin,
-                    Ok(()) => {
+                    Ok(Stop::Paused(held)) => held_down = Some(held),
+                    Ok(Stop::Eof) if act.backend_close_is_retryable() => break End::BackendFin,
+                    Ok(Stop::Eof) => {
                         first_fin.get_or_insert(Side::Backend);
                         if !up_done {
                             half_close(Side::Backend);
@@ -294,16 +347,34 @@ where
             () = cancel.cancelled() => break End::Shutdown,
         }
         if up_done && down_done {
+            if held_up.is_some() || held_down.is_some() {
+                break End::Handover;
+            }
             break match first_fin {
                 Some(Side::Backend) => End::BackendFin,
                 _ => End::ClientFin,
             };
         }
     };
+    let (from_client, from_backend) = (
+        act.from_client.load(Relaxed),
+        act.from_backend.load(Relaxed),
+    );
+    let moved = (end == End::Handover).then(|| {
+        Box::new(RelayState {
+            from_client,
+            from_backend,
+            client_done: held_up.is_none(),
+            backend_done: held_down.is_none(),
+            to_backend: held_up.unwrap_or_default(),
+            to_client: held_down.unwrap_or_default(),
+        })
+    });
     Outcome {
-        from_client: act.from_client.load(Relaxed),
-        from_backend: act.from_backend.load(Relaxed),
+        from_client,
+        from_backend,
         end,
+        moved,
     }
 }
 
@@ -332,16 +403,19 @@ async fn pump(
     act: &Activity,
     side: Side,
     mode: RelayMode,
-) -> Result<(), (Side, io::Error)> {
-    match mode {
+    pause: Option<&CancellationToken>,
+    carry: Vec<u8>,
+) -> Result<Stop, (Side, io::Error)> {
+    let bulk = cfg!(target_os = "linux") && mode == RelayMode::Splice;
+    match copy_pump(from, to, act, side, bulk, pause, carry).await? {
+        Flow::Eof => Ok(Stop::Eof),
+        Flow::Paused(held) => Ok(Stop::Paused(held)),
         // Splice for bulk only: small exchanges stay on the copy path (no pipe to create),
         // and a direction switches to splice once a read fills a whole buffer.
         #[cfg(target_os = "linux")]
-        RelayMode::Splice => match copy_pump(from, to, act, side, true).await? {
-            Flow::Eof => Ok(()),
-            Flow::Bulk => super::splice::pump(from, to, act, side).await,
-        },
-        _ => copy_pump(from, to, act, side, false).await.map(|_| ()),
+        Flow::Bulk => super::splice::pump(from, to, act, side, pause).await,
+        #[cfg(not(target_os = "linux"))]
+        Flow::Bulk => unreachable!("bulk is reported only on the splice path"),
     }
 }
 
@@ -377,6 +451,8 @@ enum Flow {
     Eof,
     /// A read filled the buffer: this direction carries bulk data.
     Bulk,
+    /// Paused for a hand-over, holding these bytes for the destination.
+    Paused(Vec<u8>),
 }
 
 /// Buffered copy: wait for data, then borrow a buffer for just this burst. With
@@ -388,10 +464,21 @@ async fn copy_pump(
     act: &Activity,
     side: Side,
     stop_on_bulk: bool,
+    pause: Option<&CancellationToken>,
+    carry: Vec<u8>,
 ) -> Result<Flow, (Side, io::Error)> {
     let to_side = side.other();
+    if let Some(held) = write_or_pause(to, &carry, to_side, pause).await? {
+        return Ok(Flow::Paused(held));
+    }
+    drop(carry);
     loop {
-        from.readable().await.map_err(|e| (side, e))?;
+        if or_pause(from.readable(), pause)
+            .await
+            .map_err(|e| (side, e))?
+        {
+            return Ok(Flow::Paused(Vec::new()));
+        }
         let mut buf = Buf::take();
         let n = match read_draining(from, &mut buf) {
             Ok(0) => return Ok(Flow::Eof),
@@ -402,15 +489,8 @@ async fn copy_pump(
         // Counted as soon as read: once bytes left the client's socket, a retry on another
         // backend would lose them, so the counts say whether a retry is safe.
         act.moved(side, n as u64);
-        let mut off = 0;
-        while off < n {
-            match to.try_write(&buf[off..n]) {
-                Ok(k) => off += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    to.writable().await.map_err(|e| (to_side, e))?
-                }
-                Err(e) => return Err((to_side, e)),
-            }
+        if let Some(held) = write_or_pause(to, &buf[..n], to_side, pause).await? {
+            return Ok(Flow::Paused(held));
         }
         if stop_on_bulk && n == buf.len() {
             return Ok(Flow::Bulk);

@@ -133,6 +133,12 @@ impl Route {
         }
     }
 
+    /// The pool a connection goes to: its SNI route's, else the listener's.
+    pub(crate) fn target_for(&self, sni: Option<&str>) -> Option<&Target> {
+        sni.and_then(|n| self.by_sni.get(n))
+            .or(self.default.as_ref())
+    }
+
     /// Whether connections must be read before a backend is picked.
     pub(crate) fn needs_client_hello(&self) -> bool {
         self.tls.is_none()

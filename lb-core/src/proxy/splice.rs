@@ -10,6 +10,9 @@ use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use tokio_util::sync::CancellationToken;
+
+use super::pause::{drain_pipe, or_pause, Stop};
 use super::relay::{Activity, Side};
 
 /// Bytes moved per splice call: the kernel's default pipe capacity. 256 KiB and 1 MiB pipes
@@ -29,17 +32,25 @@ impl Pipe {
     }
 }
 
-/// Moves bytes from `from` to `to` until `from` reaches EOF.
+/// Moves bytes from `from` to `to` until `from` reaches EOF, or until `pause` is asked for
+/// (then the pipe is drained into the bytes given back).
 pub async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     act: &Activity,
     from_side: Side,
-) -> Result<(), (Side, io::Error)> {
+    pause: Option<&CancellationToken>,
+) -> Result<Stop, (Side, io::Error)> {
     let to_side = from_side.other();
     let mut pipe: Option<Pipe> = None;
     loop {
-        from.readable().await.map_err(|e| (from_side, e))?;
+        // The pipe is empty here: everything spliced in was spliced out.
+        if or_pause(from.readable(), pause)
+            .await
+            .map_err(|e| (from_side, e))?
+        {
+            return Ok(Stop::Paused(Vec::new()));
+        }
         let p = match &mut pipe {
             Some(p) => p,
             None => pipe.insert(Pipe::new().map_err(|e| (from_side, e))?),
@@ -48,7 +59,7 @@ pub async fn pump(
         let n = match from.try_io(Interest::READABLE, || {
             splice(from, None, &p.w, None, PIPE_CAPACITY, flags).map_err(io::Error::from)
         }) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(Stop::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err((from_side, e)),
@@ -56,7 +67,14 @@ pub async fn pump(
         act.moved(from_side, n as u64);
         let mut left = n;
         while left > 0 {
-            to.writable().await.map_err(|e| (to_side, e))?;
+            if or_pause(to.writable(), pause)
+                .await
+                .map_err(|e| (to_side, e))?
+            {
+                return drain_pipe(&p.r, left)
+                    .map(Stop::Paused)
+                    .map_err(|e| (from_side, e));
+            }
             match to.try_io(Interest::WRITABLE, || {
                 splice(&p.r, None, to, None, left, flags).map_err(io::Error::from)
             }) {

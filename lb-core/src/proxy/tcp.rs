@@ -20,7 +20,7 @@ use super::accept_backoff::AcceptBackoff;
 use super::front::{self, Front, Reject};
 use super::handoff::{ClientStream, Conn};
 use super::prefixed::Prefixed;
-use super::relay::{relay, relay_streams, Deadlines, End, RelayMode};
+use super::relay::{relay, relay_streams, Deadlines, End, RelayMode, RelayState};
 pub use super::route::{PairMetrics, Route, Target};
 use crate::config::{self, Algorithm, HashKey};
 use crate::hash;
@@ -63,6 +63,8 @@ pub struct ListenerShared {
     pub active: AtomicU64,
     pub total: AtomicU64,
     pub rejected: AtomicU64,
+    /// Connections and flows handed over by the previous process in a binary upgrade.
+    pub inherited: AtomicU64,
     rejected_listener: metrics::Counter,
     rejected_global: metrics::Counter,
     /// By `Reject as usize`.
@@ -98,6 +100,7 @@ impl ListenerShared {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            inherited: AtomicU64::new(0),
         }
     }
 }
@@ -110,6 +113,9 @@ pub struct Context {
     /// Cancelled when the shutdown grace period runs out: open relays end.
     pub conn_cancel: CancellationToken,
     pub mode: RelayMode,
+    /// Binary upgrade hand-over: the pause request plain relays obey, and what this process
+    /// inherited.
+    pub handover: crate::handover::Handover,
 }
 
 /// Accepts until `stop` is cancelled, then drops the socket (stops accepting).
@@ -139,7 +145,7 @@ pub async fn accept_loop(
 }
 
 /// Holds one slot of the listener and global limits until dropped.
-struct Admission {
+pub(crate) struct Admission {
     shared: Arc<ListenerShared>,
     limits: Arc<Limits>,
 }
@@ -148,6 +154,17 @@ impl Drop for Admission {
     fn drop(&mut self) {
         self.shared.active.fetch_sub(1, Relaxed);
         self.limits.global_active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A slot for a connection handed over by the previous process: counted like any other, never
+/// refused (it is established; refusing it would reset it).
+pub(crate) fn adopt(shared: &Arc<ListenerShared>, limits: &Arc<Limits>) -> Admission {
+    limits.global_active.fetch_add(1, Relaxed);
+    shared.active.fetch_add(1, Relaxed);
+    Admission {
+        shared: shared.clone(),
+        limits: limits.clone(),
     }
 }
 
@@ -374,12 +391,7 @@ async fn serve(
         app.serve(conn).await;
         return;
     }
-    let target = front
-        .sni
-        .as_deref()
-        .and_then(|n| route.by_sni.get(n))
-        .or(route.default.as_ref());
-    match target {
+    match route.target_for(front.sni.as_deref()) {
         Some(target) => proxy_to(io, &front, target, &route, start, cx).await,
         None => tracing::error!(listener = %l.name, "tcp listener without a pool"),
     }
@@ -403,7 +415,7 @@ async fn proxy_to(
     let mut last_error: Option<String> = None;
     while let Some(i) = next_backend(pool, key, &mut attempt) {
         let b = &pool.backends[i];
-        let mut in_flight = b.begin();
+        let in_flight = b.begin();
         // Boxed: its state (a TLS handshake to the backend, say) is needed only while
         // connecting, and would otherwise size the connection's task for its whole life.
         let connect = Box::pin(connect(b.addr, front, target, route, &io));
@@ -426,8 +438,11 @@ async fn proxy_to(
         m.connections.increment(1);
         m.active.increment(1.0);
         let (idle, cancel) = (Deadlines::of(l, start), &cx.conn_cancel);
+        let pause = Some(&cx.handover.moving.request);
         let out = match (&mut io, &mut upstream) {
-            (ClientIo::Plain(c), BackendIo::Plain(u)) => relay(c, u, cx.mode, idle, cancel).await,
+            (ClientIo::Plain(c), BackendIo::Plain(u)) => {
+                relay(c, u, cx.mode, idle, cancel, pause, RelayState::default()).await
+            }
             (ClientIo::Plain(c), BackendIo::Tls(u)) => {
                 Box::pin(relay_streams(c, &mut **u, idle, cancel)).await
             }
@@ -445,18 +460,31 @@ async fn proxy_to(
             drop(in_flight);
             continue;
         }
+        let ending = Ending {
+            listener: l,
+            client: peer,
+            pool: pool.name(),
+            backend: &b.id,
+            sni: front.sni.as_deref(),
+            start,
+        };
         // The bytes lb read before the relay (PROXY header aside) count as the client's.
-        let from_client = out.from_client + front.prefix.len() as u64;
-        in_flight.add_bytes(from_client, out.from_backend);
-        drop(in_flight);
-        m.bytes_rx.increment(from_client);
-        m.bytes_tx.increment(out.from_backend);
-        if l.access_log {
-            let detail = match out.end {
-                End::ClientError(k) | End::BackendError(k) => format!("{k:?}"),
-                _ => String::new(),
-            };
-            tracing::info!(target: "lb::access", client = %peer, listener = %l.name, pool = %pool.name(), backend = %b.id, sni = front.sni.as_deref().unwrap_or("-"), bytes_in = from_client, bytes_out = out.from_backend, duration_ms = start.elapsed().as_millis() as u64, end = out.end.as_str(), error = %detail);
+        let prefix = front.prefix.len() as u64;
+        match (out.moved, io, upstream) {
+            (Some(mut moved), ClientIo::Plain(c), BackendIo::Plain(u)) => {
+                moved.from_client += prefix;
+                drop(in_flight);
+                super::moved::hand_over(c, u, &ending, *moved, &cx.handover.moving);
+            }
+            (_, io, _) => {
+                if cx.handover.moving.is_open() {
+                    // Ended here during a hand-over: TLS kept it, or it ended first.
+                    crate::handover::count("tcp", "drained");
+                }
+                drop(io);
+                let (c, k) = (out.from_client + prefix, out.from_backend);
+                ending.finish(c, k, out.end, in_flight, m);
+            }
         }
         return;
     }
@@ -515,6 +543,43 @@ async fn connect(
         }
     }
     Ok(upstream)
+}
+
+/// Who a connection was, for its one access-log line: written by whichever process ends it.
+pub(crate) struct Ending<'a> {
+    pub listener: &'a config::Listener,
+    pub client: SocketAddr,
+    pub pool: &'a str,
+    pub backend: &'a str,
+    pub sni: Option<&'a str>,
+    pub start: Instant,
+}
+
+impl Ending<'_> {
+    /// Counts a finished connection's bytes (once, here: counts are not taken along the way)
+    /// and writes its access-log line. `from_client`/`from_backend` are the connection's
+    /// whole counts, including any a previous process relayed before handing it over.
+    pub(crate) fn finish(
+        &self,
+        from_client: u64,
+        from_backend: u64,
+        end: End,
+        mut in_flight: crate::backend::InFlight,
+        m: &PairMetrics,
+    ) {
+        in_flight.add_bytes(from_client, from_backend);
+        drop(in_flight);
+        m.bytes_rx.increment(from_client);
+        m.bytes_tx.increment(from_backend);
+        let l = self.listener;
+        if l.access_log {
+            let detail = match end {
+                End::ClientError(k) | End::BackendError(k) => format!("{k:?}"),
+                _ => String::new(),
+            };
+            tracing::info!(target: "lb::access", client = %self.client, listener = %l.name, pool = %self.pool, backend = %self.backend, sni = self.sni.unwrap_or("-"), bytes_in = from_client, bytes_out = from_backend, duration_ms = self.start.elapsed().as_millis() as u64, end = end.as_str(), error = %detail);
+        }
+    }
 }
 
 fn connect_failed(

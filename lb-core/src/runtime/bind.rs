@@ -284,6 +284,9 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         );
     }
     let (phase, _) = tokio::sync::watch::channel(Phase::Starting);
+    // Decided once: the new process of an upgrade takes the old one's connections and flows
+    // when its config allows (the old one's config decides whether it gives them).
+    let accept_handover = opts.inherited.is_upgrade() && cfg.global.upgrade_handover;
     let limits = Arc::new(Limits::new(cfg.global.max_connections));
     let shared = Arc::new_cyclic(|me| Shared {
         limits,
@@ -306,6 +309,10 @@ pub fn bind(loaded: Loaded, opts: &mut BindOptions) -> Result<Bound, BindError> 
         admin_fd: Mutex::new(admin_fd),
         http: opts.http.clone(),
         watches: Mutex::new(std::collections::HashMap::new()),
+        handover: crate::handover::Handover {
+            moving: crate::handover::Moving::default(),
+            inbox: Arc::new(crate::handover::Inbox::new(accept_handover)),
+        },
         me: me.clone(),
         notify: opts.notify.take(),
     });

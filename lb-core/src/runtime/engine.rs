@@ -28,17 +28,20 @@ impl Engine {
             // `stop` is a child of the process's accept token: a reload removing this
             // listener or shutdown both end it.
             let (l, cx, stop) = (entry.shared.clone(), self.cx.clone(), entry.stop.clone());
-            handle.spawn(async move {
-                match sock {
-                    Sock::Tcp(sock) => match tokio::net::TcpListener::from_std(sock) {
+            match sock {
+                Sock::Tcp(sock) => handle.spawn(async move {
+                    match tokio::net::TcpListener::from_std(sock) {
                         Ok(sock) => accept_loop(sock, l, cx, stop).await,
                         Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
-                    },
-                    Sock::Udp(sock) => {
-                        crate::proxy::udp::relay::serve(sock, l, cx.limits.clone(), stop).await
                     }
-                }
-            });
+                }),
+                // Tracked: on shutdown its flows are ended, or handed over, before exit.
+                Sock::Udp(sock) => handle.spawn(self.cx.tracker.track_future(async move {
+                    let (limits, handover) = (cx.limits.clone(), cx.handover.clone());
+                    crate::proxy::udp::relay::serve(sock, i as u32, l, limits, stop, handover)
+                        .await
+                })),
+            };
         }
     }
 

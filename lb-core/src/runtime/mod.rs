@@ -11,6 +11,7 @@ mod admin_conn;
 mod admin_members;
 mod bind;
 mod engine;
+mod handover;
 mod members;
 pub mod notify;
 mod readiness;
@@ -167,6 +168,8 @@ pub struct Shared {
     pub http: Option<Arc<dyn crate::proxy::handoff::HttpSide>>,
     /// The re-resolution loops running, each stopped by its token when a reload drops it.
     pub(crate) watches: Mutex<HashMap<Watch, CancellationToken>>,
+    /// Binary upgrade hand-over of open connections and UDP flows (both directions).
+    pub handover: crate::handover::Handover,
     /// This `Shared`, for the tasks it starts (DNS loops, drains) to call back.
     pub(crate) me: std::sync::Weak<Shared>,
     /// systemd's notify socket, when started by systemd with `Type=notify`.

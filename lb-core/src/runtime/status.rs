@@ -25,6 +25,7 @@ pub fn status(shared: &Shared) -> Value {
                 "active_connections": l.active.load(Relaxed),
                 "total_connections": l.total.load(Relaxed),
                 "rejected_connections": l.rejected.load(Relaxed),
+                "inherited_connections": l.inherited.load(Relaxed),
                 "max_connections": r.listener.max_connections,
             })
         })
@@ -77,6 +78,8 @@ pub fn status(shared: &Shared) -> Value {
         "token_required": cfg.config.admin.as_ref().is_some_and(|a| a.token.is_some()),
         "workers": shared.workers,
         "active_connections": shared.limits.global_active.load(Relaxed),
+        // Connections and UDP flows handed over by the previous process (binary upgrade).
+        "inherited_connections": state.listeners.iter().map(|l| l.shared.inherited.load(Relaxed)).sum::<u64>(),
         "max_connections": shared.limits.global_max.load(Relaxed),
         "listeners": listeners,
         "pools": pools,

@@ -6,7 +6,14 @@
 //! is lost. If the new process dies before READY, the old one simply goes on.
 //!
 //! Wire: client "TAKEOVER\n" → server [u32 BE length][JSON listeners] + fds → client
-//! "READY\n" → server shuts down gracefully.
+//! "READY\n" → server shuts down gracefully. With `global.upgrade_handover` on in both, the
+//! client says "READY handover\n" instead, and the server then sends its open plain TCP
+//! connections and UDP flows as hand-over frames (`crate::handover`) before it closes the
+//! connection and exits.
+
+/// What the new process says once it runs.
+const READY: &str = "READY";
+const READY_HANDOVER: &str = "READY handover";
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
@@ -71,17 +78,34 @@ impl Inherited {
             .collect()
     }
 
-    /// Tells the old process to stop accepting and drain.
-    pub fn ready(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            match c.write_all(b"READY\n") {
-                Ok(()) => tracing::info!(
-                    "binary upgrade: took over the listening sockets; the old process now drains"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "binary upgrade: could not tell the old process to drain")
-                }
+    /// Tells the old process to stop accepting and drain; with hand-over accepted (decided
+    /// in `bind`), to send its connections and flows, which a thread of ours then places.
+    pub fn ready(&mut self, shared: &Arc<Shared>) {
+        let Some(mut c) = self.conn.take() else {
+            return;
+        };
+        let handover = shared.handover.inbox.accepts();
+        let word = if handover { READY_HANDOVER } else { READY };
+        match c.write_all(format!("{word}\n").as_bytes()) {
+            Ok(()) => tracing::info!(
+                handover,
+                "binary upgrade: took over the listening sockets; the old process now drains"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "binary upgrade: could not tell the old process to drain");
+                shared.handover.inbox.udp_done();
+                return;
             }
+        }
+        if !handover {
+            return;
+        }
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lb-inherit".into())
+            .spawn(move || super::handover::receive(c, shared.clone()));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "binary upgrade: cannot take the hand-over");
         }
     }
 }
@@ -176,11 +200,24 @@ pub fn serve(path: PathBuf, shared: Arc<Shared>) -> io::Result<()> {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 match hand_over(conn, &shared) {
-                    Ok(true) => {
+                    Ok(Some((conn, wants, udp_tasks))) => {
+                        let g = &shared.state.load().loaded.config.global;
+                        if !(wants && g.upgrade_handover) {
+                            shared.shutdown.cancel();
+                            return;
+                        }
+                        // Relays pause and UDP tasks give up their flows as they stop; all
+                        // of it is sent from here until the last connection task ended.
+                        let moving = &shared.handover.moving;
+                        let rx = moving.open();
+                        moving.request.cancel();
                         shared.shutdown.cancel();
+                        super::handover::send_all(&conn, &rx, udp_tasks);
+                        drop(conn);
+                        moving.finished();
                         return;
                     }
-                    Ok(false) => tracing::warn!(
+                    Ok(None) => tracing::warn!(
                         "binary upgrade: the new process went away before READY; still serving"
                     ),
                     Err(e) => tracing::warn!(error = %e, "binary upgrade failed; still serving"),
@@ -190,8 +227,9 @@ pub fn serve(path: PathBuf, shared: Arc<Shared>) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends the sockets; true when the new process said READY.
-fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<bool> {
+/// Sends the sockets. Once the new process said READY: the connection, whether it asked for
+/// the hand-over, and how many UDP socket tasks will give up their flows.
+fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<Option<(UnixStream, bool, usize)>> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
@@ -257,7 +295,19 @@ fn hand_over(conn: UnixStream, shared: &Shared) -> io::Result<bool> {
         sockets = fds.len(),
         "binary upgrade: handed the listening sockets to a new process; waiting for READY"
     );
+    drop(admin);
+    drop(held);
+    // After the locks above are released: it takes them again.
+    let udp_tasks = super::handover::udp_tasks(shared);
     conn.set_read_timeout(Some(READY_WAIT))?;
     line.clear();
-    Ok(reader.read_line(&mut line).is_ok() && line.trim() == "READY")
+    if reader.read_line(&mut line).is_err() {
+        return Ok(None);
+    }
+    conn.set_read_timeout(None)?;
+    Ok(match line.trim() {
+        READY => Some((conn, false, udp_tasks)),
+        READY_HANDOVER => Some((conn, true, udp_tasks)),
+        _ => None,
+    })
 }

@@ -46,6 +46,7 @@ impl Bound {
             tracker: TaskTracker::new(),
             conn_cancel: CancellationToken::new(),
             mode,
+            handover: shared.handover.clone(),
         };
         let exit = CancellationToken::new();
         match shared.threading {
@@ -116,6 +117,10 @@ async fn heartbeat(exit: CancellationToken) {
 }
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// How long the exit waits for the upgrade thread to send what was handed over (it is
+/// local socket writes: milliseconds; this bounds a stalled new process).
+const HANDOVER_SEND: Duration = Duration::from_secs(5);
 
 async fn control<F, Fut>(
     shared: Arc<Shared>,
@@ -224,6 +229,8 @@ async fn control<F, Fut>(
         cx.conn_cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), cx.tracker.wait()).await;
     }
+    // Whatever was handed over must have left before this process exits.
+    cx.handover.moving.close_and_wait(HANDOVER_SEND).await;
     for p in &shared.state.load().pools {
         p.health_stop.cancel();
     }

@@ -29,6 +29,7 @@ pub(super) fn global(cx: &mut Ctx, raw: Option<&RawGlobal>) -> Global {
             d.shutdown_timeout,
         ),
         splice: g.splice.unwrap_or(d.splice),
+        upgrade_handover: g.upgrade_handover.unwrap_or(d.upgrade_handover),
         resolve_interval_min: cx.duration(
             &g.resolve_interval_min,
             "global.resolve_interval_min".into(),

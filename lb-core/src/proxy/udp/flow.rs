@@ -134,6 +134,14 @@ impl<T> FlowTable<T> {
         self.flows.drain().map(|(a, f)| (a, f.value)).collect()
     }
 
+    /// Removes every flow with when it was last active (a hand-over to a new process).
+    pub fn drain_seen(&mut self) -> Vec<(SocketAddr, T, Instant)> {
+        self.flows
+            .drain()
+            .map(|(a, f)| (a, f.value, f.last_seen))
+            .collect()
+    }
+
     pub fn get(&self, client: &SocketAddr) -> Option<&T> {
         self.flows.get(client).map(|f| &f.value)
     }
@@ -216,6 +224,18 @@ mod tests {
         assert_eq!(t.get(&addr(1)), Some(&0));
         assert_eq!(t.route(addr(2), later), Route::Full(None));
         assert_eq!(t.drain(), vec![(addr(1), 0)]);
+    }
+
+    #[test]
+    fn a_drained_flow_keeps_when_it_was_last_seen() {
+        let t0 = Instant::now();
+        let mut t = FlowTable::new(4, Duration::from_secs(30));
+        t.route(addr(1), t0);
+        assert!(t.insert(addr(1), 5, t0).is_ok());
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(t.route(addr(1), later), Route::Existing(&mut 5));
+        assert_eq!(t.drain_seen(), vec![(addr(1), 5, later)]);
+        assert!(t.is_empty());
     }
 
     proptest! {

@@ -2,4 +2,5 @@
 
 pub mod batch;
 pub mod flow;
+mod moved;
 pub mod relay;

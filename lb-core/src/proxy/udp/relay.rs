@@ -18,6 +18,7 @@ use super::batch::{self, RecvBatch};
 use super::flow::{FlowTable, Route};
 use crate::backend::{Backend, InFlight};
 use crate::clock;
+use crate::handover::Handover;
 use crate::pool::Attempt;
 use crate::proxy::tcp::{key_of, next_backend, Limits, ListenerShared};
 
@@ -31,24 +32,30 @@ thread_local! {
     static REPLY_BATCH: std::cell::RefCell<RecvBatch> = std::cell::RefCell::new(RecvBatch::default());
 }
 
-struct FlowConn {
+pub(super) struct FlowConn {
     /// The backend, counted active while the flow lives.
-    flight: InFlight,
+    pub(super) flight: InFlight,
     /// The flow's place under `global.max_connections`.
     _slot: GlobalSlot,
-    upstream: Arc<UdpSocket>,
-    replies: JoinHandle<()>,
-    last_reply_ms: Arc<AtomicU64>,
+    pub(super) upstream: Arc<UdpSocket>,
+    pub(super) replies: JoinHandle<()>,
+    pub(super) last_reply_ms: Arc<AtomicU64>,
     to_backend: metrics::Counter,
-    started: Instant,
-    bytes_in: u64,
+    pub(super) started: Instant,
+    pub(super) bytes_in: u64,
 }
 
 /// One flow counted in `global.max_connections` (a flow is a UDP listener's connection),
 /// until dropped.
-struct GlobalSlot(Arc<Limits>);
+pub(super) struct GlobalSlot(Arc<Limits>);
 
 impl GlobalSlot {
+    /// A slot for a flow handed over by the previous process: never refused.
+    pub(super) fn force(limits: &Arc<Limits>) -> Self {
+        limits.global_active.fetch_add(1, Relaxed);
+        Self(limits.clone())
+    }
+
     fn take(limits: &Arc<Limits>) -> Option<Self> {
         let n = limits.global_active.fetch_add(1, Relaxed) + 1;
         if n > limits.global_max.load(Relaxed) {
@@ -74,8 +81,8 @@ enum Refused {
 }
 
 /// Per-listener UDP metric handles.
-struct ListenerMetrics {
-    sessions: metrics::Gauge,
+pub(super) struct ListenerMetrics {
+    pub(super) sessions: metrics::Gauge,
     full: metrics::Counter,
     no_backend: metrics::Counter,
     send_error: metrics::Counter,
@@ -117,12 +124,16 @@ pub fn connected_socket(peer: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s)
 }
 
-/// Serves one listening socket until `stop`.
+/// Serves one listening socket (the listener's `index`th) until `stop`. After a binary upgrade
+/// it first adopts the previous process's flows for this socket; on a hand-over it gives its
+/// flows to the next process instead of ending them.
 pub async fn serve(
     sock: StdUdp,
+    index: u32,
     shared: Arc<ListenerShared>,
     limits: Arc<Limits>,
     stop: CancellationToken,
+    handover: Handover,
 ) {
     let sock = match UdpSocket::from_std(sock) {
         Ok(s) => Arc::new(s),
@@ -140,6 +151,17 @@ pub async fn serve(
     // every worker's socket is kept by the listener's shared count.
     let mut table: FlowTable<FlowConn> = FlowTable::new(max_flows, timeout);
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<SocketAddr>();
+    // Nothing is read from the socket before the old process's flows are in: a datagram
+    // waiting in its queue belongs to one of them.
+    let inherited = handover.inbox.flows_for(&shared.name, index).await;
+    let up = FlowShell {
+        shared: &shared,
+        limits: &limits,
+        m: &m,
+        sock: &sock,
+        closed: &closed_tx,
+    };
+    super::moved::adopt(inherited, &up, &mut table, Instant::now());
     let mut batch = RecvBatch::default();
     let mut tick = tokio::time::interval(
         (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
@@ -181,7 +203,7 @@ pub async fn serve(
                             if let Some(old) = stale {
                                 end_flow(&shared, &m, client, old, "timeout");
                             }
-                            match open_flow(&shared, &limits, &m, &sock, &closed_tx, client) {
+                            match open_flow(&up, client) {
                                 Ok(c) => c,
                                 Err(why) => {
                                     m.refused(why).increment(dropped);
@@ -217,6 +239,9 @@ pub async fn serve(
             () = stop.cancelled() => break,
         }
     }
+    if handover.moving.is_open() {
+        super::moved::hand_over(&mut table, index, &shared, &m, &handover.moving).await;
+    }
     for (client, c) in table.drain() {
         end_flow(&shared, &m, client, c, "shutdown");
     }
@@ -251,17 +276,20 @@ async fn forward(c: &mut FlowConn, datagrams: &[&[u8]], m: &ListenerMetrics) {
     }
 }
 
+/// What starting a flow needs of its socket task.
+pub(super) struct FlowShell<'a> {
+    pub(super) shared: &'a ListenerShared,
+    pub(super) limits: &'a Arc<Limits>,
+    pub(super) m: &'a ListenerMetrics,
+    pub(super) sock: &'a Arc<UdpSocket>,
+    pub(super) closed: &'a mpsc::UnboundedSender<SocketAddr>,
+}
+
 /// Starts a flow for `client`: picks a backend (the next one if a socket cannot be made),
 /// opens the flow's upstream socket and its reply task. Refused when the listener is at its
 /// flow bound or no backend is available.
-fn open_flow(
-    shared: &ListenerShared,
-    limits: &Arc<Limits>,
-    m: &ListenerMetrics,
-    sock: &Arc<UdpSocket>,
-    closed_tx: &mpsc::UnboundedSender<SocketAddr>,
-    client: SocketAddr,
-) -> Result<FlowConn, Refused> {
+fn open_flow(up: &FlowShell<'_>, client: SocketAddr) -> Result<FlowConn, Refused> {
+    let (shared, limits) = (up.shared, up.limits);
     let route = shared.route.load();
     if shared.active.load(Relaxed) >= route.listener.max_connections {
         return Err(Refused::Full);
@@ -288,26 +316,42 @@ fn open_flow(
     let Some((backend, upstream, index)) = made else {
         return Err(Refused::NoBackend);
     };
-    let flight = backend.begin();
     backend.total.fetch_add(1, Relaxed);
-    shared.active.fetch_add(1, Relaxed);
     shared.total.fetch_add(1, Relaxed);
-    m.sessions.increment(1.0);
+    Ok(start_flow(up, slot, target, index, upstream, client, 0))
+}
+
+/// Counts a flow on `target`'s backend `index` over `upstream` and starts its reply task; a
+/// new flow and one handed over from the previous process alike. `last_reply_ms` as in
+/// [`FlowConn`] (0 = no reply yet).
+pub(super) fn start_flow(
+    up: &FlowShell<'_>,
+    slot: GlobalSlot,
+    target: &crate::proxy::route::Target,
+    index: usize,
+    upstream: Arc<UdpSocket>,
+    client: SocketAddr,
+    last_reply_ms: u64,
+) -> FlowConn {
+    let backend = &target.pool.backends[index];
+    let flight = backend.begin();
+    up.shared.active.fetch_add(1, Relaxed);
+    up.m.sessions.increment(1.0);
     // The route's handles, not the flow's own: a series labelled `backend` lives while its
     // handles do (crate::series), and these counts must outlive each flow.
     let [to_backend, from_backend] = target.metrics[index].udp_datagrams();
-    let last_reply_ms = Arc::new(AtomicU64::new(0));
+    let last_reply_ms = Arc::new(AtomicU64::new(last_reply_ms));
     let replies = tokio::spawn(replies(
         upstream.clone(),
-        sock.clone(),
+        up.sock.clone(),
         client,
         backend.clone(),
         last_reply_ms.clone(),
         from_backend,
-        closed_tx.clone(),
-        pool.config.passive,
+        up.closed.clone(),
+        target.pool.config.passive,
     ));
-    Ok(FlowConn {
+    FlowConn {
         flight,
         _slot: slot,
         upstream,
@@ -316,7 +360,7 @@ fn open_flow(
         to_backend,
         started: Instant::now(),
         bytes_in: 0,
-    })
+    }
 }
 
 fn end_flow(

@@ -1,0 +1,276 @@
+//! Binary upgrade with hand-over (`global.upgrade_handover`, on by default): open plain TCP
+//! connections and UDP flows move to the new process, so the old one exits at once; a TLS
+//! connection cannot move and drains in the old process.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::backends::{echo, fill, Backend};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+const TCP_CONNS: usize = 200;
+const UDP_FLOWS: usize = 50;
+/// Datagrams each flow sends after READY, every one of which must be answered.
+const AFTER_READY: usize = 4;
+const PAYLOAD: usize = 1024;
+
+/// A UDP backend answering `name|<the address it saw the datagram from>|<datagram>`: the
+/// address shows whether the flow kept its upstream socket.
+async fn udp_backend(name: &str) -> Backend {
+    let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = s.local_addr().expect("addr");
+    let name = name.to_string();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let mut r = format!("{name}|{from}|").into_bytes();
+            r.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&r, from).await;
+        }
+    });
+    Backend::from_task(addr, task)
+}
+
+/// Sends `msg` and returns (backend name, address the backend saw) from the reply (bounded:
+/// 3 s; `None` = lost).
+async fn ask(sock: &UdpSocket, lb: SocketAddr, msg: &str) -> Option<(String, String)> {
+    sock.send_to(msg.as_bytes(), lb).await.expect("send");
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(3), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    assert_eq!(from, lb, "replies come from the listener's address");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let mut parts = text.splitn(3, '|');
+    let (name, seen, body) = (parts.next()?, parts.next()?, parts.next()?);
+    assert_eq!(body, msg, "the reply is to this datagram");
+    Some((name.to_string(), seen.to_string()))
+}
+
+/// Writes a fresh payload and reads exactly it back.
+async fn echo_once(s: &mut TcpStream, seed: &mut u64) -> Vec<u8> {
+    let mut p = vec![0u8; PAYLOAD];
+    fill(&mut p, seed);
+    s.write_all(&p).await.expect("write");
+    let mut back = vec![0u8; PAYLOAD];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, p, "byte-exact echo");
+    back
+}
+
+fn handover_config(tcp: &[SocketAddr], udp: &[SocketAddr], tls: &str) -> String {
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "[global]\nworkers = 2\nshutdown_timeout = \"10s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\npool = \"tcp\"\naccess_log = true\n\n\
+         [[listener]]\nname = \"dns\"\nbind = \"127.0.0.1:0\"\nprotocol = \"udp\"\npool = \"udp\"\n\n\
+         [[listener]]\nname = \"secure\"\nbind = \"127.0.0.1:0\"\npool = \"tcp\"\n{tls}\n\n\
+         [[pool]]\nname = \"tcp\"\nbackends = [{}]\n\n\
+         [[pool]]\nname = \"udp\"\nbackends = [{}]\n",
+        list(tcp),
+        list(udp)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_and_flows_move_and_the_old_process_exits_at_once() {
+    let (e0, e1) = (echo().await, echo().await);
+    let (u0, u1) = (udp_backend("u0").await, udp_backend("u1").await);
+    let dir = scratch("handover-pki");
+    let pki = pki::Pki::new(&dir);
+    let leaf = pki.leaf("site", &["site.example"]);
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let text = handover_config(&[e0.addr, e1.addr], &[u0.addr, u1.addr], &tls);
+    let sock = scratch("handover").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut old = Lb::start_with("handover-old", &text, &["--upgrade-socket", &sock_arg]).await;
+    old.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let (main, dns, secure) = (
+        old.listener("main").await,
+        old.listener("dns").await,
+        old.listener("secure").await,
+    );
+
+    // 200 plain connections, each relaying already; 50 UDP flows, each pinned to a backend.
+    let mut conns = Vec::new();
+    let mut sent = vec![0u64; TCP_CONNS];
+    for (i, n) in sent.iter_mut().enumerate() {
+        let mut s = TcpStream::connect(main).await.expect("connect");
+        let mut seed = i as u64 + 1;
+        echo_once(&mut s, &mut seed).await;
+        *n += PAYLOAD as u64;
+        conns.push((s, seed));
+    }
+    let mut flows = Vec::new();
+    for i in 0..UDP_FLOWS {
+        let c = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let first = ask(&c, dns, &format!("flow{i}-0"))
+            .await
+            .expect("first reply");
+        flows.push((c, first));
+    }
+    let backends: std::collections::HashSet<_> = flows.iter().map(|(_, (n, _))| n).collect();
+    assert_eq!(backends.len(), 2, "flows are spread over both backends");
+    let mut tls_conn = pki::connect(secure, "site.example", pki.client(&[], None))
+        .await
+        .expect("tls");
+    tls_conn.write_all(b"before").await.expect("write");
+    let mut b = [0u8; 6];
+    tls_conn.read_exact(&mut b).await.expect("echo");
+
+    let mut new = Lb::start_with("handover-new", &text, &["--upgrade-socket", &sock_arg]).await;
+    new.wait_log("the old process now drains", Duration::from_secs(5));
+    let ready = Instant::now();
+    let old_logs = old.logs.clone();
+    let exit = tokio::task::spawn_blocking(move || {
+        let code = old.wait_exit(Duration::from_secs(20));
+        (code, ready.elapsed(), old)
+    });
+
+    // The TLS connection cannot move: it finishes through the old process.
+    tls_conn.write_all(b"after!").await.expect("write");
+    tls_conn.read_exact(&mut b).await.expect("echo after READY");
+    assert_eq!(&b, b"after!");
+    tls_conn.shutdown().await.expect("close");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls_conn.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty());
+    drop(tls_conn);
+
+    // Datagrams sent after READY: every one answered, by the flow's backend, which sees
+    // the same source address as before.
+    for k in 1..=AFTER_READY {
+        for (i, (c, (name, seen))) in flows.iter().enumerate() {
+            let got = ask(c, dns, &format!("flow{i}-{k}")).await;
+            assert_eq!(
+                got,
+                Some((name.clone(), seen.clone())),
+                "flow {i}, datagram {k}"
+            );
+        }
+    }
+
+    let Ok((code, took, old)) = exit.await else {
+        panic!(
+            "the old process did not exit; its log:\n{}",
+            old_logs.lock().expect("logs").join("\n")
+        );
+    };
+    eprintln!(
+        "hand-over: old process exited {took:?} after the new one's READY, with {TCP_CONNS} tcp connections and {UDP_FLOWS} udp flows open"
+    );
+    assert_eq!(code, Some(0), "the old process exits 0");
+    assert!(took < Duration::from_secs(2), "old process took {took:?}");
+
+    // The old process is gone: every connection still echoes, so through the new one.
+    for (i, (s, seed)) in conns.iter_mut().enumerate() {
+        echo_once(s, seed).await;
+        sent[i] += PAYLOAD as u64;
+    }
+    let s = new.status().await;
+    assert_eq!(
+        s["inherited_connections"].as_u64(),
+        Some((TCP_CONNS + UDP_FLOWS) as u64),
+        "{s}"
+    );
+    let m = new.metrics().await;
+    let moved = |kind, result| {
+        metric(
+            &m,
+            "lb_upgrade_handover_total",
+            &[("kind", kind), ("result", result)],
+        )
+    };
+    assert_eq!(moved("tcp", "inherited"), TCP_CONNS as f64);
+    assert_eq!(moved("udp", "inherited"), UDP_FLOWS as f64);
+
+    // Each connection ends in the new process: one access-log line there, none in the old
+    // one, with the bytes of its whole life.
+    for (s, _) in conns {
+        let mut s = s;
+        s.shutdown().await.expect("fin");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.expect("eof");
+    }
+    let rx = new
+        .metric_reaching(
+            "lb_bytes_total",
+            &[("listener", "main"), ("direction", "rx")],
+            sent.iter().sum::<u64>() as f64,
+        )
+        .await;
+    assert_eq!(
+        rx,
+        sent.iter().sum::<u64>() as f64,
+        "bytes counted once, in full"
+    );
+    let lines = |lb: &Lb| {
+        lb.log_text()
+            .lines()
+            .filter(|l| l.contains("bytes_in=") && l.contains("listener=main"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(lines(&old).is_empty(), "{:?}", lines(&old));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines(&new).len() < TCP_CONNS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new_lines = lines(&new);
+    assert_eq!(new_lines.len(), TCP_CONNS, "one line per connection");
+    let whole = format!("bytes_in={}", 2 * PAYLOAD);
+    assert!(
+        new_lines.iter().all(|l| l.contains(&whole)),
+        "{new_lines:?}"
+    );
+}
+
+/// `upgrade_handover = false` keeps the old behaviour: an open connection stays with the old
+/// process, which drains it, and the new process inherits nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_handover_off_connections_drain_in_the_old_process() {
+    let e0 = echo().await;
+    let text = config("round-robin", &[(e0.addr, "")], "", "")
+        .replace("[global]\n", "[global]\nupgrade_handover = false\n");
+    let sock = scratch("handover-off").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut old = Lb::start_with("handover-off-old", &text, &["--upgrade-socket", &sock_arg]).await;
+    old.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let mut s = TcpStream::connect(old.listener("main").await)
+        .await
+        .expect("connect");
+    let mut seed = 7;
+    echo_once(&mut s, &mut seed).await;
+    let mut new = Lb::start_with("handover-off-new", &text, &["--upgrade-socket", &sock_arg]).await;
+    new.wait_log("the old process now drains", Duration::from_secs(5));
+    let draining = old.wait_log("waiting up to", Duration::from_secs(5));
+    assert!(draining.contains("open_connections=1"), "{draining}");
+    // Draining, the old process still relays it; the new one has none.
+    echo_once(&mut s, &mut seed).await;
+    assert_eq!(new.status().await["inherited_connections"], 0);
+    // …and exits once it ends.
+    s.shutdown().await.expect("fin");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.expect("eof");
+    let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(10)))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0));
+}
