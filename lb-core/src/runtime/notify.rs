@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 /// One assignment of a notification.
@@ -96,6 +97,9 @@ pub struct Notifier {
     target: SocketAddr,
     /// Half of `WatchdogSec=`, when systemd watches this process.
     pub watchdog: Option<Duration>,
+    /// The last send failed: the next failures are not logged again until one succeeds (a
+    /// watchdog pinging every few milliseconds would otherwise flood the log).
+    failing: AtomicBool,
 }
 
 impl Notifier {
@@ -128,19 +132,30 @@ impl Notifier {
                 SocketAddr::from_abstract_name(name)?
             }
         };
+        // Non-blocking: lb sends from its control thread (admin API, signals, health checks),
+        // and a reader that stops reading would otherwise block that thread for good once its
+        // queue (net.unix.max_dgram_qlen, 10 by default) is full.
+        let sock = UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
         Ok(Self {
-            sock: UnixDatagram::unbound()?,
+            sock,
             target,
             watchdog,
+            failing: AtomicBool::new(false),
         })
     }
 
-    /// Sends one notification. Failing is logged, never fatal: systemd may be restarting, and
-    /// lb serving matters more than systemd hearing about it.
+    /// Sends one notification without waiting. Failing (the socket's queue full, or no
+    /// reader) drops it and is logged once until a send succeeds, never fatal: systemd may be
+    /// restarting, and lb serving matters more than systemd hearing about it.
     pub fn send(&self, fields: &[Field]) {
         let msg = message(fields);
-        if let Err(e) = self.sock.send_to_addr(msg.as_bytes(), &self.target) {
-            tracing::warn!(error = %e, "cannot notify systemd ({})", msg.trim_end().replace('\n', " "));
+        match self.sock.send_to_addr(msg.as_bytes(), &self.target) {
+            Ok(_) => self.failing.store(false, Relaxed),
+            Err(e) if !self.failing.swap(true, Relaxed) => {
+                tracing::warn!(error = %e, "cannot notify systemd ({}); dropped, and further failures are not logged until one succeeds", msg.trim_end().replace('\n', " "));
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot notify systemd"),
         }
     }
 }
@@ -221,6 +236,32 @@ mod tests {
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..len], b"READY=1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reader_that_never_reads_does_not_block_the_sender() {
+        let dir = std::env::temp_dir().join(format!("lb-notify-full-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let n = Notifier::connect(path.as_os_str(), None).expect("connect");
+        // Far more than any queue holds (net.unix.max_dgram_qlen is 10 by default).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                n.send(&[Field::Watchdog]);
+            }
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "sending to a full notify socket blocked"
+        );
+        let mut buf = [0u8; 64];
+        let len = server.recv(&mut buf).expect("the first ones were queued");
+        assert_eq!(&buf[..len], b"WATCHDOG=1\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
