@@ -145,20 +145,36 @@ impl Notifier {
         })
     }
 
-    /// Sends one notification without waiting. Failing (the socket's queue full, or no
-    /// reader) drops it and is logged once until a send succeeds, never fatal: systemd may be
-    /// restarting, and lb serving matters more than systemd hearing about it.
+    /// Sends one notification. A full queue (a burst, systemd busy) is waited on for up to
+    /// [`SEND_PATIENCE`], then the notification is dropped; while sends keep failing none
+    /// waits, so a reader that never reads costs lb's control thread that wait once, not a
+    /// hang (a blocking send would wait for good). Failing is logged once until a send
+    /// succeeds, never fatal: lb serving matters more than systemd hearing about it.
     pub fn send(&self, fields: &[Field]) {
         let msg = message(fields);
-        match self.sock.send_to_addr(msg.as_bytes(), &self.target) {
-            Ok(_) => self.failing.store(false, Relaxed),
-            Err(e) if !self.failing.swap(true, Relaxed) => {
-                tracing::warn!(error = %e, "cannot notify systemd ({}); dropped, and further failures are not logged until one succeeds", msg.trim_end().replace('\n', " "));
+        let deadline = std::time::Instant::now() + SEND_PATIENCE;
+        loop {
+            match self.sock.send_to_addr(msg.as_bytes(), &self.target) {
+                Ok(_) => return self.failing.store(false, Relaxed),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && !self.failing.load(Relaxed)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) if !self.failing.swap(true, Relaxed) => {
+                    return tracing::warn!(error = %e, "cannot notify systemd ({}); dropped, and further failures are not logged until one succeeds", msg.trim_end().replace('\n', " "));
+                }
+                Err(e) => return tracing::debug!(error = %e, "cannot notify systemd"),
             }
-            Err(e) => tracing::debug!(error = %e, "cannot notify systemd"),
         }
     }
 }
+
+/// How long one notification may wait for room in systemd's queue (net.unix.max_dgram_qlen,
+/// 10 datagrams by default) before it is dropped.
+const SEND_PATIENCE: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
