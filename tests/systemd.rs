@@ -488,3 +488,56 @@ async fn a_notify_socket_that_never_reads_does_not_stall_lb() {
     assert_eq!(code, Some(0));
     drop(stuck);
 }
+
+/// SIGHUPs (reloaded on a blocking thread) and `POST /api/reload`s (on the admin's) at once:
+/// systemd must hear `RELOADING=1` and `READY=1` strictly in turn, never a `READY=1` while a
+/// reload it was told of still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reloads_tell_systemd_reloading_and_ready_in_turn() {
+    let backend = echo().await;
+    let listen = free_port();
+    let mut systemd = Systemd::listen("notify-race", None);
+    let env = systemd.env();
+    let lb = Lb::start_env(
+        "notify-race",
+        &config_at(listen, backend.addr),
+        &[],
+        &[("NOTIFY_SOCKET", &env)],
+    )
+    .await;
+    systemd.next(Duration::from_secs(10));
+    let posts: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(http(lb.admin, "POST", "/api/reload", None)))
+        .collect();
+    for _ in 0..20 {
+        lb.signal("HUP");
+        tokio::task::yield_now().await;
+    }
+    for p in posts {
+        assert_eq!(p.await.expect("post").0, 200);
+    }
+    // Every reload started has finished (SIGHUPs may have merged: count them in the log).
+    let count = |needle: &str| {
+        let logs = lb.logs.lock().expect("logs");
+        logs.iter().filter(|l| l.contains(needle)).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count("config reload started") != count("config reloaded") {
+        assert!(Instant::now() < deadline, "reloads did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reloads = count("config reloaded");
+    assert!(reloads >= 20, "{reloads} reloads");
+    // Two notifications per reload.
+    let mut seen = Vec::new();
+    while seen.len() < 2 * reloads {
+        seen.push(systemd.next(Duration::from_secs(10)).text);
+    }
+    for (i, pair) in seen.chunks(2).enumerate() {
+        assert!(
+            pair[0].starts_with("RELOADING=1\n") && pair[1].starts_with("READY=1\n"),
+            "reload {i} was told out of turn: {pair:?} (all: {seen:?})"
+        );
+    }
+    drop(lb);
+}
