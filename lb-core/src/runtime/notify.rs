@@ -240,14 +240,20 @@ mod tests {
         assert!(a > 0 && b >= a);
     }
 
-    #[test]
-    fn sends_a_datagram_to_a_path_socket() {
-        let dir = std::env::temp_dir().join(format!("lb-notify-{}", std::process::id()));
+    /// A socket in a fresh directory named from `prefix`, and a notifier sending to it.
+    fn listening(prefix: &str) -> (std::path::PathBuf, UnixDatagram, Notifier) {
+        let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
         let server = UnixDatagram::bind(&path).expect("bind");
         let n = Notifier::connect(path.as_os_str(), None).expect("connect");
+        (dir, server, n)
+    }
+
+    #[test]
+    fn sends_a_datagram_to_a_path_socket() {
+        let (dir, server, n) = listening("lb-notify-");
         n.send(&[Field::Ready]);
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).expect("recv");
@@ -257,12 +263,7 @@ mod tests {
 
     #[test]
     fn a_reader_that_never_reads_does_not_block_the_sender() {
-        let dir = std::env::temp_dir().join(format!("lb-notify-full-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("notify.sock");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).expect("bind");
-        let n = Notifier::connect(path.as_os_str(), None).expect("connect");
+        let (dir, server, n) = listening("lb-notify-full-");
         // Far more than any queue holds (net.unix.max_dgram_qlen is 10 by default).
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
