@@ -127,6 +127,13 @@ fn listeners(old: &Config, new: &Config, lines: &mut Vec<String>) {
     }
 }
 
+/// What a change that re-deals every key moves (a new `hash_key`, or hashing given up).
+const EVERY_KEY: Movement = Movement {
+    moved: 1.0,
+    ideal: 1.0,
+    exact: true,
+};
+
 fn pool(o: &Pool, p: &Pool, r: &mut Report) {
     let by_id = |pool: &Pool| -> HashMap<String, Backend> {
         pool.backends.iter().map(|b| (b.id(), b.clone())).collect()
@@ -203,6 +210,14 @@ fn pool(o: &Pool, p: &Pool, r: &mut Report) {
             }
         ));
     }
+    if hashed(o) && !hashed(p) {
+        // No key keeps its backend but by chance: as a change of hash_key, every key moves,
+        // and `--max-moved` must see it.
+        r.moved.push(Moved {
+            group: p.name.clone(),
+            movement: EVERY_KEY,
+        });
+    }
     if !(hashed(o) && hashed(p)) {
         return;
     }
@@ -213,14 +228,9 @@ fn pool(o: &Pool, p: &Pool, r: &mut Report) {
             o.hash_key.describe(),
             p.hash_key.describe()
         ));
-        let all = Movement {
-            moved: 1.0,
-            ideal: 1.0,
-            exact: true,
-        };
         r.moved.push(Moved {
             group: p.name.clone(),
-            movement: all,
+            movement: EVERY_KEY,
         });
         return;
     }
@@ -357,6 +367,18 @@ mod tests {
         assert!(r.contains(
             &"pool web: algorithm consistent-hash → weighted-round-robin: keys are no longer sticky".into()
         ));
+    }
+
+    #[test]
+    fn giving_up_hashing_moves_every_key_for_max_moved() {
+        let old = config(FOUR, "consistent-hash");
+        let new = config(FOUR, "round-robin");
+        let r = diff(&old, &new);
+        let worst = r.worst().expect("leaving consistent-hash moves keys");
+        assert_eq!(worst.group, "web");
+        assert_eq!(worst.movement.moved, 1.0);
+        // Taking hashing up moves nothing that was sticky.
+        assert!(diff(&new, &old).worst().is_none());
     }
 
     #[test]

@@ -206,3 +206,66 @@ async fn an_old_http2_connection_gets_a_goaway_and_finishes_its_streams() {
     );
     assert!(answered >= 1);
 }
+
+/// A download to a slow client past its age: lb's own reads and writes come up to a second
+/// apart (the kernel's send buffer feeds the client meanwhile), but bytes move all along, so
+/// the transfer is never quiet and must not be cut; once delivered, it is closed.
+async fn slow_download(name: &str, global: &str) {
+    // More than lb's send buffer to the client (tcp_wmem's 4 MiB at most) holds, so a cut
+    // loses bytes the client sees missing.
+    const TOTAL: usize = 8 << 20;
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let backend_addr = backend.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 64 << 10];
+                for _ in 0..TOTAL / chunk.len() {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                // Stays open: only lb may end the connection.
+                let mut sink = [0u8; 64];
+                let _ = s.read(&mut sink).await;
+            });
+        }
+    });
+    let keys = "max_connection_age = \"200ms\"\nage_grace = \"300ms\"\naccess_log = true";
+    let text = tcp_config(backend_addr, keys).replace("[global]\n", &format!("[global]\n{global}"));
+    let lb = Lb::start(name, &text).await;
+    let addr = lb.listener("main").await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = vec![0u8; 128 << 10];
+    let mut got = 0;
+    let started = Instant::now();
+    while got < TOTAL {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "{name}: cut after {got} of {TOTAL} bytes, {:?} into a transfer that never paused",
+            started.elapsed()
+        );
+        got += n;
+        // The client's pace (about 2.6 MB/s), not a wait for an event.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Delivered and quiet: the old connection is closed after all.
+    closed_after(s, Instant::now()).await;
+    drop(lb);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_download_past_its_age_is_not_cut_spliced() {
+    slow_download("age-slow-splice", "splice = true\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_download_past_its_age_is_not_cut_copied() {
+    slow_download("age-slow-copy", "splice = false\n").await;
+}

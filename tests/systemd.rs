@@ -436,3 +436,108 @@ async fn shutdown_delay_says_stopping_at_once_and_reloads_do_not_say_ready() {
         "the drain after the delay shows: {seen:?}"
     );
 }
+
+/// A `NOTIFY_SOCKET` whose reader never reads: once its queue is full a blocking send would
+/// wait forever, and lb's control thread (admin API, signals, health checks) with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_notify_socket_that_never_reads_does_not_stall_lb() {
+    let backend = echo().await;
+    let listen = free_port();
+    let path = scratch("notify-stuck").join("notify.sock");
+    let stuck = UnixDatagram::bind(&path).expect("bind notify socket");
+    let env = path.to_str().expect("utf-8").to_string();
+    // WatchdogSec=4ms: a ping every 2 ms fills the queue at once.
+    let mut lb = Lb::start_env(
+        "notify-stuck",
+        &config_at(listen, backend.addr),
+        &[],
+        &[("NOTIFY_SOCKET", &env), ("WATCHDOG_USEC", "4000")],
+    )
+    .await;
+    // Wait until the queue is full: a send of our own would block (it says WouldBlock).
+    let probe = UnixDatagram::unbound().expect("probe socket");
+    probe.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match probe.send_to(b"x", &path) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Ok(_) => {}
+            Err(e) => panic!("probe: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the notify queue never filled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // lb keeps trying to ping every 2 ms; the admin API must go on answering…
+    for _ in 0..10 {
+        let live = tokio::time::timeout(
+            Duration::from_secs(3),
+            http(lb.admin, "GET", "/api/live", None),
+        )
+        .await;
+        assert!(
+            matches!(live, Ok((200, _))),
+            "/api/live stalled behind the notify socket: {live:?}"
+        );
+    }
+    assert!(round_trip(listen), "the listener serves");
+    // …and SIGTERM still stops it.
+    let code =
+        tokio::task::spawn_blocking(move || lb.signal_and_wait("TERM", Duration::from_secs(10)))
+            .await
+            .expect("join");
+    assert_eq!(code, Some(0));
+    drop(stuck);
+}
+
+/// SIGHUPs (reloaded on a blocking thread) and `POST /api/reload`s (on the admin's) at once:
+/// systemd must hear `RELOADING=1` and `READY=1` strictly in turn, never a `READY=1` while a
+/// reload it was told of still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reloads_tell_systemd_reloading_and_ready_in_turn() {
+    let backend = echo().await;
+    let listen = free_port();
+    let mut systemd = Systemd::listen("notify-race", None);
+    let env = systemd.env();
+    let lb = Lb::start_env(
+        "notify-race",
+        &config_at(listen, backend.addr),
+        &[],
+        &[("NOTIFY_SOCKET", &env)],
+    )
+    .await;
+    systemd.next(Duration::from_secs(10));
+    let posts: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(http(lb.admin, "POST", "/api/reload", None)))
+        .collect();
+    for _ in 0..20 {
+        lb.signal("HUP");
+        tokio::task::yield_now().await;
+    }
+    for p in posts {
+        assert_eq!(p.await.expect("post").0, 200);
+    }
+    // Every reload started has finished (SIGHUPs may have merged: count them in the log).
+    let count = |needle: &str| {
+        let logs = lb.logs.lock().expect("logs");
+        logs.iter().filter(|l| l.contains(needle)).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count("config reload started") != count("config reloaded") {
+        assert!(Instant::now() < deadline, "reloads did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reloads = count("config reloaded");
+    assert!(reloads >= 20, "{reloads} reloads");
+    // Two notifications per reload.
+    let mut seen = Vec::new();
+    while seen.len() < 2 * reloads {
+        seen.push(systemd.next(Duration::from_secs(10)).text);
+    }
+    for (i, pair) in seen.chunks(2).enumerate() {
+        assert!(
+            pair[0].starts_with("RELOADING=1\n") && pair[1].starts_with("READY=1\n"),
+            "reload {i} was told out of turn: {pair:?} (all: {seen:?})"
+        );
+    }
+    drop(lb);
+}

@@ -226,7 +226,7 @@ impl Gateway {
             match tokio::try_join!(client, backend) {
                 Ok((c, b)) => {
                     let (mut c, mut b) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(b));
-                    let out = lb_core::proxy::relay::relay_streams(&mut c, &mut b, idle, &cancel).await;
+                    let out = lb_core::proxy::relay::relay_streams(&mut c, &mut b, idle, lb_core::proxy::relay::Delivering::default(), &cancel).await;
                     if let Some(f) = flight.as_mut() {
                         f.add_bytes(out.from_client, out.from_backend);
                     }

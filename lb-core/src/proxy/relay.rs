@@ -93,6 +93,8 @@ pub struct Deadlines {
     pub idle: Duration,
     /// `max_connection_age`: from this instant on, the first `grace` without a byte either
     /// way ends it, so an old connection is closed between transfers, never during one.
+    /// Bytes lb wrote that a socket has not delivered yet count as moving (see
+    /// [`Delivering`]).
     pub old_at: Option<(Instant, Duration)>,
 }
 
@@ -110,6 +112,40 @@ impl Deadlines {
         }
     }
 }
+
+/// The sockets of a relay whose send queues say whether bytes are still moving when lb itself
+/// has not read or written for a while: a slow reader drains megabytes of lb's send buffer
+/// long after lb's last write (the kernel feeds it), and that is a transfer, not quiet.
+/// Empty when the streams have no socket to ask (an HTTP upgrade's tunnel).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivering {
+    fds: [Option<std::os::fd::RawFd>; 2],
+}
+
+impl Delivering {
+    /// Asks the sockets `client` and `backend` (each may be absent).
+    pub fn of(client: Option<&TcpStream>, backend: Option<&TcpStream>) -> Self {
+        use std::os::fd::AsRawFd;
+        Self {
+            fds: [
+                client.map(AsRawFd::as_raw_fd),
+                backend.map(AsRawFd::as_raw_fd),
+            ],
+        }
+    }
+
+    /// Whether either socket still holds bytes its peer has not acknowledged.
+    fn busy(&self) -> bool {
+        self.fds
+            .iter()
+            .flatten()
+            .any(|&fd| crate::sys::unacked(fd) > 0)
+    }
+}
+
+/// How soon an old connection whose sockets were still delivering is looked at again, at
+/// the least.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Byte counts and last activity, shared by the two directions of one connection. They run
 /// in one task, so the atomics are never contended; they are atomics only so the task is
@@ -198,7 +234,9 @@ pub async fn relay(
         };
         let _ = SockRef::from(to).shutdown(Shutdown::Write);
     };
-    drive(up, down, &act, limits, cancel, half_close, &start).await
+    let delivering = Delivering::of(Some(client), Some(backend));
+    let ends = (limits, delivering);
+    drive(up, down, &act, ends, cancel, half_close, &start).await
 }
 
 /// Runs the relay between two byte streams (TLS on either side) to its end. Each direction
@@ -208,6 +246,7 @@ pub async fn relay_streams<C, B>(
     client: &mut C,
     backend: &mut B,
     limits: Deadlines,
+    delivering: Delivering,
     cancel: &CancellationToken,
 ) -> Outcome
 where
@@ -230,16 +269,8 @@ where
         Side::Backend
     ));
     // The pumps shut their writers down themselves (a TLS close_notify, then FIN).
-    drive(
-        up,
-        down,
-        &act,
-        limits,
-        cancel,
-        |_| {},
-        &RelayState::default(),
-    )
-    .await
+    let ends = (limits, delivering);
+    drive(up, down, &act, ends, cancel, |_| {}, &RelayState::default()).await
 }
 
 async fn pump_stream<R, W>(
@@ -275,7 +306,7 @@ async fn drive<U, D>(
     mut up: std::pin::Pin<&mut U>,
     mut down: std::pin::Pin<&mut D>,
     act: &Activity,
-    limits: Deadlines,
+    (limits, delivering): (Deadlines, Delivering),
     cancel: &CancellationToken,
     half_close: impl Fn(Side),
     start: &RelayState,
@@ -339,10 +370,17 @@ where
             }
             () = &mut age_timer, if limits.old_at.is_some() => {
                 let quiet_at = crate::clock::instant_of(act.last_ms.load(Relaxed)) + grace;
-                if Instant::now() >= quiet_at {
+                let now = Instant::now();
+                let next = if now < quiet_at {
+                    quiet_at
+                } else if delivering.busy() {
+                    // lb has been idle, the kernel has not: look again a grace later (at
+                    // least RECHECK, so a zero grace does not spin).
+                    now + grace.max(RECHECK)
+                } else {
                     break End::MaxAge;
-                }
-                age_timer.as_mut().reset(tokio::time::Instant::from_std(quiet_at));
+                };
+                age_timer.as_mut().reset(tokio::time::Instant::from_std(next));
             }
             () = cancel.cancelled() => break End::Shutdown,
         }

@@ -20,7 +20,7 @@ use super::accept_backoff::AcceptBackoff;
 use super::front::{self, Front, Reject};
 use super::handoff::{ClientStream, Conn};
 use super::prefixed::Prefixed;
-use super::relay::{relay, relay_streams, Deadlines, End, RelayMode, RelayState};
+use super::relay::{relay, relay_streams, Deadlines, Delivering, End, RelayMode, RelayState};
 pub use super::route::{PairMetrics, Route, Target};
 use crate::config::{self, Algorithm, HashKey};
 use crate::hash;
@@ -240,6 +240,26 @@ enum BackendIo {
     Tls(Box<client::TlsStream<TcpStream>>),
 }
 
+impl ClientIo {
+    /// The socket under the stream.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(t) => t.get_ref().0.get_ref(),
+        }
+    }
+}
+
+impl BackendIo {
+    /// The socket under the stream.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
 /// Counts and logs a connection refused before any backend was involved.
 fn refuse(
     shared: &ListenerShared,
@@ -439,18 +459,19 @@ async fn proxy_to(
         m.active.increment(1.0);
         let (idle, cancel) = (Deadlines::of(l, start), &cx.conn_cancel);
         let pause = Some(&cx.handover.moving.request);
+        let delivering = Delivering::of(Some(io.tcp()), Some(upstream.tcp()));
         let out = match (&mut io, &mut upstream) {
             (ClientIo::Plain(c), BackendIo::Plain(u)) => {
                 relay(c, u, cx.mode, idle, cancel, pause, RelayState::default()).await
             }
             (ClientIo::Plain(c), BackendIo::Tls(u)) => {
-                Box::pin(relay_streams(c, &mut **u, idle, cancel)).await
+                Box::pin(relay_streams(c, &mut **u, idle, delivering, cancel)).await
             }
             (ClientIo::Tls(c), BackendIo::Plain(u)) => {
-                Box::pin(relay_streams(&mut **c, u, idle, cancel)).await
+                Box::pin(relay_streams(&mut **c, u, idle, delivering, cancel)).await
             }
             (ClientIo::Tls(c), BackendIo::Tls(u)) => {
-                Box::pin(relay_streams(&mut **c, &mut **u, idle, cancel)).await
+                Box::pin(relay_streams(&mut **c, &mut **u, idle, delivering, cancel)).await
             }
         };
         m.active.decrement(1.0);

@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 /// One assignment of a notification.
@@ -96,6 +97,9 @@ pub struct Notifier {
     target: SocketAddr,
     /// Half of `WatchdogSec=`, when systemd watches this process.
     pub watchdog: Option<Duration>,
+    /// The last send failed: the next failures are not logged again until one succeeds (a
+    /// watchdog pinging every few milliseconds would otherwise flood the log).
+    failing: AtomicBool,
 }
 
 impl Notifier {
@@ -128,22 +132,49 @@ impl Notifier {
                 SocketAddr::from_abstract_name(name)?
             }
         };
+        // Non-blocking: lb sends from its control thread (admin API, signals, health checks),
+        // and a reader that stops reading would otherwise block that thread for good once its
+        // queue (net.unix.max_dgram_qlen, 10 by default) is full.
+        let sock = UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
         Ok(Self {
-            sock: UnixDatagram::unbound()?,
+            sock,
             target,
             watchdog,
+            failing: AtomicBool::new(false),
         })
     }
 
-    /// Sends one notification. Failing is logged, never fatal: systemd may be restarting, and
-    /// lb serving matters more than systemd hearing about it.
+    /// Sends one notification. A full queue (a burst, systemd busy) is waited on for up to
+    /// [`SEND_PATIENCE`], then the notification is dropped; while sends keep failing none
+    /// waits, so a reader that never reads costs lb's control thread that wait once, not a
+    /// hang (a blocking send would wait for good). Failing is logged once until a send
+    /// succeeds, never fatal: lb serving matters more than systemd hearing about it.
     pub fn send(&self, fields: &[Field]) {
         let msg = message(fields);
-        if let Err(e) = self.sock.send_to_addr(msg.as_bytes(), &self.target) {
-            tracing::warn!(error = %e, "cannot notify systemd ({})", msg.trim_end().replace('\n', " "));
+        let deadline = std::time::Instant::now() + SEND_PATIENCE;
+        loop {
+            match self.sock.send_to_addr(msg.as_bytes(), &self.target) {
+                Ok(_) => return self.failing.store(false, Relaxed),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && !self.failing.load(Relaxed)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) if !self.failing.swap(true, Relaxed) => {
+                    return tracing::warn!(error = %e, "cannot notify systemd ({}); dropped, and further failures are not logged until one succeeds", msg.trim_end().replace('\n', " "));
+                }
+                Err(e) => return tracing::debug!(error = %e, "cannot notify systemd"),
+            }
         }
     }
 }
+
+/// How long one notification may wait for room in systemd's queue (net.unix.max_dgram_qlen,
+/// 10 datagrams by default) before it is dropped.
+const SEND_PATIENCE: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
@@ -209,18 +240,45 @@ mod tests {
         assert!(a > 0 && b >= a);
     }
 
-    #[test]
-    fn sends_a_datagram_to_a_path_socket() {
-        let dir = std::env::temp_dir().join(format!("lb-notify-{}", std::process::id()));
+    /// A socket in a fresh directory named from `prefix`, and a notifier sending to it.
+    fn listening(prefix: &str) -> (std::path::PathBuf, UnixDatagram, Notifier) {
+        let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
         let server = UnixDatagram::bind(&path).expect("bind");
         let n = Notifier::connect(path.as_os_str(), None).expect("connect");
+        (dir, server, n)
+    }
+
+    #[test]
+    fn sends_a_datagram_to_a_path_socket() {
+        let (dir, server, n) = listening("lb-notify-");
         n.send(&[Field::Ready]);
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).expect("recv");
         assert_eq!(&buf[..len], b"READY=1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reader_that_never_reads_does_not_block_the_sender() {
+        let (dir, server, n) = listening("lb-notify-full-");
+        // Far more than any queue holds (net.unix.max_dgram_qlen is 10 by default).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..1000 {
+                n.send(&[Field::Watchdog]);
+            }
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "sending to a full notify socket blocked"
+        );
+        let mut buf = [0u8; 64];
+        let len = server.recv(&mut buf).expect("the first ones were queued");
+        assert_eq!(&buf[..len], b"WATCHDOG=1\n");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

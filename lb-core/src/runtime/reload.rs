@@ -29,6 +29,10 @@ impl Shared {
     /// Reloads the config file. On any error nothing changes and the running config stays.
     /// Returns what changed, for the log and `POST /api/reload`.
     pub fn reload(&self) -> Result<Value, ReloadError> {
+        // One at a time, notifications included: SIGHUP (on a blocking thread) and POST
+        // /api/reload may come together, and systemd must see RELOADING=1, READY=1 in pairs,
+        // never a READY=1 while another reload it was told of is still running.
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         tracing::info!("config reload started");
         // Once stopping (or draining) a reload still applies, so the listeners serving out
         // `shutdown_delay` use the newest backends, but it neither makes lb ready again (the
@@ -63,8 +67,8 @@ impl Shared {
         result
     }
 
+    /// The reload itself; the caller holds `self.reloading`.
     fn try_reload(&self) -> Result<Value, ReloadError> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.config_path.as_ref().ok_or(ReloadError::Unavailable(
             "the config is embedded, not read from a file",
         ))?;
