@@ -251,6 +251,19 @@ fn pool(o: &Pool, p: &Pool, r: &mut Report) {
         if before.is_empty() && after.is_empty() {
             continue;
         }
+        if priority > 0 && (before.is_empty() || after.is_empty()) {
+            // A level that comes or goes holds keys only while the levels below it are
+            // degraded: no key served now moves, so it does not count against --max-moved.
+            let what = if before.is_empty() {
+                "added"
+            } else {
+                "removed"
+            };
+            r.lines.push(format!(
+                "{group}: level {what}; it takes keys only while lower levels are degraded"
+            ));
+            continue;
+        }
         let m = movement(&before, &after);
         if m.moved == 0.0 {
             continue;
@@ -379,6 +392,26 @@ mod tests {
         assert_eq!(worst.movement.moved, 1.0);
         // Taking hashing up moves nothing that was sticky.
         assert!(diff(&new, &old).worst().is_none());
+    }
+
+    #[test]
+    fn a_backup_level_coming_or_going_moves_no_served_key() {
+        let old = config(FOUR, "consistent-hash");
+        let new = config(
+            &format!("{FOUR},{{addr=\"10.0.0.9:80\",backup=true}}"),
+            "consistent-hash",
+        );
+        for (a, b, what) in [(&old, &new, "added"), (&new, &old, "removed")] {
+            let r = diff(a, b);
+            assert!(r.worst().is_none(), "{:?}", r.lines);
+            assert!(
+                r.lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("web (priority 1): level {what}"))),
+                "{:?}",
+                r.lines
+            );
+        }
     }
 
     #[test]
