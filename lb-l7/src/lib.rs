@@ -43,3 +43,4 @@ pub mod tries;
 pub mod twin;
 pub mod upgrade;
 pub mod upstream;
+pub mod wire;

@@ -33,7 +33,8 @@ pub(crate) struct LogLine {
 }
 
 impl LogLine {
-    /// Logs the exchange once its body is over: `rx`/`tx` body bytes each way.
+    /// Logs the exchange once its body is over: `rx` bytes sent to the backend, `tx` bytes it
+    /// sent back, heads included (what the backend's counters took).
     pub(crate) fn emit(&self, rx: u64, tx: u64, start: Instant) {
         let l = self;
         tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
@@ -181,12 +182,17 @@ impl Gateway {
             // Back to the pool only once the request's body went out whole: a backend that
             // answered early must not be lent to another request while this one's body is
             // still on its way (that request would wait behind it, or worse).
+            // An HTTP/1.1 connection's own count has the heads hyper wrote and read; an
+            // HTTP/2 stream has only its bodies.
+            let (rx, tx) = match &pooled {
+                Some(p) => p.moved(),
+                None => (m.request.load(Relaxed), m.response.load(Relaxed)),
+            };
             match pooled {
                 Some(p) if m.request_ended.load(Relaxed) => p.release(),
                 Some(p) => p.abort(),
                 None => {}
             }
-            let (rx, tx) = (m.request.load(Relaxed), m.response.load(Relaxed));
             if let Some(mut f) = flight {
                 f.add_bytes(rx, tx);
             }

@@ -95,6 +95,8 @@ pub(crate) struct Plan<'g> {
     start: Instant,
     head_len: usize,
     body: u64,
+    /// The length of the head written to the backend (set once it is written).
+    out_head: u64,
     /// The client asked to close after this exchange.
     close: bool,
     method: Method,
@@ -131,6 +133,8 @@ struct Answer {
     close: bool,
     /// Where the body starts in `rbuf`.
     head_len: usize,
+    /// Bytes of interim (1xx) heads read before this one.
+    interim: usize,
     /// The backend answered before the request's body was over; the rest is unread.
     cut_short: bool,
 }
@@ -419,6 +423,7 @@ pub(crate) fn planned<'g>(
         start,
         head_len,
         body,
+        out_head: 0,
         close: plan.close,
         replayable: plan.replayable,
         log_path: gw.access_log.then(|| plan.path.to_string()),

@@ -35,6 +35,7 @@ impl Session<'_> {
     ) -> Result<Answer, Failed> {
         self.rbuf.clear();
         self.backend_timer.set(deadline);
+        let mut interim = 0;
         loop {
             if !self.rbuf.is_empty() {
                 let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -48,6 +49,7 @@ impl Session<'_> {
                     Ok(httparse::Status::Complete(n)) => match parsed.code {
                         Some(101) => return Err(bad("switched protocols unasked")),
                         Some(c) if c < 200 => {
+                            interim += n;
                             self.rbuf.drain(..n);
                             continue;
                         }
@@ -79,6 +81,7 @@ impl Session<'_> {
                                 reusable: resp.reusable && !cut_short,
                                 close,
                                 head_len: n,
+                                interim,
                             });
                         }
                     },
@@ -145,7 +148,10 @@ impl Session<'_> {
             Err(sent) => (sent, true),
         };
         let flushed = io.flush().await.is_ok();
-        flight.add_bytes(plan.body, sent);
+        // The backend's bytes, heads included, as the general path's connection counts them.
+        let to_backend = plan.out_head + plan.body;
+        let from_backend = (answer.interim + answer.head_len) as u64 + sent;
+        flight.add_bytes(to_backend, from_backend);
         drop(flight);
         let end = Instant::now();
         target
@@ -154,7 +160,7 @@ impl Session<'_> {
             .record((end - plan.start).as_secs_f64());
         self.idle_from = Some(end);
         if let Some(l) = line {
-            l.emit(plan.body, sent, plan.start);
+            l.emit(to_backend, from_backend, plan.start);
         }
         if broken || !flushed {
             return Next::Close;

@@ -40,6 +40,7 @@ impl Session<'_> {
             };
             out.write_mapped(&mut self.out, &p.headers);
         }
+        plan.out_head = self.out.len() as u64;
         // A body that arrived with its head goes out in the same write.
         let in_buf = (self.buf.len() - plan.head_len) as u64;
         let body_now = plan.body.min(in_buf) as usize;
