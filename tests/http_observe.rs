@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::origin::Origin;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -175,5 +176,141 @@ async fn a_backends_bytes_count_heads_and_bodies_as_the_backend_does() {
             (read, written),
             "{path}: lb's count of bytes to and from the backend"
         );
+    }
+}
+
+/// The `x-request-id` values of a response head.
+fn ids_in(head: &str) -> Vec<String> {
+    head.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+fn generated(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_ids_are_made_or_kept_and_seen_by_backend_client_and_log() {
+    let huge = format!("X-Request-Id: {}\r\n", "a".repeat(20_000));
+    let long = format!("X-Request-Id: {}\r\n", "b".repeat(129));
+    let max = "c".repeat(128);
+    let max_field = format!("X-Request-Id: {max}\r\n");
+    // (what the client adds, the ID kept if any)
+    let cases: Vec<(&str, Option<&str>)> = vec![
+        ("", None),
+        ("X-Request-Id: client-42.a_b~\r\n", Some("client-42.a_b~")),
+        ("x-request-id:   padded  \r\n", Some("padded")),
+        (&max_field, Some(&max)),
+        (&long, None),
+        (&huge, None),
+        ("X-Request-Id: a b\r\n", None),
+        ("X-Request-Id: id,other\r\n", None),
+        ("X-Request-Id: \"quoted\"\r\n", None),
+        ("X-Request-Id: x;y=1\r\n", None),
+        ("X-Request-Id: caf\u{e9}\r\n", None),
+        ("X-Request-Id: one\r\nX-Request-Id: two\r\n", None),
+        ("X-Request-Id: same\r\nX-Request-Id: same\r\n", None),
+        ("X-Request-Id: \r\n", None),
+        (
+            "Connection: x-request-id\r\nX-Request-Id: hop\r\n",
+            Some("hop"),
+        ),
+    ];
+    for path in ["default", "general"] {
+        let origin = Origin::start().await;
+        let cfg = http_site(origin.addr, "access_log = true", "");
+        let env: &[(&str, &str)] = match path {
+            "general" => &[("LB_HTTP_PATH", "general")],
+            _ => &[],
+        };
+        let mut lb = Lb::start_env(&format!("observe-ids-{path}"), &cfg, &[], env).await;
+        let addr = lb.listener("web").await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        for (i, (extra, kept)) in cases.iter().enumerate() {
+            let req = format!("GET /rid/{i} HTTP/1.1\r\nHost: site\r\n{extra}\r\n");
+            s.write_all(req.as_bytes()).await.expect("write");
+            let (head, _) = response(&mut s, &mut buf).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{path} case {i}: {head}");
+            let ids = ids_in(&head);
+            assert_eq!(
+                ids.len(),
+                1,
+                "{path} case {i}: one id to the client: {head}"
+            );
+            let id = &ids[0];
+            match kept {
+                Some(k) => assert_eq!(id, k, "{path} case {i}: the client's id kept"),
+                None => assert!(generated(id), "{path} case {i}: lb's own id, got {id:?}"),
+            }
+            let got = origin.since(i);
+            assert_eq!(got[0].target(), format!("/rid/{i}"));
+            assert_eq!(
+                got[0].fields("x-request-id"),
+                vec![id.clone()],
+                "{path} case {i}: the backend got the same one, once"
+            );
+            let line = lb.wait_log(&format!("path=/rid/{i} "), Duration::from_secs(5));
+            assert!(
+                line.contains(id.as_str()),
+                "{path} case {i}: logged: {line}"
+            );
+            seen.push(id.clone());
+        }
+        let made: Vec<&String> = seen.iter().filter(|id| generated(id)).collect();
+        let mut unique = made.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            made.len(),
+            "{path}: generated ids differ: {made:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_id_replace_ignores_the_clients_and_off_leaves_the_field_alone() {
+    for path in ["default", "general"] {
+        let env: &[(&str, &str)] = match path {
+            "general" => &[("LB_HTTP_PATH", "general")],
+            _ => &[],
+        };
+        for (mode, want_client) in [("replace", false), ("off", true)] {
+            let origin = Origin::start().await;
+            let cfg = http_site(origin.addr, &format!("request_id = \"{mode}\""), "");
+            let lb = Lb::start_env(&format!("observe-idmode-{path}-{mode}"), &cfg, &[], env).await;
+            let addr = lb.listener("web").await;
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let mut buf = Vec::new();
+            s.write_all(b"GET /m HTTP/1.1\r\nHost: site\r\nX-Request-Id: mine-1\r\n\r\n")
+                .await
+                .expect("write");
+            let (head, _) = response(&mut s, &mut buf).await;
+            let got = origin.received();
+            if want_client {
+                assert_eq!(
+                    got[0].fields("x-request-id"),
+                    vec!["mine-1".to_string()],
+                    "{path} {mode}"
+                );
+                assert!(
+                    ids_in(&head).is_empty(),
+                    "{path} {mode}: lb adds none: {head}"
+                );
+            } else {
+                let ids = ids_in(&head);
+                assert_eq!(ids.len(), 1, "{path} {mode}: {head}");
+                assert!(generated(&ids[0]), "{path} {mode}: {head}");
+                assert_eq!(got[0].fields("x-request-id"), ids, "{path} {mode}");
+            }
+        }
     }
 }

@@ -114,6 +114,10 @@ pub struct Gateway {
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub escaped_slashes: crate::path::Slashes,
+    /// `request_id`: what lb does with `X-Request-Id`.
+    pub request_id: config::RequestIdMode,
+    /// Where generated request IDs take their bits (fixed in the differential tests).
+    pub ids: fn() -> u128,
     /// `proxy_protocol`: each client connection gets its own backend connections.
     pub per_client: bool,
     /// Some route takes the lean path.
@@ -305,6 +309,8 @@ impl Gateway {
             idle_timeout: l.idle_timeout,
             header_timeout: l.http.header_timeout,
             escaped_slashes: l.http.escaped_slashes,
+            request_id: l.http.request_id,
+            ids: crate::request_id::random,
             per_client: l.proxy_protocol.is_some(),
             lean,
             lean_needs_headers,

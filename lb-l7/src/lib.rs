@@ -34,6 +34,7 @@ pub mod path;
 pub mod plan;
 pub mod policy;
 pub mod request;
+pub mod request_id;
 pub mod respond;
 pub mod router;
 pub mod sniff;

@@ -30,6 +30,7 @@ pub(crate) struct LogLine {
     pub(crate) status: u16,
     pub(crate) backend: String,
     pub(crate) upstream_ms: u64,
+    pub(crate) request_id: Option<crate::request_id::RequestId>,
 }
 
 impl LogLine {
@@ -37,7 +38,8 @@ impl LogLine {
     /// sent back, heads included (what the backend's counters took).
     pub(crate) fn emit(&self, rx: u64, tx: u64, start: Instant) {
         let l = self;
-        tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
+        let id = l.request_id.as_ref().map_or("-", |id| id.as_str());
+        tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, request_id = id, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
     }
 }
 
@@ -52,6 +54,7 @@ pub(crate) struct LogFields {
     pub(crate) fill: Option<Fill>,
     /// The client speaks HTTP/1.x (its connection carries one exchange at a time).
     pub(crate) h1: bool,
+    pub(crate) request_id: Option<crate::request_id::RequestId>,
 }
 
 fn box_error(e: hyper::Error) -> crate::upstream::BoxError {
@@ -109,7 +112,11 @@ impl Gateway {
                         502,
                         &format!("the backend's XML could not be turned into JSON: {why}"),
                     );
-                    return self.answered(Some(target), log.method, log.path, info, start, resp);
+                    let began = crate::exchange::Began {
+                        start,
+                        id: log.request_id,
+                    };
+                    return self.answered(Some(target), log.method, log.path, info, &began, resp);
                 }
             };
         }
@@ -163,6 +170,11 @@ impl Gateway {
                 }
             }
         }
+        if let Some(id) = &log.request_id {
+            parts
+                .headers
+                .insert(crate::request_id::FIELD, id.header_value());
+        }
         target.metrics.count(status.as_u16());
         let line = log.path.map(|path| LogLine {
             client: info.client,
@@ -173,6 +185,7 @@ impl Gateway {
             status: status.as_u16(),
             backend: b.id.clone(),
             upstream_ms: log.upstream_ms,
+            request_id: log.request_id,
         });
         let duration = target.metrics.duration.clone();
         let m = meter.clone();

@@ -104,9 +104,21 @@ pub(crate) struct Plan<'g> {
     key: u64,
     sticky: Option<usize>,
     replayable: bool,
+    /// The `X-Request-Id` forwarded, returned and logged.
+    request_id: Option<crate::request_id::RequestId>,
     /// The route's policies see the request (and its answer) as a map of fields; its head is
     /// written only once they let it pass.
     pub(crate) policed: Option<Box<Policed>>,
+}
+
+impl Plan<'_> {
+    /// When the request began and its ID, for lb's own answers.
+    pub(crate) fn began(&self) -> crate::exchange::Began {
+        crate::exchange::Began {
+            start: self.start,
+            id: self.request_id,
+        }
+    }
 }
 
 /// A request held for the route's policies.
@@ -361,6 +373,7 @@ pub(crate) fn planned<'g>(
         )
         .map_err(|_| "refused")?;
     let target = plan.target;
+    let request_id = plan.request_id;
     if !target.lean {
         return Err("route not lean");
     }
@@ -389,6 +402,7 @@ pub(crate) fn planned<'g>(
         te_trailers: facts.te_trailers,
         length,
         lines: &lines,
+        request_id: request_id.as_ref().map(|id| id.as_str()),
     };
     let policed = if target.policies.is_empty() {
         out.write(out_buf, req.fields, &facts);
@@ -424,6 +438,7 @@ pub(crate) fn planned<'g>(
         head_len,
         body,
         out_head: 0,
+        request_id,
         close: plan.close,
         replayable: plan.replayable,
         log_path: gw.access_log.then(|| plan.path.to_string()),

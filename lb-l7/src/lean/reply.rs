@@ -65,13 +65,18 @@ impl Session<'_> {
                                 || self.drain.is_cancelled()
                                 || self.info.is_old();
                             self.reply.clear();
-                            let via = self.gw.via.as_deref();
+                            let added = response::Added {
+                                via: self.gw.via.as_deref(),
+                                cookie,
+                                request_id: plan.request_id.as_ref().map(|id| id.as_str()),
+                                close,
+                            };
                             match &plan.policed {
-                                None => resp.write(&mut self.reply, via, cookie, close),
+                                None => resp.write(&mut self.reply, added),
                                 Some(p) => {
                                     let mut map = resp.end_to_end();
                                     policy::on_response(&plan.target.policies, &p.info, &mut map);
-                                    resp.write_mapped(&mut self.reply, &map, via, cookie, close);
+                                    resp.write_mapped(&mut self.reply, &map, added);
                                 }
                             }
                             return Ok(Answer {
@@ -137,6 +142,7 @@ impl Session<'_> {
             status: answer.status,
             backend: b.id.clone(),
             upstream_ms,
+            request_id: plan.request_id,
         });
         let upstream = self.gw.upstream(target.pool, pt, self.info);
         let keep = upstream.lean_idle(i).filter(|_| answer.reusable);
@@ -280,9 +286,14 @@ impl Session<'_> {
             &plan.method,
             plan.log_path.as_deref(),
             self.info.client,
-            plan.start,
+            &plan.began(),
         );
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        if let Some(id) = &plan.request_id {
+            parts
+                .headers
+                .insert(crate::request_id::FIELD, id.header_value());
+        }
         let body = match http_body_util::BodyExt::collect(body).await {
             Ok(b) => b.to_bytes(),
             Err(_) => bytes::Bytes::new(),
@@ -310,14 +321,23 @@ impl Session<'_> {
     }
 }
 
-/// lb's own answer (SPEC §2's JSON error), as bytes.
-pub(super) fn write_answer(out: &mut Vec<u8>, status: u16, message: &str, close: bool) {
+/// lb's own answer (SPEC §2's JSON error), as bytes, stamped with the request's ID.
+pub(super) fn write_answer(
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+    close: bool,
+    request_id: Option<&crate::request_id::RequestId>,
+) {
     let body = crate::body::answer_json(status, message);
     let mut fields = HeaderMap::new();
     fields.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(id) = request_id {
+        fields.insert(crate::request_id::FIELD, id.header_value());
+    }
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     write_own(out, status, &fields, body.as_bytes(), close);
 }

@@ -37,6 +37,7 @@ impl Session<'_> {
                 te_trailers: p.te_trailers,
                 length: p.length,
                 lines: &p.lines,
+                request_id: plan.request_id.as_ref().map(|id| id.as_str()),
             };
             out.write_mapped(&mut self.out, &p.headers);
         }
@@ -89,10 +90,16 @@ impl Session<'_> {
             &plan.method,
             plan.log_path.as_deref(),
             self.info.client,
-            plan.start,
+            &plan.began(),
         );
         self.reply.clear();
-        write_answer(&mut self.reply, status, msg, close);
+        write_answer(
+            &mut self.reply,
+            status,
+            msg,
+            close,
+            plan.request_id.as_ref(),
+        );
         if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() {
             return Next::Close;
         }
