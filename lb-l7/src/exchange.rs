@@ -146,7 +146,10 @@ impl Gateway {
                 plan.query,
                 &target.name,
             );
-            if let Err(resp) = policy::on_request(&target.policies, &mut pi, &mut headers).await {
+            if let Err((i, resp)) =
+                policy::on_request(&target.policies, &mut pi, &mut headers).await
+            {
+                target.metrics.stats.refused(i, resp.status().as_u16());
                 return self.own(Some(target), &parts, info, &began, *resp);
             }
             policy_info = Some(pi);
@@ -174,10 +177,14 @@ impl Gateway {
                 .await
             {
                 Lookup::Hit(mut resp) => {
+                    target.metrics.stats.cache_hits.fetch_add(1, Relaxed);
                     policy::on_response(&target.policies, pi, resp.headers_mut());
                     return self.own(Some(target), &parts, info, &began, resp);
                 }
-                Lookup::Miss(f) => fill = Some(f),
+                Lookup::Miss(f) => {
+                    target.metrics.stats.cache_misses.fetch_add(1, Relaxed);
+                    fill = Some(f);
+                }
                 Lookup::Bypass => {}
             }
         }
@@ -565,7 +572,7 @@ impl Gateway {
         let start = began.start;
         let metrics = target.map_or(&self.refused, |t| &t.metrics);
         metrics.count(status);
-        metrics.duration.record(start.elapsed().as_secs_f64());
+        metrics.took(start.elapsed());
         if let Some(path) = path {
             let id = began.id.as_ref().map_or("-", |id| id.as_str());
             tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, request_id = id, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);

@@ -35,11 +35,14 @@ pub struct RouteMetrics {
     route: String,
     by_status: Box<[OnceLock<metrics::Counter>]>,
     pub duration: metrics::Histogram,
+    /// What the dashboard shows of the route (kept across reloads).
+    pub stats: Arc<lb_core::stats::RouteStats>,
 }
 
 impl RouteMetrics {
-    pub fn new(listener: &str, route: &str) -> Self {
+    pub fn new(listener: &str, route: &str, policies: &[String]) -> Self {
         Self {
+            stats: lb_core::stats::Registry::global().route(listener, route, policies),
             listener: listener.to_string(),
             route: route.to_string(),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
@@ -47,7 +50,14 @@ impl RouteMetrics {
         }
     }
 
+    /// Records how long an answered request took, from its head to its end.
+    pub fn took(&self, d: Duration) {
+        self.duration.record(d.as_secs_f64());
+        self.stats.latency.record(d);
+    }
+
     pub fn count(&self, status: u16) {
+        self.stats.count(status);
         let Some(slot) = self.by_status.get(usize::from(status).wrapping_sub(100)) else {
             return;
         };
@@ -227,7 +237,14 @@ impl Gateway {
                 timeout: r.timeout,
                 retries: r.retries,
                 max_body: r.max_body_size.or(l.http.max_body_size),
-                metrics: RouteMetrics::new(&l.name, &r.name),
+                metrics: RouteMetrics::new(
+                    &l.name,
+                    &r.name,
+                    &r.policies
+                        .iter()
+                        .map(|&i| c.policies[i].name.clone())
+                        .collect::<Vec<_>>(),
+                ),
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
                 cache: r.policies.iter().find_map(|&i| caches[i].clone()),
                 authenticates: r
@@ -253,7 +270,7 @@ impl Gateway {
                 timeout: Duration::from_secs(60),
                 retries: 0,
                 max_body: l.http.max_body_size,
-                metrics: RouteMetrics::new(&l.name, "default"),
+                metrics: RouteMetrics::new(&l.name, "default", &[]),
                 policies: Vec::new(),
                 cache: None,
                 authenticates: false,
@@ -314,7 +331,7 @@ impl Gateway {
             per_client: l.proxy_protocol.is_some(),
             lean,
             lean_needs_headers,
-            refused: RouteMetrics::new(&l.name, "-"),
+            refused: RouteMetrics::new(&l.name, "-", &[]),
             server,
         }
     }

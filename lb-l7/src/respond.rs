@@ -187,7 +187,10 @@ impl Gateway {
             upstream_ms: log.upstream_ms,
             request_id: log.request_id,
         });
-        let duration = target.metrics.duration.clone();
+        let (duration, stats) = (
+            target.metrics.duration.clone(),
+            target.metrics.stats.clone(),
+        );
         let m = meter.clone();
         // An upgraded connection is the tunnel's now, never the pool's.
         let pooled = pooled.filter(|_| !switching);
@@ -209,7 +212,9 @@ impl Gateway {
             if let Some(mut f) = flight {
                 f.add_bytes(rx, tx);
             }
-            duration.record(start.elapsed().as_secs_f64());
+            let took = start.elapsed();
+            duration.record(took.as_secs_f64());
+            stats.latency.record(took);
             if let Some(l) = line {
                 l.emit(rx, tx, start);
             }

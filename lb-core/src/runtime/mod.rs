@@ -10,6 +10,7 @@ mod admin_conn;
 mod admin_members;
 mod bind;
 mod engine;
+mod history;
 mod members;
 pub mod notify;
 mod readiness;

@@ -160,10 +160,7 @@ impl Session<'_> {
         flight.add_bytes(to_backend, from_backend);
         drop(flight);
         let end = Instant::now();
-        target
-            .metrics
-            .duration
-            .record((end - plan.start).as_secs_f64());
+        target.metrics.took(end - plan.start);
         self.idle_from = Some(end);
         if let Some(l) = line {
             l.emit(to_backend, from_backend, plan.start);

@@ -24,9 +24,10 @@ impl Session<'_> {
         let (target, pt) = (plan.target, plan.pt);
         if let Some(p) = plan.policed.as_mut() {
             // Policies first: what they refuse costs no backend anything.
-            if let Err(resp) =
+            if let Err((i, resp)) =
                 policy::on_request(&target.policies, &mut p.info, &mut p.headers).await
             {
+                target.metrics.stats.refused(i, resp.status().as_u16());
                 return self.refused(io, &plan, *resp).await;
             }
             let out = head::Out {
