@@ -62,7 +62,12 @@ impl Counts {
         for (i, &c) in self.0.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(BOUNDS_MS.get(i).copied().unwrap_or(BOUNDS_MS[BUCKETS - 2] * 2));
+                return Some(
+                    BOUNDS_MS
+                        .get(i)
+                        .copied()
+                        .unwrap_or(BOUNDS_MS[BUCKETS - 2] * 2),
+                );
             }
         }
         None

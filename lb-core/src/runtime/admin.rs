@@ -196,7 +196,9 @@ fn route(shared: &Shared, peer: SocketAddr, req: Request<Bytes>) -> Resp {
             )
         }
         (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, &status::status(shared)),
-        (&Method::GET, ["api", "history"]) => json_response(StatusCode::OK, &super::history::json()),
+        (&Method::GET, ["api", "history"]) => {
+            json_response(StatusCode::OK, &super::history::json())
+        }
         (&Method::DELETE, _) if !authorized => unauthorized(),
         (&Method::POST, ["api", "pools", pool, "backends"]) => {
             super::admin_members::add(shared, pool, req.body())
@@ -248,9 +250,8 @@ fn route(shared: &Shared, peer: SocketAddr, req: Request<Bytes>) -> Resp {
             Response::new(Full::new(Bytes::from_static(INDEX.as_bytes()))),
             "text/plain; charset=utf-8",
         ),
-        (_, ["metrics"] | ["api", "status" | "history" | "ready" | "live"] | []) | (_, ["api", "reload"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (_, ["metrics"] | ["api", "status" | "history" | "ready" | "live"] | [])
+        | (_, ["api", "reload"]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }

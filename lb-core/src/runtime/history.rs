@@ -91,8 +91,7 @@ fn totals(shared: &Shared) -> Vec<(String, Totals)> {
         }
     }
     reg.retain(|listener, route| {
-        matches!(route, "default" | "-")
-            && c.listeners.iter().any(|l| l.name == listener)
+        matches!(route, "default" | "-") && c.listeners.iter().any(|l| l.name == listener)
             || c.routes
                 .iter()
                 .any(|r| r.name == route && c.listeners[r.listener].name == listener)
