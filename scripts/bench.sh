@@ -45,9 +45,13 @@ need() {
   fi
 }
 need
-echo "building lb (release)…" >&2
-cargo build --release --quiet
-LB=target/release/lb
+if [ -n "${LB_BIN:-}" ]; then
+  LB=$LB_BIN   # a release binary built already (fat LTO takes minutes on a small machine)
+else
+  echo "building lb (release)…" >&2
+  cargo build --release --quiet
+  LB=target/release/lb
+fi
 
 # Room for 10,000+ idle connections per proxy (each costs two descriptors).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
