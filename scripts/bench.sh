@@ -5,6 +5,7 @@
 #   REPEATS=5 DURATION=10 scripts/bench.sh
 #   SCENARIOS="bulk rps" PROXIES="lb lb-copy haproxy" scripts/bench.sh
 #   LB_BASE=/tmp/lb-old PROXIES="lb lb-base nginx" scripts/bench.sh   # before/after a change
+#   LB_L7_EXTRA='request_id = "off"' SCENARIOS=l7 PROXIES=lb scripts/bench.sh  # l7 listener keys
 #   WORKERS=2 SCENARIOS="rps bulk4" scripts/bench.sh                  # scaling over workers
 #
 # Every proxy gets WORKERS workers (default 1: lb `workers`, HAProxy `nbthread`, nginx
@@ -44,9 +45,13 @@ need() {
   fi
 }
 need
-echo "building lb (release)…" >&2
-cargo build --release --quiet
-LB=target/release/lb
+if [ -n "${LB_BIN:-}" ]; then
+  LB=$LB_BIN   # a release binary built already (fat LTO takes minutes on a small machine)
+else
+  echo "building lb (release)…" >&2
+  cargo build --release --quiet
+  LB=target/release/lb
+fi
 
 # Room for 10,000+ idle connections per proxy (each costs two descriptors).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -131,6 +136,7 @@ name = "l7"
 bind = "127.0.0.1:$(( $2 + 80 ))"
 protocol = "http"
 pool = "http"
+${LB_L7_EXTRA:-}
 # The gateway scenario: every request verifies a JWT and passes a local rate limit (set
 # high enough never to refuse), so its cost against plain "l7" is the policies' cost.
 [[listener]]

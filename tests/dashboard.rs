@@ -327,3 +327,159 @@ fetch("{target}", {{ method: "POST", mode: "no-cors" }})
     assert_eq!(lb.backend_state("p", bs[0].addr).await, "up");
     wd(d, "DELETE", &format!("/session/{sid}"), None).await;
 }
+
+/// Runs `script` in the page and returns its value.
+async fn run(d: SocketAddr, sid: &str, script: &str) -> Value {
+    wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/execute/sync"),
+        Some(json!({ "script": script, "args": [] })),
+    )
+    .await["value"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_page_shows_routes_refusals_and_plots() {
+    let origin = common::origin::Origin::start().await;
+    let routes = "[[route]]\nlistener = \"web\"\nname = \"open\"\nmatch = { path_prefix = \"/open\" }\npool = \"site\"\n\n\
+                  [[route]]\nlistener = \"web\"\nname = \"limited\"\nmatch = { path_prefix = \"/limited\" }\npool = \"site\"\npolicies = [\"two\"]\n\n\
+                  [policy.two]\nkind = \"rate_limit\"\nrequests = 2\nper = \"1m\"\n";
+    let lb = Lb::start("dashboard-gateway", &http_site(origin.addr, "", routes)).await;
+    let web = lb.listener("web").await;
+    // Traffic on both routes while the page looks, bounded in time and count.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let load = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(40);
+        let mut sent = 0u32;
+        while !stopped.load(std::sync::atomic::Ordering::SeqCst)
+            && Instant::now() < until
+            && sent < 4000
+        {
+            for path in ["/open/a", "/limited/b"] {
+                let mut s = TcpStream::connect(web).await.expect("connect");
+                let req = format!("GET {path} HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes()).await.expect("write");
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let driver = start_driver().await;
+    let d = driver.addr;
+    let profile = scratch("chromium-profile-gateway");
+    let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome",
+        "goog:loggingPrefs": { "browser": "ALL" },
+        "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900", format!("--user-data-dir={}", profile.display())]
+    }}}});
+    let session = wd(d, "POST", "/session", Some(caps)).await;
+    let sid = session["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {session}"))
+        .to_string();
+    wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/url"),
+        Some(json!({ "url": format!("http://{}/", lb.admin) })),
+    )
+    .await;
+    let look = "return { routes: [...document.querySelectorAll('tr[data-route]')].map(r => [r.dataset.route, r.querySelector('.rps').textContent]), \
+                refused: [...document.querySelectorAll('tr[data-route=\"limited\"] span[data-policy=\"two\"]')].map(s => Number(s.dataset.refused)), \
+                plots: [...document.querySelectorAll('.plot[data-nonempty=\"true\"]')].map(p => p.dataset.plot) };";
+    let start = Instant::now();
+    let seen = loop {
+        let v = run(d, &sid, look).await;
+        let rates: Vec<(String, f64)> = v["routes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        (
+                            r[0].as_str().unwrap_or("").to_string(),
+                            r[1].as_str().unwrap_or("").parse().unwrap_or(0.0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let both = ["open", "limited"]
+            .iter()
+            .all(|n| rates.iter().any(|(r, x)| r == n && *x > 0.0));
+        let refused = v["refused"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let plotted = v["plots"].as_array().is_some_and(|a| !a.is_empty());
+        if both && refused > 0 && plotted {
+            break v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "page never showed both routes' rates, the refusals and a plot: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = load.await;
+    assert!(
+        seen["plots"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|n| n == "listener web")),
+        "the listener's plot has points: {seen}"
+    );
+
+    let shot = wd(d, "GET", &format!("/session/{sid}/screenshot"), None).await;
+    let png = b64decode(shot["value"].as_str().expect("screenshot"));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    std::fs::write(dir.join("dashboard-gateway.png"), &png).expect("write screenshot");
+
+    // A phone's width: the page itself never scrolls sideways (wide tables scroll in place).
+    wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/window/rect"),
+        Some(json!({ "width": 400, "height": 850 })),
+    )
+    .await;
+    let wide = run(
+        d,
+        &sid,
+        "return [document.documentElement.scrollWidth, window.innerWidth];",
+    )
+    .await;
+    let (sw, iw) = (
+        wide[0].as_f64().unwrap_or(0.0),
+        wide[1].as_f64().unwrap_or(0.0),
+    );
+    assert!(iw > 0.0 && iw <= 500.0, "window narrowed: {wide}");
+    assert!(sw <= iw + 1.0, "page wider than a phone: {wide}");
+    let shot = wd(d, "GET", &format!("/session/{sid}/screenshot"), None).await;
+    let png = b64decode(shot["value"].as_str().expect("screenshot"));
+    std::fs::write(dir.join("dashboard-gateway-phone.png"), &png).expect("write screenshot");
+
+    // No errors in the console.
+    let log = wd(
+        d,
+        "POST",
+        &format!("/session/{sid}/se/log"),
+        Some(json!({ "type": "browser" })),
+    )
+    .await;
+    let entries = log["value"].as_array().cloned().unwrap_or_default();
+    let errors: Vec<&Value> = entries.iter().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert!(log["value"].is_array(), "browser log readable: {log}");
+    wd(d, "DELETE", &format!("/session/{sid}"), None).await;
+}

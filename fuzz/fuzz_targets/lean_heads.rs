@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
                     te_trailers: facts.te_trailers,
                     length: facts.body.len(),
                     lines: &lines,
+                    request_id: Some("0123456789abcdef0123456789abcdef"),
                 };
                 let mut buf = Vec::new();
                 out.write(&mut buf, r.fields, &facts);
@@ -41,7 +42,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(httparse::Status::Complete(_)) = resp.parse(bytes) {
         if let Ok(r) = lb_l7::lean::response::response(&resp, cut & 1 == 1) {
             let mut out = Vec::new();
-            r.write(&mut out, Some("lb"), None, cut & 2 == 2);
+            let added = lb_l7::lean::response::Added {
+                via: Some("lb"),
+                cookie: None,
+                request_id: Some("req-1"),
+                close: cut & 2 == 2,
+            };
+            r.write(&mut out, added);
         }
     }
     let whole = Chunked::default().scan(bytes);

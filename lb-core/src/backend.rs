@@ -82,6 +82,11 @@ pub struct Backend {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub connect_errors: AtomicU64,
+    /// HTTP attempts that failed after connecting (timeouts, broken exchanges) or were
+    /// answered 5xx: the dashboard's errors with `connect_errors`.
+    pub errors: AtomicU64,
+    /// HTTP: time from an attempt's start to its response head.
+    pub latency: crate::stats::Histogram,
     /// Set while real traffic has failures in a row, so successes skip the lock otherwise.
     failing: AtomicBool,
     health: Mutex<HealthState>,
@@ -130,6 +135,8 @@ impl Backend {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: crate::stats::Histogram::default(),
             failing: AtomicBool::new(false),
             health: Mutex::new(health),
             checks: Mutex::new(CheckLog::default()),

@@ -17,6 +17,7 @@ pub mod proxy_protocol;
 pub mod reclaim;
 pub mod runtime;
 pub mod series;
+pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tls;

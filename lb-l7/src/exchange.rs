@@ -92,12 +92,13 @@ impl Gateway {
     /// Answers one request: refused by lb, or forwarded and streamed back.
     pub async fn handle(&self, req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
+        let mut began = Began { start, id: None };
         let (mut parts, body) = req.into_parts();
         // One framing record per HTTP/1 request, in order (HTTP/2 has none).
         let both_lengths = parts.version < Version::HTTP_2
             && crate::sniff::lock(&info.framing).take() == Some(true);
         if both_lengths {
-            return self.refused(None, &parts, info, start, Refusal::LengthAndChunked);
+            return self.refused(None, &parts, info, &began, Refusal::LengthAndChunked);
         }
         let protocol = parts
             .extensions
@@ -113,7 +114,7 @@ impl Gateway {
         );
         let facts = match request::inspect(head, &self.limits) {
             Ok(f) => f,
-            Err(r) => return self.refused(None, &parts, info, start, r),
+            Err(r) => return self.refused(None, &parts, info, &began, r),
         };
         // On the way in: what describes the client's connection stays here.
         let mut headers = passing(&parts.headers, &facts);
@@ -129,9 +130,10 @@ impl Gateway {
         );
         let plan = match planned {
             Ok(p) => p,
-            Err((target, r)) => return self.refused(target, &parts, info, start, r),
+            Err((target, r)) => return self.refused(target, &parts, info, &began, r),
         };
         let target = plan.target;
+        began.id = plan.request_id;
         // Policies first: a request they refuse (401, 403, 429, a CORS preflight) costs no
         // backend anything.
         let mut policy_info = None;
@@ -144,8 +146,11 @@ impl Gateway {
                 plan.query,
                 &target.name,
             );
-            if let Err(resp) = policy::on_request(&target.policies, &mut pi, &mut headers).await {
-                return self.own(Some(target), &parts, info, start, *resp);
+            if let Err((i, resp)) =
+                policy::on_request(&target.policies, &mut pi, &mut headers).await
+            {
+                target.metrics.stats.refused(i, resp.status().as_u16());
+                return self.own(Some(target), &parts, info, &began, *resp);
             }
             policy_info = Some(pi);
         }
@@ -172,10 +177,14 @@ impl Gateway {
                 .await
             {
                 Lookup::Hit(mut resp) => {
+                    target.metrics.stats.cache_hits.fetch_add(1, Relaxed);
                     policy::on_response(&target.policies, pi, resp.headers_mut());
-                    return self.own(Some(target), &parts, info, start, resp);
+                    return self.own(Some(target), &parts, info, &began, resp);
                 }
-                Lookup::Miss(f) => fill = Some(f),
+                Lookup::Miss(f) => {
+                    target.metrics.stats.cache_misses.fetch_add(1, Relaxed);
+                    fill = Some(f);
+                }
                 Lookup::Bypass => {}
             }
         }
@@ -198,9 +207,10 @@ impl Gateway {
             .map_or(plan.query, |pi| pi.query.as_deref());
         let up = match self.upstream_parts(&parts, &plan, query, &facts, headers, client, tls) {
             Ok(p) => p,
-            Err(e) => return self.refused(Some(target), &parts, info, start, e),
+            Err(e) => return self.refused(Some(target), &parts, info, &began, e),
         };
         let (pt, key, sticky, replayable) = (plan.pt, plan.key, plan.sticky, plan.replayable);
+        let plan_id = plan.request_id;
         // What a backend's 101 must answer, for the upgrade to be tunnelled.
         let switch = plan.upgrade.map(|p| {
             (
@@ -214,7 +224,7 @@ impl Gateway {
         let meter = Arc::new(Meter::default());
         let body = match self.request_body(target, &up, body, &meter).await {
             Ok(b) => b,
-            Err(resp) => return self.answered(Some(target), method, log_path, info, start, resp),
+            Err(resp) => return self.answered(Some(target), method, log_path, info, &began, resp),
         };
         let mut next = Some(Request::from_parts(up, body));
         let upstream = self.upstream(target.pool, pt, info);
@@ -270,7 +280,7 @@ impl Gateway {
                 Ok(Err(SendError::Failed(e) | SendError::Stale(e) | SendError::Unanswered(e))) => {
                     if let Some(resp) = client_fault(&e, &meter) {
                         drop(t);
-                        return self.answered(Some(target), method, log_path, info, start, resp);
+                        return self.answered(Some(target), method, log_path, info, &began, resp);
                     }
                     if tries.failed(t, Failure::Exchange(format!("failed: {}", root_cause(&e)))) {
                         continue;
@@ -281,7 +291,7 @@ impl Gateway {
                     // No verdict on the backend: the client stopped sending its body.
                     drop(t);
                     let resp = refuse(408, "the request body stopped arriving");
-                    return self.answered(Some(target), method, log_path, info, start, resp);
+                    return self.answered(Some(target), method, log_path, info, &began, resp);
                 }
                 Err(Late::Backend) => {
                     let why = format!("no answer within {:?}", target.timeout);
@@ -328,6 +338,7 @@ impl Gateway {
                         policy: policy_info,
                         fill,
                         h1,
+                        request_id: plan_id,
                     },
                 )
                 .await;
@@ -338,7 +349,7 @@ impl Gateway {
             method,
             log_path,
             info,
-            start,
+            &began,
             answer(status, msg),
         )
     }
@@ -466,6 +477,9 @@ impl Gateway {
         if facts.te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        if let Some(id) = &plan.request_id {
+            headers.insert(crate::request_id::FIELD, id.header_value());
+        }
         let mut method = parts.method.clone();
         let mut extensions = http::Extensions::new();
         match (plan.upgrade, parts.version) {
@@ -502,11 +516,11 @@ impl Gateway {
         target: Option<&RouteTarget>,
         parts: &Parts,
         info: &ConnInfo,
-        start: Instant,
+        began: &Began,
         resp: Response<Body>,
     ) -> Response<Body> {
         let path = self.access_log.then(|| parts.uri.path().to_string());
-        self.answered(target, parts.method.clone(), path, info, start, resp)
+        self.answered(target, parts.method.clone(), path, info, began, resp)
     }
 
     /// lb's answer to a request it refuses: the connection closes after it unless the
@@ -516,7 +530,7 @@ impl Gateway {
         target: Option<&RouteTarget>,
         parts: &Parts,
         info: &ConnInfo,
-        start: Instant,
+        began: &Began,
         r: Refusal,
     ) -> Response<Body> {
         let resp = if r.keeps_connection() {
@@ -524,7 +538,7 @@ impl Gateway {
         } else {
             refuse(r.status(), &r.to_string())
         };
-        self.own(target, parts, info, start, resp)
+        self.own(target, parts, info, began, resp)
     }
 
     pub(crate) fn answered(
@@ -533,11 +547,15 @@ impl Gateway {
         method: Method,
         path: Option<String>,
         info: &ConnInfo,
-        start: Instant,
-        resp: Response<Body>,
+        began: &Began,
+        mut resp: Response<Body>,
     ) -> Response<Body> {
         let status = resp.status().as_u16();
-        self.note_answer(target, status, &method, path.as_deref(), info.client, start);
+        self.note_answer(target, status, &method, path.as_deref(), info.client, began);
+        if let Some(id) = &began.id {
+            resp.headers_mut()
+                .insert(crate::request_id::FIELD, id.header_value());
+        }
         resp
     }
 
@@ -549,15 +567,25 @@ impl Gateway {
         method: &Method,
         path: Option<&str>,
         client: SocketAddr,
-        start: Instant,
+        began: &Began,
     ) {
+        let start = began.start;
         let metrics = target.map_or(&self.refused, |t| &t.metrics);
         metrics.count(status);
-        metrics.duration.record(start.elapsed().as_secs_f64());
+        metrics.took(start.elapsed());
         if let Some(path) = path {
-            tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);
+            let id = began.id.as_ref().map_or("-", |id| id.as_str());
+            tracing::info!(target: "lb::access", client = %client, listener = %self.listener, route = target.map_or("-", |t| t.name.as_str()), method = %method, path = %path, status, request_id = id, bytes_in = 0u64, bytes_out = 0u64, upstream = "-", upstream_ms = 0u64, duration_ms = start.elapsed().as_millis() as u64);
         }
     }
+}
+
+/// When a request began, and the `X-Request-Id` its plan gave it (none before the plan):
+/// what lb's own answers are counted, logged and stamped with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Began {
+    pub(crate) start: Instant,
+    pub(crate) id: Option<crate::request_id::RequestId>,
 }
 
 /// The client's fields that go on (hyper's map, in its order): hop-by-hop ones, those its

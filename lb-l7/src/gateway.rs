@@ -35,11 +35,14 @@ pub struct RouteMetrics {
     route: String,
     by_status: Box<[OnceLock<metrics::Counter>]>,
     pub duration: metrics::Histogram,
+    /// What the dashboard shows of the route (kept across reloads).
+    pub stats: Arc<lb_core::stats::RouteStats>,
 }
 
 impl RouteMetrics {
-    pub fn new(listener: &str, route: &str) -> Self {
+    pub fn new(listener: &str, route: &str, policies: &[String]) -> Self {
         Self {
+            stats: lb_core::stats::Registry::global().route(listener, route, policies),
             listener: listener.to_string(),
             route: route.to_string(),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
@@ -47,7 +50,14 @@ impl RouteMetrics {
         }
     }
 
+    /// Records how long an answered request took, from its head to its end.
+    pub fn took(&self, d: Duration) {
+        self.duration.record(d.as_secs_f64());
+        self.stats.latency.record(d);
+    }
+
     pub fn count(&self, status: u16) {
+        self.stats.count(status);
         let Some(slot) = self.by_status.get(usize::from(status).wrapping_sub(100)) else {
             return;
         };
@@ -114,6 +124,10 @@ pub struct Gateway {
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub escaped_slashes: crate::path::Slashes,
+    /// `request_id`: what lb does with `X-Request-Id`.
+    pub request_id: config::RequestIdMode,
+    /// Where generated request IDs take their bits (fixed in the differential tests).
+    pub ids: fn() -> u128,
     /// `proxy_protocol`: each client connection gets its own backend connections.
     pub per_client: bool,
     /// Some route takes the lean path.
@@ -224,7 +238,14 @@ impl Gateway {
                 timeout: r.timeout,
                 retries: r.retries,
                 max_body: r.max_body_size.or(l.http.max_body_size),
-                metrics: RouteMetrics::new(&l.name, &r.name),
+                metrics: RouteMetrics::new(
+                    &l.name,
+                    &r.name,
+                    &r.policies
+                        .iter()
+                        .map(|&i| c.policies[i].name.clone())
+                        .collect::<Vec<_>>(),
+                ),
                 policies: r.policies.iter().map(|&i| built[i].clone()).collect(),
                 cache: r.policies.iter().find_map(|&i| caches[i].clone()),
                 authenticates: r
@@ -250,7 +271,7 @@ impl Gateway {
                 timeout: Duration::from_secs(60),
                 retries: 0,
                 max_body: l.http.max_body_size,
-                metrics: RouteMetrics::new(&l.name, "default"),
+                metrics: RouteMetrics::new(&l.name, "default", &[]),
                 policies: Vec::new(),
                 cache: None,
                 authenticates: false,
@@ -306,10 +327,12 @@ impl Gateway {
             idle_timeout: l.idle_timeout,
             header_timeout: l.http.header_timeout,
             escaped_slashes: l.http.escaped_slashes,
+            request_id: l.http.request_id,
+            ids: crate::request_id::random,
             per_client: l.proxy_protocol.is_some(),
             lean,
             lean_needs_headers,
-            refused: RouteMetrics::new(&l.name, "-"),
+            refused: RouteMetrics::new(&l.name, "-", &[]),
             server,
         }
     }

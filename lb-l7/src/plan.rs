@@ -44,6 +44,8 @@ pub struct Plan<'g, 'a> {
     /// route with a cache, the one reader (`false` elsewhere): such routes take the general
     /// path, which plans with every field, never the lean path, which may plan without them.
     pub authenticated: bool,
+    /// The `X-Request-Id` lb forwards, returns and logs (`None`: `request_id = "off"`).
+    pub request_id: Option<crate::request_id::RequestId>,
 }
 
 impl Plan<'_, '_> {
@@ -133,6 +135,7 @@ impl Gateway {
             authenticated: target.cache.is_some()
                 && (target.authenticates || req.headers.contains_key(http::header::AUTHORIZATION)),
             path,
+            request_id: crate::request_id::decide(self.request_id, facts.request_id, self.ids),
         })
     }
 }

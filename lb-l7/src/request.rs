@@ -200,6 +200,8 @@ pub struct Facts<'a> {
     /// Fields the client's `Connection` field names: dropped on the way in, unless lb
     /// writes them itself ([`is_lbs`]), in which case the token means nothing.
     pub named: Vec<&'a str>,
+    /// The `X-Request-Id` fields the client sent.
+    pub request_id: crate::request_id::Claimed<'a>,
 }
 
 impl Facts<'_> {
@@ -247,6 +249,7 @@ where
     let mut expect_continue = false;
     let mut te_trailers = false;
     let mut authorizations = 0;
+    let mut request_id = crate::request_id::Claimed::None;
     for (name, value) in head.fields {
         count += 1;
         bytes += name.len() + value.len() + 4;
@@ -292,6 +295,8 @@ where
             if authorizations > 1 {
                 bad.get_or_insert(Refusal::RepeatedAuthorization);
             }
+        } else if is(crate::request_id::FIELD) {
+            request_id = request_id.and(value);
         } else if is("te") {
             for t in tokens(value) {
                 if t.eq_ignore_ascii_case(b"trailers") {
@@ -365,6 +370,7 @@ where
         expect_continue,
         te_trailers,
         named,
+        request_id,
     })
 }
 

@@ -30,13 +30,16 @@ pub(crate) struct LogLine {
     pub(crate) status: u16,
     pub(crate) backend: String,
     pub(crate) upstream_ms: u64,
+    pub(crate) request_id: Option<crate::request_id::RequestId>,
 }
 
 impl LogLine {
-    /// Logs the exchange once its body is over: `rx`/`tx` body bytes each way.
+    /// Logs the exchange once its body is over: `rx` bytes sent to the backend, `tx` bytes it
+    /// sent back, heads included (what the backend's counters took).
     pub(crate) fn emit(&self, rx: u64, tx: u64, start: Instant) {
         let l = self;
-        tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
+        let id = l.request_id.as_ref().map_or("-", |id| id.as_str());
+        tracing::info!(target: "lb::access", client = %l.client, listener = %l.listener, route = %l.route, method = %l.method, path = %l.path, status = l.status, request_id = id, bytes_in = rx, bytes_out = tx, upstream = %l.backend, upstream_ms = l.upstream_ms, duration_ms = start.elapsed().as_millis() as u64);
     }
 }
 
@@ -51,6 +54,7 @@ pub(crate) struct LogFields {
     pub(crate) fill: Option<Fill>,
     /// The client speaks HTTP/1.x (its connection carries one exchange at a time).
     pub(crate) h1: bool,
+    pub(crate) request_id: Option<crate::request_id::RequestId>,
 }
 
 fn box_error(e: hyper::Error) -> crate::upstream::BoxError {
@@ -108,7 +112,11 @@ impl Gateway {
                         502,
                         &format!("the backend's XML could not be turned into JSON: {why}"),
                     );
-                    return self.answered(Some(target), log.method, log.path, info, start, resp);
+                    let began = crate::exchange::Began {
+                        start,
+                        id: log.request_id,
+                    };
+                    return self.answered(Some(target), log.method, log.path, info, &began, resp);
                 }
             };
         }
@@ -162,6 +170,11 @@ impl Gateway {
                 }
             }
         }
+        if let Some(id) = &log.request_id {
+            parts
+                .headers
+                .insert(crate::request_id::FIELD, id.header_value());
+        }
         target.metrics.count(status.as_u16());
         let line = log.path.map(|path| LogLine {
             client: info.client,
@@ -172,8 +185,12 @@ impl Gateway {
             status: status.as_u16(),
             backend: b.id.clone(),
             upstream_ms: log.upstream_ms,
+            request_id: log.request_id,
         });
-        let duration = target.metrics.duration.clone();
+        let (duration, stats) = (
+            target.metrics.duration.clone(),
+            target.metrics.stats.clone(),
+        );
         let m = meter.clone();
         // An upgraded connection is the tunnel's now, never the pool's.
         let pooled = pooled.filter(|_| !switching);
@@ -181,16 +198,23 @@ impl Gateway {
             // Back to the pool only once the request's body went out whole: a backend that
             // answered early must not be lent to another request while this one's body is
             // still on its way (that request would wait behind it, or worse).
+            // An HTTP/1.1 connection's own count has the heads hyper wrote and read; an
+            // HTTP/2 stream has only its bodies.
+            let (rx, tx) = match &pooled {
+                Some(p) => p.moved(),
+                None => (m.request.load(Relaxed), m.response.load(Relaxed)),
+            };
             match pooled {
                 Some(p) if m.request_ended.load(Relaxed) => p.release(),
                 Some(p) => p.abort(),
                 None => {}
             }
-            let (rx, tx) = (m.request.load(Relaxed), m.response.load(Relaxed));
             if let Some(mut f) = flight {
                 f.add_bytes(rx, tx);
             }
-            duration.record(start.elapsed().as_secs_f64());
+            let took = start.elapsed();
+            duration.record(took.as_secs_f64());
+            stats.latency.record(took);
             if let Some(l) = line {
                 l.emit(rx, tx, start);
             }

@@ -137,6 +137,9 @@ impl<'a> Tries<'a> {
         let pool = &self.pt.pool;
         let b = &pool.backends[t.index];
         drop(t.flight);
+        if !matches!(failure, Failure::Connect(_)) {
+            b.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (kind, status, said, why) = match failure {
             Failure::Connect(why) => {
                 b.record_traffic(false, pool.config.passive.as_ref(), &why);
@@ -174,6 +177,10 @@ impl<'a> Tries<'a> {
         let pool = &self.pt.pool;
         let b = &pool.backends[t.index];
         self.sent += 1;
+        b.latency.record(t.started.elapsed());
+        if status >= 500 {
+            b.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if matches!(status, 502 | 503) && self.may_resend() {
             self.last = Some((status, "every backend tried answered with an error"));
             return false;

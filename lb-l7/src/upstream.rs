@@ -24,6 +24,7 @@ use tokio_util::either::Either;
 
 use crate::idle::Idle;
 use crate::kept_conns::Conns;
+use crate::wire::{Mark, Metered, Wire};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -161,11 +162,13 @@ impl Upstream {
                     Err(e) => return Err(SendError::Connect(e, Box::new(req))),
                 },
             };
+            let mark = h1.wire.mark();
             match h1.sender.try_send_request(req).await {
                 Ok(resp) => {
                     let pooled = Pooled {
                         conns: conns.clone(),
                         h1,
+                        mark,
                     };
                     return Ok((resp, Some(pooled)));
                 }
@@ -237,11 +240,13 @@ impl Upstream {
     /// A new HTTP/1.1 connection (boxed by the caller for the reason given in `send_h2`).
     async fn connect_h1(&self, addr: SocketAddr) -> Result<H1, String> {
         let io = self.connect(addr).await?;
+        let wire = Arc::new(Wire::default());
+        let io = Metered::new(io, wire.clone());
         let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
         let task = tokio::spawn(conn.with_upgrades()).abort_handle();
-        Ok(H1 { sender, task })
+        Ok(H1 { sender, task, wire })
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Stream, String> {
@@ -312,6 +317,8 @@ async fn within<T>(
 pub(crate) struct H1 {
     sender: http1::SendRequest<Body>,
     task: tokio::task::AbortHandle,
+    /// The connection's bytes, heads included.
+    wire: Arc<Wire>,
 }
 
 /// An HTTP/1.1 connection lent to one exchange; [`Pooled::release`] it when the response
@@ -321,9 +328,17 @@ pub(crate) struct H1 {
 pub struct Pooled {
     conns: Arc<Conns>,
     h1: H1,
+    /// The connection's counts when this exchange began.
+    mark: Mark,
 }
 
 impl Pooled {
+    /// The bytes this exchange moved on its connection, heads included:
+    /// `(to_backend, from_backend)`.
+    pub fn moved(&self) -> (u64, u64) {
+        self.mark.moved()
+    }
+
     pub fn release(self) {
         if !self.h1.sender.is_closed() {
             self.conns.idle.put(self.h1, |s| !s.sender.is_closed());

@@ -172,6 +172,22 @@ pub struct HttpSettings {
     pub via: bool,
     /// What to do with `%2F`, `%5C` and `\\` in request paths; default refuse (400).
     pub escaped_slashes: EscapedSlashes,
+    /// `request_id`: what lb does with `X-Request-Id`; default keep a valid one.
+    pub request_id: RequestIdMode,
+}
+
+/// `request_id`: each request's `X-Request-Id`, forwarded to the backend, returned to the
+/// client and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestIdMode {
+    /// A valid one the client sent is kept; otherwise lb makes one (the default: clients and
+    /// proxies in front usually stamp their own, as with Envoy and Kong).
+    #[default]
+    Keep,
+    /// lb always makes one (an edge whose clients' IDs mean nothing).
+    Replace,
+    /// lb neither makes nor checks one; a client's passes as any other field.
+    Off,
 }
 
 /// `escaped_slashes`: how request paths with an encoded slash or a backslash are treated
@@ -196,6 +212,7 @@ impl Default for HttpSettings {
             forwarded: Forwarded::Replace,
             via: false,
             escaped_slashes: EscapedSlashes::Reject,
+            request_id: RequestIdMode::Keep,
         }
     }
 }

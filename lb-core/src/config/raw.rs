@@ -66,6 +66,8 @@ pub struct RawListener {
     pub forwarded_headers: Option<S<String>>,
     pub via: Option<S<bool>>,
     pub escaped_slashes: Option<S<String>>,
+    /// lb addition (issue 21): `X-Request-Id` handling.
+    pub request_id: Option<S<String>>,
     /// SPEC §6: close (tcp) or ask to reconnect (http) connections this old.
     pub max_connection_age: Option<S<String>>,
     pub max_connection_age_jitter: Option<S<String>>,
@@ -387,6 +389,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "forwarded_headers",
             "via",
             "escaped_slashes",
+            "request_id",
             "max_connection_age",
             "max_connection_age_jitter",
             "age_grace",

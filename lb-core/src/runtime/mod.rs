@@ -12,6 +12,7 @@ mod admin_members;
 mod bind;
 mod engine;
 mod handover;
+mod history;
 mod members;
 pub mod notify;
 mod readiness;

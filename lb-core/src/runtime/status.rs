@@ -67,6 +67,7 @@ pub fn status(shared: &Shared) -> Value {
                 "timeout_seconds": r.timeout.as_secs_f64(),
                 "retries": r.retries,
                 "policies": r.policies.iter().map(|&i| c.policies[i].name.as_str()).collect::<Vec<_>>(),
+                "stats": route_stats(&c.listeners[r.listener].name, &r.name),
             })
         })
         .collect();
@@ -85,6 +86,28 @@ pub fn status(shared: &Shared) -> Value {
         "pools": pools,
         "routes": routes,
         "policies": c.policies.iter().map(|p| json!({ "name": p.name, "kind": p.kind.name() })).collect::<Vec<_>>(),
+    })
+}
+
+/// A route's counters since it was first loaded with its policies (`null` before any request).
+fn route_stats(listener: &str, route: &str) -> Value {
+    let Some(s) = crate::stats::Registry::global().get(listener, route) else {
+        return Value::Null;
+    };
+    let latency = s.latency.snapshot();
+    let class = |i: usize| s.classes[i].load(Relaxed);
+    json!({
+        "requests": s.requests(),
+        "status": { "1xx": class(0), "2xx": class(1), "3xx": class(2), "4xx": class(3), "5xx": class(4) },
+        "latency_p50_ms": latency.quantile_ms(0.5),
+        "latency_p99_ms": latency.quantile_ms(0.99),
+        "refusals": s.refusals.iter().map(|(name, by)| json!({
+            "policy": name,
+            "401": by[0].load(Relaxed),
+            "403": by[1].load(Relaxed),
+            "429": by[2].load(Relaxed),
+        })).collect::<Vec<_>>(),
+        "cache": { "hits": s.cache_hits.load(Relaxed), "misses": s.cache_misses.load(Relaxed) },
     })
 }
 
@@ -111,6 +134,9 @@ fn backend(b: &Backend) -> Value {
         "bytes_in": b.bytes_in.load(Relaxed),
         "bytes_out": b.bytes_out.load(Relaxed),
         "connect_errors": b.connect_errors.load(Relaxed),
+        "errors": b.errors.load(Relaxed),
+        "latency_p50_ms": b.latency.snapshot().quantile_ms(0.5),
+        "latency_p99_ms": b.latency.snapshot().quantile_ms(0.99),
         "last_check": last,
         "health_history": b.history(),
     })

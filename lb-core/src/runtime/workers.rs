@@ -152,6 +152,7 @@ async fn control<F, Fut>(
     if let Some(sock) = admin_sock {
         match tokio::net::TcpListener::from_std(sock) {
             Ok(sock) => {
+                tokio::spawn(super::history::sample(shared.clone(), admin_stop.clone()));
                 tokio::spawn(admin::serve(
                     sock,
                     shared.clone(),

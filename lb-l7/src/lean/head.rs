@@ -128,6 +128,8 @@ pub struct Out<'a> {
     pub length: Option<u64>,
     /// lb's forwarding fields, from [`forwarding_lines`].
     pub lines: &'a [u8],
+    /// The plan's `X-Request-Id`, which replaces the client's.
+    pub request_id: Option<&'a str>,
 }
 
 impl Out<'_> {
@@ -135,7 +137,7 @@ impl Out<'_> {
     pub fn write(&self, out: &mut Vec<u8>, fields: &[httparse::Header<'_>], facts: &Facts<'_>) {
         self.start(out);
         for h in fields {
-            if facts.passes(h.name) && !lbs_own(h.name) {
+            if facts.passes(h.name) && !lbs_own(h.name) && !self.replaces(h.name) {
                 field(out, h.name.as_bytes(), h.value);
             }
         }
@@ -146,7 +148,10 @@ impl Out<'_> {
     pub fn write_mapped(&self, out: &mut Vec<u8>, map: &HeaderMap) {
         self.start(out);
         for (name, value) in map {
-            if !lbs_own(name.as_str()) && !forward::is_hop_by_hop(name.as_str()) {
+            if !lbs_own(name.as_str())
+                && !forward::is_hop_by_hop(name.as_str())
+                && !self.replaces(name.as_str())
+            {
                 field(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
@@ -166,9 +171,17 @@ impl Out<'_> {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// Whether lb writes field `name` itself in place of the client's.
+    fn replaces(&self, name: &str) -> bool {
+        self.request_id.is_some() && name.eq_ignore_ascii_case(crate::request_id::FIELD)
+    }
+
     fn end(&self, out: &mut Vec<u8>) {
         if self.te_trailers {
             out.extend_from_slice(b"te: trailers\r\n");
+        }
+        if let Some(id) = self.request_id {
+            field(out, crate::request_id::FIELD.as_bytes(), id.as_bytes());
         }
         out.extend_from_slice(self.lines);
         if let Some(n) = self.length {

@@ -95,6 +95,8 @@ pub(crate) struct Plan<'g> {
     start: Instant,
     head_len: usize,
     body: u64,
+    /// The length of the head written to the backend (set once it is written).
+    out_head: u64,
     /// The client asked to close after this exchange.
     close: bool,
     method: Method,
@@ -102,9 +104,21 @@ pub(crate) struct Plan<'g> {
     key: u64,
     sticky: Option<usize>,
     replayable: bool,
+    /// The `X-Request-Id` forwarded, returned and logged.
+    request_id: Option<crate::request_id::RequestId>,
     /// The route's policies see the request (and its answer) as a map of fields; its head is
     /// written only once they let it pass.
     pub(crate) policed: Option<Box<Policed>>,
+}
+
+impl Plan<'_> {
+    /// When the request began and its ID, for lb's own answers.
+    pub(crate) fn began(&self) -> crate::exchange::Began {
+        crate::exchange::Began {
+            start: self.start,
+            id: self.request_id,
+        }
+    }
 }
 
 /// A request held for the route's policies.
@@ -131,6 +145,8 @@ struct Answer {
     close: bool,
     /// Where the body starts in `rbuf`.
     head_len: usize,
+    /// Bytes of interim (1xx) heads read before this one.
+    interim: usize,
     /// The backend answered before the request's body was over; the rest is unread.
     cut_short: bool,
 }
@@ -357,6 +373,7 @@ pub(crate) fn planned<'g>(
         )
         .map_err(|_| "refused")?;
     let target = plan.target;
+    let request_id = plan.request_id;
     if !target.lean {
         return Err("route not lean");
     }
@@ -385,6 +402,7 @@ pub(crate) fn planned<'g>(
         te_trailers: facts.te_trailers,
         length,
         lines: &lines,
+        request_id: request_id.as_ref().map(|id| id.as_str()),
     };
     let policed = if target.policies.is_empty() {
         out.write(out_buf, req.fields, &facts);
@@ -419,6 +437,8 @@ pub(crate) fn planned<'g>(
         start,
         head_len,
         body,
+        out_head: 0,
+        request_id,
         close: plan.close,
         replayable: plan.replayable,
         log_path: gw.access_log.then(|| plan.path.to_string()),

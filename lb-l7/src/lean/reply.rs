@@ -35,6 +35,7 @@ impl Session<'_> {
     ) -> Result<Answer, Failed> {
         self.rbuf.clear();
         self.backend_timer.set(deadline);
+        let mut interim = 0;
         loop {
             if !self.rbuf.is_empty() {
                 let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -48,6 +49,7 @@ impl Session<'_> {
                     Ok(httparse::Status::Complete(n)) => match parsed.code {
                         Some(101) => return Err(bad("switched protocols unasked")),
                         Some(c) if c < 200 => {
+                            interim += n;
                             self.rbuf.drain(..n);
                             continue;
                         }
@@ -63,13 +65,18 @@ impl Session<'_> {
                                 || self.drain.is_cancelled()
                                 || self.info.is_old();
                             self.reply.clear();
-                            let via = self.gw.via.as_deref();
+                            let added = response::Added {
+                                via: self.gw.via.as_deref(),
+                                cookie,
+                                request_id: plan.request_id.as_ref().map(|id| id.as_str()),
+                                close,
+                            };
                             match &plan.policed {
-                                None => resp.write(&mut self.reply, via, cookie, close),
+                                None => resp.write(&mut self.reply, added),
                                 Some(p) => {
                                     let mut map = resp.end_to_end();
                                     policy::on_response(&plan.target.policies, &p.info, &mut map);
-                                    resp.write_mapped(&mut self.reply, &map, via, cookie, close);
+                                    resp.write_mapped(&mut self.reply, &map, added);
                                 }
                             }
                             return Ok(Answer {
@@ -79,6 +86,7 @@ impl Session<'_> {
                                 reusable: resp.reusable && !cut_short,
                                 close,
                                 head_len: n,
+                                interim,
                             });
                         }
                     },
@@ -134,6 +142,7 @@ impl Session<'_> {
             status: answer.status,
             backend: b.id.clone(),
             upstream_ms,
+            request_id: plan.request_id,
         });
         let upstream = self.gw.upstream(target.pool, pt, self.info);
         let keep = upstream.lean_idle(i).filter(|_| answer.reusable);
@@ -145,16 +154,16 @@ impl Session<'_> {
             Err(sent) => (sent, true),
         };
         let flushed = io.flush().await.is_ok();
-        flight.add_bytes(plan.body, sent);
+        // The backend's bytes, heads included, as the general path's connection counts them.
+        let to_backend = plan.out_head + plan.body;
+        let from_backend = (answer.interim + answer.head_len) as u64 + sent;
+        flight.add_bytes(to_backend, from_backend);
         drop(flight);
         let end = Instant::now();
-        target
-            .metrics
-            .duration
-            .record((end - plan.start).as_secs_f64());
+        target.metrics.took(end - plan.start);
         self.idle_from = Some(end);
         if let Some(l) = line {
-            l.emit(plan.body, sent, plan.start);
+            l.emit(to_backend, from_backend, plan.start);
         }
         if broken || !flushed {
             return Next::Close;
@@ -274,9 +283,14 @@ impl Session<'_> {
             &plan.method,
             plan.log_path.as_deref(),
             self.info.client,
-            plan.start,
+            &plan.began(),
         );
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        if let Some(id) = &plan.request_id {
+            parts
+                .headers
+                .insert(crate::request_id::FIELD, id.header_value());
+        }
         let body = match http_body_util::BodyExt::collect(body).await {
             Ok(b) => b.to_bytes(),
             Err(_) => bytes::Bytes::new(),
@@ -304,14 +318,23 @@ impl Session<'_> {
     }
 }
 
-/// lb's own answer (SPEC §2's JSON error), as bytes.
-pub(super) fn write_answer(out: &mut Vec<u8>, status: u16, message: &str, close: bool) {
+/// lb's own answer (SPEC §2's JSON error), as bytes, stamped with the request's ID.
+pub(super) fn write_answer(
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+    close: bool,
+    request_id: Option<&crate::request_id::RequestId>,
+) {
     let body = crate::body::answer_json(status, message);
     let mut fields = HeaderMap::new();
     fields.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(id) = request_id {
+        fields.insert(crate::request_id::FIELD, id.header_value());
+    }
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     write_own(out, status, &fields, body.as_bytes(), close);
 }

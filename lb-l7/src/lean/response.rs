@@ -89,12 +89,28 @@ pub fn response<'b>(
     })
 }
 
+/// What lb adds to a backend's response head.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Added<'a> {
+    /// `Via`'s name for lb.
+    pub via: Option<&'a str>,
+    /// A sticky cookie to set.
+    pub cookie: Option<&'a str>,
+    /// The request's `X-Request-Id`, which replaces any the backend sent.
+    pub request_id: Option<&'a str>,
+    /// This is the connection's last exchange.
+    pub close: bool,
+}
+
 impl Response<'_> {
-    /// Writes the head the client gets: the backend's end-to-end fields and framing, `Via`,
-    /// a sticky cookie, and `Connection: close` when this is the connection's last exchange.
-    pub fn write(&self, out: &mut Vec<u8>, via: Option<&str>, cookie: Option<&str>, close: bool) {
+    /// Writes the head the client gets: the backend's end-to-end fields and framing, and
+    /// what lb adds (`Via`, a sticky cookie, the request ID, `Connection: close`).
+    pub fn write(&self, out: &mut Vec<u8>, added: Added<'_>) {
         self.status_line(out);
         for h in self.headers {
+            if added.request_id.is_some() && h.name.eq_ignore_ascii_case(crate::request_id::FIELD) {
+                continue;
+            }
             // The body is relayed as it came, so its framing goes with it, whatever the
             // backend's `Connection` names.
             let framing = h.name.eq_ignore_ascii_case("content-length")
@@ -108,7 +124,7 @@ impl Response<'_> {
             }
             field(out, h.name.as_bytes(), h.value);
         }
-        self.trailer_fields(out, via, cookie, close);
+        self.trailer_fields(out, added);
     }
 
     fn status_line(&self, out: &mut Vec<u8>) {
@@ -126,20 +142,17 @@ impl Response<'_> {
     }
 
     /// What lb adds after the backend's fields, and the blank line.
-    fn trailer_fields(
-        &self,
-        out: &mut Vec<u8>,
-        via: Option<&str>,
-        cookie: Option<&str>,
-        close: bool,
-    ) {
-        if let Some(via) = via {
+    fn trailer_fields(&self, out: &mut Vec<u8>, added: Added<'_>) {
+        if let Some(via) = added.via {
             field(out, b"via", forward::via_value(via).as_bytes());
         }
-        if let Some(c) = cookie {
+        if let Some(c) = added.cookie {
             field(out, b"set-cookie", c.as_bytes());
         }
-        if close {
+        if let Some(id) = added.request_id {
+            field(out, crate::request_id::FIELD.as_bytes(), id.as_bytes());
+        }
+        if added.close {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -172,16 +185,12 @@ impl Response<'_> {
 
     /// [`Response::write`], with the end-to-end fields taken from `map` (after the policies)
     /// and the framing fields from the backend's head.
-    pub fn write_mapped(
-        &self,
-        out: &mut Vec<u8>,
-        map: &http::HeaderMap,
-        via: Option<&str>,
-        cookie: Option<&str>,
-        close: bool,
-    ) {
+    pub fn write_mapped(&self, out: &mut Vec<u8>, map: &http::HeaderMap, added: Added<'_>) {
         self.status_line(out);
         for (name, value) in map {
+            if added.request_id.is_some() && name.as_str() == crate::request_id::FIELD {
+                continue;
+            }
             field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         for h in self.headers {
@@ -192,7 +201,7 @@ impl Response<'_> {
                 field(out, h.name.as_bytes(), h.value);
             }
         }
-        self.trailer_fields(out, via, cookie, close);
+        self.trailer_fields(out, added);
     }
 }
 
@@ -292,7 +301,7 @@ mod tests {
         ] {
             with_response(raw, false, |r| {
                 let mut out = Vec::new();
-                r.expect("valid").write(&mut out, None, None, false);
+                r.expect("valid").write(&mut out, Added::default());
                 let text = String::from_utf8(out).expect("utf-8");
                 assert!(text.contains(kept), "{text}");
             });
@@ -306,7 +315,15 @@ mod tests {
             false,
             |r| {
                 let mut out = Vec::new();
-                r.expect("valid").write(&mut out, Some("lb"), Some("srv=ab; Path=/; HttpOnly"), true);
+                r.expect("valid").write(
+                    &mut out,
+                    Added {
+                        via: Some("lb"),
+                        cookie: Some("srv=ab; Path=/; HttpOnly"),
+                        request_id: None,
+                        close: true,
+                    },
+                );
                 assert_eq!(
                     String::from_utf8(out).expect("utf-8"),
                     "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\

@@ -24,9 +24,10 @@ impl Session<'_> {
         let (target, pt) = (plan.target, plan.pt);
         if let Some(p) = plan.policed.as_mut() {
             // Policies first: what they refuse costs no backend anything.
-            if let Err(resp) =
+            if let Err((i, resp)) =
                 policy::on_request(&target.policies, &mut p.info, &mut p.headers).await
             {
+                target.metrics.stats.refused(i, resp.status().as_u16());
                 return self.refused(io, &plan, *resp).await;
             }
             let out = head::Out {
@@ -37,9 +38,11 @@ impl Session<'_> {
                 te_trailers: p.te_trailers,
                 length: p.length,
                 lines: &p.lines,
+                request_id: plan.request_id.as_ref().map(|id| id.as_str()),
             };
             out.write_mapped(&mut self.out, &p.headers);
         }
+        plan.out_head = self.out.len() as u64;
         // A body that arrived with its head goes out in the same write.
         let in_buf = (self.buf.len() - plan.head_len) as u64;
         let body_now = plan.body.min(in_buf) as usize;
@@ -88,10 +91,16 @@ impl Session<'_> {
             &plan.method,
             plan.log_path.as_deref(),
             self.info.client,
-            plan.start,
+            &plan.began(),
         );
         self.reply.clear();
-        write_answer(&mut self.reply, status, msg, close);
+        write_answer(
+            &mut self.reply,
+            status,
+            msg,
+            close,
+            plan.request_id.as_ref(),
+        );
         if io.write_all(&self.reply).await.is_err() || io.flush().await.is_err() {
             return Next::Close;
         }

@@ -293,14 +293,15 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
     }
 }
 
-/// Runs a route's policies on a request: `Err` is the answer of the first that refused it,
+/// Runs a route's policies on a request: `Err` is the index and answer of the first that
+/// refused it,
 /// with the response phase of the policies before it applied (so e.g. CORS headers reach
 /// the browser on a 429).
 pub async fn on_request(
     chain: &Chain,
     info: &mut RequestInfo,
     headers: &mut HeaderMap,
-) -> Result<(), Refusal> {
+) -> Result<(), (usize, Refusal)> {
     for (i, p) in chain.iter().enumerate() {
         let mut outcome = p.request(info, headers);
         if outcome.is_ok() {
@@ -312,7 +313,7 @@ pub async fn on_request(
             for q in &chain[..i] {
                 q.response(info, resp.headers_mut());
             }
-            return Err(resp);
+            return Err((i, resp));
         }
     }
     Ok(())

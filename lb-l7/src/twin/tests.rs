@@ -24,7 +24,10 @@ fn gateway(listener_extra: &str) -> Gateway {
         .iter()
         .map(|p| Arc::new(Pool::new(p, None)))
         .collect();
-    Gateway::build(&loaded, &prepared, 0, &pools)
+    let mut gw = Gateway::build(&loaded, &prepared, 0, &pools);
+    // Generated request IDs from fixed bits, so both paths' are comparable.
+    gw.ids = || 0x5eed;
+    gw
 }
 
 const METHODS: &[&str] = &[
@@ -101,6 +104,12 @@ const FIELDS: &[&str] = &[
     "Accept: */*",
     "X-Empty: ",
     "X-Tab: a\tb",
+    "X-Request-Id: req-1",
+    "x-request-id: 0123456789abcdef0123456789abcdef",
+    "X-Request-Id: a b",
+    "X-Request-Id: ",
+    "X-Request-Id: a\x7fb",
+    "Connection: x-request-id",
 ];
 
 fn head() -> impl Strategy<Value = String> {
@@ -159,6 +168,27 @@ fn sound(raw: &str, f: &Forwarded) -> Result<(), String> {
     }
     if raw.contains("Connection: x-secret") && count("x-secret") > 0 {
         return Err("a field Connection named went on".into());
+    }
+    // One request ID, always a valid one; a client's single valid one is kept.
+    let ids: Vec<&Vec<u8>> = f
+        .fields
+        .iter()
+        .filter(|(k, _)| k == "x-request-id")
+        .map(|(_, v)| v)
+        .collect();
+    if ids.len() != 1 || !crate::request_id::valid(ids[0]) {
+        return Err(format!("request ids {ids:?}"));
+    }
+    let sent: Vec<&str> = raw
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+        .map(|(_, v)| v.trim_matches(|c| c == ' ' || c == '\t'))
+        .collect();
+    if let [one] = sent[..] {
+        if crate::request_id::valid(one.as_bytes()) && ids[0] != one.as_bytes() {
+            return Err(format!("the client's id {one:?} was not kept"));
+        }
     }
     if !f.target.starts_with('/') || f.target.contains('#') {
         return Err(format!("target {}", f.target));

@@ -14,6 +14,7 @@ header_timeout = "5s"
 max_body_size = "10MiB"
 forwarded_headers = "append"
 via = true
+request_id = "replace"
 
 [[pool]]
 name = "web"
@@ -83,6 +84,7 @@ fn routes_and_http_keys_are_read() {
     assert_eq!(l.http.max_body_size, Some(10 << 20));
     assert_eq!(l.http.forwarded, Forwarded::Append);
     assert!(l.http.via);
+    assert_eq!(l.http.request_id, RequestIdMode::Replace);
     let tls = l.tls.as_ref().expect("tls");
     assert_eq!(
         tls.alpn,
@@ -261,6 +263,7 @@ fn http_only_keys_on_other_listeners_and_pools_are_errors() {
         "max_body_size",
         "forwarded_headers",
         "via",
+        "request_id",
     ] {
         http_error(
             &tcp,
@@ -285,6 +288,11 @@ fn http_only_keys_on_other_listeners_and_pools_are_errors() {
         ),
         "listener[0].forwarded_headers",
         "\"replace\" or \"append\"",
+    );
+    http_error(
+        &http_with("request_id = \"replace\"", "request_id = \"trust\""),
+        "listener[0].request_id",
+        "\"keep\", \"replace\" or \"off\"",
     );
     http_error(
         &http_with("sticky_cookie = \"lb_srv\"", "sticky_cookie = \"lb srv\""),

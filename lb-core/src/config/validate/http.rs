@@ -85,6 +85,7 @@ pub(super) fn listener_http(
                 "escaped_slashes",
                 l.escaped_slashes.as_ref().map(|v| v.span()),
             ),
+            ("request_id", l.request_id.as_ref().map(|v| v.span())),
         ];
         for (name, span) in spans {
             if let Some(span) = span {
@@ -154,7 +155,28 @@ pub(super) fn listener_http(
             EscapedSlashes::Reject
         }
     };
+    let request_id = match l
+        .request_id
+        .as_ref()
+        .map(|v| (v.get_ref().as_str(), v.span()))
+    {
+        None | Some(("keep", _)) => RequestIdMode::Keep,
+        Some(("replace", _)) => RequestIdMode::Replace,
+        Some(("off", _)) => RequestIdMode::Off,
+        Some((other, span)) => {
+            cx.push(
+                Diagnostic::error(format!(
+                    "expected \"keep\", \"replace\" or \"off\", found \"{other}\""
+                ))
+                .at(span)
+                .key(format!("{key}.request_id"))
+                .help("\"keep\" (the default) keeps a valid X-Request-Id a client sent and makes one otherwise"),
+            );
+            RequestIdMode::Keep
+        }
+    };
     HttpSettings {
+        request_id,
         header_timeout,
         max_body_size: size(cx, &l.max_body_size, format!("{key}.max_body_size")),
         forwarded,

@@ -26,6 +26,7 @@ fn forwarded(raw: &[u8], trust: Trust, via: Option<&str>) -> String {
             te_trailers: facts.te_trailers,
             length: facts.body.len().filter(|_| facts.body != Body::None),
             lines: &lines,
+            request_id: None,
         };
         let mut buf = Vec::new();
         out.write(&mut buf, r.fields, facts);
@@ -142,6 +143,7 @@ proptest! {
                 te_trailers: facts.te_trailers,
                 length: facts.body.len().filter(|_| facts.body != Body::None),
                 lines: &lines,
+                request_id: None,
             };
             let mut buf = Vec::new();
             out.write(&mut buf, r.fields, &facts);
