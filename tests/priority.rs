@@ -293,3 +293,26 @@ async fn consistent_hash_keeps_clients_on_their_level_and_backend() {
         "{got} vs {want}"
     );
 }
+
+#[test]
+fn check_plans_the_levels_and_zones() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/priority.toml");
+    let (code, out, err) = run_lb(&["check", "--config", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  - 127.0.0.1:9001 weight 1 zone eu-west-1a\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("priority levels 0, 1: each takes all new traffic while at least 71.4% of its weight is up (overprovisioning 1.4)"),
+        "{out}"
+    );
+    let single = write_config(
+        "priority-single",
+        "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:1\"\npool = \"p\"\n[[pool]]\nname = \"p\"\noverprovisioning = 2.0\nbackends = [{ addr = \"127.0.0.1:2\" }]\n",
+    );
+    let (code, out, err) = run_lb(&["check", "--config", single.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "a warning only: {err}");
+    assert!(err.contains("`overprovisioning` has no effect"), "{err}");
+    assert!(!out.contains("priority levels"), "{out}");
+}
