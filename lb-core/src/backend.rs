@@ -189,9 +189,20 @@ impl Backend {
         self.available_at(clock::now_ms())
     }
 
+    /// [`Backend::available`], reading the clock (once, into `now`) only when an ejection
+    /// is pending: what a priority level's health reads for each member.
+    #[inline]
+    pub(crate) fn available_lazy(&self, now: &mut Option<u64>) -> bool {
+        if self.admin.load(Relaxed) != AdminState::Enabled as u8 || !self.up.load(Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Relaxed);
+        until == 0 || *now.get_or_insert_with(clock::now_ms) >= until
+    }
+
     /// [`Backend::available`] at `now` (a [`clock::now_ms`] reading).
     #[inline]
-    pub(crate) fn available_at(&self, now: u64) -> bool {
+    fn available_at(&self, now: u64) -> bool {
         self.admin.load(Relaxed) == AdminState::Enabled as u8 && self.healthy_at(now)
     }
 

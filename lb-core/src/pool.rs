@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::balance::priority::{self, LOAD_SCALE};
 use crate::balance::{self, Member, Pick, Selector, Tried, View};
 use crate::config::{self, Algorithm};
-use crate::{clock, hash};
+use crate::hash;
 
 /// The most priority levels a pool has: priorities 0 to [`config::MAX_PRIORITY`].
 const LEVELS: usize = config::MAX_PRIORITY as usize + 1;
@@ -180,14 +180,14 @@ impl Pool {
         if n < 2 {
             return 0;
         }
-        let now = clock::now_ms();
+        let mut now = None;
         let mut health = [0u32; LEVELS];
-        health[0] = self.health(&self.groups[0], now);
+        health[0] = self.health(&self.groups[0], &mut now);
         if health[0] == LOAD_SCALE {
             return 0;
         }
         for (h, group) in health[1..n].iter_mut().zip(&self.groups[1..n]) {
-            *h = self.health(group, now);
+            *h = self.health(group, &mut now);
         }
         let draw = if self.config.algorithm == Algorithm::ConsistentHash {
             hash::level_draw(key, LOAD_SCALE)
@@ -199,13 +199,13 @@ impl Pool {
 
     /// A level's health ([`priority::health`]): its available weight over its total, times
     /// the pool's `overprovisioning`. Stops reading members once the level is fully healthy.
-    fn health(&self, group: &Group, now: u64) -> u32 {
+    fn health(&self, group: &Group, now: &mut Option<u64>) -> u32 {
         let pct = self.config.overprovisioning_pct;
         let full = u128::from(group.total_weight) * 100;
         let mut available = 0u64;
         for &i in &group.members {
             let b = &self.backends[i];
-            if b.available_at(now) {
+            if b.available_lazy(now) {
                 available += u64::from(b.weight);
                 if u128::from(available) * u128::from(pct) >= full {
                     return LOAD_SCALE;
@@ -218,8 +218,12 @@ impl Pool {
     /// Each priority level and its share of new traffic now, in parts of [`LOAD_SCALE`]
     /// (`/api/status`, `/metrics`); all 0 when no member is available.
     pub fn priority_loads(&self) -> Vec<(u8, u32)> {
-        let now = clock::now_ms();
-        let health: Vec<u32> = self.groups.iter().map(|g| self.health(g, now)).collect();
+        let mut now = None;
+        let health: Vec<u32> = self
+            .groups
+            .iter()
+            .map(|g| self.health(g, &mut now))
+            .collect();
         let loads = priority::loads(&health);
         self.groups.iter().map(|g| g.priority).zip(loads).collect()
     }
