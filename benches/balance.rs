@@ -1,5 +1,6 @@
 //! Micro-benchmarks of data-path primitives: one pick per algorithm at 3/100/1000 backends,
-//! Maglev table builds, and parsing + validating the reference config.
+//! a whole `Pool::next` with one or two priority levels, Maglev table builds, and parsing +
+//! validating the reference config.
 //! Run: `cargo bench -p lb-core --bench balance`.
 
 use std::hint::black_box;
@@ -86,6 +87,34 @@ fn maglev_build(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Pool::next` (level draw and pick) for a round-robin pool of three backends, then of
+/// three plus three at priority 1: all up (level 0 full, the others not read), and one of
+/// level 0 down (both levels' health read, a draw, the priority load).
+fn pool_next(c: &mut Criterion) {
+    use lb_core::backend::AdminState;
+    use lb_core::pool::{Attempt, Pool};
+    let mut g = c.benchmark_group("pool_next");
+    let one = "{addr=\"127.0.0.1:1\"},{addr=\"127.0.0.1:2\"},{addr=\"127.0.0.1:3\"}";
+    let two = format!("{one},{{addr=\"127.0.0.1:4\",priority=1}},{{addr=\"127.0.0.1:5\",priority=1}},{{addr=\"127.0.0.1:6\",priority=1}}");
+    for (name, backends, down) in [
+        ("one_level", one.to_string(), false),
+        ("two_levels_all_up", two.clone(), false),
+        ("two_levels_one_down", two, true),
+    ] {
+        let text = format!("[[listener]]\nname=\"l\"\nbind=\"127.0.0.1:1\"\npool=\"p\"\n[[pool]]\nname=\"p\"\nbackends=[{backends}]\n");
+        let loaded = lb_core::config::load_str("b", &text).expect("valid");
+        let pool = Pool::new(&loaded.config.pools[0], None);
+        if down {
+            pool.backends[0].set_admin_state(AdminState::Disabled);
+        }
+        let mut rng = fastrand::Rng::with_seed(1);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(pool.next(0, &mut Attempt::default(), &mut rng)))
+        });
+    }
+    g.finish();
+}
+
 fn config_parse(c: &mut Criterion) {
     let text = include_str!("../conf/lb.toml");
     c.bench_function("config_parse_validate/reference", |b| {
@@ -93,5 +122,5 @@ fn config_parse(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pick, maglev_build, config_parse);
+criterion_group!(benches, pick, pool_next, maglev_build, config_parse);
 criterion_main!(benches);

@@ -267,22 +267,25 @@ pub fn plan(l: &Loaded) -> String {
         for b in &p.backends {
             let _ = writeln!(
                 out,
-                "  - {} weight {}{}",
+                "  - {} weight {}{}{}",
                 b.addr,
                 b.weight,
-                priority(b.priority)
+                priority(b.priority),
+                zone(b.zone.as_deref())
             );
         }
         for n in &p.names {
             let _ = writeln!(
                 out,
-                "  - {} weight {}{} (resolved by DNS{})",
+                "  - {} weight {}{}{} (resolved by DNS{})",
                 n.label(),
                 n.weight,
                 priority(n.priority),
+                zone(n.zone.as_deref()),
                 resolver(p.resolver)
             );
         }
+        levels(&mut out, p);
         if let Some(d) = &p.discovery {
             let every = d
                 .interval
@@ -431,6 +434,29 @@ fn priority(p: u8) -> String {
         1 => " (backup)".into(),
         n => format!(" (priority {n})"),
     }
+}
+
+fn zone(z: Option<&str>) -> String {
+    z.map_or_else(String::new, |z| format!(" zone {z}"))
+}
+
+/// The priority levels of a pool with more than one, and when each spills to the next.
+fn levels(out: &mut String, p: &lb_core::config::Pool) {
+    let mut levels: Vec<u8> = p.backends.iter().map(|b| b.priority).collect();
+    levels.extend(p.names.iter().map(|n| n.priority));
+    levels.sort_unstable();
+    levels.dedup();
+    if levels.len() < 2 && p.discovery.is_none() {
+        return;
+    }
+    let f = f64::from(p.overprovisioning_pct) / 100.0;
+    let list: Vec<String> = levels.iter().map(u8::to_string).collect();
+    let _ = writeln!(
+        out,
+        "  priority levels {}: each takes all new traffic while at least {:.1}% of its weight is up (overprovisioning {f}), and spills the rest to the next",
+        if list.is_empty() { "from DNS SRV".to_string() } else { list.join(", ") },
+        100.0 / f
+    );
 }
 
 fn resolver(r: Option<std::net::SocketAddr>) -> String {

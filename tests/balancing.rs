@@ -159,10 +159,12 @@ async fn backup_takes_over_only_when_primaries_are_down() {
     let p0 = named("p0").await;
     let p1 = named("p1").await;
     let bk = named("backup").await;
+    // Overprovisioning 2.0: one primary of two is still a fully healthy level, so the backup
+    // serves only when both are down (the gradual spill is tests/priority.rs).
     let text = config(
         "round-robin",
         &[(p0.addr, ""), (p1.addr, ""), (bk.addr, ", backup = true")],
-        "health = { kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }",
+        "health = { kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }\noverprovisioning = 2.0",
         "",
     );
     let lb = Lb::start("backup", &text).await;

@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 port: port.max(1),
                 weight: NonZeroU32::MIN,
                 priority: 0,
+                zone: None,
             };
             let mut addrs = ips(rest.get(1..).unwrap_or(&[]));
             let m = members::from_addrs(&named, &addrs);

@@ -66,8 +66,11 @@ pub struct Backend {
     /// `addr` as text: the Maglev identity and the metrics label.
     pub id: String,
     pub weight: u32,
-    /// 0 = primary; higher serve only while every lower group has none available.
+    /// 0 = preferred; a level's traffic spills to the next as its members fail
+    /// ([`crate::balance::priority`]).
     pub priority: u8,
+    /// The config's `zone` label: shown and labelled (`lb_backend_up{zone}`), not balanced on.
+    pub zone: Option<String>,
     /// Where it came from: config, DNS, API (the dashboard's source column).
     pub origin: config::Origin,
     admin: AtomicU8,
@@ -116,7 +119,13 @@ impl Backend {
     fn with_health(pool: &config::Pool, b: &config::Backend, health: HealthState) -> Self {
         let id = b.id();
         let labels = [("pool", pool.name.clone()), ("backend", id.clone())];
-        let up_gauge = metrics::gauge!("lb_backend_up", &labels);
+        let up_gauge = match &b.zone {
+            Some(z) => {
+                let [p, b] = labels.clone();
+                metrics::gauge!("lb_backend_up", &[p, b, ("zone", z.clone())])
+            }
+            None => metrics::gauge!("lb_backend_up", &labels),
+        };
         let up = health.is_up();
         up_gauge.set(if up { 1.0 } else { 0.0 });
         Self {
@@ -124,6 +133,7 @@ impl Backend {
             addr: b.addr,
             weight: b.weight.get(),
             priority: b.priority,
+            zone: b.zone.clone(),
             origin: b.origin.clone(),
             admin: AtomicU8::new(AdminState::Enabled as u8),
             up: AtomicBool::new(up),
@@ -184,6 +194,17 @@ impl Backend {
     #[inline]
     pub fn available(&self) -> bool {
         self.available_at(clock::now_ms())
+    }
+
+    /// [`Backend::available`], reading the clock (once, into `now`) only when an ejection
+    /// is pending: what a priority level's health reads for each member.
+    #[inline]
+    pub(crate) fn available_lazy(&self, now: &mut Option<u64>) -> bool {
+        if self.admin.load(Relaxed) != AdminState::Enabled as u8 || !self.up.load(Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Relaxed);
+        until == 0 || *now.get_or_insert_with(clock::now_ms) >= until
     }
 
     /// [`Backend::available`] at `now` (a [`clock::now_ms`] reading).

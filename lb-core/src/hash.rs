@@ -14,6 +14,9 @@ pub const KEY_SEED: u64 = 0x6c62_2d6b_6579_2d31; // "lb-key-1"
 pub const OFFSET_SEED: u64 = 0x6c62_2d6f_6666_2d31; // "lb-off-1"
 /// Seed for a backend's Maglev skip.
 pub const SKIP_SEED: u64 = 0x6c62_2d73_6b70_2d31; // "lb-skp-1"
+/// Seed for the priority level a hashed key goes to ([`level_draw`]); a seed of its own so
+/// the level does not follow the backend the key maps to within a level.
+pub const LEVEL_SEED: u64 = 0x6c62_2d6c_766c_2d31; // "lb-lvl-1"
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -35,6 +38,13 @@ fn fmix64(mut k: u64) -> u64 {
     k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     k ^= k >> 33;
     k
+}
+
+/// Where a client key falls in `0..scale` when a hashed pool picks its priority level
+/// ([`crate::balance::priority::choose`]): fixed by the key, so a sticky client stays on its
+/// level while the levels' health is unchanged.
+pub fn level_draw(key: u64, scale: u32) -> u32 {
+    (hash64(LEVEL_SEED, &key.to_le_bytes()) % u64::from(scale)) as u32
 }
 
 /// Key for `hash_key = "source-ip"`. IPv4-mapped IPv6 addresses hash as their IPv4 form,

@@ -8,6 +8,7 @@ mod least_conn;
 mod maglev;
 pub mod moved;
 mod p2c;
+pub mod priority;
 mod random;
 mod round_robin;
 mod weighted;

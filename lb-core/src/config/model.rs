@@ -457,6 +457,10 @@ pub struct Pool {
     pub hash_key: HashKey,
     /// Bounded-load factor (> 1.0) for consistent-hash.
     pub hash_balance_factor: Option<f64>,
+    /// `overprovisioning` in hundredths (140 = 1.4, the default): a priority level takes
+    /// all the traffic while this × its available share of weight is ≥ 100 %, and spills the
+    /// rest to the next level ([`crate::balance::priority`]).
+    pub overprovisioning_pct: u32,
     /// Members with an IP address: the config's literal ones, and at run time (the pool the
     /// runtime builds) those resolved from names and discovery and added through the API.
     pub backends: Vec<Backend>,
@@ -495,11 +499,25 @@ impl Pool {
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: NonZeroU32,
-    /// 0 = preferred; higher priorities serve only while every lower one is unavailable.
-    /// `backup = true` in the file is priority 1.
+    /// 0 = preferred; a level spills traffic to the next as its members fail
+    /// ([`crate::balance::priority`]). `backup = true` in the file is priority 1.
     pub priority: u8,
     /// Where the member came from (the dashboard's source column).
     pub origin: Origin,
+    /// `zone = "..."`: a label only (the plan, `/api/status`, the `zone` label of
+    /// `lb_backend_up`); balancing does not read it.
+    pub zone: Option<String>,
+}
+
+/// The longest `zone` label (it becomes a metric label value).
+pub const MAX_ZONE_LEN: usize = 64;
+
+/// A valid `zone` label: 1 to [`MAX_ZONE_LEN`] letters, digits and `- _ . : /`.
+pub fn is_zone_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ZONE_LEN
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
 }
 
 impl Backend {
@@ -508,8 +526,8 @@ impl Backend {
     }
 }
 
-/// Priorities a member may have: 0 (preferred) to this. Each is a group tried only while
-/// every lower one has no member available.
+/// Priorities a member may have: 0 (preferred) to this. Each is a group that takes the
+/// traffic its lower levels spill ([`crate::balance::priority`]).
 pub const MAX_PRIORITY: u8 = 9;
 
 /// Where a pool member came from.
@@ -540,6 +558,8 @@ pub struct NamedBackend {
     pub port: u16,
     pub weight: NonZeroU32,
     pub priority: u8,
+    /// Given to each member the name resolves to.
+    pub zone: Option<String>,
 }
 
 impl NamedBackend {

@@ -257,6 +257,8 @@ pub struct RawPool {
     pub algorithm: Option<S<String>>,
     pub hash_key: Option<S<String>>,
     pub hash_balance_factor: Option<S<f64>>,
+    /// Envoy's overprovisioning factor for priority levels (SPEC §6); default 1.4.
+    pub overprovisioning: Option<S<f64>>,
     /// Optional when `discovery` gives the members.
     pub backends: Option<S<Vec<S<RawBackend>>>>,
     /// DNS server (`IP:PORT`) for this pool's host names; default `/etc/resolv.conf`.
@@ -304,6 +306,8 @@ pub struct RawBackend {
     pub backup: Option<bool>,
     /// 0 = preferred; `backup = true` is priority 1 (SPEC §6).
     pub priority: Option<S<i64>>,
+    /// A label (region, zone): shown in the plan, the status API and metrics (SPEC §6).
+    pub zone: Option<S<String>>,
 }
 
 /// `discovery = { kind = "dns_srv", name, resolver, interval }` on a pool.
@@ -424,6 +428,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "algorithm",
             "hash_key",
             "hash_balance_factor",
+            "overprovisioning",
             "backends",
             "resolver",
             "discovery",
@@ -434,7 +439,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "http2",
             "sticky_cookie",
         ],
-        "backends" => &["addr", "weight", "backup", "priority"],
+        "backends" => &["addr", "weight", "backup", "priority", "zone"],
         "discovery" => &["kind", "name", "resolver", "interval"],
         "health" => &[
             "kind",

@@ -334,6 +334,7 @@ mod age;
 mod http;
 mod kinds;
 mod policy;
+mod priority;
 
 mod prop {
     use super::super::*;

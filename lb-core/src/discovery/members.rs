@@ -71,6 +71,7 @@ pub fn from_addrs(named: &NamedBackend, ips: &[IpAddr]) -> Vec<Backend> {
             weight: named.weight,
             priority: named.priority,
             origin: Origin::Dns(named.label()),
+            zone: named.zone.clone(),
         })
         .collect()
 }
@@ -121,6 +122,7 @@ pub fn from_srv(name: &str, records: &[SrvTarget], max_priority: u8) -> Vec<Back
             weight: NonZeroU32::new(w).unwrap_or(NonZeroU32::MIN),
             priority,
             origin: Origin::Dns(name.to_string()),
+            zone: None,
         })
         .collect()
 }

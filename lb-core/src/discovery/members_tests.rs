@@ -8,6 +8,7 @@ fn named(host: &str, port: u16) -> NamedBackend {
         port,
         weight: NonZeroU32::MIN,
         priority: 0,
+        zone: None,
     }
 }
 
@@ -161,6 +162,7 @@ fn effective_merges_in_order_and_dedupes() {
         weight: NonZeroU32::MIN,
         priority: 0,
         origin: Origin::Config,
+        zone: None,
     });
     let mut d = Dynamic::default();
     d.dns.insert(
@@ -172,6 +174,7 @@ fn effective_merges_in_order_and_dedupes() {
         weight: NonZeroU32::MIN,
         priority: 1,
         origin: Origin::Api,
+        zone: None,
     });
     let e = effective(&cfg, &d);
     let got: Vec<(String, &str)> = e

@@ -185,6 +185,7 @@ fn route(shared: &Shared, peer: SocketAddr, req: Request<Bytes>) -> Resp {
         (&Method::GET, _) if !authorized && !peer.ip().is_loopback() => unauthorized(),
         (&Method::POST, _) if !authorized => unauthorized(),
         (&Method::GET, ["metrics"]) => {
+            status::set_priority_loads(shared);
             let body = shared
                 .metrics
                 .as_ref()
@@ -259,7 +260,7 @@ fn route(shared: &Shared, peer: SocketAddr, req: Request<Bytes>) -> Resp {
 /// The dashboard: one self-contained page (no CDN, no build step) polling `/api/status`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nGET  /api/ready                                   200 serving; 503 starting, stopping, draining or a used pool has no backend up\nGET  /api/live                                    200 while the process answers\nGET  /api/history                                 the last 5 minutes of rate, errors and p99 per listener and backend\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/pools/{pool}/backends                   add a member: {\"addr\", \"weight\", \"backup\", \"priority\"}\nDELETE /api/pools/{pool}/backends/{addr}          drain a member, then remove it\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\nPOST /api/cache/purge                             empty every HTTP cache policy's store\n";
+const INDEX: &str = "lb admin API\n\nGET  /                                            dashboard\nGET  /metrics                                     Prometheus metrics\nGET  /api/status                                  JSON status of listeners, pools, backends\nGET  /api/ready                                   200 serving; 503 starting, stopping, draining or a used pool has no backend up\nGET  /api/live                                    200 while the process answers\nGET  /api/history                                 the last 5 minutes of rate, errors and p99 per listener and backend\nPOST /api/pools/{pool}/backends/{addr}/drain      no new connections; open ones finish\nPOST /api/pools/{pool}/backends/{addr}/disable    maintenance: no traffic, no health checks\nPOST /api/pools/{pool}/backends/{addr}/enable     back to normal\nPOST /api/pools/{pool}/backends                   add a member: {\"addr\", \"weight\", \"backup\", \"priority\", \"zone\"}\nDELETE /api/pools/{pool}/backends/{addr}          drain a member, then remove it\nPOST /api/reload                                  re-read the config file (same as SIGHUP)\nPOST /api/cache/purge                             empty every HTTP cache policy's store\n";
 
 fn backend_action(shared: &Shared, pool: &str, addr: &str, action: &str) -> Resp {
     let state = match action {

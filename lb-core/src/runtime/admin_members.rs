@@ -15,7 +15,7 @@ use serde_json::json;
 use super::admin::{error, json_response, Resp};
 use super::{MemberError, Shared};
 use crate::backend::AdminState;
-use crate::config::{Backend, Origin, MAX_PRIORITY, MAX_WEIGHT};
+use crate::config::{is_zone_label, Backend, Origin, MAX_PRIORITY, MAX_WEIGHT, MAX_ZONE_LEN};
 use crate::discovery::Dynamic;
 
 /// The most members the admin API may add to one pool. Each change rebuilds the pool and
@@ -44,13 +44,15 @@ struct NewMember {
     weight: Option<u32>,
     backup: Option<bool>,
     priority: Option<u8>,
+    /// A label, as the config's `zone`.
+    zone: Option<String>,
 }
 
 /// Parses and checks the JSON body of `POST /api/pools/{pool}/backends` (pure; untrusted
 /// bytes, fuzzed by `fuzz/fuzz_targets/membership.rs`).
 pub fn parse(body: &[u8]) -> Result<Backend, String> {
     let m: NewMember = serde_json::from_slice(body).map_err(|e| {
-        format!("expected {{\"addr\": \"IP:PORT\", \"weight\", \"backup\", \"priority\"}}: {e}")
+        format!("expected {{\"addr\": \"IP:PORT\", \"weight\", \"backup\", \"priority\", \"zone\"}}: {e}")
     })?;
     let addr: SocketAddr = m.addr.parse().map_err(|_| {
         format!(
@@ -79,11 +81,17 @@ pub fn parse(body: &[u8]) -> Result<Backend, String> {
         (Some(p), None) => p,
         (None, b) => u8::from(b.unwrap_or(false)),
     };
+    if let Some(z) = m.zone.as_deref().filter(|z| !is_zone_label(z)) {
+        return Err(format!(
+            "\"zone\": expected 1 to {MAX_ZONE_LEN} letters, digits and - _ . : /, found \"{z}\""
+        ));
+    }
     Ok(Backend {
         addr: SocketAddr::new(addr.ip().to_canonical(), addr.port()),
         weight: NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN),
         priority,
         origin: Origin::Api,
+        zone: m.zone,
     })
 }
 
@@ -280,6 +288,7 @@ mod tests {
             weight: NonZeroU32::MIN,
             priority: 0,
             origin: Origin::Api,
+            zone: None,
         };
         d.removed.insert(member(0).addr);
         for i in 0..MAX_API_MEMBERS as u32 {

@@ -39,6 +39,12 @@ pub fn status(shared: &Shared) -> Value {
             json!({
                 "name": p.name(),
                 "algorithm": p.config.algorithm.name(),
+                "overprovisioning": f64::from(p.config.overprovisioning_pct) / 100.0,
+                // Each level's share of new traffic now (Envoy's priority load), in percent.
+                "priority_load": p.priority_loads().iter().map(|&(priority, load)| json!({
+                    "priority": priority,
+                    "percent": f64::from(load) / 100.0,
+                })).collect::<Vec<_>>(),
                 "health_check": p.config.health.as_ref().map(|h| format!("{} every {:?}", h.kind.describe(), h.interval)),
                 "backends": p.backends.iter().map(|b| backend(b)).collect::<Vec<_>>(),
                 // What the admin API changed against the config file (kept across reloads
@@ -111,6 +117,22 @@ fn route_stats(listener: &str, route: &str) -> Value {
     })
 }
 
+/// `lb_pool_priority_load_ratio{pool,priority}`: each level's share of new traffic, set
+/// from the health now when `/metrics` is read (pools of more than one level only).
+pub fn set_priority_loads(shared: &Shared) {
+    let state = shared.state.load();
+    for e in &state.pools {
+        let loads = e.pool.priority_loads();
+        if loads.len() < 2 {
+            continue;
+        }
+        for (priority, load) in loads {
+            metrics::gauge!("lb_pool_priority_load_ratio", "pool" => e.pool.name().to_string(), "priority" => priority.to_string())
+                .set(f64::from(load) / f64::from(crate::balance::priority::LOAD_SCALE));
+        }
+    }
+}
+
 fn backend(b: &Backend) -> Value {
     let last = b.last_check().map(|c| {
         json!({
@@ -126,6 +148,7 @@ fn backend(b: &Backend) -> Value {
         "effective_weight": b.effective_weight(),
         "backup": b.priority > 0,
         "priority": b.priority,
+        "zone": b.zone,
         "source": b.origin.kind(),
         "source_name": match &b.origin { crate::config::Origin::Dns(n) => Some(n.as_str()), _ => None },
         "ejected": b.ejected_until_ms() != 0 && b.ejected_until_ms() > crate::clock::now_ms(),

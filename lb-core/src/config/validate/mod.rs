@@ -28,6 +28,7 @@ pub use policy_auth::parse_sha256;
 mod policy_use;
 mod policy_values;
 mod pool;
+mod priority;
 mod proxy_header;
 mod route_reach;
 mod tls;

@@ -94,6 +94,14 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
     });
 
     let (backends, names) = members(cx, p, key, algorithm);
+    let levels = {
+        let mut l: Vec<u8> = backends.iter().map(|b| b.priority).collect();
+        l.extend(names.iter().map(|n| n.priority));
+        l.sort_unstable();
+        l.dedup();
+        l.len()
+    };
+    let overprovisioning_pct = super::priority::overprovisioning(cx, p, key, levels);
     let resolver = p
         .resolver
         .as_ref()
@@ -221,6 +229,7 @@ pub(super) fn pool(cx: &mut Ctx<'_>, p: &RawPool, key: &str) -> Option<Pool> {
         algorithm: algorithm?,
         hash_key,
         hash_balance_factor,
+        overprovisioning_pct,
         backends,
         names,
         resolver,
@@ -536,18 +545,21 @@ fn members(
             ) as u8,
             (None, backup) => u8::from(backup.unwrap_or(false)),
         };
+        let zone = super::priority::zone(cx, b.zone.as_ref(), &bkey);
         match target {
             Some(Target::Ip(addr)) => backends.push(Backend {
                 addr,
                 weight,
                 priority,
                 origin: Origin::Config,
+                zone,
             }),
             Some(Target::Name(host, port)) => names.push(NamedBackend {
                 host,
                 port,
                 weight,
                 priority,
+                zone,
             }),
             None => {}
         }
