@@ -7,8 +7,9 @@
 //! [`super::answer::MAX_KEPT`] bytes), [`MAX_INACTIVE`] inactive ones (a digest, a reason and
 //! a time each) — kept apart so that a flood of made-up tokens, which only ever adds inactive
 //! answers, never pushes out the active ones — and [`MAX_IN_FLIGHT`] calls in flight. A full
-//! table first drops what has expired, then an arbitrary eighth of itself. No I/O; times are
-//! passed in.
+//! table first drops what has expired, then an arbitrary eighth of itself. No I/O; look-ups
+//! take the time as an argument, and a finished call is filed at tokio's clock (so paused
+//! test time applies).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
