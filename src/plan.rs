@@ -356,6 +356,31 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
             )
         }
         K::Cors { allow_origins, .. } => format!("cors for {}", allow_origins.join(", ")),
+        K::OAuth2Introspection(i) => {
+            use lb_core::config::OnIntrospectionError as E;
+            let on_error = match i.on_error {
+                E::Unavailable => "503",
+                E::Deny => "401 (deny)",
+                E::Allow => "let through UNAUTHENTICATED (allow)",
+            };
+            let scopes = match i.require_scopes.is_empty() {
+                true => String::new(),
+                false => format!(", needs scopes {}", i.require_scopes.join(" ")),
+            };
+            let forward: Vec<String> = i
+                .forward_claims
+                .iter()
+                .map(|(c, h)| format!("{c}→{h}"))
+                .collect();
+            let forward = match forward.is_empty() {
+                true => String::new(),
+                false => format!(", forwards {}", forward.join(" ")),
+            };
+            format!(
+                "oauth2_introspection at {} as client {} (secret from ${}){scopes}{forward}; answers reused up to {:?} (never past exp); endpoint timeout {:?}, when it fails: {on_error}",
+                i.endpoint.url, i.client_id, i.client_secret_env.var, i.cache_ttl, i.timeout
+            )
+        }
         K::Transform {
             xml_to_json,
             json_schema_file,

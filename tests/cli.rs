@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 #[test]
 fn every_shipped_config_passes_check() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conf");
+    // conf/oauth2-introspection.toml reads its client secret from the environment.
+    std::env::set_var("LB_INTROSPECTION_SECRET", "example-secret");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("conf/") {
         let path = entry.expect("entry").path();
@@ -213,4 +215,31 @@ async fn second_signal_during_shutdown_delay_exits_at_once() {
         "an interrupted shutdown is not a graceful exit"
     );
     assert!(t0.elapsed() < Duration::from_secs(5), "not the 60 s delay");
+}
+
+#[test]
+fn check_shows_an_introspection_policy_and_names_a_missing_secret() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/oauth2-introspection.toml"
+    );
+    std::env::set_var("LB_INTROSPECTION_SECRET", "example-secret");
+    let (code, out, err) = run_lb(&["check", "--config", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("policy \"tokens\": oauth2_introspection at https://auth.example.com/oauth2/introspect as client lb-gateway (secret from $LB_INTROSPECTION_SECRET), needs scopes orders:read, forwards"),
+        "{out}"
+    );
+    assert!(out.contains("when it fails: 401 (deny)"), "{out}");
+    let text = std::fs::read_to_string(dir)
+        .expect("example")
+        .replace("LB_INTROSPECTION_SECRET", "LB_TEST_SECRET_NEVER_SET");
+    let path = write_config("introspection", &text);
+    let (code, _, err) = run_lb(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("environment variable LB_TEST_SECRET_NEVER_SET is not set"),
+        "{err}"
+    );
+    assert!(err.contains("policy.tokens.client_secret_env"), "{err}");
 }

@@ -191,6 +191,159 @@ pub enum PolicyKind {
         json_schema_file: Option<FileRef>,
         max_object_size: u64,
     },
+    /// Opaque bearer tokens checked against an OAuth 2.0 authorization server's
+    /// introspection endpoint (RFC 7662); see [`Introspection`].
+    OAuth2Introspection(Box<Introspection>),
+}
+
+/// A `kind = "oauth2_introspection"` policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Introspection {
+    pub endpoint: Endpoint,
+    /// lb's client id at the authorization server (HTTP Basic client authentication).
+    pub client_id: String,
+    /// The environment variable holding the client secret (read when the config loads; a
+    /// missing or empty one is a config error).
+    pub client_secret_env: EnvVar,
+    /// Longest time an answer is reused (default 60 s; 0 = ask for every request). An
+    /// active token's answer is never kept past the token's `exp`.
+    pub cache_ttl: Duration,
+    /// Scopes the token must all hold (403 `insufficient_scope` otherwise).
+    pub require_scopes: Vec<String>,
+    /// Claim → request header to set from the answer (any such header a client sent is
+    /// removed first), as the jwt policy's.
+    pub forward_claims: Vec<(String, String)>,
+    pub on_error: OnIntrospectionError,
+    /// Longest wait for the endpoint: connect, request and answer (default 2 s).
+    pub timeout: Duration,
+    /// PEM CA certificates that verify an https endpoint (default: the system's roots).
+    pub ca: Option<FileRef>,
+}
+
+/// An `http://` or `https://` URL, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The URL as written.
+    pub url: String,
+    pub tls: bool,
+    /// A host name or IP address (without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl Endpoint {
+    /// `http(s)://HOST[:PORT][/PATH][?QUERY]`; no user info (credentials are the policy's
+    /// client_id and secret) and no fragment. `Err` says what is wrong.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err("it does not start with http:// or https://".into());
+        };
+        if url.bytes().any(|b| !(b'!'..=b'~').contains(&b)) {
+            return Err("it holds spaces, control characters or non-ASCII bytes".into());
+        }
+        if url.contains('#') {
+            return Err("a fragment (#...) means nothing to a server".into());
+        }
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        if authority.contains('@') {
+            return Err("user info in the URL: use client_id and client_secret_env".into());
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or("an IPv6 host needs its closing ]")?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("\"{h}\" is not an IPv6 address"));
+            }
+            (h, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("it names no host".into());
+        }
+        let name_ok = host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+        if !name_ok && host.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("\"{host}\" is not a host name or address"));
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("\"{p}\" is not a port (1-65535)")),
+            },
+        };
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        Ok(Self {
+            url: url.to_string(),
+            tls,
+            host: host.to_string(),
+            port,
+            path,
+        })
+    }
+
+    /// `host[:port]` as the `Host` field carries it (the port only when not the default).
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// An environment variable a policy reads when the config loads, with where it was named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub var: String,
+    pub span: Range<usize>,
+    pub key: String,
+}
+
+/// What an `oauth2_introspection` policy does with a token it could not check (the
+/// endpoint down, slow, answering 5xx or garbage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnIntrospectionError {
+    /// 503 (the default): nothing is known about the token.
+    Unavailable,
+    /// 401 `invalid_token`, as for a token the server said is not active.
+    Deny,
+    /// The request goes on UNAUTHENTICATED: no claims forwarded (the client's copies still
+    /// removed), no scopes checked. Answers already cached still apply.
+    Allow,
 }
 
 /// Whether `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`: what `htpasswd -B` writes).
@@ -224,6 +377,7 @@ impl PolicyKind {
         "basic_auth",
         "cache",
         "transform",
+        "oauth2_introspection",
     ];
 
     /// Whether a request this policy lets through was admitted by a credential it checked
@@ -231,7 +385,10 @@ impl PolicyKind {
     /// new kind must decide.
     pub fn authenticates(&self) -> bool {
         match self {
-            Self::ApiKey { .. } | Self::Jwt { .. } | Self::BasicAuth { .. } => true,
+            Self::ApiKey { .. }
+            | Self::Jwt { .. }
+            | Self::BasicAuth { .. }
+            | Self::OAuth2Introspection(_) => true,
             Self::IpFilter { .. }
             | Self::RateLimit { .. }
             | Self::Cors { .. }
@@ -252,6 +409,7 @@ impl PolicyKind {
             Self::BasicAuth { .. } => "basic_auth",
             Self::Cache { .. } => "cache",
             Self::Transform { .. } => "transform",
+            Self::OAuth2Introspection(_) => "oauth2_introspection",
         }
     }
 }

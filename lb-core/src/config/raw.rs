@@ -156,6 +156,15 @@ pub struct RawPolicy {
     pub users: Option<S<std::collections::BTreeMap<String, S<String>>>>,
     pub htpasswd_file: Option<S<String>>,
     pub realm: Option<S<String>>,
+    // oauth2_introspection (also forward_claims)
+    pub endpoint: Option<S<String>>,
+    pub client_id: Option<S<String>>,
+    pub client_secret_env: Option<S<String>>,
+    pub cache_ttl: Option<S<String>>,
+    pub require_scopes: Option<S<Vec<S<String>>>>,
+    pub on_error: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub ca: Option<S<String>>,
 }
 
 /// `keys = [{ name = "mobile-app", sha256 = "…" }]`: the SHA-256 (hex) of each key, never
@@ -221,6 +230,20 @@ pub const POLICY_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("basic_auth", &["users", "htpasswd_file", "realm"]),
+    (
+        "oauth2_introspection",
+        &[
+            "endpoint",
+            "client_id",
+            "client_secret_env",
+            "cache_ttl",
+            "require_scopes",
+            "forward_claims",
+            "on_error",
+            "timeout",
+            "ca",
+        ],
+    ),
     (
         "cache",
         &[

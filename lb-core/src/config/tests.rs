@@ -333,6 +333,7 @@ fn empty_pool_and_no_listener() {
 mod age;
 mod http;
 mod kinds;
+mod oauth2;
 mod policy;
 mod priority;
 

@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lb_core::config::{Diagnostic, FileRef, JwtKey};
 use serde_json::Value;
 
+use super::claims::Forward;
 use super::{auth_failure, refuse_with, Policy, Refusal, RequestInfo};
 
 /// A policy's verification keys.
@@ -159,7 +160,7 @@ pub struct Jwt {
     one_issuer: bool,
     require_roles: Vec<String>,
     roles_claim: String,
-    forward: Vec<(String, http::HeaderName)>,
+    forward: Forward,
 }
 
 /// Why a token failed, for the metric and the `error_description`.
@@ -211,11 +212,7 @@ impl Jwt {
             validation,
             require_roles: s.require_roles,
             roles_claim: s.roles_claim,
-            forward: s
-                .forward_claims
-                .into_iter()
-                .filter_map(|(c, h)| Some((c, http::HeaderName::from_bytes(h.as_bytes()).ok()?)))
-                .collect(),
+            forward: Forward::new(&s.forward_claims),
         }
     }
 
@@ -286,20 +283,12 @@ fn refuse_critical(token: &str) -> Result<(), (&'static str, String)> {
     }
 }
 
-/// A claim as a header value: strings as they are, other JSON as JSON.
-pub fn claim_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+pub use super::claims::claim_text;
 
 impl Policy for Jwt {
     fn request(&self, info: &mut RequestInfo, headers: &mut HeaderMap) -> Result<(), Refusal> {
         // A client must not pass claims off as verified ones.
-        for (_, h) in &self.forward {
-            headers.remove(h);
-        }
+        self.forward.strip(headers);
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -340,14 +329,7 @@ impl Policy for Jwt {
                 &[(header::WWW_AUTHENTICATE, challenge)],
             ));
         }
-        for (claim, h) in &self.forward {
-            if let Some(v) = claims
-                .get(claim)
-                .and_then(|v| HeaderValue::from_str(&claim_text(v)).ok())
-            {
-                headers.insert(h.clone(), v);
-            }
-        }
+        self.forward.apply(&claims, headers);
         info.claims = Some(Arc::new(claims));
         Ok(())
     }

@@ -9,8 +9,10 @@ pub mod cache;
 mod cache_control;
 mod cache_key;
 mod cache_redis;
+mod claims;
 mod cors;
 mod headers;
+pub mod introspect;
 mod ip_filter;
 pub mod jwt;
 mod rate_key;
@@ -84,6 +86,7 @@ pub struct Prepared {
     pub basic: Vec<Option<Vec<(String, String)>>>,
     pub schemas: Vec<Option<crate::transform::schema::Schema>>,
     pub api_keys: Vec<Option<Vec<api_key::Named>>>,
+    pub introspection: Vec<Option<introspect::Settings>>,
 }
 
 /// Reads the key sources of every `jwt` policy of `config`; problems go to `diags`.
@@ -95,6 +98,7 @@ pub fn prepare(
     // One slot per policy in every list, so each is indexed like the config's policies.
     for p in &config.policies {
         let (mut jwt, mut basic, mut schema, mut keys) = (None, None, None, None);
+        let mut introspection = None;
         match &p.kind {
             PolicyKind::Jwt {
                 algorithms, key, ..
@@ -120,12 +124,16 @@ pub fn prepare(
             PolicyKind::ApiKey {
                 keys_file: Some(f), ..
             } => keys = Some(api_key::read_keys_file(f, diags)),
+            PolicyKind::OAuth2Introspection(i) => {
+                introspection = introspect::prepare::settings(i, diags);
+            }
             _ => {}
         }
         out.jwt.push(jwt);
         out.basic.push(basic);
         out.schemas.push(schema);
         out.api_keys.push(keys);
+        out.introspection.push(introspection);
     }
     out
 }
@@ -289,6 +297,11 @@ pub fn build(p: &PolicyConfig, index: usize, prepared: Option<&Prepared>) -> Arc
         )),
         PolicyKind::Headers { request, response } => {
             Arc::new(headers::Headers::new(request.clone(), response.clone()))
+        }
+        PolicyKind::OAuth2Introspection(i) => {
+            // Without the secret read at load, every token is unchecked: 503 (fails closed).
+            let settings = prepared.and_then(|pr| pr.introspection.get(index).cloned().flatten());
+            Arc::new(introspect::Introspect::new(&p.name, i, settings))
         }
     }
 }

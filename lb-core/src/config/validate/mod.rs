@@ -23,6 +23,7 @@ mod global;
 mod http;
 mod policy;
 mod policy_auth;
+mod policy_oauth2;
 
 pub use policy_auth::parse_sha256;
 mod policy_use;

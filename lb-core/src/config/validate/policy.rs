@@ -92,6 +92,14 @@ fn keys_set(p: &RawPolicy) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("users", s(&p.users)),
         ("htpasswd_file", s(&p.htpasswd_file)),
         ("realm", s(&p.realm)),
+        ("endpoint", s(&p.endpoint)),
+        ("client_id", s(&p.client_id)),
+        ("client_secret_env", s(&p.client_secret_env)),
+        ("cache_ttl", s(&p.cache_ttl)),
+        ("require_scopes", s(&p.require_scopes)),
+        ("on_error", s(&p.on_error)),
+        ("timeout", s(&p.timeout)),
+        ("ca", s(&p.ca)),
     ]
     .into_iter()
     .filter_map(|(k, span)| span.map(|s| (k, s)))
@@ -141,6 +149,7 @@ fn policy(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Option<PolicyKind> {
         "basic_auth" => basic_auth(cx, p, key),
         "cache" => cache(cx, p, key),
         "transform" => transform(cx, p, key),
+        "oauth2_introspection" => super::policy_oauth2::introspection(cx, p, key),
         _ => PolicyKind::Headers {
             request: header_ops(cx, p.request.as_ref(), &format!("{key}.request")),
             response: header_ops(cx, p.response.as_ref(), &format!("{key}.response")),

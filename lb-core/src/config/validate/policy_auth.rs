@@ -204,18 +204,7 @@ pub(super) fn jwt(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
     if let Some(v) = &p.leeway {
         super::policy_values::whole_seconds(cx, v, leeway, &format!("{key}.leeway"), "jwt leeway");
     }
-    let mut forward_claims = Vec::new();
-    for (claim, h) in p.forward_claims.iter().flat_map(|m| m.get_ref().iter()) {
-        if is_token(h.get_ref()) {
-            forward_claims.push((claim.clone(), h.get_ref().to_ascii_lowercase()));
-        } else {
-            cx.err(
-                h.span(),
-                format!("{key}.forward_claims.\"{claim}\""),
-                format!("\"{}\" is not a valid header name", h.get_ref()),
-            );
-        }
-    }
+    let forward_claims = forward_claims(cx, p, key);
     PolicyKind::Jwt {
         algorithms,
         key: jwt_key.unwrap_or(JwtKey::SecretEnv {
@@ -238,6 +227,49 @@ pub(super) fn jwt(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
             .map_or_else(|| "roles".to_string(), |v| v.get_ref().clone()),
         forward_claims,
     }
+}
+
+/// `forward_claims = { CLAIM = "header-name" }` of the token-checking kinds (jwt,
+/// oauth2_introspection): lowercase header names. lb's own connection fields are refused:
+/// a claim must not decide a request's framing or routing.
+pub(super) fn forward_claims(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Vec<(String, String)> {
+    const LBS: &[&str] = &[
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "authorization",
+    ];
+    let mut out = Vec::new();
+    for (claim, h) in p.forward_claims.iter().flat_map(|m| m.get_ref().iter()) {
+        let name = h.get_ref().to_ascii_lowercase();
+        let hkey = format!("{key}.forward_claims.\"{claim}\"");
+        if !is_token(&name) {
+            cx.err(
+                h.span(),
+                hkey,
+                format!("\"{}\" is not a valid header name", h.get_ref()),
+            );
+        } else if LBS.contains(&name.as_str()) {
+            cx.err(
+                h.span(),
+                hkey,
+                format!(
+                    "`{name}` is not a header a claim may set (framing, routing or credentials)"
+                ),
+            );
+        } else if out.iter().any(|(_, n)| *n == name) {
+            cx.err(h.span(), hkey, format!("two claims would set `{name}`"));
+        } else {
+            out.push((claim.clone(), name));
+        }
+    }
+    out
 }
 
 pub(super) fn basic_auth(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {

@@ -41,7 +41,7 @@ pub(super) fn uses(
         for (j, &i) in r.policies.iter().enumerate() {
             match &policies[i].kind {
                 PolicyKind::ApiKey { .. } => api_key = true,
-                PolicyKind::Jwt { .. } => jwt = true,
+                PolicyKind::Jwt { .. } | PolicyKind::OAuth2Introspection(_) => jwt = true,
                 PolicyKind::RateLimit { key, .. } => {
                     let needs = match key {
                         RateKey::ApiKey if !api_key => Some("api_key"),
