@@ -487,3 +487,87 @@ async fn spliced_bulk_transfers_blocked_on_a_full_peer_move_twice_intact() {
         "{l:?}"
     );
 }
+
+/// A backend that holds every connection without a byte either way until `close` turns
+/// true, then closes them all; `accepted` counts the connections it took.
+async fn holder(
+    close: tokio::sync::watch::Receiver<bool>,
+    accepted: tokio::sync::watch::Sender<usize>,
+) -> Backend {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = tokio::task::JoinSet::new();
+        while let Ok((s, _)) = l.accept().await {
+            accepted.send_modify(|n| *n += 1);
+            let mut close = close.clone();
+            held.spawn(async move {
+                let _ = close.wait_for(|c| *c).await;
+                drop(s);
+            });
+        }
+    });
+    Backend::from_task(addr, task)
+}
+
+/// A connection handed over before a byte moved either way, whose backend then closes: the
+/// new process retries it on another backend as the old one would have, so the client's
+/// first request is served (it was not closed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_connection_whose_backend_closes_first_is_retried_on_another() {
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let (accepted_tx, mut accepted) = tokio::sync::watch::channel(0usize);
+    let first = holder(close_rx, accepted_tx).await;
+    let backup = echo().await;
+    let text = config(
+        "round-robin",
+        &[(first.addr, ""), (backup.addr, ", backup = true")],
+        "",
+        "",
+    );
+    let sock = scratch("handover-retry").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut lb0 = Lb::start_with("retry-0", &text, &["--upgrade-socket", &sock_arg]).await;
+    lb0.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let mut c = TcpStream::connect(lb0.listener("main").await)
+        .await
+        .expect("connect");
+    tokio::time::timeout(Duration::from_secs(5), accepted.wait_for(|n| *n == 1))
+        .await
+        .expect("relayed to the first backend in time")
+        .expect("holder runs");
+    let (lb, _) = upgrade(lb0, "retry-1", &text, &sock_arg).await;
+    assert_eq!(
+        lb.metric_reaching(
+            "lb_upgrade_handover_total",
+            &[("kind", "tcp"), ("result", "inherited")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    close_tx.send_replace(true);
+    let b = backup.addr.to_string();
+    let to_backup = [("listener", "main"), ("backend", b.as_str())];
+    assert_eq!(
+        lb.metric_reaching("lb_connections_total", &to_backup, 1.0)
+            .await,
+        1.0,
+        "retried on the backup; log:\n{}",
+        lb.log_text()
+    );
+    c.write_all(b"hello").await.expect("write");
+    let mut back = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut back))
+        .await
+        .expect("answered in time")
+        .expect("answered, not closed");
+    assert_eq!(&back, b"hello");
+    assert_eq!(
+        *accepted.borrow(),
+        1,
+        "not retried on the backend that closed"
+    );
+}
