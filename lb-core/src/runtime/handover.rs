@@ -8,9 +8,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::net::SocketType;
+
 use super::Shared;
 use crate::config::Protocol;
-use crate::handover::io::{send, Reader};
+use crate::handover::io::{is_inet_socket, send, Reader};
 use crate::handover::wire::Frame;
 use crate::handover::{count, Moved, UDP_WAIT};
 
@@ -117,7 +119,13 @@ pub(crate) fn receive(conn: UnixStream, shared: Arc<Shared>) {
         match reader.next_frame() {
             Ok(Some((Frame::Udp(f), mut fds))) => {
                 udp += 1;
-                inbox.put_flow(*f, fds.remove(0));
+                let fd = fds.remove(0);
+                if is_inet_socket(&fd, SocketType::DGRAM) {
+                    inbox.put_flow(*f, fd);
+                } else {
+                    count("udp", "refused");
+                    tracing::warn!(client = %f.client, "binary upgrade: an inherited flow came without a UDP socket; closed");
+                }
             }
             Ok(Some((Frame::UdpDone, _))) => inbox.udp_done(),
             Ok(Some((Frame::Tcp(c), fds))) => {
@@ -149,6 +157,13 @@ fn place(shared: &Shared, conn: crate::handover::wire::TcpConn, fds: Vec<std::os
     let (Some(client), Some(backend)) = (fds.next(), fds.next()) else {
         return;
     };
+    if !(is_inet_socket(&client, SocketType::STREAM)
+        && is_inet_socket(&backend, SocketType::STREAM))
+    {
+        count("tcp", "refused");
+        tracing::warn!(client = %conn.client, "binary upgrade: an inherited connection came without its two TCP sockets; closed");
+        return;
+    }
     let Some(engine) = shared.engine.get() else {
         count("tcp", "refused");
         return;
