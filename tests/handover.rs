@@ -571,3 +571,38 @@ async fn a_resumed_connection_whose_backend_closes_first_is_retried_on_another()
         "not retried on the backend that closed"
     );
 }
+
+/// A connection whose backend the new config no longer has cannot be resumed: the new
+/// process closes it at once (no hang, counted `refused`), the old one still exits at once,
+/// and new connections go to the new backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_whose_backend_is_gone_from_the_new_config_is_refused_and_counted() {
+    let (e0, e1) = (echo().await, echo().await);
+    let before = config("round-robin", &[(e0.addr, "")], "", "");
+    let after = config("round-robin", &[(e1.addr, "")], "", "");
+    let sock = scratch("handover-gone").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut lb0 = Lb::start_with("gone-0", &before, &["--upgrade-socket", &sock_arg]).await;
+    lb0.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let main = lb0.listener("main").await;
+    let mut c = TcpStream::connect(main).await.expect("connect");
+    let mut seed = 3;
+    echo_once(&mut c, &mut seed).await;
+    let (lb, _) = upgrade(lb0, "gone-1", &after, &sock_arg).await;
+    let refused = [("kind", "tcp"), ("result", "refused")];
+    assert_eq!(
+        lb.metric_reaching("lb_upgrade_handover_total", &refused, 1.0)
+            .await,
+        1.0
+    );
+    // Closed, not left hanging (a FIN, or a reset: either ends the read).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the refused connection was closed");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(
+        echo_round_trip(main, b"new").await.expect("new connection"),
+        b"new"
+    );
+    assert_eq!(lb.status().await["inherited_connections"], 0);
+}
