@@ -113,6 +113,10 @@ pub(crate) fn udp_tasks(shared: &Shared) -> usize {
 /// upgrade socket. Any end (clean or not) lets the UDP sockets be read.
 pub(crate) fn receive(conn: UnixStream, shared: Arc<Shared>) {
     let inbox = shared.handover.inbox.clone();
+    // Counted as a task of this process while it receives: were this process itself upgraded
+    // meanwhile, its drain waits for the connections still arriving (they pause at once and
+    // move on) instead of ending first and cutting them.
+    let receiving = shared.engine.get().map(|e| e.cx.tracker.token());
     let mut reader = Reader::new(&conn);
     let (mut tcp, mut udp) = (0usize, 0usize);
     loop {
@@ -140,6 +144,7 @@ pub(crate) fn receive(conn: UnixStream, shared: Arc<Shared>) {
         }
     }
     inbox.udp_done();
+    drop(receiving);
     tracing::info!(
         connections = tcp,
         udp_flows = udp,
