@@ -274,3 +274,335 @@ async fn with_handover_off_connections_drain_in_the_old_process() {
         .expect("join");
     assert_eq!(code, Some(0));
 }
+
+/// Bytes each bulk transfer moves: far more than the socket buffers and splice pipes hold, so
+/// the relay is spliced and blocked on a full peer when it pauses.
+const BULK: u64 = 24 << 20;
+/// How far each transfer gets before the first and the second upgrade.
+const BULK_STEPS: [u64; 2] = [4 << 20, 8 << 20];
+
+/// SHA-256 of the `len` bytes `source(len)` sends (its blocks of 64 KiB of `fill`).
+fn source_hash(len: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let (mut seed, mut left, mut block) = (0u64, len, vec![0u8; 64 * 1024]);
+    while left > 0 {
+        let k = left.min(block.len() as u64) as usize;
+        fill(&mut block[..k], &mut seed);
+        h.update(&block[..k]);
+        left -= k as u64;
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// A backend that reads and hashes only as far as `allow` says (it stops reading there, so
+/// lb's writes to it block; `u64::MAX` = to the end), and at EOF answers
+/// `<hex sha-256> <count>\n`.
+async fn gated_sink(allow: tokio::sync::watch::Receiver<u64>) -> Backend {
+    use sha2::{Digest, Sha256};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        let (mut allow, mut h, mut n) = (allow, Sha256::new(), 0u64);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let room = (*allow.borrow_and_update())
+                .saturating_sub(n)
+                .min(64 * 1024) as usize;
+            if room == 0 {
+                if allow.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            match s.read(&mut buf[..room]).await {
+                Ok(0) => break,
+                Ok(k) => {
+                    h.update(&buf[..k]);
+                    n += k as u64;
+                }
+                Err(_) => return,
+            }
+        }
+        let answer = format!("{:x} {n}\n", h.finalize());
+        let _ = s.write_all(answer.as_bytes()).await;
+        let _ = s.shutdown().await;
+    });
+    Backend::from_task(addr, task)
+}
+
+/// Upgrades from `old` to a new lb with the same command line; returns the new one once
+/// `old` has exited (everything it held moved), asserting it exited 0 in time, with `old`'s
+/// log.
+async fn upgrade(old: Lb, name: &str, text: &str, sock_arg: &str) -> (Lb, String) {
+    let mut new = Lb::start_with(name, text, &["--upgrade-socket", sock_arg]).await;
+    new.wait_log("the old process now drains", Duration::from_secs(10));
+    let (code, old) = tokio::task::spawn_blocking(move || {
+        let mut old = old;
+        (old.wait_exit(Duration::from_secs(10)), old)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, Some(0), "the old process exits 0");
+    new.wait_log("binary upgrade socket on", Duration::from_secs(10));
+    (new, old.log_text())
+}
+
+/// Two bulk transfers, one each way, spliced and blocked on a reader that stopped (bytes in
+/// the splice pipe, a full peer), move through two upgrades in a row: every byte arrives
+/// exactly once and in order, and bytes and the access-log line are counted once, in full,
+/// by the process that ends the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn spliced_bulk_transfers_blocked_on_a_full_peer_move_twice_intact() {
+    use sha2::{Digest, Sha256};
+    let src = common::backends::source(BULK).await;
+    let (allow_tx, allow_rx) = tokio::sync::watch::channel(BULK_STEPS[0]);
+    let sink = gated_sink(allow_rx).await;
+    let text = format!(
+        "[global]\nworkers = 2\nsplice = true\nshutdown_timeout = \"10s\"\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"down\"\nbind = \"127.0.0.1:0\"\npool = \"src\"\naccess_log = true\n\n\
+         [[listener]]\nname = \"up\"\nbind = \"127.0.0.1:0\"\npool = \"sink\"\naccess_log = true\n\n\
+         [[pool]]\nname = \"src\"\nbackends = [{{ addr = \"{}\" }}]\n\n\
+         [[pool]]\nname = \"sink\"\nbackends = [{{ addr = \"{}\" }}]\n",
+        src.addr, sink.addr
+    );
+    let sock = scratch("handover-bulk").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut lb0 = Lb::start_with("bulk-0", &text, &["--upgrade-socket", &sock_arg]).await;
+    lb0.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let (down, up) = (lb0.listener("down").await, lb0.listener("up").await);
+
+    // Upload: the client writes everything as fast as the sink lets it, then half-closes.
+    let up_conn = TcpStream::connect(up).await.expect("connect");
+    let (mut up_r, mut up_w) = up_conn.into_split();
+    let writer = tokio::spawn(async move {
+        let (mut h, mut seed, mut left) = (Sha256::new(), 42u64, BULK);
+        let mut block = vec![0u8; 256 * 1024];
+        while left > 0 {
+            let k = left.min(block.len() as u64) as usize;
+            fill(&mut block[..k], &mut seed);
+            up_w.write_all(&block[..k]).await.expect("upload write");
+            h.update(&block[..k]);
+            left -= k as u64;
+        }
+        up_w.shutdown().await.expect("upload fin");
+        (format!("{:x}", h.finalize()), up_w)
+    });
+
+    // Download: the client reads up to each step, then stops reading.
+    let mut dl = TcpStream::connect(down).await.expect("connect");
+    let (mut got, mut h) = (0u64, Sha256::new());
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut lb, mut old_logs) = (lb0, Vec::new());
+    for (i, step) in BULK_STEPS.iter().enumerate() {
+        while got < *step {
+            let want = (*step - got).min(buf.len() as u64) as usize;
+            let n = tokio::time::timeout(Duration::from_secs(10), dl.read(&mut buf[..want]))
+                .await
+                .expect("download in time")
+                .expect("download read");
+            assert!(n > 0, "download ended early at {got}");
+            h.update(&buf[..n]);
+            got += n as u64;
+        }
+        allow_tx.send_replace(*step);
+        let (new, log) = upgrade(lb, &format!("bulk-{}", i + 1), &text, &sock_arg).await;
+        (lb, old_logs) = (new, [old_logs, vec![log]].concat());
+        // The next step lets both transfers go on through the new process (the last one to
+        // the end, and the sink's EOF).
+        allow_tx.send_replace(BULK_STEPS.get(i + 1).copied().unwrap_or(u64::MAX));
+    }
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), dl.read(&mut buf))
+            .await
+            .expect("download in time")
+            .expect("download read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        got += n as u64;
+    }
+    assert_eq!(got, BULK, "download: every byte exactly once");
+    assert_eq!(
+        format!("{:x}", h.finalize()),
+        source_hash(BULK),
+        "download: in order, uncorrupted"
+    );
+    let (sent_hash, _w) = writer.await.expect("upload writer");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), up_r.read_to_string(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("upload answer in time; {}: {}", answer, lb.log_text()))
+        .expect("upload answer");
+    assert_eq!(
+        answer.trim(),
+        format!("{sent_hash} {BULK}"),
+        "upload: every byte exactly once, in order"
+    );
+    drop(dl);
+
+    // Both moved twice and ended in the last process: counted there once, in full.
+    for (listener, dir) in [("down", "tx"), ("up", "rx")] {
+        let labels = [("listener", listener), ("direction", dir)];
+        let n = lb
+            .metric_reaching("lb_bytes_total", &labels, BULK as f64)
+            .await;
+        assert_eq!(n, BULK as f64, "{listener} {dir}");
+    }
+    let m = lb.metrics().await;
+    let handed = metric(
+        &m,
+        "lb_upgrade_handover_total",
+        &[("kind", "tcp"), ("result", "inherited")],
+    );
+    assert_eq!(handed, 2.0, "each process inherited both connections");
+    let lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("bytes_out="))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for log in &old_logs {
+        assert!(lines(log).is_empty(), "{:?}", lines(log));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines(&lb.log_text()).len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let l = lines(&lb.log_text());
+    assert_eq!(l.len(), 2, "one access-log line per connection: {l:?}");
+    assert!(
+        l.iter().any(|x| x.contains(&format!("bytes_out={BULK}"))),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|x| x.contains(&format!("bytes_in={BULK}"))),
+        "{l:?}"
+    );
+}
+
+/// A backend that holds every connection without a byte either way until `close` turns
+/// true, then closes them all; `accepted` counts the connections it took.
+async fn holder(
+    close: tokio::sync::watch::Receiver<bool>,
+    accepted: tokio::sync::watch::Sender<usize>,
+) -> Backend {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = tokio::task::JoinSet::new();
+        while let Ok((s, _)) = l.accept().await {
+            accepted.send_modify(|n| *n += 1);
+            let mut close = close.clone();
+            held.spawn(async move {
+                let _ = close.wait_for(|c| *c).await;
+                drop(s);
+            });
+        }
+    });
+    Backend::from_task(addr, task)
+}
+
+/// A connection handed over before a byte moved either way, whose backend then closes: the
+/// new process retries it on another backend as the old one would have, so the client's
+/// first request is served (it was not closed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_connection_whose_backend_closes_first_is_retried_on_another() {
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let (accepted_tx, mut accepted) = tokio::sync::watch::channel(0usize);
+    let first = holder(close_rx, accepted_tx).await;
+    let backup = echo().await;
+    let text = config(
+        "round-robin",
+        &[(first.addr, ""), (backup.addr, ", backup = true")],
+        "",
+        "",
+    );
+    let sock = scratch("handover-retry").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut lb0 = Lb::start_with("retry-0", &text, &["--upgrade-socket", &sock_arg]).await;
+    lb0.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let mut c = TcpStream::connect(lb0.listener("main").await)
+        .await
+        .expect("connect");
+    tokio::time::timeout(Duration::from_secs(5), accepted.wait_for(|n| *n == 1))
+        .await
+        .expect("relayed to the first backend in time")
+        .expect("holder runs");
+    let (lb, _) = upgrade(lb0, "retry-1", &text, &sock_arg).await;
+    assert_eq!(
+        lb.metric_reaching(
+            "lb_upgrade_handover_total",
+            &[("kind", "tcp"), ("result", "inherited")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    close_tx.send_replace(true);
+    let b = backup.addr.to_string();
+    let to_backup = [("listener", "main"), ("backend", b.as_str())];
+    assert_eq!(
+        lb.metric_reaching("lb_connections_total", &to_backup, 1.0)
+            .await,
+        1.0,
+        "retried on the backup; log:\n{}",
+        lb.log_text()
+    );
+    c.write_all(b"hello").await.expect("write");
+    let mut back = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut back))
+        .await
+        .expect("answered in time")
+        .expect("answered, not closed");
+    assert_eq!(&back, b"hello");
+    assert_eq!(
+        *accepted.borrow(),
+        1,
+        "not retried on the backend that closed"
+    );
+}
+
+/// A connection whose backend the new config no longer has cannot be resumed: the new
+/// process closes it at once (no hang, counted `refused`), the old one still exits at once,
+/// and new connections go to the new backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_whose_backend_is_gone_from_the_new_config_is_refused_and_counted() {
+    let (e0, e1) = (echo().await, echo().await);
+    let before = config("round-robin", &[(e0.addr, "")], "", "");
+    let after = config("round-robin", &[(e1.addr, "")], "", "");
+    let sock = scratch("handover-gone").join("lb.sock");
+    let sock_arg = sock.to_str().expect("utf-8").to_string();
+    let mut lb0 = Lb::start_with("gone-0", &before, &["--upgrade-socket", &sock_arg]).await;
+    lb0.wait_log("binary upgrade socket on", Duration::from_secs(5));
+    let main = lb0.listener("main").await;
+    let mut c = TcpStream::connect(main).await.expect("connect");
+    let mut seed = 3;
+    echo_once(&mut c, &mut seed).await;
+    let (lb, _) = upgrade(lb0, "gone-1", &after, &sock_arg).await;
+    let refused = [("kind", "tcp"), ("result", "refused")];
+    assert_eq!(
+        lb.metric_reaching("lb_upgrade_handover_total", &refused, 1.0)
+            .await,
+        1.0
+    );
+    // Closed, not left hanging (a FIN, or a reset: either ends the read).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the refused connection was closed");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(
+        echo_round_trip(main, b"new").await.expect("new connection"),
+        b"new"
+    );
+    assert_eq!(lb.status().await["inherited_connections"], 0);
+}

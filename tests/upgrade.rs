@@ -41,6 +41,7 @@ async fn upgrade_under_load_loses_no_connection() {
     new.wait_log("took over the listening socket on", Duration::from_secs(5));
     assert_eq!(new.listener("main").await, addr, "same socket, same port");
     assert_eq!(new.admin, old.admin, "the admin socket is handed over too");
+    let old_logs = old.logs.clone();
     let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(20)))
         .await
         .expect("join");
@@ -50,7 +51,13 @@ async fn upgrade_under_load_loses_no_connection() {
     ok_reaching(&load, at_exit + 101).await;
     let (ok, failed) = load.finish().await;
     eprintln!("binary upgrade under load: {ok} connections ok ({before} before the upgrade), {failed} failed");
-    assert_eq!(failed, 0);
+    assert_eq!(
+        failed,
+        0,
+        "old process:\n{}\nnew process:\n{}",
+        old_logs.lock().expect("logs").join("\n"),
+        new.log_text()
+    );
     assert!(
         ok > before + 100,
         "load went on through the upgrade: {before} → {ok}"

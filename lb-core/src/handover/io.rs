@@ -1,17 +1,21 @@
 //! Hand-over frames on the upgrade socket (a Unix stream): each frame is written with one
-//! `sendmsg` carrying its sockets (SCM_RIGHTS), and read back as bytes plus a queue of
-//! received sockets that each decoded frame takes its share from, in order. Blocking I/O, on
+//! `sendmsg` carrying its sockets (SCM_RIGHTS), and read back as bytes plus the sockets
+//! received, each tagged with the stretch of the stream read with it. Linux hands a
+//! `sendmsg`'s descriptors to the receive that reads its first byte and ends that receive
+//! within the same `sendmsg`, so a frame's sockets are those whose stretch holds the frame's
+//! first byte and no later frame's. Any other number, or sockets that belong to no frame, is
+//! an error (they are closed), never a socket given to the wrong connection. Blocking I/O, on
 //! the upgrade threads. Through rustix's safe wrappers: no `unsafe`.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    SendAncillaryMessage, SendFlags, SocketType,
 };
 
 use super::wire::{self, Frame};
@@ -47,11 +51,34 @@ pub fn send(conn: &UnixStream, frame: &Frame, fds: &[BorrowedFd<'_>]) -> io::Res
     Ok(())
 }
 
+/// Whether `fd` is an IPv4 or IPv6 socket of type `ty` (a TCP connection's are
+/// [`SocketType::STREAM`], a UDP flow's [`SocketType::DGRAM`]): what the old process sends is
+/// checked before it is used as one.
+pub fn is_inet_socket(fd: impl AsFd, ty: SocketType) -> bool {
+    let fd = fd.as_fd();
+    if rustix::net::sockopt::socket_type(fd).ok() != Some(ty) {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::net::AddressFamily;
+        matches!(
+            rustix::net::sockopt::socket_domain(fd),
+            Ok(AddressFamily::INET | AddressFamily::INET6)
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    true
+}
+
 /// Reads frames and their sockets from the upgrade socket.
 pub struct Reader<'a> {
     conn: &'a UnixStream,
     buf: Vec<u8>,
-    fds: VecDeque<OwnedFd>,
+    /// Where in the stream `buf` starts.
+    at: u64,
+    /// Sockets received, each with the stretch of the stream `[from, to)` it came with.
+    fds: VecDeque<(u64, u64, OwnedFd)>,
 }
 
 impl<'a> Reader<'a> {
@@ -59,6 +86,7 @@ impl<'a> Reader<'a> {
         Self {
             conn,
             buf: Vec::new(),
+            at: 0,
             fds: VecDeque::new(),
         }
     }
@@ -79,9 +107,11 @@ impl<'a> Reader<'a> {
                 r => break r?,
             }
         };
+        let from = self.at + self.buf.len() as u64;
+        let to = from + got.bytes as u64;
         for msg in control.drain() {
             if let RecvAncillaryMessage::ScmRights(it) = msg {
-                self.fds.extend(it);
+                self.fds.extend(it.map(|fd| (from, to, fd)));
             }
         }
         if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
@@ -114,17 +144,33 @@ impl<'a> Reader<'a> {
         }
         let frame = wire::decode(&self.buf[4..4 + n]).map_err(bad)?;
         self.buf.drain(..4 + n);
+        let (start, end) = (self.at, self.at + 4 + n as u64);
+        self.at = end;
+        // This frame's sockets came with a stretch holding its first byte and ending within
+        // it (a stretch reaching further holds a later frame's first byte: they are that
+        // frame's). Any ending before it or starting within it belong to no frame (dropped
+        // below: closed).
+        let (mut fds, mut stray) = (Vec::new(), 0usize);
+        while let Some(&(from, to, _)) = self.fds.front() {
+            if to > end {
+                break;
+            }
+            let (_, _, fd) = self.fds.pop_front().expect("front exists");
+            match from <= start && start < to {
+                true => fds.push(fd),
+                false => stray += 1,
+            }
+        }
         let want = frame.sockets();
-        if self.fds.len() < want {
+        if fds.len() != want || stray > 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "hand-over: a frame announced {want} sockets, {} came",
-                    self.fds.len()
+                    "hand-over: a frame announced {want} sockets, {} came with it and {stray} with no frame",
+                    fds.len()
                 ),
             ));
         }
-        let fds = self.fds.drain(..want).collect();
         Ok(Some((frame, fds)))
     }
 }
@@ -181,6 +227,66 @@ mod tests {
         let mut got = [0u8; 2];
         (&one).read_exact(&mut got).expect("read");
         assert_eq!(&got, b"hi");
+    }
+
+    /// Sends `frame` with `fds`, however many (`send` insists on the right number).
+    fn send_raw(conn: &UnixStream, frame: &Frame, fds: &[BorrowedFd<'_>]) {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(fds.is_empty() || control.push(SendAncillaryMessage::ScmRights(fds)));
+        let msg = wire::encode(frame);
+        let sent = sendmsg(
+            conn,
+            &[IoSlice::new(&msg)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .expect("sendmsg");
+        assert_eq!(sent, msg.len());
+    }
+
+    #[test]
+    fn sockets_that_came_with_no_frame_are_an_error_not_the_next_frames() {
+        let (s1, s2) = UnixStream::pair().expect("pair");
+        // A stray socket with a frame that has none, then a flow with its own: the flow must
+        // not be given the stray one.
+        let (a, b) = UnixStream::pair().expect("pair");
+        send_raw(&a, &Frame::UdpDone, &[s1.as_fd()]);
+        send_raw(&a, &flow(0), &[s2.as_fd()]);
+        let mut r = Reader::new(&b);
+        let err = r.next_frame().expect_err("a stray socket");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // More than announced: also refused whole.
+        let (a, b) = UnixStream::pair().expect("pair");
+        send_raw(&a, &flow(1), &[s1.as_fd(), s2.as_fd()]);
+        let err = Reader::new(&b)
+            .next_frame()
+            .expect_err("one socket too many");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_peer_that_dies_mid_frame_ends_the_stream_with_an_error() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let msg = wire::encode(&flow(0));
+        (&a).write_all(&msg[..msg.len() - 3]).expect("write");
+        drop(a);
+        let err = Reader::new(&b).next_frame().expect_err("cut short");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn only_inet_sockets_of_the_right_type_pass() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (unix, _) = UnixStream::pair().expect("pair");
+        let (pipe_r, _pipe_w) = rustix::pipe::pipe().expect("pipe");
+        assert!(is_inet_socket(&tcp, SocketType::STREAM));
+        assert!(!is_inet_socket(&tcp, SocketType::DGRAM));
+        assert!(is_inet_socket(&udp, SocketType::DGRAM));
+        assert!(!is_inet_socket(&udp, SocketType::STREAM));
+        assert!(!is_inet_socket(&unix, SocketType::STREAM));
+        assert!(!is_inet_socket(&pipe_r, SocketType::STREAM));
     }
 
     #[test]

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
+use super::front::Front;
 use super::relay::{relay, RelayState};
-use super::tcp::{adopt as admit_adopted, Context, Ending, ListenerShared};
+use super::tcp::{adopt as admit_adopted, connect_failed, proxy_to, ClientIo};
+use super::tcp::{Context, Ending, ListenerShared};
 use crate::handover::wire::TcpConn;
 use crate::handover::{count, Moved, Moving};
+use crate::pool::Attempt;
 
 /// When `start` was, in ms since the Unix epoch.
 fn unix_ms_of(start: Instant) -> u64 {
@@ -147,6 +150,32 @@ async fn resume(
     )
     .await;
     m.active.decrement(1.0);
+    if out.retryable() {
+        // Not a byte either way yet and the client still open: the backend closed (or
+        // failed) first, so, as the first process would have, another backend gets it.
+        let (pool, passive) = (&target.pool, target.pool.config.passive.as_ref());
+        let why = format!("{}: closed before any byte was exchanged", b.id);
+        connect_failed(b, passive, l, pool, Some(&why));
+        drop((u, in_flight));
+        let mut attempt = Attempt::default();
+        pool.mark_tried(index, &mut attempt);
+        let front = Front {
+            client: conn.client,
+            prefix: Vec::new(),
+            sni: sni.map(str::to_string),
+        };
+        proxy_to(
+            ClientIo::Plain(c),
+            &front,
+            target,
+            route,
+            start,
+            cx,
+            attempt,
+        )
+        .await;
+        return;
+    }
     let ending = Ending {
         listener: l,
         client: conn.client,

@@ -229,7 +229,7 @@ fn key_with_sni(pool: &Pool, peer: SocketAddr, sni: Option<&str>) -> u64 {
 }
 
 /// The client side once lb may talk to it: the socket, or the TLS session over it.
-enum ClientIo {
+pub(crate) enum ClientIo {
     Plain(TcpStream),
     Tls(Box<server::TlsStream<Prefixed<TcpStream>>>),
 }
@@ -412,26 +412,27 @@ async fn serve(
         return;
     }
     match route.target_for(front.sni.as_deref()) {
-        Some(target) => proxy_to(io, &front, target, &route, start, cx).await,
+        Some(target) => proxy_to(io, &front, target, &route, start, cx, Attempt::default()).await,
         None => tracing::error!(listener = %l.name, "tcp listener without a pool"),
     }
 }
 
-/// Picks a backend of `target`, connects (retrying on the next candidate), and relays.
-async fn proxy_to(
+/// Picks a backend of `target` not yet in `attempt`, connects (retrying on the next
+/// candidate), and relays.
+pub(crate) async fn proxy_to(
     mut io: ClientIo,
     front: &Front,
     target: &Target,
     route: &Route,
     start: Instant,
     cx: &Context,
+    mut attempt: Attempt,
 ) {
     let pool = &target.pool;
     let l = &route.listener;
     let peer = front.client;
     let passive = pool.config.passive.as_ref();
     let key = key_with_sni(pool, peer, front.sni.as_deref());
-    let mut attempt = Attempt::default();
     let mut last_error: Option<String> = None;
     while let Some(i) = next_backend(pool, key, &mut attempt) {
         let b = &pool.backends[i];
@@ -603,7 +604,7 @@ impl Ending<'_> {
     }
 }
 
-fn connect_failed(
+pub(crate) fn connect_failed(
     b: &crate::backend::Backend,
     passive: Option<&config::Passive>,
     l: &config::Listener,

@@ -29,12 +29,16 @@ impl Engine {
             // listener or shutdown both end it.
             let (l, cx, stop) = (entry.shared.clone(), self.cx.clone(), entry.stop.clone());
             match sock {
-                Sock::Tcp(sock) => handle.spawn(async move {
+                // Tracked as well: a connection it accepts as `stop` is cancelled is spawned on
+                // the tracker after the drain began waiting; were the loop untracked, the wait
+                // could end first and the connection be cut (reset) at exit, or find the
+                // hand-over already closed.
+                Sock::Tcp(sock) => handle.spawn(self.cx.tracker.track_future(async move {
                     match tokio::net::TcpListener::from_std(sock) {
                         Ok(sock) => accept_loop(sock, l, cx, stop).await,
                         Err(e) => tracing::error!(listener = %l.name, error = %e, "cannot register listener socket"),
                     }
-                }),
+                })),
                 // Tracked: on shutdown its flows are ended, or handed over, before exit.
                 Sock::Udp(sock) => handle.spawn(self.cx.tracker.track_future(async move {
                     let (limits, handover) = (cx.limits.clone(), cx.handover.clone());

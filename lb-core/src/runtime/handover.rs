@@ -8,9 +8,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::net::SocketType;
+
 use super::Shared;
 use crate::config::Protocol;
-use crate::handover::io::{send, Reader};
+use crate::handover::io::{is_inet_socket, send, Reader};
 use crate::handover::wire::Frame;
 use crate::handover::{count, Moved, UDP_WAIT};
 
@@ -111,13 +113,23 @@ pub(crate) fn udp_tasks(shared: &Shared) -> usize {
 /// upgrade socket. Any end (clean or not) lets the UDP sockets be read.
 pub(crate) fn receive(conn: UnixStream, shared: Arc<Shared>) {
     let inbox = shared.handover.inbox.clone();
+    // Counted as a task of this process while it receives: were this process itself upgraded
+    // meanwhile, its drain waits for the connections still arriving (they pause at once and
+    // move on) instead of ending first and cutting them.
+    let receiving = shared.engine.get().map(|e| e.cx.tracker.token());
     let mut reader = Reader::new(&conn);
     let (mut tcp, mut udp) = (0usize, 0usize);
     loop {
         match reader.next_frame() {
             Ok(Some((Frame::Udp(f), mut fds))) => {
                 udp += 1;
-                inbox.put_flow(*f, fds.remove(0));
+                let fd = fds.remove(0);
+                if is_inet_socket(&fd, SocketType::DGRAM) {
+                    inbox.put_flow(*f, fd);
+                } else {
+                    count("udp", "refused");
+                    tracing::warn!(client = %f.client, "binary upgrade: an inherited flow came without a UDP socket; closed");
+                }
             }
             Ok(Some((Frame::UdpDone, _))) => inbox.udp_done(),
             Ok(Some((Frame::Tcp(c), fds))) => {
@@ -132,6 +144,7 @@ pub(crate) fn receive(conn: UnixStream, shared: Arc<Shared>) {
         }
     }
     inbox.udp_done();
+    drop(receiving);
     tracing::info!(
         connections = tcp,
         udp_flows = udp,
@@ -149,6 +162,13 @@ fn place(shared: &Shared, conn: crate::handover::wire::TcpConn, fds: Vec<std::os
     let (Some(client), Some(backend)) = (fds.next(), fds.next()) else {
         return;
     };
+    if !(is_inet_socket(&client, SocketType::STREAM)
+        && is_inet_socket(&backend, SocketType::STREAM))
+    {
+        count("tcp", "refused");
+        tracing::warn!(client = %conn.client, "binary upgrade: an inherited connection came without its two TCP sockets; closed");
+        return;
+    }
     let Some(engine) = shared.engine.get() else {
         count("tcp", "refused");
         return;
