@@ -120,8 +120,11 @@ mod tests {
         let text = format!(
             "[[listener]]\nname = \"l\"\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\npool = \"p\"\n\
              [[pool]]\nname = \"p\"\nalgorithm = \"{algorithm}\"\n{key}\
+             overprovisioning = 2.0\n\
              backends = [{{ addr = \"127.0.0.1:10\" }}, {{ addr = \"127.0.0.1:11\" }}, {{ addr = \"127.0.0.1:12\", backup = true }}]\n"
         );
+        // overprovisioning 2.0: one primary of two up still takes all traffic (1.4 would
+        // spill 30% to the backup), so picks here are the algorithm's alone.
         let loaded = lb_core::config::load_str("t", &text).expect("valid");
         Pool::new(&loaded.config.pools[0], None)
     }
