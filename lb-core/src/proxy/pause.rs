@@ -109,17 +109,8 @@ pub(crate) fn drain_pipe(r: &std::os::fd::OwnedFd, left: usize) -> io::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::relay::tests::pair;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let a = TcpStream::connect(l.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (b, _) = l.accept().await.expect("accept");
-        (a, b)
-    }
 
     #[tokio::test]
     async fn a_pause_asked_first_wins_over_readiness() {

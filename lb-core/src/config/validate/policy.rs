@@ -397,7 +397,7 @@ fn cors(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
 /// Fields a `headers` policy may not set or add: the framing, `Host` and hop-by-hop fields lb
 /// writes for each connection (a policy's value would be dropped on one path, or break the
 /// framing on the other).
-const CONNECTION_FIELDS: &[&str] = &[
+pub(super) const CONNECTION_FIELDS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",

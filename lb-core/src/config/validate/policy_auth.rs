@@ -230,21 +230,10 @@ pub(super) fn jwt(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
 }
 
 /// `forward_claims = { CLAIM = "header-name" }` of the token-checking kinds (jwt,
-/// oauth2_introspection): lowercase header names. lb's own connection fields are refused:
-/// a claim must not decide a request's framing or routing.
+/// oauth2_introspection): lowercase header names. lb's own connection fields (the list the
+/// headers policy refuses too) and `Authorization` are refused: a claim must not decide a
+/// request's framing or routing, nor pose as the credential itself.
 pub(super) fn forward_claims(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Vec<(String, String)> {
-    const LBS: &[&str] = &[
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "authorization",
-    ];
     let mut out = Vec::new();
     for (claim, h) in p.forward_claims.iter().flat_map(|m| m.get_ref().iter()) {
         let name = h.get_ref().to_ascii_lowercase();
@@ -255,7 +244,9 @@ pub(super) fn forward_claims(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> Vec<
                 hkey,
                 format!("\"{}\" is not a valid header name", h.get_ref()),
             );
-        } else if LBS.contains(&name.as_str()) {
+        } else if super::policy::CONNECTION_FIELDS.contains(&name.as_str())
+            || name == "authorization"
+        {
             cx.err(
                 h.span(),
                 hkey,
