@@ -346,4 +346,8 @@ fn tracing_keys_are_checked() {
     );
     let (code, out, err) = run_lb(&["check", "--config", path.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("tracing: W3C traceparent of lb's own on http listeners; spans to http://127.0.0.1:4318/v1/traces (service.name \"lb\")"),
+        "{out}"
+    );
 }
