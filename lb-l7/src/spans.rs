@@ -168,7 +168,7 @@ async fn run(mut rx: mpsc::Receiver<Span>, endpoint: config::OtlpEndpoint, servi
                 Ok(_) => {}
             }
         }
-        let body = serde_json::to_vec(&otlp_json(&batch, &service)).unwrap_or_default();
+        let body = otlp_json(&batch, &service);
         let n = batch.len();
         batch.clear();
         match tokio::time::timeout(TIMEOUT, post(&endpoint, body)).await {
@@ -212,54 +212,100 @@ async fn post(e: &config::OtlpEndpoint, body: Vec<u8>) -> Result<(), String> {
     }
 }
 
-fn hex<const N: usize>(id: &[u8]) -> String {
-    let mut out = vec![0u8; 2 * id.len()];
-    hex_into(id, &mut out);
-    debug_assert_eq!(out.len(), N);
-    String::from_utf8(out).unwrap_or_default()
+/// A batch as an OTLP `ExportTraceServiceRequest` in its JSON encoding (ids as hex, 64-bit
+/// integers as strings; kind 2 = SERVER; status code 2 = ERROR for a 5xx), written straight
+/// into one buffer: no tree of values per span.
+pub fn otlp_json(spans: &[Span], service: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut o = Vec::with_capacity(256 + spans.len() * 700);
+    o.extend_from_slice(br#"{"resourceSpans":[{"resource":{"attributes":["#);
+    str_attr(&mut o, "service.name", service);
+    o.extend_from_slice(br#"]},"scopeSpans":[{"scope":{"name":"lb"},"spans":["#);
+    for (i, s) in spans.iter().enumerate() {
+        if i > 0 {
+            o.push(b',');
+        }
+        o.extend_from_slice(br#"{"traceId":""#);
+        hex(&mut o, &s.hop.trace_id);
+        o.extend_from_slice(br#"","spanId":""#);
+        hex(&mut o, &s.hop.span_id);
+        o.push(b'"');
+        if let Some(p) = &s.hop.parent {
+            o.extend_from_slice(br#","parentSpanId":""#);
+            hex(&mut o, p);
+            o.push(b'"');
+        }
+        o.extend_from_slice(br#","name":""#);
+        escaped(&mut o, s.method.as_str());
+        o.push(b' ');
+        escaped(&mut o, &s.route);
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            o,
+            r#"","kind":2,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","flags":{},"status":{{"code":{}}},"attributes":["#,
+            s.start,
+            s.end,
+            s.hop.flags,
+            if s.status >= 500 { 2 } else { 0 }
+        );
+        str_attr(&mut o, "http.request.method", s.method.as_str());
+        o.push(b',');
+        str_attr(&mut o, "http.route", &s.route);
+        o.push(b',');
+        int_attr(&mut o, "http.response.status_code", u64::from(s.status));
+        o.push(b',');
+        str_attr(&mut o, "server.address", &s.backend);
+        o.push(b',');
+        str_attr(&mut o, "lb.listener", &s.listener);
+        o.push(b',');
+        int_attr(&mut o, "lb.upstream_ms", s.upstream_ms);
+        if let Some(id) = &s.request_id {
+            o.push(b',');
+            str_attr(&mut o, "http.request.header.x-request-id", id.as_str());
+        }
+        o.extend_from_slice(b"]}");
+    }
+    o.extend_from_slice(b"]}]}]}");
+    o
 }
 
-/// A batch as an OTLP `ExportTraceServiceRequest` in its JSON encoding (ids as hex, 64-bit
-/// integers as strings; kind 2 = SERVER; status code 2 = ERROR for a 5xx).
-pub fn otlp_json(spans: &[Span], service: &str) -> serde_json::Value {
-    use serde_json::json;
-    let str_attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
-    let int_attr = |k: &str, v: u64| json!({"key": k, "value": {"intValue": v.to_string()}});
-    let spans: Vec<_> = spans
-        .iter()
-        .map(|s| {
-            let mut attributes = vec![
-                str_attr("http.request.method", s.method.as_str()),
-                str_attr("http.route", &s.route),
-                int_attr("http.response.status_code", u64::from(s.status)),
-                str_attr("server.address", &s.backend),
-                str_attr("lb.listener", &s.listener),
-                int_attr("lb.upstream_ms", s.upstream_ms),
-            ];
-            if let Some(id) = &s.request_id {
-                attributes.push(str_attr("http.request.header.x-request-id", id.as_str()));
+fn hex(o: &mut Vec<u8>, id: &[u8]) {
+    let at = o.len();
+    o.resize(at + 2 * id.len(), 0);
+    hex_into(id, &mut o[at..]);
+}
+
+fn str_attr(o: &mut Vec<u8>, key: &str, value: &str) {
+    o.extend_from_slice(br#"{"key":""#);
+    escaped(o, key);
+    o.extend_from_slice(br#"","value":{"stringValue":""#);
+    escaped(o, value);
+    o.extend_from_slice(br#""}}"#);
+}
+
+fn int_attr(o: &mut Vec<u8>, key: &str, value: u64) {
+    use std::io::Write;
+    o.extend_from_slice(br#"{"key":""#);
+    escaped(o, key);
+    let _ = write!(o, r#"","value":{{"intValue":"{value}"}}}}"#);
+}
+
+/// A JSON string's contents: `"`, `\` and control characters escaped.
+fn escaped(o: &mut Vec<u8>, s: &str) {
+    use std::io::Write;
+    for c in s.chars() {
+        match c {
+            '"' => o.extend_from_slice(b"\\\""),
+            '\\' => o.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
             }
-            let mut span = json!({
-                "traceId": hex::<32>(&s.hop.trace_id),
-                "spanId": hex::<16>(&s.hop.span_id),
-                "name": format!("{} {}", s.method, s.route),
-                "kind": 2,
-                "startTimeUnixNano": s.start.to_string(),
-                "endTimeUnixNano": s.end.to_string(),
-                "attributes": attributes,
-                "flags": u32::from(s.hop.flags),
-                "status": {"code": if s.status >= 500 { 2 } else { 0 }},
-            });
-            if let Some(p) = &s.hop.parent {
-                span["parentSpanId"] = json!(hex::<16>(p));
+            c => {
+                let mut b = [0u8; 4];
+                o.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
             }
-            span
-        })
-        .collect();
-    json!({"resourceSpans": [{
-        "resource": {"attributes": [str_attr("service.name", service)]},
-        "scopeSpans": [{"scope": {"name": "lb"}, "spans": spans}],
-    }]})
+        }
+    }
 }
 
 #[cfg(test)]
@@ -285,7 +331,33 @@ mod tests {
             request_id: Some(crate::request_id::RequestId::generated(7)),
             listener: "web".into(),
         };
-        let v = otlp_json(&[span], "lb");
+        let v: serde_json::Value =
+            serde_json::from_slice(&otlp_json(&[span.clone(), span], "l\"b\n")).expect("JSON");
+        assert_eq!(
+            v["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+        let attrs = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["attributes"];
+        let attr = |k: &str| {
+            attrs
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["key"] == k))
+                .map(|x| x["value"].clone())
+        };
+        assert_eq!(
+            attr("http.response.status_code"),
+            Some(serde_json::json!({"intValue": "503"}))
+        );
+        assert_eq!(
+            attr("http.request.header.x-request-id"),
+            Some(serde_json::json!({"stringValue": "00000000000000000000000000000007"}))
+        );
+        assert_eq!(
+            attr("server.address"),
+            Some(serde_json::json!({"stringValue": "127.0.0.1:9"}))
+        );
         let s = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
         assert_eq!(s["traceId"], "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(s["parentSpanId"], "b7ad6b7169203331");
@@ -295,7 +367,7 @@ mod tests {
         assert_eq!(s["name"], "GET api");
         assert_eq!(
             v["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
-            "lb"
+            "l\"b\n"
         );
     }
 
