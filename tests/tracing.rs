@@ -210,6 +210,11 @@ async fn spans_continue_the_clients_trace_and_hostile_ones_start_anew() {
         assert_eq!(got.len(), 1 + hostile.len(), "{path}");
         let spans = col.reaching(sent).await;
         assert_eq!(spans.len(), sent, "{path}: one span per request");
+        let n = (1 + hostile.len()) as f64;
+        let exported = lb
+            .metric_reaching("lb_tracing_spans_exported_total", &[], n)
+            .await;
+        assert_eq!(exported, n, "{path}");
         let by_id = |id: &str| -> Value {
             let found: Vec<&Value> = spans.iter().filter(|s| s["spanId"] == id).collect();
             assert_eq!(found.len(), 1, "{path}: one span {id}");
@@ -277,6 +282,37 @@ async fn spans_continue_the_clients_trace_and_hostile_ones_start_anew() {
             assert!(s.get("parentSpanId").is_none(), "{path} {h:?}: {s}");
             assert_eq!(attr(&s, "http.route")["stringValue"], "default", "{path}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_costs_requests_nothing_and_is_counted() {
+    let origin = Origin::start().await;
+    // A port nothing listens on (bound, then let go).
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let cfg = site(
+        origin.addr,
+        &format!("[tracing]\notlp_endpoint = \"http://{dead}\"\n"),
+    );
+    for (path, lb) in both_paths("tracing-dead", &cfg).await {
+        let addr = lb.listener("web").await;
+        for _ in 0..20 {
+            assert_eq!(get(addr, "/api/a", &[]).await, 200, "{path}");
+        }
+        let errors = lb
+            .metric_reaching("lb_tracing_export_errors_total", &[], 1.0)
+            .await;
+        assert!(errors >= 1.0, "{path}: export failures are counted");
+        let m = lb.metrics().await;
+        assert_eq!(
+            metric(&m, "lb_tracing_spans_exported_total", &[]),
+            0.0,
+            "{path}"
+        );
     }
 }
 

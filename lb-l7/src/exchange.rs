@@ -488,13 +488,7 @@ impl Gateway {
             headers.insert(crate::request_id::FIELD, id.header_value());
         }
         if let Some(t) = &plan.trace {
-            headers.remove(crate::trace::TRACEPARENT);
-            if !t.keep_state {
-                headers.remove(crate::trace::TRACESTATE);
-            }
-            if let Ok(v) = HeaderValue::from_bytes(&t.traceparent()) {
-                headers.insert(crate::trace::TRACEPARENT, v);
-            }
+            t.write(&mut headers);
         }
         let mut method = parts.method.clone();
         let mut extensions = http::Extensions::new();

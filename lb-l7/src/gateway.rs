@@ -128,8 +128,7 @@ pub struct Gateway {
     pub request_id: config::RequestIdMode,
     /// Where generated request IDs take their bits (fixed in the differential tests).
     pub ids: fn() -> u128,
-    /// `[tracing]`: lb forwards its own `traceparent` (see [`crate::trace`]); `None`: the
-    /// client's trace fields pass untouched.
+    /// `[tracing]` ([`crate::trace`]); `None`: the client's trace fields pass untouched.
     pub tracing: Option<crate::spans::Tracing>,
     /// `proxy_protocol`: each client connection gets its own backend connections.
     pub per_client: bool,

@@ -120,6 +120,19 @@ impl Hop {
         name.eq_ignore_ascii_case(TRACEPARENT) || name.eq_ignore_ascii_case(TRACESTATE)
     }
 
+    /// Puts lb's `traceparent` in `headers` in place of the client's, and drops the client's
+    /// `tracestate` unless it is kept (the general path's fields; the lean path writes the
+    /// same in `lean::head::Out`).
+    pub fn write(&self, headers: &mut http::HeaderMap) {
+        headers.remove(TRACEPARENT);
+        if !self.keep_state {
+            headers.remove(TRACESTATE);
+        }
+        if let Ok(v) = http::HeaderValue::from_bytes(&self.traceparent()) {
+            headers.insert(TRACEPARENT, v);
+        }
+    }
+
     /// The `traceparent` lb forwards.
     pub fn traceparent(&self) -> [u8; LEN] {
         TraceParent {
