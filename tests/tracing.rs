@@ -205,9 +205,16 @@ async fn spans_continue_the_clients_trace_and_hostile_ones_start_anew() {
         for h in &hostile {
             assert_eq!(get(addr, "/other", h).await, 200, "{path} {h:?}");
         }
+        // Not sampled by the client: continued with the flag as it came, and no span.
+        let unsampled = format!("traceparent: 00-{TRACE}-{PARENT}-00");
+        assert_eq!(get(addr, "/api/u", &[unsampled]).await, 200, "{path}");
         sent += 1 + hostile.len();
-        let got = origin.since(from);
-        assert_eq!(got.len(), 1 + hostile.len(), "{path}");
+        let mut got = origin.since(from);
+        assert_eq!(got.len(), 2 + hostile.len(), "{path}");
+        let quiet = got.pop().expect("the unsampled request");
+        let (trace, quiet_span) = forwarded(&quiet);
+        assert_eq!(trace, TRACE, "{path}");
+        assert!(quiet.fields("traceparent")[0].ends_with("-00"), "{path}");
         let spans = col.reaching(sent).await;
         assert_eq!(spans.len(), sent, "{path}: one span per request");
         let n = (1 + hostile.len()) as f64;
@@ -215,6 +222,10 @@ async fn spans_continue_the_clients_trace_and_hostile_ones_start_anew() {
             .metric_reaching("lb_tracing_spans_exported_total", &[], n)
             .await;
         assert_eq!(exported, n, "{path}");
+        assert!(
+            !spans.iter().any(|s| s["spanId"] == quiet_span.as_str()),
+            "{path}: unsampled"
+        );
         let by_id = |id: &str| -> Value {
             let found: Vec<&Value> = spans.iter().filter(|s| s["spanId"] == id).collect();
             assert_eq!(found.len(), 1, "{path}: one span {id}");

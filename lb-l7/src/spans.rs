@@ -74,7 +74,9 @@ impl Pending {
 }
 
 impl crate::gateway::Gateway {
-    /// The span of a request with trace context `hop`, when spans are exported: `None` (and
+    /// The span of a request with trace context `hop`, when spans are exported and the trace
+    /// is sampled (parent-based, as OpenTelemetry's default sampler: a client's `traceparent`
+    /// without the `sampled` flag asks for none; lb's own traces are sampled): `None` (and
     /// nothing allocated) otherwise.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn span(
@@ -88,10 +90,11 @@ impl crate::gateway::Gateway {
         request_id: Option<crate::request_id::RequestId>,
     ) -> Option<Pending> {
         let exporter = self.tracing.as_ref()?.exporter.as_ref()?;
+        let hop = hop.filter(|h| h.flags & 1 == 1)?;
         Some(Pending {
             exporter: exporter.clone(),
             span: Span {
-                hop: hop?,
+                hop,
                 method: method.clone(),
                 route: route.map_or("-", |r| r.name.as_str()).to_string(),
                 backend: backend.to_string(),
