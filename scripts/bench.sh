@@ -6,6 +6,7 @@
 #   SCENARIOS="bulk rps" PROXIES="lb lb-copy haproxy" scripts/bench.sh
 #   LB_BASE=/tmp/lb-old PROXIES="lb lb-base nginx" scripts/bench.sh   # before/after a change
 #   LB_L7_EXTRA='request_id = "off"' SCENARIOS=l7 PROXIES=lb scripts/bench.sh  # l7 listener keys
+#   LB_TOP_EXTRA=$'[tracing]\notlp_endpoint = "http://127.0.0.1:4318"' SCENARIOS=l7 PROXIES=lb scripts/bench.sh  # top-level tables
 #   WORKERS=2 SCENARIOS="rps bulk4" scripts/bench.sh                  # scaling over workers
 #
 # Every proxy gets WORKERS workers (default 1: lb `workers`, HAProxy `nbthread`, nginx
@@ -165,6 +166,7 @@ backends = [{ addr = "$HTTP_BE" }]
 [[pool]]
 name = "bulk"
 backends = [{ addr = "127.0.0.1:$IPERF_PORT" }]
+${LB_TOP_EXTRA:-}
 TOML
 }
 start_proxy() { # name → PROXY_PID

@@ -42,6 +42,20 @@ pub fn plan(l: &Loaded) -> String {
             a.max_connections
         );
     }
+    if let Some(t) = &c.tracing {
+        let export = match &t.otlp_endpoint {
+            Some(e) if e.host.contains(':') => {
+                format!("spans to http://[{}]:{}{}", e.host, e.port, e.path)
+            }
+            Some(e) => format!("spans to http://{}:{}{}", e.host, e.port, e.path),
+            None => "no export".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "tracing: W3C traceparent of lb's own on http listeners; {export} (service.name \"{}\")",
+            t.service_name
+        );
+    }
     for (index, li) in c.listeners.iter().enumerate() {
         let pool = li
             .pool

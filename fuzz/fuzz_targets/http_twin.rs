@@ -40,26 +40,36 @@ pool = "p1"
 rewrite = "/internal"
 "#;
 
-fn gateway() -> &'static Gateway {
-    static GW: OnceLock<Gateway> = OnceLock::new();
-    GW.get_or_init(|| {
-        let (loaded, prepared) = lb_l7::gateway::load_str("fuzz.toml", CONFIG).expect("valid");
-        let pools: Vec<Arc<Pool>> =
-            loaded.config.pools.iter().map(|p| Arc::new(Pool::new(p, None))).collect();
-        let mut gw = Gateway::build(&loaded, &prepared, 0, &pools);
-        // Generated request IDs from fixed bits, so both paths' are comparable.
-        gw.ids = || 0x5eed;
-        gw
-    })
+fn build(config: &str) -> Gateway {
+    let (loaded, prepared) = lb_l7::gateway::load_str("fuzz.toml", config).expect("valid");
+    let pools: Vec<Arc<Pool>> =
+        loaded.config.pools.iter().map(|p| Arc::new(Pool::new(p, None))).collect();
+    let mut gw = Gateway::build(&loaded, &prepared, 0, &pools);
+    // Generated request and trace IDs from fixed bits, so both paths' are comparable.
+    gw.ids = || 0x5eed;
+    gw
+}
+
+/// Without and with `[tracing]` (lb's own `traceparent`).
+fn gateways() -> &'static [Gateway; 2] {
+    static GW: OnceLock<[Gateway; 2]> = OnceLock::new();
+    GW.get_or_init(|| [build(CONFIG), build(&format!("[tracing]\n{CONFIG}"))])
 }
 
 fuzz_target!(|data: &[u8]| {
-    let gw = gateway();
-    let general = twin::general(gw, data);
-    if let Some(lean) = twin::lean(gw, data) {
-        assert_eq!(general, Ok(lean.clone()));
-        let hosts = lean.fields.iter().filter(|(n, _)| n == "host").count();
-        assert_eq!(hosts, 1);
-        assert!(!lean.fields.iter().any(|(n, _)| n == "transfer-encoding"));
+    for (traced, gw) in gateways().iter().enumerate() {
+        let general = twin::general(gw, data);
+        if let Some(lean) = twin::lean(gw, data) {
+            assert_eq!(general, Ok(lean.clone()));
+            let hosts = lean.fields.iter().filter(|(n, _)| n == "host").count();
+            assert_eq!(hosts, 1);
+            assert!(!lean.fields.iter().any(|(n, _)| n == "transfer-encoding"));
+            if traced == 1 {
+                let parents: Vec<_> =
+                    lean.fields.iter().filter(|(n, _)| n == "traceparent").collect();
+                assert_eq!(parents.len(), 1);
+                assert!(lb_l7::trace::parse(&parents[0].1).is_some());
+            }
+        }
     }
 });

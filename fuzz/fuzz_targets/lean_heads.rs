@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
                     length: facts.body.len(),
                     lines: &lines,
                     request_id: Some("0123456789abcdef0123456789abcdef"),
+                    trace: Some(lb_l7::trace::decide(facts.traceparent, facts.tracestate, || 1)),
                 };
                 let mut buf = Vec::new();
                 out.write(&mut buf, r.fields, &facts);

@@ -92,7 +92,11 @@ impl Gateway {
     /// Answers one request: refused by lb, or forwarded and streamed back.
     pub async fn handle(&self, req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
         let start = Instant::now();
-        let mut began = Began { start, id: None };
+        let mut began = Began {
+            start,
+            id: None,
+            trace: None,
+        };
         let (mut parts, body) = req.into_parts();
         // One framing record per HTTP/1 request, in order (HTTP/2 has none).
         let both_lengths = parts.version < Version::HTTP_2
@@ -134,6 +138,7 @@ impl Gateway {
         };
         let target = plan.target;
         began.id = plan.request_id;
+        began.trace = plan.trace;
         // Policies first: a request they refuse (401, 403, 429, a CORS preflight) costs no
         // backend anything.
         let mut policy_info = None;
@@ -211,6 +216,7 @@ impl Gateway {
         };
         let (pt, key, sticky, replayable) = (plan.pt, plan.key, plan.sticky, plan.replayable);
         let plan_id = plan.request_id;
+        let plan_trace = plan.trace;
         // What a backend's 101 must answer, for the upgrade to be tunnelled.
         let switch = plan.upgrade.map(|p| {
             (
@@ -339,6 +345,7 @@ impl Gateway {
                         fill,
                         h1,
                         request_id: plan_id,
+                        trace: plan_trace,
                     },
                 )
                 .await;
@@ -480,6 +487,9 @@ impl Gateway {
         if let Some(id) = &plan.request_id {
             headers.insert(crate::request_id::FIELD, id.header_value());
         }
+        if let Some(t) = &plan.trace {
+            t.write(&mut headers);
+        }
         let mut method = parts.method.clone();
         let mut extensions = http::Extensions::new();
         match (plan.upgrade, parts.version) {
@@ -570,6 +580,9 @@ impl Gateway {
         began: &Began,
     ) {
         let start = began.start;
+        if let Some(s) = self.span(began.trace, target, method, "-", status, 0, began.id) {
+            s.finish(start);
+        }
         let metrics = target.map_or(&self.refused, |t| &t.metrics);
         metrics.count(status);
         metrics.took(start.elapsed());
@@ -586,6 +599,8 @@ impl Gateway {
 pub(crate) struct Began {
     pub(crate) start: Instant,
     pub(crate) id: Option<crate::request_id::RequestId>,
+    /// The plan's trace context, for the span of lb's own answer.
+    pub(crate) trace: Option<crate::trace::Hop>,
 }
 
 /// The client's fields that go on (hyper's map, in its order): hop-by-hop ones, those its

@@ -21,7 +21,12 @@ use crate::policy;
 pub struct Factory {
     kept: Kept,
     conns: Arc<crate::kept_conns::Kept>,
+    /// The OTLP exporter, kept across reloads while `[tracing]` stays the same.
+    exporter: KeptExporter,
 }
+
+/// The running exporter with the `[tracing]` it was built from.
+type KeptExporter = Arc<std::sync::Mutex<Option<(config::Tracing, Arc<crate::spans::Exporter>)>>>;
 
 /// Stateful policies by name, with the config they were built from.
 pub type Kept = Arc<std::sync::Mutex<std::collections::HashMap<String, KeptPolicy>>>;
@@ -40,6 +45,8 @@ pub struct Prepared {
     pub(crate) kept: Kept,
     /// Backend connection pools, shared by every generation's gateways.
     pub conns: Arc<crate::kept_conns::Kept>,
+    /// `[tracing]`, with its exporter.
+    pub tracing: Option<crate::spans::Tracing>,
 }
 
 impl Factory {
@@ -55,7 +62,24 @@ impl Factory {
             policies: policy::prepare(config, diags),
             kept: self.kept.clone(),
             conns: self.conns.clone(),
+            tracing: config.tracing.as_ref().map(|t| self.tracing(t)),
         })
+    }
+
+    fn tracing(&self, t: &config::Tracing) -> crate::spans::Tracing {
+        let mut kept = lock(&self.exporter);
+        let exporter = t.otlp_endpoint.as_ref().map(|e| match &*kept {
+            Some((c, x)) if c == t => x.clone(),
+            _ => {
+                let x = Arc::new(crate::spans::Exporter::new(
+                    e.clone(),
+                    t.service_name.clone(),
+                ));
+                *kept = Some((t.clone(), x.clone()));
+                x
+            }
+        });
+        crate::spans::Tracing { exporter }
     }
 
     /// Loads a config with this HTTP side, keeping the typed preparation (tests build

@@ -128,6 +128,8 @@ pub struct Gateway {
     pub request_id: config::RequestIdMode,
     /// Where generated request IDs take their bits (fixed in the differential tests).
     pub ids: fn() -> u128,
+    /// `[tracing]` ([`crate::trace`]); `None`: the client's trace fields pass untouched.
+    pub tracing: Option<crate::spans::Tracing>,
     /// `proxy_protocol`: each client connection gets its own backend connections.
     pub per_client: bool,
     /// Some route takes the lean path.
@@ -164,6 +166,7 @@ impl Gateway {
         // counts every route of this listener that names it.
         let kept = &prepared.kept;
         let prepared_conns = prepared.conns.clone();
+        let tracing = prepared.tracing.clone();
         let prepared = Some(&prepared.policies);
         let mut reused: Vec<Option<KeptPolicy>> = vec![None; c.policies.len()];
         {
@@ -329,6 +332,7 @@ impl Gateway {
             escaped_slashes: l.http.escaped_slashes,
             request_id: l.http.request_id,
             ids: crate::request_id::random,
+            tracing,
             per_client: l.proxy_protocol.is_some(),
             lean,
             lean_needs_headers,

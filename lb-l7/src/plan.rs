@@ -46,6 +46,9 @@ pub struct Plan<'g, 'a> {
     pub authenticated: bool,
     /// The `X-Request-Id` lb forwards, returns and logs (`None`: `request_id = "off"`).
     pub request_id: Option<crate::request_id::RequestId>,
+    /// The trace context lb forwards (`None`: no `[tracing]`, the client's fields pass as
+    /// they came).
+    pub trace: Option<crate::trace::Hop>,
 }
 
 impl Plan<'_, '_> {
@@ -136,6 +139,10 @@ impl Gateway {
                 && (target.authenticates || req.headers.contains_key(http::header::AUTHORIZATION)),
             path,
             request_id: crate::request_id::decide(self.request_id, facts.request_id, self.ids),
+            trace: self
+                .tracing
+                .is_some()
+                .then(|| crate::trace::decide(facts.traceparent, facts.tracestate, self.ids)),
         })
     }
 }

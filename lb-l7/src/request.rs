@@ -202,6 +202,9 @@ pub struct Facts<'a> {
     pub named: Vec<&'a str>,
     /// The `X-Request-Id` fields the client sent.
     pub request_id: crate::request_id::Claimed<'a>,
+    /// The `traceparent` and `tracestate` fields the client sent (read only with tracing on).
+    pub traceparent: crate::trace::Claimed<'a>,
+    pub tracestate: crate::trace::Claimed<'a>,
 }
 
 impl Facts<'_> {
@@ -250,6 +253,8 @@ where
     let mut te_trailers = false;
     let mut authorizations = 0;
     let mut request_id = crate::request_id::Claimed::None;
+    let mut traceparent = crate::trace::Claimed::None;
+    let mut tracestate = crate::trace::Claimed::None;
     for (name, value) in head.fields {
         count += 1;
         bytes += name.len() + value.len() + 4;
@@ -297,6 +302,10 @@ where
             }
         } else if is(crate::request_id::FIELD) {
             request_id = request_id.and(value);
+        } else if is(crate::trace::TRACEPARENT) {
+            traceparent = traceparent.and(value);
+        } else if is(crate::trace::TRACESTATE) {
+            tracestate = tracestate.and(value);
         } else if is("te") {
             for t in tokens(value) {
                 if t.eq_ignore_ascii_case(b"trailers") {
@@ -371,6 +380,8 @@ where
         te_trailers,
         named,
         request_id,
+        traceparent,
+        tracestate,
     })
 }
 

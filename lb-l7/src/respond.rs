@@ -55,6 +55,7 @@ pub(crate) struct LogFields {
     /// The client speaks HTTP/1.x (its connection carries one exchange at a time).
     pub(crate) h1: bool,
     pub(crate) request_id: Option<crate::request_id::RequestId>,
+    pub(crate) trace: Option<crate::trace::Hop>,
 }
 
 fn box_error(e: hyper::Error) -> crate::upstream::BoxError {
@@ -115,6 +116,7 @@ impl Gateway {
                     let began = crate::exchange::Began {
                         start,
                         id: log.request_id,
+                        trace: log.trace,
                     };
                     return self.answered(Some(target), log.method, log.path, info, &began, resp);
                 }
@@ -176,6 +178,15 @@ impl Gateway {
                 .insert(crate::request_id::FIELD, id.header_value());
         }
         target.metrics.count(status.as_u16());
+        let span = self.span(
+            log.trace,
+            Some(target),
+            &log.method,
+            &b.id,
+            status.as_u16(),
+            log.upstream_ms,
+            log.request_id,
+        );
         let line = log.path.map(|path| LogLine {
             client: info.client,
             listener: self.listener.clone(),
@@ -217,6 +228,9 @@ impl Gateway {
             stats.latency.record(took);
             if let Some(l) = line {
                 l.emit(rx, tx, start);
+            }
+            if let Some(s) = span {
+                s.finish(start);
             }
         };
         let body = Counted::new(body, meter, Side::Response, done);

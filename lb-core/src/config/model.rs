@@ -14,12 +14,35 @@ pub use crate::proxy_protocol::Version as ProxyVersion;
 pub struct Config {
     pub global: Global,
     pub admin: Option<Admin>,
+    /// `[tracing]`: present, lb forwards W3C trace context of its own on http listeners.
+    pub tracing: Option<Tracing>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
     /// `[[route]]`s of http listeners, in config order.
     pub routes: Vec<HttpRoute>,
     /// `[policy.NAME]`s, in config order; routes name them by index.
     pub policies: Vec<Policy>,
+}
+
+/// `[tracing]` (lb addition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    /// `otlp_endpoint`: an OTLP/HTTP collector's base URL (`http://host:port`, maybe with a
+    /// path prefix), to which one span per request is posted as JSON at `/v1/traces`.
+    /// Default none: trace context is propagated, nothing is exported.
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// `service_name`: the spans' `service.name` resource attribute; default "lb".
+    pub service_name: String,
+}
+
+/// Where spans are posted: `http://{authority}{path}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// Host (name or IP literal) and port, as written in the URL (port 80 when none).
+    pub host: String,
+    pub port: u16,
+    /// `path prefix` + `/v1/traces`.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

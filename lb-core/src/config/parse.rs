@@ -10,13 +10,16 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::diag::{did_you_mean, Diagnostic};
-use super::raw::{self, RawAdmin, RawGlobal, RawListener, RawPolicy, RawPool, RawRoute};
+use super::raw::{
+    self, RawAdmin, RawGlobal, RawListener, RawPolicy, RawPool, RawRoute, RawTracing,
+};
 
 /// The raw config plus where its sections start, for errors about whole sections.
 #[derive(Debug, Default)]
 pub struct RawConfig {
     pub global: Option<RawGlobal>,
     pub admin: Option<(RawAdmin, Range<usize>)>,
+    pub tracing: Option<RawTracing>,
     pub listeners: Vec<(RawListener, Range<usize>)>,
     pub pools: Vec<(RawPool, Range<usize>)>,
     pub routes: Vec<(RawRoute, Range<usize>)>,
@@ -51,6 +54,7 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
                 let span = value.span();
                 raw.admin = item::<RawAdmin>(value, "admin", text, diags).map(|a| (a, span))
             }
+            "tracing" => raw.tracing = item::<RawTracing>(value, "tracing", text, diags),
             "listener" => {
                 for (i, v) in array_of_tables(value, "listener", diags) {
                     let (path, span) = (format!("listener[{i}]"), v.span());
@@ -103,7 +107,7 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> RawConfig {
                 d = match did_you_mean(other, raw::TOP_KEYS) {
                     Some(s) => d.help(format!("did you mean `{s}`?")),
                     None => {
-                        d.help("top-level sections are [global], [admin], [[listener]], [[pool]], [[route]]")
+                        d.help("top-level sections are [global], [admin], [tracing], [[listener]], [[pool]], [[route]]")
                     }
                 };
                 diags.push(d);

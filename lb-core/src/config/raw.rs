@@ -7,7 +7,9 @@ use toml::Spanned;
 pub type S<T> = Spanned<T>;
 
 /// Top-level keys, in file order of the SPEC. Used for "did you mean" hints.
-pub const TOP_KEYS: &[&str] = &["global", "admin", "listener", "pool", "route", "policy"];
+pub const TOP_KEYS: &[&str] = &[
+    "global", "admin", "tracing", "listener", "pool", "route", "policy",
+];
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +28,14 @@ pub struct RawGlobal {
     /// [`resolve_interval_min`, `resolve_interval_max`] (SPEC §6); defaults 1s and 60s.
     pub resolve_interval_min: Option<S<String>>,
     pub resolve_interval_max: Option<S<String>>,
+}
+
+/// lb addition: `[tracing]`, W3C trace context and an optional OTLP/HTTP exporter.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<S<String>>,
+    pub service_name: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

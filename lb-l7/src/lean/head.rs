@@ -130,6 +130,9 @@ pub struct Out<'a> {
     pub lines: &'a [u8],
     /// The plan's `X-Request-Id`, which replaces the client's.
     pub request_id: Option<&'a str>,
+    /// The plan's trace context: lb's `traceparent` replaces the client's, whose
+    /// `tracestate` goes on only if the plan keeps it.
+    pub trace: Option<crate::trace::Hop>,
 }
 
 impl Out<'_> {
@@ -173,7 +176,11 @@ impl Out<'_> {
 
     /// Whether lb writes field `name` itself in place of the client's.
     fn replaces(&self, name: &str) -> bool {
-        self.request_id.is_some() && name.eq_ignore_ascii_case(crate::request_id::FIELD)
+        (self.request_id.is_some() && name.eq_ignore_ascii_case(crate::request_id::FIELD))
+            || self.trace.is_some_and(|t| {
+                name.eq_ignore_ascii_case(crate::trace::TRACEPARENT)
+                    || (!t.keep_state && name.eq_ignore_ascii_case(crate::trace::TRACESTATE))
+            })
     }
 
     fn end(&self, out: &mut Vec<u8>) {
@@ -182,6 +189,9 @@ impl Out<'_> {
         }
         if let Some(id) = self.request_id {
             field(out, crate::request_id::FIELD.as_bytes(), id.as_bytes());
+        }
+        if let Some(t) = &self.trace {
+            field(out, crate::trace::TRACEPARENT.as_bytes(), &t.traceparent());
         }
         out.extend_from_slice(self.lines);
         if let Some(n) = self.length {

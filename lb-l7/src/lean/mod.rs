@@ -106,6 +106,8 @@ pub(crate) struct Plan<'g> {
     replayable: bool,
     /// The `X-Request-Id` forwarded, returned and logged.
     request_id: Option<crate::request_id::RequestId>,
+    /// The trace context forwarded (and exported).
+    trace: Option<crate::trace::Hop>,
     /// The route's policies see the request (and its answer) as a map of fields; its head is
     /// written only once they let it pass.
     pub(crate) policed: Option<Box<Policed>>,
@@ -117,6 +119,7 @@ impl Plan<'_> {
         crate::exchange::Began {
             start: self.start,
             id: self.request_id,
+            trace: self.trace,
         }
     }
 }
@@ -403,7 +406,9 @@ pub(crate) fn planned<'g>(
         length,
         lines: &lines,
         request_id: request_id.as_ref().map(|id| id.as_str()),
+        trace: plan.trace,
     };
+    let trace = plan.trace;
     let policed = if target.policies.is_empty() {
         out.write(out_buf, req.fields, &facts);
         None
@@ -439,6 +444,7 @@ pub(crate) fn planned<'g>(
         body,
         out_head: 0,
         request_id,
+        trace,
         close: plan.close,
         replayable: plan.replayable,
         log_path: gw.access_log.then(|| plan.path.to_string()),

@@ -133,6 +133,15 @@ impl Session<'_> {
         let mut flight = t.flight;
         let b = &pt.pool.backends[i];
         target.metrics.count(answer.status);
+        let span = self.gw.span(
+            plan.trace,
+            Some(target),
+            &plan.method,
+            &b.id,
+            answer.status,
+            upstream_ms,
+            plan.request_id,
+        );
         let line = plan.log_path.clone().map(|path| LogLine {
             client: self.info.client,
             listener: self.gw.listener.clone(),
@@ -164,6 +173,9 @@ impl Session<'_> {
         self.idle_from = Some(end);
         if let Some(l) = line {
             l.emit(to_backend, from_backend, plan.start);
+        }
+        if let Some(s) = span {
+            s.finish(plan.start);
         }
         if broken || !flushed {
             return Next::Close;

@@ -39,6 +39,7 @@ impl Session<'_> {
                 length: p.length,
                 lines: &p.lines,
                 request_id: plan.request_id.as_ref().map(|id| id.as_str()),
+                trace: plan.trace,
             };
             out.write_mapped(&mut self.out, &p.headers);
         }

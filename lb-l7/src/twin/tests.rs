@@ -110,6 +110,12 @@ const FIELDS: &[&str] = &[
     "X-Request-Id: ",
     "X-Request-Id: a\x7fb",
     "Connection: x-request-id",
+    "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "Traceparent: 00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",
+    "traceparent: 00-00000000000000000000000000000000-b7ad6b7169203331-01",
+    "traceparent: 7f-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-x",
+    "tracestate: congo=t61rcWkgMzE",
+    "tracestate: not a list member",
 ];
 
 fn head() -> impl Strategy<Value = String> {
@@ -132,6 +138,61 @@ fn head() -> impl Strategy<Value = String> {
             s.push_str("\r\n");
             s
         })
+}
+
+/// The client's fields named `name` in `raw`, values trimmed.
+fn sent<'r>(raw: &'r str, name: &str) -> Vec<&'r str> {
+    raw.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim_matches(|c| c == ' ' || c == '\t'))
+        .collect()
+}
+
+/// Trace context: with `[tracing]`, exactly one valid `traceparent`, continuing the client's
+/// single valid one, and a `tracestate` only when that one was kept; without, the client's
+/// fields as they came.
+fn traced(raw: &str, f: &Forwarded, on: bool) -> Result<(), String> {
+    let got = |name: &str| -> Vec<&[u8]> {
+        f.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| &v[..])
+            .collect()
+    };
+    let (parents, states) = (got("traceparent"), got("tracestate"));
+    let (sent_parents, sent_states) = (sent(raw, "traceparent"), sent(raw, "tracestate"));
+    let named = |n: &str| {
+        sent(raw, "connection")
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(n))
+    };
+    if !on {
+        // Fields come sorted: compare as multisets.
+        let mut as_sent: Vec<&[u8]> = sent_parents.iter().map(|v| v.as_bytes()).collect();
+        as_sent.sort();
+        if !named("traceparent") && parents != as_sent {
+            return Err(format!("traceparent changed with tracing off: {parents:?}"));
+        }
+        return Ok(());
+    }
+    let [one] = parents[..] else {
+        return Err(format!("traceparents {parents:?}"));
+    };
+    let fwd = crate::trace::parse(one).ok_or("lb's traceparent is invalid")?;
+    let client = match sent_parents[..] {
+        [p] => crate::trace::parse(p.as_bytes()),
+        _ => None,
+    };
+    if let Some(c) = client {
+        if c.trace_id != fwd.trace_id || c.parent_id == fwd.parent_id {
+            return Err("the client's trace was not continued with a new span".into());
+        }
+    }
+    if !states.is_empty() && (client.is_none() || sent_states.len() != 1) {
+        return Err(format!("tracestate {states:?} went on without its trace"));
+    }
+    Ok(())
 }
 
 /// What makes a forwarded head of `raw` safe whichever path wrote it.
@@ -226,16 +287,20 @@ proptest! {
     #[test]
     fn the_paths_forward_the_same_head(raw in head(), extra in prop::sample::select(&[
         "", "forwarded_headers = \"append\"\nvia = true", "escaped_slashes = \"decode\"",
-        "escaped_slashes = \"keep\"",
+        "escaped_slashes = \"keep\"", "[tracing]",
     ][..])) {
         let gw = gateway(extra);
+        let on = gw.tracing.is_some();
+        prop_assert_eq!(on, extra == "[tracing]");
         let general = general(&gw, raw.as_bytes());
         if let Some(lean) = lean(&gw, raw.as_bytes()) {
             prop_assert_eq!(&general, &Ok(lean.clone()), "{:?}", raw);
             prop_assert!(sound(&raw, &lean).is_ok(), "{:?}: {:?}", raw, sound(&raw, &lean));
+            prop_assert!(traced(&raw, &lean, on).is_ok(), "{:?}: {:?}", raw, traced(&raw, &lean, on));
         }
         if let Ok(g) = &general {
             prop_assert!(sound(&raw, g).is_ok(), "{:?}: {:?}", raw, sound(&raw, g));
+            prop_assert!(traced(&raw, g, on).is_ok(), "{:?}: {:?}", raw, traced(&raw, g, on));
         }
     }
 }

@@ -24,6 +24,7 @@ mod http;
 mod policy;
 mod policy_auth;
 mod policy_oauth2;
+mod tracing;
 
 pub use policy_auth::parse_sha256;
 mod policy_use;
@@ -161,6 +162,8 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         .admin
         .as_ref()
         .and_then(|(a, _)| admin::admin(&mut cx, a));
+
+    let tracing = raw.tracing.as_ref().map(|t| tracing::tracing(&mut cx, t));
 
     // Pools first, so listeners can resolve references.
     let mut pool_index: HashMap<&str, usize> = HashMap::new();
@@ -542,6 +545,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
     Some(Config {
         global,
         admin,
+        tracing,
         listeners,
         pools: pools?,
         routes,

@@ -27,6 +27,7 @@ fn forwarded(raw: &[u8], trust: Trust, via: Option<&str>) -> String {
             length: facts.body.len().filter(|_| facts.body != Body::None),
             lines: &lines,
             request_id: None,
+            trace: None,
         };
         let mut buf = Vec::new();
         out.write(&mut buf, r.fields, facts);
@@ -144,6 +145,7 @@ proptest! {
                 length: facts.body.len().filter(|_| facts.body != Body::None),
                 lines: &lines,
                 request_id: None,
+            trace: None,
             };
             let mut buf = Vec::new();
             out.write(&mut buf, r.fields, &facts);
