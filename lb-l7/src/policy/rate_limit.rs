@@ -158,6 +158,12 @@ impl RateLimit {
                 let cut = tats[tats.len() / 10];
                 map.retain(|_, t| *t > cut);
             }
+            // Rebuilt rather than left with the tombstones `retain` leaves: with them a later
+            // insert can rehash the table into twice its capacity, past the bound `memory`
+            // promises (seen as a rare failure of huge_keys_cost_their_digest_only).
+            let kept = std::mem::take(&mut *map);
+            map.reserve(self.shard_cap);
+            map.extend(kept);
         }
         map.insert(key, new);
         Ok(remaining(new, now, self.interval, self.tolerance))
