@@ -8,6 +8,7 @@ mod duration;
 mod model;
 mod parse;
 mod policy_model;
+mod pool_model;
 mod raw;
 mod size;
 mod validate;
