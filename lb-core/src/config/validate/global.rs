@@ -1,6 +1,6 @@
 //! `[global]`: process-wide settings. Pure; no I/O.
 
-use super::pool::MIN_INTERVAL;
+use super::members::MIN_INTERVAL;
 use super::Ctx;
 use crate::config::model::Global;
 use crate::config::raw::RawGlobal;

@@ -21,6 +21,7 @@ mod admin;
 mod age;
 mod global;
 mod http;
+mod members;
 mod policy;
 mod policy_auth;
 mod policy_oauth2;
