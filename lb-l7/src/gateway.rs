@@ -346,7 +346,7 @@ impl Gateway {
     /// HTTP/1.1 requests of lean routes take the lean path until one is not.
     ///
     /// A connection past the listener's `max_connection_age` is old (see
-    /// [`crate::exchange::ConnInfo::is_old`]): its next HTTP/1 answer says `Connection:
+    /// [`crate::conn_info::ConnInfo::is_old`]): its next HTTP/1 answer says `Connection:
     /// close` and it closes after it, as nginx's `keepalive_time`; an HTTP/2 one is drained
     /// (GOAWAY, in-flight streams finish). An idle old connection is left to `idle_timeout`,
     /// so a client is never raced by a close between two of its requests.
@@ -357,7 +357,7 @@ impl Gateway {
             conn.drain.clone()
         });
         // Shared by the connection's requests: one reference count per request, no copies.
-        let info = Arc::new(crate::exchange::ConnInfo {
+        let info = Arc::new(crate::conn_info::ConnInfo {
             client: conn.client,
             local: conn.local,
             local_authority: std::sync::OnceLock::new(),
@@ -413,7 +413,7 @@ impl Gateway {
         self: Arc<Self>,
         mut io: Timed<IO>,
         pending: Vec<u8>,
-        info: Arc<crate::exchange::ConnInfo>,
+        info: Arc<crate::conn_info::ConnInfo>,
         drain: tokio_util::sync::CancellationToken,
         cancel: tokio_util::sync::CancellationToken,
     ) where

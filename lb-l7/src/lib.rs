@@ -22,6 +22,7 @@ pub mod balance;
 pub mod body;
 pub mod chunked;
 pub mod compile;
+pub mod conn_info;
 pub mod exchange;
 mod exchange_fault;
 pub mod factory;

@@ -11,7 +11,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{answer, full, Counted, Meter, Side};
-use crate::exchange::{read_whole, ConnInfo};
+use crate::conn_info::ConnInfo;
+use crate::exchange::read_whole;
 use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::policy::cache::{Fill, Filling};

@@ -28,7 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::exchange::ConnInfo;
+use crate::conn_info::ConnInfo;
 use crate::forward::Trust;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::policy::RequestInfo;
