@@ -3,6 +3,7 @@
 
 pub mod accept_backoff;
 mod buffers;
+mod connect;
 pub mod front;
 pub mod handoff;
 pub mod moved;

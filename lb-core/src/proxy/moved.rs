@@ -12,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 
+use super::connect::connect_failed;
 use super::front::Front;
 use super::relay::{relay, RelayState};
-use super::tcp::{adopt as admit_adopted, connect_failed, proxy_to, ClientIo};
+use super::tcp::{adopt as admit_adopted, proxy_to, ClientIo};
 use super::tcp::{Context, Ending, ListenerShared};
 use crate::handover::wire::TcpConn;
 use crate::handover::{count, Moved, Moving};

@@ -12,11 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use rustls_pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
-use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+use tokio_rustls::{server, TlsAcceptor};
 
 use super::accept_backoff::AcceptBackoff;
+use super::connect::{connect, connect_failed, BackendIo};
 use super::front::{self, Front, Reject};
 use super::handoff::{ClientStream, Conn};
 use super::prefixed::Prefixed;
@@ -25,7 +24,6 @@ pub use super::route::{PairMetrics, Route, Target};
 use crate::config::{self, Algorithm, HashKey};
 use crate::hash;
 use crate::pool::{Attempt, Pool};
-use crate::proxy_protocol;
 
 thread_local! {
     static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
@@ -234,28 +232,12 @@ pub(crate) enum ClientIo {
     Tls(Box<server::TlsStream<Prefixed<TcpStream>>>),
 }
 
-/// The backend side: the socket, or lb's TLS session to the backend.
-enum BackendIo {
-    Plain(TcpStream),
-    Tls(Box<client::TlsStream<TcpStream>>),
-}
-
 impl ClientIo {
     /// The socket under the stream.
     fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
             Self::Tls(t) => t.get_ref().0.get_ref(),
-        }
-    }
-}
-
-impl BackendIo {
-    /// The socket under the stream.
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(t) => t.get_ref().0,
         }
     }
 }
@@ -522,51 +504,6 @@ pub(crate) async fn proxy_to(
     }
 }
 
-/// Connects to a backend and sends what must precede the relay: the PROXY header, TLS to the
-/// backend, and the bytes already read from a plain client.
-async fn connect(
-    addr: SocketAddr,
-    front: &Front,
-    target: &Target,
-    route: &Route,
-    io: &ClientIo,
-) -> std::io::Result<BackendIo> {
-    let mut sock = TcpStream::connect(addr).await?;
-    let _ = sock.set_nodelay(true);
-    if let Some(version) = route.listener.proxy_protocol {
-        let local = match io {
-            ClientIo::Plain(s) => s.local_addr(),
-            ClientIo::Tls(t) => t.get_ref().0.get_ref().local_addr(),
-        }?;
-        sock.write_all(&proxy_protocol::encode(version, front.client, local))
-            .await?;
-    }
-    let mut upstream = match &target.backend_tls {
-        None => BackendIo::Plain(sock),
-        Some(t) => {
-            let name = t
-                .server_name
-                .clone()
-                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
-            let tls = TlsConnector::from(t.config.clone())
-                .connect(name, sock)
-                .await
-                .map_err(|e| std::io::Error::other(format!("backend TLS: {e}")))?;
-            BackendIo::Tls(Box::new(tls))
-        }
-    };
-    if matches!(io, ClientIo::Plain(_)) && !front.prefix.is_empty() {
-        match &mut upstream {
-            BackendIo::Plain(s) => s.write_all(&front.prefix).await?,
-            BackendIo::Tls(s) => {
-                s.write_all(&front.prefix).await?;
-                s.flush().await?;
-            }
-        }
-    }
-    Ok(upstream)
-}
-
 /// Who a connection was, for its one access-log line: written by whichever process ends it.
 pub(crate) struct Ending<'a> {
     pub listener: &'a config::Listener,
@@ -602,16 +539,4 @@ impl Ending<'_> {
             tracing::info!(target: "lb::access", client = %self.client, listener = %l.name, pool = %self.pool, backend = %self.backend, sni = self.sni.unwrap_or("-"), bytes_in = from_client, bytes_out = from_backend, duration_ms = self.start.elapsed().as_millis() as u64, end = end.as_str(), error = %detail);
         }
     }
-}
-
-pub(crate) fn connect_failed(
-    b: &crate::backend::Backend,
-    passive: Option<&config::Passive>,
-    l: &config::Listener,
-    pool: &Pool,
-    err: Option<&str>,
-) {
-    let err = err.unwrap_or("");
-    b.record_traffic(false, passive, err);
-    tracing::debug!(listener = %l.name, pool.name = %pool.name(), error = %err, "backend failed; trying the next one");
 }
