@@ -41,6 +41,7 @@ pub mod respond;
 pub mod router;
 pub mod sniff;
 pub mod spans;
+pub mod targets;
 pub mod timed;
 pub mod trace;
 pub mod transform;
