@@ -16,6 +16,11 @@ use crate::stats::{self, Counts, History, Registry, Totals};
 /// Seconds between samples.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
+/// Backends with a plot at most (the first in config order): a series is five minutes of
+/// points (~7 KB), so a pool of 100,000 backends would otherwise cost 700 MB and 100,000
+/// samples a second; with the cap it costs what 256 do.
+pub const MAX_BACKEND_SERIES: usize = 256;
+
 fn history() -> &'static Mutex<History> {
     static H: OnceLock<Mutex<History>> = OnceLock::new();
     H.get_or_init(Mutex::default)
@@ -78,17 +83,20 @@ fn totals(shared: &Shared) -> Vec<(String, Totals)> {
         };
         out.push((format!("listener:{}", l.name), t));
     }
-    for p in &state.pools {
-        for b in &p.pool.backends {
-            out.push((
-                format!("backend:{}/{}", p.pool.name(), b.id),
-                Totals {
-                    count: b.total.load(Relaxed),
-                    errors: b.connect_errors.load(Relaxed) + b.errors.load(Relaxed),
-                    latency: b.latency.snapshot(),
-                },
-            ));
-        }
+    let backends = state
+        .pools
+        .iter()
+        .flat_map(|p| p.pool.backends.iter().map(move |b| (p, b)))
+        .take(MAX_BACKEND_SERIES);
+    for (p, b) in backends {
+        out.push((
+            format!("backend:{}/{}", p.pool.name(), b.id),
+            Totals {
+                count: b.total.load(Relaxed),
+                errors: b.connect_errors.load(Relaxed) + b.errors.load(Relaxed),
+                latency: b.latency.snapshot(),
+            },
+        ));
     }
     reg.retain(|listener, route| {
         matches!(route, "default" | "-") && c.listeners.iter().any(|l| l.name == listener)
