@@ -149,8 +149,10 @@ async fn shutdown_delay_withdraws_readiness_but_keeps_serving_then_drains() {
     let addr = lb.listener("main").await;
     ready_becomes(&lb, 200, Duration::from_secs(5)).await;
 
-    lb.signal("TERM");
+    // Taken before the signal: lb may act on it before this test runs again, and its delay
+    // counts from then.
     let signalled = Instant::now();
+    lb.signal("TERM");
     // 503 at once, saying why, while lb is alive.
     let body = ready_becomes(&lb, 503, Duration::from_secs(1)).await;
     assert_eq!(body["phase"], "stopping", "{body}");
