@@ -115,9 +115,12 @@ pub struct Hop {
 }
 
 impl Hop {
-    /// Whether lb writes (or drops) the client's field `name` itself.
-    pub fn replaces(name: &str) -> bool {
-        name.eq_ignore_ascii_case(TRACEPARENT) || name.eq_ignore_ascii_case(TRACESTATE)
+    /// Whether lb writes (or drops) the client's field `name` itself: its `traceparent`
+    /// always, its `tracestate` unless kept. The rule [`Hop::write`] follows, for the lean
+    /// path's head writer.
+    pub fn replaces(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(TRACEPARENT)
+            || (!self.keep_state && name.eq_ignore_ascii_case(TRACESTATE))
     }
 
     /// Puts lb's `traceparent` in `headers` in place of the client's, and drops the client's

@@ -177,10 +177,7 @@ impl Out<'_> {
     /// Whether lb writes field `name` itself in place of the client's.
     fn replaces(&self, name: &str) -> bool {
         (self.request_id.is_some() && name.eq_ignore_ascii_case(crate::request_id::FIELD))
-            || self.trace.is_some_and(|t| {
-                name.eq_ignore_ascii_case(crate::trace::TRACEPARENT)
-                    || (!t.keep_state && name.eq_ignore_ascii_case(crate::trace::TRACESTATE))
-            })
+            || self.trace.is_some_and(|t| t.replaces(name))
     }
 
     fn end(&self, out: &mut Vec<u8>) {

@@ -240,13 +240,7 @@ fn sound(raw: &str, f: &Forwarded) -> Result<(), String> {
     if ids.len() != 1 || !crate::request_id::valid(ids[0]) {
         return Err(format!("request ids {ids:?}"));
     }
-    let sent: Vec<&str> = raw
-        .split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
-        .map(|(_, v)| v.trim_matches(|c| c == ' ' || c == '\t'))
-        .collect();
-    if let [one] = sent[..] {
+    if let [one] = sent(raw, "x-request-id")[..] {
         if crate::request_id::valid(one.as_bytes()) && ids[0] != one.as_bytes() {
             return Err(format!("the client's id {one:?} was not kept"));
         }
