@@ -140,13 +140,15 @@ async fn resume(
     let l = &route.listener;
     let start = instant_of_unix_ms(conn.started_unix_ms);
     // Its age counts from when the first process accepted it (the jitter is drawn anew).
+    // Its own pause token, as every relay's (see `tcp::proxy_to`).
+    let pause = cx.handover.moving.request.child_token();
     let out = relay(
         &c,
         &u,
         cx.mode,
         super::relay::Deadlines::of(l, start),
         &cx.conn_cancel,
-        Some(&cx.handover.moving.request),
+        Some(&pause),
         conn.relay,
     )
     .await;

@@ -326,10 +326,12 @@ where
     let idle = limits.idle;
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
-    // Far off when the listener sets no age: the branch below is disabled then anyway.
-    let (old_at, grace) = limits.old_at.unwrap_or((Instant::now(), Duration::ZERO));
-    let age_timer = tokio::time::sleep_until(tokio::time::Instant::from_std(old_at));
-    tokio::pin!(age_timer);
+    // Only with `max_connection_age`: boxed, so a relay without one carries a pointer, not a
+    // timer, for its whole life.
+    let grace = limits.old_at.map_or(Duration::ZERO, |(_, g)| g);
+    let mut age_timer = limits
+        .old_at
+        .map(|(at, _)| Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at))));
     let end = loop {
         tokio::select! {
             r = &mut up, if !up_done => {
@@ -368,7 +370,7 @@ where
                 }
                 idle_timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
             }
-            () = &mut age_timer, if limits.old_at.is_some() => {
+            () = async { age_timer.as_mut().expect("checked").await }, if age_timer.is_some() => {
                 let quiet_at = crate::clock::instant_of(act.last_ms.load(Relaxed)) + grace;
                 let now = Instant::now();
                 let next = if now < quiet_at {
@@ -380,7 +382,9 @@ where
                 } else {
                     break End::MaxAge;
                 };
-                age_timer.as_mut().reset(tokio::time::Instant::from_std(next));
+                if let Some(t) = age_timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::from_std(next));
+                }
             }
             () = cancel.cancelled() => break End::Shutdown,
         }

@@ -441,7 +441,10 @@ pub(crate) async fn proxy_to(
         m.connections.increment(1);
         m.active.increment(1.0);
         let (idle, cancel) = (Deadlines::of(l, start), &cx.conn_cancel);
-        let pause = Some(&cx.handover.moving.request);
+        // Its own child of the process-wide hand-over request: a relay's every wait polls the
+        // token, and one shared token would take one lock for all workers' connections.
+        let pause = cx.handover.moving.request.child_token();
+        let pause = Some(&pause);
         let delivering = Delivering::of(Some(io.tcp()), Some(upstream.tcp()));
         let out = match (&mut io, &mut upstream) {
             (ClientIo::Plain(c), BackendIo::Plain(u)) => {
