@@ -331,6 +331,11 @@ async fn the_admin_api_refuses_loops_and_odd_addresses_and_decodes_paths() {
         let (code, body) = request(lb.admin, "POST", path, &format!(r#"{{"addr":"{odd}"}}"#)).await;
         assert_eq!(code, 400, "{odd}: {body}");
     }
+    // A weight the pool's round-robin would ignore is refused, as the config refuses it.
+    let weighted = format!(r#"{{"addr":"{}","weight":3}}"#, b.addr);
+    let (code, body) = request(lb.admin, "POST", path, &weighted).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("ignores weights"), "{body}");
     let (code, _) = request(lb.admin, "DELETE", &format!("{path}/{}", b.addr), "").await;
     assert_eq!(code, 404, "not a member");
     assert_eq!(members(&lb.status().await), [a.addr.to_string()]);

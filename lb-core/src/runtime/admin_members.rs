@@ -150,7 +150,16 @@ pub(super) fn add(shared: &Shared, pool: &str, body: &[u8]) -> Resp {
             ),
         );
     }
-    let r = shared.set_members(pool, |d, _| admit(d, pool, member));
+    let r = shared.set_members(pool, |d, cfg| {
+        // As the config refuses it: a weight this pool's algorithm would ignore.
+        if member.weight.get() > 1 && !cfg.algorithm.uses_weights() {
+            return Err(MemberError::Refused(format!(
+                "pool \"{pool}\" uses {}, which ignores weights; leave \"weight\" out",
+                cfg.algorithm.name()
+            )));
+        }
+        admit(d, pool, member)
+    });
     if let Err(e) = r {
         return refused(e);
     }

@@ -136,7 +136,8 @@ impl Ctx<'_> {
                 {
                     "write IPv6 addresses in brackets: \"[::1]:80\"".to_string()
                 } else {
-                    "lb does not resolve host names; use an IP address".to_string()
+                    "this address takes an IP literal (only backend addresses may be host names)"
+                        .to_string()
                 };
                 self.push(
                     Diagnostic::error(format!("expected IP:PORT or [IPv6]:PORT, found \"{text}\""))
