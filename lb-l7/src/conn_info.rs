@@ -29,14 +29,20 @@ pub struct ConnInfo {
     /// This connection's own drain (a child of the listener's), with `max_connection_age`.
     pub own_drain: Option<CancellationToken>,
     pub tracker: TaskTracker,
-    /// What the connection's request heads carried that the parser does not show.
-    pub framing: Arc<std::sync::Mutex<crate::framing::Tracker>>,
+    /// What the connection's request heads carried that the parser does not show: made
+    /// when the general path first serves the connection (the lean path reads heads itself).
+    pub framing: std::sync::OnceLock<Arc<std::sync::Mutex<crate::framing::Tracker>>>,
     /// With `proxy_protocol`: this connection's own clients to the backends, by pool, which
     /// send its PROXY header and are never shared with another client connection.
     pub own: Option<Box<[std::sync::OnceLock<Upstream>]>>,
 }
 
 impl ConnInfo {
+    /// The connection's framing record ([`ConnInfo::framing`]).
+    pub fn framing(&self) -> &Arc<std::sync::Mutex<crate::framing::Tracker>> {
+        self.framing.get_or_init(Default::default)
+    }
+
     /// lb's address on the connection as an authority.
     pub fn local_authority(&self) -> &str {
         self.local_authority.get_or_init(|| self.local.to_string())

@@ -45,7 +45,7 @@ impl Gateway {
         let (mut parts, body) = req.into_parts();
         // One framing record per HTTP/1 request, in order (HTTP/2 has none).
         let both_lengths = parts.version < Version::HTTP_2
-            && crate::sniff::lock(&info.framing).take() == Some(true);
+            && crate::sniff::lock(info.framing()).take() == Some(true);
         if both_lengths {
             return self.refused(None, &parts, info, &began, Refusal::LengthAndChunked);
         }

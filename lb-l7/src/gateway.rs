@@ -19,7 +19,6 @@ pub use crate::targets::{PoolTarget, RouteMetrics, RouteTarget};
 use lb_core::proxy::prefixed::Prefixed;
 
 use crate::forward::Trust;
-use crate::framing::Tracker;
 use crate::policy;
 use crate::request::Limits;
 use crate::router::Router;
@@ -269,60 +268,65 @@ impl Gateway {
     /// close` and it closes after it, as nginx's `keepalive_time`; an HTTP/2 one is drained
     /// (GOAWAY, in-flight streams finish). An idle old connection is left to `idle_timeout`,
     /// so a client is never raced by a close between two of its requests.
-    pub async fn serve_conn(self: Arc<Self>, mut conn: Conn) {
+    ///
+    /// Not an `async fn`: its arguments would be kept in the connection's task for its whole
+    /// life beside what is made of them. The future captures only what it uses, and holds no
+    /// request's state while the connection idles (see [`crate::lean::Session`]).
+    pub fn serve_conn(
+        self: Arc<Self>,
+        mut conn: Conn,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         // Its own drain token only where it may be drained alone (an old HTTP/2 one).
         let own_drain = conn.old_at.map(|_| {
             conn.drain = conn.drain.child_token();
             conn.drain.clone()
         });
+        let lean = self.lean && conn.alpn.as_deref() != Some(b"h2");
         // Shared by the connection's requests: one reference count per request, no copies.
         let info = Arc::new(crate::conn_info::ConnInfo {
             client: conn.client,
             local: conn.local,
             local_authority: std::sync::OnceLock::new(),
             tls: conn.is_tls(),
-            sni: conn.sni.clone(),
+            sni: conn.sni,
             cancel: conn.cancel.clone(),
             old_at: conn.old_at,
             own_drain,
-            tracker: conn.tracker.clone(),
-            framing: Arc::new(std::sync::Mutex::new(Tracker::default())),
+            tracker: conn.tracker,
+            framing: std::sync::OnceLock::new(),
             own: self
                 .per_client
                 .then(|| self.pools.iter().map(|_| OnceLock::new()).collect()),
         });
-        let Conn {
-            io,
-            drain,
-            cancel,
-            alpn,
-            ..
-        } = conn;
-        let mut io = Timed::new(io, self.idle_timeout);
-        let mut pending = Vec::new();
-        if self.lean && alpn.as_deref() != Some(b"h2") {
-            let mut session = crate::lean::Session::new(&self, &info, &drain);
-            let end = tokio::select! {
-                end = session.run(&mut io) => end,
-                () = cancel.cancelled() => return,
-            };
-            match end {
-                crate::lean::End::Closed => return,
-                crate::lean::End::Linger => {
-                    // Boxed: rare, and its read buffer should not size every connection's task.
-                    tokio::select! {
-                        () = Box::pin(crate::lean::linger(&mut io)) => {}
-                        () = cancel.cancelled() => {}
+        let (drain, cancel) = (conn.drain, conn.cancel);
+        let mut io = Timed::new(conn.io, self.idle_timeout);
+        async move {
+            let mut pending = Vec::new();
+            if lean {
+                let mut session = crate::lean::Session::new(&self, &info, &drain);
+                let end = tokio::select! {
+                    end = session.run(&mut io) => end,
+                    () = cancel.cancelled() => return,
+                };
+                match end {
+                    crate::lean::End::Closed => return,
+                    crate::lean::End::Linger => {
+                        // Boxed: rare, and its read buffer should not size every connection's
+                        // task.
+                        tokio::select! {
+                            () = Box::pin(crate::lean::linger(&mut io)) => {}
+                            () = cancel.cancelled() => {}
+                        }
+                        return;
                     }
-                    return;
+                    crate::lean::End::FullPath => {}
                 }
-                crate::lean::End::FullPath => {}
+                pending = session.pending();
             }
-            pending = session.pending();
+            // Boxed: most connections never come here, and an idle lean one should not carry
+            // the general path's larger state.
+            Box::pin(self.serve_full(io, pending, info, drain, cancel)).await;
         }
-        // Boxed: most connections never come here, and an idle lean one should not carry
-        // the general path's larger state.
-        Box::pin(self.serve_full(io, pending, info, drain, cancel)).await;
     }
 
     /// The full path: hyper's HTTP/1.1 and HTTP/2 server, every request through
@@ -339,7 +343,7 @@ impl Gateway {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let client = info.client;
-        let framing = info.framing.clone();
+        let framing = info.framing().clone();
         let activity = Activity::new();
         io.track(activity.clone());
         let gw = self.clone();

@@ -150,7 +150,7 @@ impl Gateway {
                 }
             }
             // What follows on the client connection is the new protocol, not HTTP.
-            crate::sniff::lock(&info.framing).stop();
+            crate::sniff::lock(info.framing()).stop();
             // The backend is in use while the tunnel lasts (least-connections sees it).
             self.tunnel(up_c, up_b, info, flight.take());
         }

@@ -123,6 +123,8 @@ pub async fn accept_loop(
     cx: Context,
     stop: CancellationToken,
 ) {
+    // Shared by the connections' tasks: one reference each rather than a copy of every field.
+    let cx = Arc::new(cx);
     let mut backoff = AcceptBackoff::new(&shared.name);
     loop {
         let (stream, peer) = tokio::select! {
@@ -133,12 +135,17 @@ pub async fn accept_loop(
             continue;
         };
         let route = shared.route.load_full();
-        let cx2 = cx.clone();
-        let stop = stop.clone();
-        cx.tracker.spawn(async move {
-            serve(stream, peer, route, &guard.shared, &cx2, stop).await;
-            drop(guard);
-        });
+        // Two task types, not one: an http connection's task would otherwise be as large as
+        // the tcp relay's state for its whole life, idle keep-alive included. Each is the
+        // serving function's own future (no wrapper holding its arguments a second time).
+        if route.listener.protocol == config::Protocol::Http {
+            let stop = stop.clone();
+            cx.tracker
+                .spawn(serve_http(stream, peer, route, guard, cx.clone(), stop));
+        } else {
+            cx.tracker
+                .spawn(serve_tcp(stream, peer, route, guard, cx.clone()));
+        }
     }
 }
 
@@ -260,15 +267,79 @@ fn refuse(
     }
 }
 
-async fn serve(
+/// A tcp (or tls) listener's connection: what precedes the payload, then the relay.
+/// `guard` holds the connection's admission slot until it ends.
+async fn serve_tcp(
     client: TcpStream,
     peer: SocketAddr,
     route: Arc<Route>,
-    shared: &ListenerShared,
-    cx: &Context,
+    guard: Admission,
+    cx: Arc<Context>,
+) {
+    let (shared, cx) = (&*guard.shared, &*cx);
+    let start = Instant::now();
+    let Some((io, front, _)) = begin(client, peer, &route, shared, start).await else {
+        return;
+    };
+    match route.target_for(front.sni.as_deref()) {
+        Some(target) => proxy_to(io, &front, target, &route, start, cx, Attempt::default()).await,
+        None => tracing::error!(listener = %route.listener.name, "tcp listener without a pool"),
+    }
+}
+
+/// An http listener's connection: what precedes the payload, then the HTTP side's handler.
+/// `guard` holds the connection's admission slot until it ends.
+async fn serve_http(
+    client: TcpStream,
+    peer: SocketAddr,
+    route: Arc<Route>,
+    guard: Admission,
+    cx: Arc<Context>,
     stop: CancellationToken,
 ) {
+    let shared = &*guard.shared;
     let start = Instant::now();
+    let l = &route.listener;
+    let Some(app) = route.app.clone() else {
+        tracing::error!(listener = %l.name, "this build of lb cannot serve http listeners");
+        return;
+    };
+    // Boxed: the handshake's state (its timer included) would otherwise size the task of
+    // every http connection, idle keep-alive ones too, for its whole life.
+    let Some((io, front, local)) = Box::pin(begin(client, peer, &route, shared, start)).await
+    else {
+        return;
+    };
+    let io = match io {
+        ClientIo::Plain(c) => ClientStream::Plain(Prefixed::new(front.prefix, c)),
+        ClientIo::Tls(t) => ClientStream::Tls(t),
+    };
+    let conn = Conn {
+        alpn: match &io {
+            ClientStream::Tls(t) => t.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
+            ClientStream::Plain(_) => None,
+        },
+        io,
+        client: front.client,
+        local,
+        sni: front.sni,
+        drain: stop,
+        cancel: cx.conn_cancel.clone(),
+        tracker: cx.tracker.clone(),
+        old_at: Deadlines::of(l, start).old_at,
+    };
+    app.serve(conn).await;
+}
+
+/// What precedes the payload, within the listener's `handshake_timeout`: the PROXY header,
+/// the ClientHello, the TLS handshake. `None`: the connection was refused (and logged).
+async fn begin(
+    client: TcpStream,
+    peer: SocketAddr,
+    route: &Route,
+    shared: &ListenerShared,
+    start: Instant,
+) -> Option<(ClientIo, Front, SocketAddr)> {
     let l = &route.listener;
     let _ = client.set_nodelay(true);
     let local = client.local_addr().unwrap_or(l.bind);
@@ -286,7 +357,7 @@ async fn serve(
         if !trusted.iter().any(|c| c.contains(peer.ip())) {
             let detail = format!("{} is not in trusted_proxies", peer.ip());
             refuse(shared, l, peer, start, Reject::UntrustedProxy, &detail);
-            return;
+            return None;
         }
     }
     if l.accept_proxy_protocol || want_hello {
@@ -305,7 +376,7 @@ async fn serve(
                     Some(why) => refuse(shared, l, peer, start, why, &e.to_string()),
                     None => tracing::debug!(listener = %l.name, client = %peer, "{e}"),
                 }
-                return;
+                return None;
             }
             Err(_) => {
                 let what = if l.accept_proxy_protocol {
@@ -321,7 +392,7 @@ async fn serve(
                     Reject::HandshakeTimeout,
                     &late(what),
                 );
-                return;
+                return None;
             }
         }
     }
@@ -350,7 +421,7 @@ async fn serve(
                         Reject::TlsHandshake,
                         &e.to_string(),
                     );
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     shared.tls.timeout.increment(1);
@@ -362,41 +433,12 @@ async fn serve(
                         Reject::HandshakeTimeout,
                         &late("TLS handshake"),
                     );
-                    return;
+                    return None;
                 }
             }
         }
     };
-    if l.protocol == config::Protocol::Http {
-        let Some(app) = route.app.clone() else {
-            tracing::error!(listener = %l.name, "this build of lb cannot serve http listeners");
-            return;
-        };
-        let io = match io {
-            ClientIo::Plain(c) => ClientStream::Plain(Prefixed::new(front.prefix, c)),
-            ClientIo::Tls(t) => ClientStream::Tls(t),
-        };
-        let conn = Conn {
-            alpn: match &io {
-                ClientStream::Tls(t) => t.get_ref().1.alpn_protocol().map(<[u8]>::to_vec),
-                ClientStream::Plain(_) => None,
-            },
-            io,
-            client: front.client,
-            local,
-            sni: front.sni,
-            drain: stop,
-            cancel: cx.conn_cancel.clone(),
-            tracker: cx.tracker.clone(),
-            old_at: Deadlines::of(l, start).old_at,
-        };
-        app.serve(conn).await;
-        return;
-    }
-    match route.target_for(front.sni.as_deref()) {
-        Some(target) => proxy_to(io, &front, target, &route, start, cx, Attempt::default()).await,
-        None => tracing::error!(listener = %l.name, "tcp listener without a pool"),
-    }
+    Some((io, front, local))
 }
 
 /// Picks a backend of `target` not yet in `attempt`, connects (retrying on the next
@@ -530,9 +572,10 @@ impl Ending<'_> {
         m: &PairMetrics,
     ) {
         in_flight.add_bytes(from_client, from_backend);
-        drop(in_flight);
         m.bytes_rx.increment(from_client);
         m.bytes_tx.increment(from_backend);
+        // Counted before the connection stops being active: whoever sees it ended sees its bytes.
+        drop(in_flight);
         let l = self.listener;
         if l.access_log {
             let detail = match end {

@@ -263,10 +263,9 @@ impl<'g> Session<'g> {
                     }
                 };
                 self.client_timer.set(deadline);
-                let mut first = [0u8; FIRST_READ];
                 let reading = async {
                     if idle {
-                        io.read(&mut first).await
+                        first_read(io, &mut self.buf).await
                     } else {
                         io.read_buf(&mut self.buf).await
                     }
@@ -284,15 +283,15 @@ impl<'g> Session<'g> {
                 };
                 match read {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(n) if idle => {
+                    Ok(_) if idle => {
+                        // `first_read` put the bytes into a lent `buf`; the rest follow it.
                         self.lend();
-                        self.buf.extend_from_slice(&first[..n]);
                     }
                     Ok(_) => {}
                 }
             };
             self.head_deadline = None;
-            match self.exchange(io, plan).await {
+            match Box::pin(self.exchange(io, plan)).await {
                 Next::KeepAlive => {}
                 Next::Close => return End::Closed,
                 Next::Linger => return End::Linger,
@@ -319,6 +318,29 @@ impl<'g> Session<'g> {
             &mut self.forwarding,
         )
     }
+}
+
+/// An idle connection's wait for its next request: its first bytes are read into a buffer
+/// on the stack of each poll, and only bytes that came are copied into a lent `buf`. The
+/// wait itself holds no buffer, so an idle connection's task carries none.
+async fn first_read<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut read = tokio::io::ReadBuf::uninit(&mut first);
+        std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        if n > 0 {
+            if buf.capacity() == 0 {
+                *buf = spare::take();
+            }
+            buf.extend_from_slice(read.filled());
+        }
+        std::task::Poll::Ready(Ok(n))
+    })
+    .await
 }
 
 /// Who a client connection is, as plans and forwarding fields need it.
