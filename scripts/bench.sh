@@ -8,12 +8,16 @@
 #   LB_L7_EXTRA='request_id = "off"' SCENARIOS=l7 PROXIES=lb scripts/bench.sh  # l7 listener keys
 #   LB_TOP_EXTRA=$'[tracing]\notlp_endpoint = "http://127.0.0.1:4318"' SCENARIOS=l7 PROXIES=lb scripts/bench.sh  # top-level tables
 #   WORKERS=2 SCENARIOS="rps bulk4" scripts/bench.sh                  # scaling over workers
+#   PIN=0 SCENARIOS="rps conn" scripts/bench.sh                       # nothing pinned
 #
 # Every proxy gets WORKERS workers (default 1: lb `workers`, HAProxy `nbthread`, nginx
 # `worker_processes`) pinned to CPUs 0..WORKERS-1; load generators and backends run on CPUs
 # 1.. — with WORKERS > 1 on a small machine they share cores with the proxy, and the output
 # says so. Runs are interleaved (A B C A B C …) and the median is reported with the min–max
-# spread, raw and per proxy CPU-second (user+sys from /proc over the run). Results go to
+# spread, raw and per proxy CPU-second (user+sys from /proc over the run). For request-rate
+# scenarios the whole machine's busy CPU per request (/proc/stat, all cores: load, backends,
+# kernel work elsewhere included) is reported too, and what a proxy adds over `direct` — the
+# fair figure when a proxy moves work into the kernel. PIN=0 pins nothing. Results go to
 # stdout and to target/bench/results.{md,json}. Only loopback is used; every run is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +67,14 @@ NCPU=$(nproc)
 WORKERS=${WORKERS:-1}
 PROXY_CPU=$([ "$WORKERS" -gt 1 ] && echo "0-$((WORKERS - 1))" || echo 0)
 LOAD_CPUS=$([ "$NCPU" -gt 1 ] && echo "1-$((NCPU - 1))" || echo 0)
+# PIN=0: nothing is pinned and the kernel places proxy, load and backends (work a proxy moves
+# into the kernel, e.g. splice, then lands where the kernel puts it, as in production).
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ]; then
+  ON_PROXY=(taskset -c "$PROXY_CPU"); ON_LOAD=(taskset -c "$LOAD_CPUS")
+else
+  ON_PROXY=(); ON_LOAD=(); PROXY_CPU=any; LOAD_CPUS=any
+fi
 if [ "$WORKERS" -ge "$NCPU" ]; then
   echo "note: $WORKERS proxy workers on $NCPU CPUs share cores with the load generator and backends;" \
        "raw rates are then bounded by the load side" >&2
@@ -84,9 +96,9 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   server { listen $HTTP_BE backlog=4096; location / { return 200 "hello from the backend\n"; } } }
 NGX
-taskset -c "$LOAD_CPUS" nginx -c "$WORK/nginx-be.conf" -e stderr & PIDS+=($!)
-taskset -c "$LOAD_CPUS" iperf3 -s -B 127.0.0.1 -p $IPERF_PORT >/dev/null 2>&1 & PIDS+=($!)
-taskset -c "$LOAD_CPUS" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+"${ON_LOAD[@]}" nginx -c "$WORK/nginx-be.conf" -e stderr & PIDS+=($!)
+"${ON_LOAD[@]}" iperf3 -s -B 127.0.0.1 -p $IPERF_PORT >/dev/null 2>&1 & PIDS+=($!)
+"${ON_LOAD[@]}" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
   --bind-interfaces --listen-address=127.0.0.1 --port=$DNS_PORT --address=/www.example/10.1.2.3 \
   --cache-size=1000 --pid-file= & PIDS+=($!)
 printf 'www.example A\n' > "$WORK/queries.txt"
@@ -172,10 +184,10 @@ TOML
 start_proxy() { # name → PROXY_PID
   local name=$1 port=${PORT[$1]:-0}
   case $name in
-    lb)      lb_conf lb "$port" true;  taskset -c $PROXY_CPU "$LB" run --config "$WORK/lb.toml" 2>"$WORK/lb.log" & ;;
-    lb-copy) lb_conf lb-copy "$port" false; taskset -c $PROXY_CPU "$LB" run --config "$WORK/lb-copy.toml" 2>"$WORK/lb-copy.log" & ;;
-    lb-base) lb_conf lb-base "$port" true; taskset -c $PROXY_CPU "${LB_BASE:?LB_BASE=path of another lb binary}" run --config "$WORK/lb-base.toml" 2>"$WORK/lb-base.log" & ;;
-    lb-ws)   lb_conf lb-ws "$port" true; taskset -c $PROXY_CPU "$LB" run --threading work-stealing --config "$WORK/lb-ws.toml" 2>"$WORK/lb-ws.log" & ;;
+    lb)      lb_conf lb "$port" true;  "${ON_PROXY[@]}" "$LB" run --config "$WORK/lb.toml" 2>"$WORK/lb.log" & ;;
+    lb-copy) lb_conf lb-copy "$port" false; "${ON_PROXY[@]}" "$LB" run --config "$WORK/lb-copy.toml" 2>"$WORK/lb-copy.log" & ;;
+    lb-base) lb_conf lb-base "$port" true; "${ON_PROXY[@]}" "${LB_BASE:?LB_BASE=path of another lb binary}" run --config "$WORK/lb-base.toml" 2>"$WORK/lb-base.log" & ;;
+    lb-ws)   lb_conf lb-ws "$port" true; "${ON_PROXY[@]}" "$LB" run --threading work-stealing --config "$WORK/lb-ws.toml" 2>"$WORK/lb-ws.log" & ;;
     haproxy)
       cat > "$WORK/haproxy.cfg" <<HAP
 global
@@ -215,7 +227,7 @@ backend l7
   mode http
   server be $HTTP_BE
 HAP
-      taskset -c $PROXY_CPU haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
+      "${ON_PROXY[@]}" haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & ;;
     nginx)
       cat > "$WORK/nginx-lb.conf" <<NGX
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -226,7 +238,7 @@ stream {
   upstream http { server $HTTP_BE; }
   upstream bulk { server 127.0.0.1:$IPERF_PORT; }
   upstream dns { server 127.0.0.1:$DNS_PORT; }
-  server { listen 127.0.0.1:$(( port + 60 )) udp; proxy_pass dns; proxy_responses 1; proxy_timeout 2s; }
+  server { listen 127.0.0.1:$(( port + 60 )) udp; proxy_pass dns; proxy_timeout 10s; }
   server { listen 127.0.0.1:$port backlog=4096; proxy_pass http; }
   server { listen 127.0.0.1:$(( port + 50 )) backlog=4096; proxy_pass bulk; }
 }
@@ -245,11 +257,14 @@ http {
   }
 }
 NGX
-      taskset -c $PROXY_CPU nginx -c "$WORK/nginx-lb.conf" -e stderr 2>"$WORK/nginx-lb.log" & ;;
+      "${ON_PROXY[@]}" nginx -c "$WORK/nginx-lb.conf" -e stderr 2>"$WORK/nginx-lb.log" & ;;
     *) echo "unknown proxy $name" >&2; exit 2 ;;
   esac
   PROXY_PID=$!
 }
+# Busy ticks of every CPU (user nice system irq softirq steal): what a request costs the whole
+# machine, kernel work on other cores and in kworkers included, not only the proxy process.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 cpu_ticks() { # pid → utime+stime of the process and its children (nginx/haproxy workers)
   local total=0 p
   for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
@@ -262,18 +277,18 @@ cpu_ticks() { # pid → utime+stime of the process and its children (nginx/hapro
 run_scenario() { # scenario port
   local s=$1 port=$2
   case $s in
-    bulk)  taskset -c "$LOAD_CPUS" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
-    bulk4) taskset -c "$LOAD_CPUS" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -P 4 -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
-    rps)   taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
-    dns)   taskset -c "$LOAD_CPUS" dnsperf -s 127.0.0.1 -p $(( port + 60 )) -d "$WORK/queries.txt" -l "$DURATION" -c 8 -q 200 2>/dev/null \
+    bulk)  "${ON_LOAD[@]}" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
+    bulk4) "${ON_LOAD[@]}" iperf3 -c 127.0.0.1 -p $(( port + 50 )) -P 4 -t "$DURATION" -J 2>/dev/null | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))' ;;
+    rps)   "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    dns)   "${ON_LOAD[@]}" dnsperf -s 127.0.0.1 -p $(( port + 60 )) -d "$WORK/queries.txt" -l "$DURATION" -c 8 -q 200 2>/dev/null \
              | awk '/Queries per second/ {q=$4} /Queries lost/ {l=$4} END {print q" "l}' ;;
     idle)  idle_rss "$port" ;;
     l7-idle) idle_rss $(( port + 80 )) ;;
-    conn)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
-    tls-rps)  taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
-    gateway) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency -H "Authorization: Bearer $JWT" "http://127.0.0.1:$(( port + 90 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
-    l7)    taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$(( port + 80 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
-    tls-conn) taskset -c "$LOAD_CPUS" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {print $2}' ;;
+    conn)  "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}' ;;
+    tls-rps)  "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    gateway) "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency -H "Authorization: Bearer $JWT" "http://127.0.0.1:$(( port + 90 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    l7)    "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" --latency "http://127.0.0.1:$(( port + 80 ))/" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r" "p}' ;;
+    tls-conn) "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
 }
 rss_kib() { # pid → RSS of the process and its children, KiB
@@ -296,7 +311,9 @@ for _ in range(n):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     conns.append(s)
-for s in conns:
+    # One at a time: each connection then parks idle after its answer, and the proxy holds
+    # one backend connection rather than as many as there were requests in flight at once
+    # (that number varies from run to run and is not the idle client connection's cost).
     s.settimeout(5)
     s.recv(4096)
 open(ready, "w").close()
@@ -333,38 +350,47 @@ for s in $SCENARIOS; do
           dns) port=$(( DNS_PORT - 60 )) ;;
           *) port=$(( IPERF_PORT - 50 )) ;;
         esac
-        v=$(run_scenario "$s" "$port"); cpu=0
+        m0=$(machine_ticks); v=$(run_scenario "$s" "$port"); m1=$(machine_ticks); cpu=0
       else
         start_proxy "$p" >/dev/null; pid=$PROXY_PID; CUR_PID=$pid; PIDS+=("$pid"); wait_port "${PORT[$p]}"; wait_port $(( ${PORT[$p]} + 50 ))
-        t0=$(cpu_ticks "$pid"); v=$(run_scenario "$s" "${PORT[$p]}"); t1=$(cpu_ticks "$pid")
+        t0=$(cpu_ticks "$pid"); m0=$(machine_ticks)
+        v=$(run_scenario "$s" "${PORT[$p]}")
+        t1=$(cpu_ticks "$pid"); m1=$(machine_ticks)
         cpu=$(( t1 - t0 )); kill "$pid"; wait "$pid" 2>/dev/null || true
       fi
-      printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$p" "$r" "$v" "$cpu" >> "$RESULTS"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$p" "$r" "$v" "$cpu" "$(( m1 - m0 ))" >> "$RESULTS"
       printf '  %-6s %-8s run %s: %s %s (proxy cpu %s ticks)\n' "$s" "$p" "$r" "$v" "$(unit "$s")" "$cpu" >&2
     done
   done
 done
 
-python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_CPU" "$LOAD_CPUS" <<'PY'
+python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_CPU" "$LOAD_CPUS" "$PIN" <<'PY'
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 units = {"idle": "bytes RSS per idle connection (lower is better)", "l7-idle": "bytes RSS per idle HTTP keep-alive connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s", "gateway": "HTTP mode + JWT + rate limit req/s"}
 data = collections.defaultdict(list)
-for s, p, r, v, cpu in rows:
+# Scenarios whose figure is a rate of requests (queries, connections): for these the whole
+# machine's CPU per request is reported, and what a proxy adds over the direct path.
+rates = {"rps", "conn", "dns", "tls-rps", "tls-conn", "l7", "gateway"}
+for s, p, r, v, cpu, mach in rows:
     parts = v.split()
     if not parts: continue
     val = float(parts[0]); p99 = parts[1] if len(parts) > 1 else ""
     per_cpu = val / (int(cpu) / tck) if int(cpu) > 0 else None
-    data[(s, p)].append((val, per_cpu, p99))
+    us_per_req = int(mach) / tck / (val * dur) * 1e6 if s in rates and val > 0 else None
+    data[(s, p)].append((val, per_cpu, p99, us_per_req))
 table, md = [], []
 cpuinfo = open("/proc/cpuinfo").read()
 model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
 workers, proxy_cpus, load_cpus = sys.argv[5], sys.argv[6], sys.argv[7]
-md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy: {workers} worker(s) pinned to CPU {proxy_cpus}; load and backends on CPU {load_cpus}.")
+pinned = sys.argv[8] == "1"
+placement = f"pinned to CPU {proxy_cpus}; load and backends on CPU {load_cpus}" if pinned else "unpinned (PIN=0): the kernel places proxy, load and backends"
+md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy: {workers} worker(s), {placement}.")
+md.append("Machine µs/req: busy time of all CPUs (/proc/stat) per request, load generator and backend included; added: that minus the direct path's.")
 md.append("")
-md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs nginx | vs direct | p99 / lost |")
-md.append("|---|---|---|---|---|---|---|---|---|")
+md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs nginx | vs direct | machine µs/req | added µs/req | p99 / lost |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|")
 for s in dict.fromkeys(k[0] for k in data):
     med = {p: statistics.median(v[0] for v in vals) for (ss, p), vals in data.items() if ss == s}
     for (ss, p), vals in data.items():
@@ -376,10 +402,14 @@ for s in dict.fromkeys(k[0] for k in data):
         rn = m / med["nginx"] if med.get("nginx") else None
         rd = m / med["direct"] if med.get("direct") else None
         p99 = vals[len(vals)//2][2]
-        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_nginx=rn, vs_direct=rd, p99_or_lost=p99, runs=len(vs))
+        mu = [v[3] for v in vals if v[3] is not None]
+        mus = statistics.median(mu) if mu else None
+        du = [v[3] for v in data.get((s, "direct"), []) if v[3] is not None]
+        added = mus - statistics.median(du) if mus is not None and du and p != "direct" else None
+        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_nginx=rn, vs_direct=rd, machine_us_per_request=mus, added_us_per_request=added, p99_or_lost=p99, runs=len(vs), pinned=pinned)
         table.append(row)
         f = lambda x: "–" if x is None else f"{x:.2f}"
-        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rn)} | {f(rd)} | {p99 or '–'} |")
+        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rn)} | {f(rd)} | {f(mus)} | {f(added)} | {p99 or '–'} |")
 open(os.path.join(out, "results.json"), "w").write(json.dumps(table, indent=1))
 open(os.path.join(out, "results.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))
