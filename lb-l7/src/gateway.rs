@@ -298,9 +298,11 @@ impl Gateway {
                 .per_client
                 .then(|| self.pools.iter().map(|_| OnceLock::new()).collect()),
         });
-        let (drain, cancel) = (conn.drain, conn.cancel);
+        let (drain, cancel, slot) = (conn.drain, conn.cancel, conn.slot);
         let mut io = Timed::new(conn.io, self.idle_timeout);
         async move {
+            // The connection's admission, freed when it ends.
+            let _slot = slot;
             let mut pending = Vec::new();
             if lean {
                 let mut session = crate::lean::Session::new(&self, &info, &drain);
@@ -443,11 +445,9 @@ impl Gateway {
 }
 
 impl Handler for Gateway {
-    fn serve(
-        self: Arc<Self>,
-        conn: Conn,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        Box::pin(self.serve_conn(conn))
+    fn serve(self: Arc<Self>, conn: Conn) {
+        let tracker = conn.tracker.clone();
+        tracker.spawn(self.serve_conn(conn));
     }
 
     fn purge_cache(&self) -> usize {

@@ -5,7 +5,6 @@
 //! feature: limits, PROXY protocol, TLS with SNI certificates and ALPN, reloads, upgrades.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -114,6 +113,33 @@ pub struct Conn {
     /// `max_connection_age`: when this connection is old (then drained like a reload drains
     /// it) and the quiet time a tunnel it carries must show before it is closed.
     pub old_at: Option<(std::time::Instant, std::time::Duration)>,
+    /// The connection's place in its listener's and the global connection limits: whoever
+    /// serves the connection keeps it until the connection ends.
+    pub slot: Slot,
+}
+
+/// A connection's admission (see [`Conn::slot`]): dropping it frees the place.
+#[derive(Default)]
+pub struct Slot {
+    _held: Option<super::tcp::Admission>,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self._held.is_some() {
+            "Slot(held)"
+        } else {
+            "Slot(none)"
+        })
+    }
+}
+
+impl Slot {
+    pub(crate) fn held(admission: super::tcp::Admission) -> Self {
+        Self {
+            _held: Some(admission),
+        }
+    }
 }
 
 impl Conn {
@@ -124,7 +150,9 @@ impl Conn {
 
 /// Serves the connections of one listener (one build per config generation).
 pub trait Handler: Send + Sync + fmt::Debug + 'static {
-    fn serve(self: Arc<Self>, conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Takes the connection: serves it on a task of its own, spawned on `conn.tracker` (one
+    /// task per connection, not a handler's future boxed inside lb-core's task).
+    fn serve(self: Arc<Self>, conn: Conn);
 
     /// Empties the listener's response caches (admin `POST /api/cache/purge`); how many.
     fn purge_cache(&self) -> usize {

@@ -17,7 +17,7 @@ use tokio_rustls::{server, TlsAcceptor};
 use super::accept_backoff::AcceptBackoff;
 use super::connect::{connect, connect_failed, BackendIo};
 use super::front::{self, Front, Reject};
-use super::handoff::{ClientStream, Conn};
+use super::handoff::{ClientStream, Conn, Slot};
 use super::prefixed::Prefixed;
 use super::relay::{relay, relay_streams, Deadlines, Delivering, End, RelayMode, RelayState};
 pub use super::route::{PairMetrics, Route, Target};
@@ -139,9 +139,30 @@ pub async fn accept_loop(
         // the tcp relay's state for its whole life, idle keep-alive included. Each is the
         // serving function's own future (no wrapper holding its arguments a second time).
         if route.listener.protocol == config::Protocol::Http {
-            let stop = stop.clone();
-            cx.tracker
-                .spawn(serve_http(stream, peer, route, guard, cx.clone(), stop));
+            if needs_front(&route) {
+                let stop = stop.clone();
+                cx.tracker
+                    .spawn(serve_http(stream, peer, route, guard, cx.clone(), stop));
+            } else {
+                // Nothing to read first: the HTTP side's own task is the connection's only one.
+                let (client, local) = opened(stream, &route.listener);
+                let front = Front {
+                    client: peer,
+                    prefix: Vec::new(),
+                    sni: None,
+                };
+                let start = Instant::now();
+                hand_over(
+                    ClientIo::Plain(client),
+                    front,
+                    local,
+                    &route,
+                    guard,
+                    &cx,
+                    &stop,
+                    start,
+                );
+            }
         } else {
             cx.tracker
                 .spawn(serve_tcp(stream, peer, route, guard, cx.clone()));
@@ -287,8 +308,8 @@ async fn serve_tcp(
     }
 }
 
-/// An http listener's connection: what precedes the payload, then the HTTP side's handler.
-/// `guard` holds the connection's admission slot until it ends.
+/// An http listener's connection that has something to read or a handshake to make before
+/// the payload (PROXY header, TLS): that first, then the HTTP side takes it.
 async fn serve_http(
     client: TcpStream,
     peer: SocketAddr,
@@ -297,17 +318,42 @@ async fn serve_http(
     cx: Arc<Context>,
     stop: CancellationToken,
 ) {
-    let shared = &*guard.shared;
     let start = Instant::now();
+    let Some((io, front, local)) = begin(client, peer, &route, &guard.shared, start).await else {
+        return;
+    };
+    hand_over(io, front, local, &route, guard, &cx, &stop, start);
+}
+
+/// Whether a connection has anything before its payload: a PROXY header, a ClientHello to
+/// read, a TLS handshake.
+fn needs_front(route: &Route) -> bool {
+    route.listener.accept_proxy_protocol || route.needs_client_hello() || route.tls.is_some()
+}
+
+/// What every accepted connection gets first: no Nagle delay; lb's own address on it.
+fn opened(client: TcpStream, l: &config::Listener) -> (TcpStream, SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or(l.bind);
+    (client, local)
+}
+
+/// Gives an http listener's connection to the HTTP side, which serves it on a task of its
+/// own holding `guard` (the connection's admission slot) until it ends.
+#[allow(clippy::too_many_arguments)]
+fn hand_over(
+    io: ClientIo,
+    front: Front,
+    local: SocketAddr,
+    route: &Route,
+    guard: Admission,
+    cx: &Context,
+    stop: &CancellationToken,
+    start: Instant,
+) {
     let l = &route.listener;
     let Some(app) = route.app.clone() else {
         tracing::error!(listener = %l.name, "this build of lb cannot serve http listeners");
-        return;
-    };
-    // Boxed: the handshake's state (its timer included) would otherwise size the task of
-    // every http connection, idle keep-alive ones too, for its whole life.
-    let Some((io, front, local)) = Box::pin(begin(client, peer, &route, shared, start)).await
-    else {
         return;
     };
     let io = match io {
@@ -323,12 +369,13 @@ async fn serve_http(
         client: front.client,
         local,
         sni: front.sni,
-        drain: stop,
+        drain: stop.clone(),
         cancel: cx.conn_cancel.clone(),
         tracker: cx.tracker.clone(),
         old_at: Deadlines::of(l, start).old_at,
+        slot: Slot::held(guard),
     };
-    app.serve(conn).await;
+    app.serve(conn);
 }
 
 /// What precedes the payload, within the listener's `handshake_timeout`: the PROXY header,
@@ -341,8 +388,7 @@ async fn begin(
     start: Instant,
 ) -> Option<(ClientIo, Front, SocketAddr)> {
     let l = &route.listener;
-    let _ = client.set_nodelay(true);
-    let local = client.local_addr().unwrap_or(l.bind);
+    let (client, local) = opened(client, l);
     // One budget for everything before the payload: PROXY header, ClientHello, TLS handshake.
     let deadline = tokio::time::Instant::from_std(start + l.handshake_timeout);
     let late = |what: &str| format!("no complete {what} within {:?}", l.handshake_timeout);

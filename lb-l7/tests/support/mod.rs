@@ -261,6 +261,7 @@ pub async fn gateway_draining(config: &str) -> (SocketAddr, Arc<Gateway>, Cancel
                 cancel: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 old_at: None,
+                slot: Default::default(),
             };
             tokio::spawn(served.clone().serve_conn(conn));
         }
