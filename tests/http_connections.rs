@@ -1,7 +1,8 @@
 //! HTTP client connections through the real binary, on both paths: PROXY headers to the
 //! backends (one backend connection per client connection, never shared), the listener's
 //! `idle_timeout` on HTTP/1.1 and HTTP/2, a client that stops reading, and the admin API's
-//! header timeout.
+//! header timeout, and an upgraded connection counted against `max_connections` while its
+//! tunnel lasts.
 
 mod common;
 
@@ -172,4 +173,93 @@ async fn the_admin_api_cuts_a_client_too_slow_with_its_head() {
     assert!(took >= Duration::from_secs(4), "closed after {took:?}");
     // Others are served meanwhile and after.
     assert_eq!(http(lb.admin, "GET", "/api/status", None).await.0, 200);
+}
+
+/// A WebSocket backend: answers the RFC 6455 sample handshake with 101, then echoes.
+async fn websocket_echo() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let answer = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Waits (bounded) until the "web" listener reports `n` active connections.
+async fn active_becomes(lb: &Lb, n: u64) {
+    let start = Instant::now();
+    while lb.status().await["listeners"][0]["active_connections"] != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "active connections never became {n}: {}",
+            lb.status().await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgraded_connection_keeps_its_place_in_max_connections() {
+    let backend = websocket_echo().await;
+    let lb = Lb::start("ws-slot", &http_site(backend, "max_connections = 1", "")).await;
+    let addr = lb.listener("web").await;
+    let mut ws = TcpStream::connect(addr).await.expect("connect");
+    ws.write_all(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            ws.read(&mut byte).await.expect("head"),
+            1,
+            "closed: {head:?}"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The tunnel carries bytes: the HTTP exchange is over, the connection is not.
+    ws.write_all(b"ping").await.expect("ping");
+    let mut echoed = [0u8; 4];
+    ws.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"ping");
+    active_becomes(&lb, 1).await;
+    // The tunnel holds the listener's only place: another client is refused.
+    let mut other = TcpStream::connect(addr).await.expect("syn");
+    let r = tokio::time::timeout(Duration::from_secs(5), other.read(&mut byte))
+        .await
+        .expect("closed promptly");
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "second connection admitted: {r:?}"
+    );
+    ws.write_all(b"pong").await.expect("tunnel still open");
+    ws.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"pong");
+    // The tunnel's end frees the place.
+    drop(ws);
+    active_becomes(&lb, 0).await;
 }

@@ -35,6 +35,9 @@ pub struct ConnInfo {
     /// With `proxy_protocol`: this connection's own clients to the backends, by pool, which
     /// send its PROXY header and are never shared with another client connection.
     pub own: Option<Box<[std::sync::OnceLock<Upstream>]>>,
+    /// The connection's place in the connection limits, held by whatever still uses the
+    /// connection: its task, and a tunnel it was upgraded to (which outlives the HTTP task).
+    pub(crate) _slot: lb_core::proxy::handoff::Slot,
 }
 
 impl ConnInfo {

@@ -35,7 +35,7 @@ use crate::upstream::{Body, SendError, Upstream};
 
 impl Gateway {
     /// Answers one request: refused by lb, or forwarded and streamed back.
-    pub async fn handle(&self, req: Request<Incoming>, info: &ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, info: &Arc<ConnInfo>) -> Response<Body> {
         let start = Instant::now();
         let mut began = Began {
             start,

@@ -297,12 +297,11 @@ impl Gateway {
             own: self
                 .per_client
                 .then(|| self.pools.iter().map(|_| OnceLock::new()).collect()),
+            _slot: conn.slot,
         });
-        let (drain, cancel, slot) = (conn.drain, conn.cancel, conn.slot);
+        let (drain, cancel) = (conn.drain, conn.cancel);
         let mut io = Timed::new(conn.io, self.idle_timeout);
         async move {
-            // The connection's admission, freed when it ends.
-            let _slot = slot;
             let mut pending = Vec::new();
             if lean {
                 let mut session = crate::lean::Session::new(&self, &info, &drain);

@@ -74,7 +74,7 @@ impl Gateway {
         pt: &PoolTarget,
         (t, pooled): (Try, Option<Pooled>),
         sticky: Option<usize>,
-        info: &ConnInfo,
+        info: &Arc<ConnInfo>,
         start: Instant,
         meter: Arc<Meter>,
         client_upgrade: Option<(Upgrade, hyper::upgrade::OnUpgrade)>,
@@ -250,7 +250,7 @@ impl Gateway {
         &self,
         client: hyper::upgrade::OnUpgrade,
         backend: hyper::upgrade::OnUpgrade,
-        info: &ConnInfo,
+        info: &Arc<ConnInfo>,
         mut flight: Option<lb_core::backend::InFlight>,
     ) {
         let (idle, cancel, listener) = (
@@ -261,7 +261,11 @@ impl Gateway {
             info.cancel.clone(),
             self.listener.clone(),
         );
+        // The tunnel is the client connection now: it keeps the connection's admission
+        // (max_connections counts it) after the HTTP task has ended.
+        let conn = Arc::clone(info);
         info.tracker.spawn(async move {
+            let _conn = conn;
             match tokio::try_join!(client, backend) {
                 Ok((c, b)) => {
                     let (mut c, mut b) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(b));
