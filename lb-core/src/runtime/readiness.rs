@@ -105,7 +105,7 @@ pub fn pools_in_use(config: &Config) -> Vec<usize> {
                 .into_iter()
                 .chain(l.sni_routes.iter().map(|r| r.pool))
         })
-        .chain(config.routes.iter().map(|r| r.pool))
+        .chain(config.routes.iter().flat_map(|r| r.pools()))
         .collect();
     used.sort_unstable();
     used.dedup();
