@@ -85,10 +85,46 @@ pub fn decode(status: u16, body: &[u8]) -> Outcome {
         // A 2xx without content (204) has nothing to say: `null` in its place.
         return Ok(RawValue::from_string("null".into()).expect("null is JSON"));
     }
-    // serde_json bounds the nesting it parses (128 levels): a deep body is an error, not a
-    // stack overflow.
+    let invalid = |why: &str| PartError::new(Kind::Invalid, 502, why);
+    // Checked as JSON without building it (a raw value is kept as it came); serde_json does
+    // not bound the nesting of what it skips, so lb does: a client's parser gets nothing
+    // deeper than serde_json would build.
+    if depth(body) > MAX_DEPTH {
+        return Err(invalid("the backend's answer nests too deep"));
+    }
     serde_json::from_slice::<Box<RawValue>>(body)
-        .map_err(|_| PartError::new(Kind::Invalid, 502, "the backend's answer is not JSON"))
+        .map_err(|_| invalid("the backend's answer is not JSON"))
+}
+
+/// Deepest nesting of arrays and objects a part's body may have (serde_json's own limit
+/// when it builds values).
+pub const MAX_DEPTH: usize = 128;
+
+/// The deepest nesting of `[` and `{` outside strings in `json` (which need not be valid).
+fn depth(json: &[u8]) -> usize {
+    let (mut now, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                now += 1;
+                max = max.max(now);
+            }
+            b']' | b'}' => now = now.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// The answer's JSON object: `{"name": outcome, ...}` in the order given.
@@ -175,6 +211,13 @@ mod tests {
         assert_eq!(
             decode(200, deep.as_bytes()).err().map(|e| e.kind),
             Some(Kind::Invalid)
+        );
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(decode(200, ok.as_bytes()).is_ok());
+        let quoted = format!("{{\"a\": \"{}\\\"[[\"}}", "[".repeat(1000));
+        assert!(
+            decode(200, quoted.as_bytes()).is_ok(),
+            "brackets in strings count not"
         );
         assert!(decode(200, b"{\"a\": 1} trailing").is_err());
         assert!(decode(200, b"\xff").is_err());

@@ -156,6 +156,12 @@ mod tests {
                 "{sub}: {got:?}"
             );
         }
+        let got = fill(
+            "/users/.${jwt.sub}",
+            serde_json::json!({ "sub": "." }),
+            None,
+        );
+        assert!(matches!(got, Err(Unfilled::DotSegment(_))), "{got:?}");
         // In a query value, dots are only data.
         let q = fill("/o?u=${jwt.sub}", serde_json::json!({ "sub": ".." }), None);
         assert_eq!(q.as_deref(), Ok("/o?u=.."));
