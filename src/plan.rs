@@ -210,7 +210,7 @@ pub fn plan(l: &Loaded) -> String {
             }
             let to = match r.pool {
                 Some(p) => format!("pool \"{}\"", c.pools[p].name),
-                None => "aggregate of".to_string(),
+                None => format!("aggregate of {} parts", r.aggregate.len()),
             };
             let _ = writeln!(
                 out,
