@@ -1,5 +1,5 @@
 //! What an aggregate route costs a request: filling a part's path template, checking and
-//! assembling two part bodies, and a whole request through a gateway over loopback (two
+//! assembling two part bodies (~0.1 and ~0.9 KB of JSON), and a whole request through a gateway over loopback (two
 //! parts) next to one on a plain route to the same backend.
 //! Run: `cargo bench -p lb-l7 --bench aggregate`.
 
@@ -32,7 +32,7 @@ fn pure(c: &mut Criterion) {
         .map(|i| serde_json::json!({ "id": i, "total": 12.5, "items": ["a", "b"] }))
         .collect();
     let orders = serde_json::Value::from(orders).to_string();
-    c.bench_function("aggregate/assemble_2_parts_1.5KiB", |b| {
+    c.bench_function("aggregate/assemble_2_parts", |b| {
         b.iter(|| {
             let u = decode(200, black_box(user.as_bytes()));
             let o = decode(200, black_box(orders.as_bytes()));
