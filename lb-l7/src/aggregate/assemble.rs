@@ -22,7 +22,7 @@ pub enum Kind {
     Invalid,
     /// The request lacks what the part's template reads (the client's doing).
     Unfilled,
-    /// Too many parts in flight on this route.
+    /// Too many parts in flight on this route (the request never sent its parts).
     Busy,
 }
 

@@ -8,9 +8,11 @@
 //!
 //! Aggregate routes take the general path only: the lean path relays one backend's bytes.
 //!
-//! Bounds: at most [`lb_core::config::MAX_PARTS`] parts a request, [`MAX_IN_FLIGHT`] parts
-//! in flight a route (a part that waits longer than its timeout for a slot fails, 503), and
-//! [`assemble::MAX_PART_BODY`] bytes read of each part's body.
+//! Bounds: at most [`lb_core::config::MAX_PARTS`] parts a request, [`assemble::MAX_PART_BODY`]
+//! bytes read of each part's body, and [`MAX_IN_FLIGHT`] parts a route: a request takes a slot
+//! for each of its parts, all at once, before sending any, and holds them until its answer is
+//! assembled, so the part bodies a route holds are bounded too (a request that finds no slots
+//! within its longest part timeout is answered 503).
 
 pub mod assemble;
 mod part;
@@ -37,7 +39,8 @@ use assemble::{Kind, Outcome, PartError};
 use template::Source;
 
 /// Parts of one route in flight at once, across all its requests: with
-/// [`assemble::MAX_PART_BODY`], at most 1 GiB of part bodies held by one route.
+/// [`assemble::MAX_PART_BODY`], at most 1 GiB of part bodies held by one route (only if
+/// every part answers the largest body lb reads).
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// An aggregate route's parts, compiled.
@@ -80,6 +83,23 @@ impl Aggregate {
         Self {
             parts,
             slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+
+    /// A slot for each part, taken all at once (one by one, requests could each hold some
+    /// and wait on each other), waiting at most the longest part timeout; tokio's semaphore
+    /// serves waiters in order, so a request of many parts is not starved by smaller ones.
+    async fn slots(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let wait = self
+            .parts
+            .iter()
+            .map(|p| p.timeout)
+            .max()
+            .unwrap_or_default();
+        let n = u32::try_from(self.parts.len()).unwrap_or(u32::MAX);
+        match tokio::time::timeout(wait, self.slots.acquire_many(n)).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => None,
         }
     }
 }
@@ -147,10 +167,17 @@ impl Gateway {
             upgrade: None,
             ..req.facts.clone()
         };
+        let Some(_slots) = agg.slots().await else {
+            for p in &agg.parts {
+                p.outcomes[Kind::Busy.index()].increment(1);
+            }
+            let resp = answer(503, "too many aggregate requests in flight on this route");
+            return self.answered(Some(target), method, log_path, info, began, resp);
+        };
         let sent = agg
             .parts
             .iter()
-            .map(|p| self.part(agg, p, &req, &src, &headers, &facts, info));
+            .map(|p| self.part(p, &req, &src, &headers, &facts, info));
         let outcomes = join_all(sent.collect()).await;
         for (p, o) in agg.parts.iter().zip(&outcomes) {
             let i = o.as_ref().map_or_else(|e| e.kind.index(), |_| 0);
@@ -179,10 +206,8 @@ impl Gateway {
 
     /// One part: its template filled, its request planned and written, then sent once a
     /// slot of the route's is free.
-    #[allow(clippy::too_many_arguments)]
     async fn part(
         &self,
-        agg: &Aggregate,
         p: &Part,
         req: &Incoming<'_, '_, '_>,
         src: &Source<'_>,
@@ -218,13 +243,6 @@ impl Gateway {
         let up = self
             .upstream_parts(&head, &sub, query, facts, headers.clone(), client, tls)
             .map_err(|_| bad())?;
-        let Ok(Ok(_slot)) = tokio::time::timeout(p.timeout, agg.slots.acquire()).await else {
-            return Err(PartError::new(
-                Kind::Busy,
-                503,
-                "too many aggregate parts in flight",
-            ));
-        };
         self.part_exchange(req.plan.target, pt, &sub, up, info, p.timeout)
             .await
     }
@@ -285,4 +303,60 @@ async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     out.into_iter()
         .map(|o| o.expect("poll_fn ends only once every future is ready"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aggregate(parts: usize, slots: usize) -> Aggregate {
+        let part = |i: usize| Part {
+            name: format!("p{i}"),
+            pool: 0,
+            path: Template::parse("/x").expect("template"),
+            timeout: Duration::from_secs(2),
+            required: false,
+            outcomes: Kind::LABELS.map(|_| metrics::Counter::noop()),
+        };
+        Aggregate {
+            parts: (0..parts).map(part).collect(),
+            slots: tokio::sync::Semaphore::new(slots),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_takes_all_its_slots_or_none() {
+        let agg = aggregate(3, 4);
+        let first = agg.slots().await.expect("3 of 4 free");
+        // One slot is left: a second request of 3 parts holds none while it waits, and gives
+        // up after its longest part timeout.
+        let start = tokio::time::Instant::now();
+        assert!(agg.slots().await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(
+            agg.slots.available_permits(),
+            1,
+            "nothing held by the loser"
+        );
+        drop(first);
+        assert!(agg.slots().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn parts_are_polled_together() {
+        // Each future waits for the other: run one after another, neither would finish.
+        let (tx1, rx1) = tokio::sync::oneshot::channel::<u8>();
+        let (tx2, rx2) = tokio::sync::oneshot::channel::<u8>();
+        let a = async move {
+            let _ = tx1.send(1);
+            rx2.await.unwrap_or(0)
+        };
+        let b = async move {
+            let _ = tx2.send(2);
+            rx1.await.unwrap_or(0)
+        };
+        let both: Vec<Pin<Box<dyn Future<Output = u8> + Send>>> = vec![Box::pin(a), Box::pin(b)];
+        let out = tokio::time::timeout(Duration::from_secs(10), join_all(both)).await;
+        assert_eq!(out.expect("both finish"), vec![2, 1]);
+    }
 }
