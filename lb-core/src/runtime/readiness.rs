@@ -178,6 +178,19 @@ backends = [{ addr = "10.0.0.3:80" }]
     }
 
     #[test]
+    fn an_aggregate_routes_part_pools_are_in_use() {
+        let text = "[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+            [[pool]]\nname = \"a\"\nbackends = [{ addr = \"10.0.0.1:80\" }]\n\
+            [[pool]]\nname = \"b\"\nbackends = [{ addr = \"10.0.0.2:80\" }]\n\
+            [[route]]\nlistener = \"h\"\naggregate = [{ name = \"x\", pool = \"b\", path = \"/x\" }]\n";
+        let c = match load_str("t.toml", text) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(pools_in_use(&c), [1]);
+    }
+
+    #[test]
     fn ready_only_when_serving_with_a_backend_in_every_used_pool() {
         let c = config();
         let all_up = decide(Phase::Ready, &c, |_| true);
