@@ -90,3 +90,17 @@ async fn parts_are_answered_counted_and_listed() {
     assert_eq!(r["aggregate"][1]["pool"], "orders");
     assert_eq!(r["aggregate"][0]["required"], true);
 }
+
+#[test]
+fn check_prints_each_part() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/aggregate.toml");
+    let (code, out, err) = run_lb(&["check", "--config", conf]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "route \"me\": path = \"/me\", GET|HEAD → aggregate of 3 parts",
+        "part \"user\": GET /users/${jwt.sub} on pool \"users\", timeout 2s, required",
+        "part \"recommendations\": GET /for/${jwt.sub} on pool \"recommendations\", timeout 300ms",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}

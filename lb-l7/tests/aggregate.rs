@@ -40,9 +40,11 @@ async fn json_backend(name: &'static str, gate: Option<Arc<Barrier>>) -> SocketA
                     let gate = gate.clone();
                     async move { Ok::<_, Infallible>(reply(name, gate, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
             });
         }
     });
@@ -84,6 +86,7 @@ async fn reply(
         .collect();
     let body = json!({
         "backend": name,
+        "version": format!("{:?}", req.version()),
         "path": path,
         "query": req.uri().query(),
         "headers": headers,
@@ -378,4 +381,23 @@ async fn a_part_fails_over_like_any_request() {
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["me"]["backend"], "a");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_reach_http2_pools() {
+    let a = json_backend("a", None).await;
+    std::env::set_var(SECRET_ENV, SECRET);
+    let routes = format!(
+        "[[route]]\nlistener = \"web\"\nname = \"agg\"\nmatch = {{ path = \"/agg\" }}\npolicies = [\"auth\"]\n\
+         aggregate = [{{ name = \"h2\", pool = \"p0\", path = \"/v2/${{jwt.sub}}?page=${{query.page}}\" }}, \
+         {{ name = \"h1\", pool = \"p1\", path = \"/v1\" }}]\n\
+         [policy.auth]\nkind = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret_env = \"{SECRET_ENV}\"\n"
+    );
+    let (gw, _) = gateway(&config(&[(&[a], "http2 = true"), (&[a], "")], "", &routes)).await;
+    let (status, _, v) = ask(gw, "al ice", "").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["h2"]["version"], "HTTP/2.0", "{v}");
+    assert_eq!(v["h2"]["path"], "/v2/al%20ice");
+    assert_eq!(v["h2"]["query"], "page=2");
+    assert_eq!(v["h1"]["version"], "HTTP/1.1");
 }
