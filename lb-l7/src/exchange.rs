@@ -485,8 +485,7 @@ impl Gateway {
         self.answered(target, parts.method.clone(), path, info, began, resp)
     }
 
-    /// lb's answer to a request it refuses: the connection closes after it unless the
-    /// refusal leaves the request's framing intact.
+    /// lb's answer to a request it refuses ([`crate::body::refusal`]).
     fn refused(
         &self,
         target: Option<&RouteTarget>,
@@ -495,16 +494,7 @@ impl Gateway {
         began: &Began,
         r: Refusal,
     ) -> Response<Body> {
-        let mut resp = if r.keeps_connection() {
-            answer(r.status(), &r.to_string())
-        } else {
-            refuse(r.status(), &r.to_string())
-        };
-        if matches!(r, Refusal::MethodNotAllowed) {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        }
-        self.own(target, parts, info, began, resp)
+        self.own(target, parts, info, began, crate::body::refusal(&r))
     }
 
     pub(crate) fn answered(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::super::diag::{did_you_mean, Diagnostic};
+use super::super::duration::parse_duration;
 use super::super::raw::{RawAggregatePart, RawRoute, S};
 use super::{mark, Ctx, Uses};
 use crate::config::model::*;
@@ -137,9 +138,10 @@ fn parts(
     pools: &HashMap<&str, usize>,
     timeout: Duration,
 ) -> Option<Vec<AggregatePart>> {
-    let errors = cx.error_count();
     let raw = list.get_ref();
+    let mut ok = true;
     if raw.is_empty() || raw.len() > MAX_PARTS {
+        ok = false;
         cx.err(
             list.span(),
             format!("{key}.aggregate"),
@@ -161,6 +163,7 @@ fn parts(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
+            ok = false;
             cx.err(
                 p.name.span(),
                 format!("{k}.name"),
@@ -169,6 +172,7 @@ fn parts(
                 ),
             );
         } else if let Some(first) = seen.insert(name, i) {
+            ok = false;
             cx.push(
                 Diagnostic::error(format!("duplicate part name \"{name}\""))
                     .at(p.name.span())
@@ -186,9 +190,15 @@ fn parts(
                 None
             }
         };
+        let bad_timeout = p
+            .timeout
+            .as_ref()
+            .is_some_and(|v| parse_duration(v.get_ref()).is_err());
+        ok &= !bad_timeout;
         let part_timeout = cx.duration(&p.timeout, format!("{k}.timeout"), timeout);
         if part_timeout.is_zero() {
             if let Some(v) = &p.timeout {
+                ok = false;
                 cx.err(
                     v.span(),
                     format!("{k}.timeout"),
@@ -196,17 +206,18 @@ fn parts(
                 );
             }
         }
-        if let (Some(pool), Some(path)) = (pool, path) {
-            out.push(AggregatePart {
+        match (pool, path) {
+            (Some(pool), Some(path)) => out.push(AggregatePart {
                 name: name.clone(),
                 pool,
                 path,
                 timeout: part_timeout,
                 required: p.required.as_ref().is_some_and(|v| *v.get_ref()),
-            });
+            }),
+            _ => ok = false,
         }
     }
-    (cx.error_count() == errors).then_some(out)
+    ok.then_some(out)
 }
 
 /// The policies of aggregate routes: a template reading `${jwt.CLAIM}` needs a `jwt` or

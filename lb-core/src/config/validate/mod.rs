@@ -83,11 +83,6 @@ impl Ctx<'_> {
         self.diags.push(Diagnostic::error(msg).at(span).key(key));
     }
 
-    /// Errors found so far.
-    pub(super) fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.is_error()).count()
-    }
-
     pub(super) fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
