@@ -208,14 +208,28 @@ pub fn plan(l: &Loaded) -> String {
                     .collect();
                 how.push(format!("policies {}", names.join(" → ")));
             }
+            let to = match r.pool {
+                Some(p) => format!("pool \"{}\"", c.pools[p].name),
+                None => format!("aggregate of {} parts", r.aggregate.len()),
+            };
             let _ = writeln!(
                 out,
-                "  route \"{}\": {} → pool \"{}\" ({})",
+                "  route \"{}\": {} → {to} ({})",
                 r.name,
                 cond.join(", "),
-                c.pools[r.pool].name,
                 how.join(", ")
             );
+            for p in &r.aggregate {
+                let _ = writeln!(
+                    out,
+                    "    part \"{}\": GET {} on pool \"{}\", timeout {}{}",
+                    p.name,
+                    p.path.text,
+                    c.pools[p.pool].name,
+                    d(p.timeout),
+                    if p.required { ", required" } else { "" }
+                );
+            }
         }
     }
     for p in &c.policies {

@@ -217,6 +217,21 @@ pub fn refuse(status: u16, message: &str) -> Response<Body> {
     resp
 }
 
+/// lb's answer to a request it refuses: the connection closes after it unless the refusal
+/// leaves the request's framing intact; a 405 says which methods the route takes.
+pub fn refusal(r: &crate::request::Refusal) -> Response<Body> {
+    let mut resp = if r.keeps_connection() {
+        answer(r.status(), &r.to_string())
+    } else {
+        refuse(r.status(), &r.to_string())
+    };
+    if matches!(r, crate::request::Refusal::MethodNotAllowed) {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    resp
+}
+
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})

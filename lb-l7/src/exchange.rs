@@ -104,6 +104,11 @@ impl Gateway {
             }
             policy_info = Some(pi);
         }
+        if let Some(agg) = &target.aggregate {
+            let req =
+                crate::aggregate::Incoming::new(&plan, &parts, &facts, headers, policy_info, &body);
+            return self.aggregate(agg, req, info, &began).await;
+        }
         // A route's cache answers before any backend is picked, and fills on the way back.
         let mut fill = None;
         if let (Some(cache), Some(pi)) = (&target.cache, &policy_info) {
@@ -159,7 +164,10 @@ impl Gateway {
             Ok(p) => p,
             Err(e) => return self.refused(Some(target), &parts, info, &began, e),
         };
-        let (pt, key, sticky, replayable) = (plan.pt, plan.key, plan.sticky, plan.replayable);
+        let (key, sticky, replayable) = (plan.key, plan.sticky, plan.replayable);
+        let Some(pt) = plan.pt else {
+            return self.refused(Some(target), &parts, info, &began, Refusal::NoPool);
+        };
         let plan_id = plan.request_id;
         let plan_trace = plan.trace;
         // What a backend's 101 must answer, for the upgrade to be tunnelled.
@@ -178,7 +186,7 @@ impl Gateway {
             Err(resp) => return self.answered(Some(target), method, log_path, info, &began, resp),
         };
         let mut next = Some(Request::from_parts(up, body));
-        let upstream = self.upstream(target.pool, pt, info);
+        let upstream = self.upstream(pt, info);
         let mut tries = Tries::new(
             pt,
             &self.listener,
@@ -310,11 +318,10 @@ impl Gateway {
     /// `proxy_protocol` this client connection's own.
     pub(crate) fn upstream<'a>(
         &'a self,
-        pool: usize,
         pt: &'a crate::gateway::PoolTarget,
         info: &'a ConnInfo,
     ) -> &'a Upstream {
-        match info.own.as_ref().and_then(|own| own.get(pool)) {
+        match info.own.as_ref().and_then(|own| own.get(pt.index)) {
             Some(cell) => cell.get_or_init(|| pt.upstream.for_client(info.client, info.local)),
             None => &pt.upstream,
         }
@@ -392,7 +399,7 @@ impl Gateway {
             (_, Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")).map_err(bad)?,
             (_, None) => PathAndQuery::try_from(path).map_err(bad)?,
         };
-        let pt = plan.pt;
+        let pt = plan.pt.ok_or(Refusal::NoPool)?;
         let h2 = pt.pool.config.http2;
         let uri = if h2 {
             let scheme = if pt.upstream.is_tls() {
@@ -478,8 +485,7 @@ impl Gateway {
         self.answered(target, parts.method.clone(), path, info, began, resp)
     }
 
-    /// lb's answer to a request it refuses: the connection closes after it unless the
-    /// refusal leaves the request's framing intact.
+    /// lb's answer to a request it refuses ([`crate::body::refusal`]).
     fn refused(
         &self,
         target: Option<&RouteTarget>,
@@ -488,12 +494,7 @@ impl Gateway {
         began: &Began,
         r: Refusal,
     ) -> Response<Body> {
-        let resp = if r.keeps_connection() {
-            answer(r.status(), &r.to_string())
-        } else {
-            refuse(r.status(), &r.to_string())
-        };
-        self.own(target, parts, info, began, resp)
+        self.own(target, parts, info, began, crate::body::refusal(&r))
     }
 
     pub(crate) fn answered(

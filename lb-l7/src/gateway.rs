@@ -150,11 +150,16 @@ impl Gateway {
         let mut routes = Vec::new();
         for r in c.routes.iter().filter(|r| r.listener == index) {
             let (cond, rewrite) = crate::compile::route(r);
-            used[r.pool] = true;
+            for p in r.pools() {
+                used[p] = true;
+            }
+            let aggregate = (!r.aggregate.is_empty())
+                .then(|| Arc::new(crate::aggregate::Aggregate::new(&l.name, r)));
             conditions.push((cond, routes.len()));
             routes.push(RouteTarget {
                 name: r.name.clone(),
                 pool: r.pool,
+                aggregate,
                 rewrite,
                 timeout: r.timeout,
                 retries: r.retries,
@@ -178,7 +183,8 @@ impl Gateway {
                     .policies
                     .iter()
                     .all(|&i| caches[i].is_none() && transforms[i].is_none())
-                    && lean_pool(loaded, r.pool),
+                    // An aggregate route answers from several exchanges: the general path's.
+                    && r.pool.is_some_and(|p| lean_pool(loaded, p)),
                 upgrades: r.upgrades.clone(),
                 case_insensitive: r.case_insensitive,
             });
@@ -187,7 +193,8 @@ impl Gateway {
             used[p] = true;
             RouteTarget {
                 name: "default".into(),
-                pool: p,
+                pool: Some(p),
+                aggregate: None,
                 rewrite: None,
                 timeout: Duration::from_secs(60),
                 retries: 0,

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod balance;
 pub mod body;
 pub mod chunked;

@@ -18,7 +18,9 @@ use crate::router::RequestHead;
 #[derive(Debug)]
 pub struct Plan<'g, 'a> {
     pub target: &'g RouteTarget,
-    pub pt: &'g PoolTarget,
+    /// The route's pool; `None` for an aggregate route, whose parts have their own plans
+    /// ([`Gateway::part_plan`]).
+    pub pt: Option<&'g PoolTarget>,
     /// The normalised path, `;parameters` and all: what policies, caches and logs see.
     pub path: Cow<'a, str>,
     /// The path as the route rewrites it, when it does.
@@ -94,9 +96,16 @@ impl Gateway {
             .map(|&i| &self.routes[i])
             .or(self.default.as_ref())
             .ok_or((None, Refusal::NoRoute))?;
-        let Some(Some(pt)) = self.pools.get(target.pool) else {
-            return Err((Some(target), Refusal::NoPool));
+        let pt = match target.pool {
+            Some(p) => match self.pools.get(p) {
+                Some(Some(pt)) => Some(pt),
+                _ => return Err((Some(target), Refusal::NoPool)),
+            },
+            None => None,
         };
+        if target.aggregate.is_some() && !matches!(*req.method, Method::GET | Method::HEAD) {
+            return Err((Some(target), Refusal::MethodNotAllowed));
+        }
         if let (Some(max), Some(len)) = (target.max_body, facts.body.len()) {
             if len > max {
                 return Err((Some(target), Refusal::BodyTooLarge { len, max }));
@@ -107,18 +116,7 @@ impl Gateway {
             // An HTTP/2 extended CONNECT cannot go on as a plain request.
             return Err((Some(target), Refusal::UpgradeRefused));
         }
-        let sticky = pt.sticky.as_ref().and_then(|(name, values)| {
-            balance::sticky_backend(&pt.pool, values, req.headers, name)
-        });
-        let key = balance::key(
-            &pt.pool,
-            &Keys {
-                client: req.client,
-                sni: req.sni,
-                path: &routed,
-                headers: req.headers,
-            },
-        );
+        let (key, sticky) = pt.map_or((0, None), |pt| pick_by(pt, &req, &routed));
         let rewritten = target
             .rewrite
             .as_ref()
@@ -144,6 +142,59 @@ impl Gateway {
                 .is_some()
                 .then(|| crate::trace::decide(facts.traceparent, facts.tracestate, self.ids)),
         })
+    }
+}
+
+/// The consistent-hash key and the sticky backend of a request to `pt` whose routed path
+/// is `path`.
+fn pick_by(pt: &PoolTarget, req: &Request<'_, '_>, path: &str) -> (u64, Option<usize>) {
+    let sticky = pt
+        .sticky
+        .as_ref()
+        .and_then(|(name, values)| balance::sticky_backend(&pt.pool, values, req.headers, name));
+    let key = balance::key(
+        &pt.pool,
+        &Keys {
+            client: req.client,
+            sni: req.sni,
+            path,
+            headers: req.headers,
+        },
+    );
+    (key, sticky)
+}
+
+impl Gateway {
+    /// The plan of one part of an aggregate request planned as `plan`: a GET of `path` and
+    /// `query` (the part's rendered template) to `pt`, keyed and stuck as a request of that
+    /// path would be, with the request's authority, request ID and trace context. No body,
+    /// no upgrade; always replayable.
+    pub fn part_plan<'g, 'p>(
+        &self,
+        plan: &Plan<'g, 'p>,
+        pt: &'g PoolTarget,
+        req: Request<'_, '_>,
+        path: &'p str,
+        query: Option<&'p str>,
+    ) -> Plan<'g, 'p> {
+        let (key, sticky) = pick_by(pt, &req, path);
+        Plan {
+            target: plan.target,
+            pt: Some(pt),
+            path: Cow::Borrowed(path),
+            rewritten: None,
+            query,
+            authority: plan.authority,
+            body: Body::None,
+            close: false,
+            upgrade: None,
+            key,
+            sticky,
+            replayable: true,
+            authenticated: false,
+            request_id: plan.request_id,
+            trace: plan.trace,
+        }
     }
 }
 

@@ -65,6 +65,8 @@ pub enum Refusal {
     BodyTooLarge { len: u64, max: u64 },
     #[error("this route does not switch to the protocol asked for")]
     UpgradeRefused,
+    #[error("this route answers only GET and HEAD")]
+    MethodNotAllowed,
 }
 
 impl Refusal {
@@ -75,6 +77,7 @@ impl Refusal {
             Self::NoRoute => 404,
             Self::NoPool => 503,
             Self::BodyTooLarge { .. } => 413,
+            Self::MethodNotAllowed => 405,
             _ => 400,
         }
     }
@@ -96,6 +99,7 @@ impl Refusal {
             Self::NoPool => "no_pool",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UpgradeRefused => "upgrade_refused",
+            Self::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -103,7 +107,7 @@ impl Refusal {
     /// refused for its framing or head leaves the connection unusable, one refused for where
     /// it goes (404, 413 with a known length) does not.
     pub fn keeps_connection(&self) -> bool {
-        matches!(self, Self::NoRoute | Self::NoPool)
+        matches!(self, Self::NoRoute | Self::NoPool | Self::MethodNotAllowed)
     }
 }
 

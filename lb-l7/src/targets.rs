@@ -57,8 +57,11 @@ impl RouteMetrics {
 #[derive(Debug)]
 pub struct RouteTarget {
     pub name: String,
-    /// Index into the config's pools (and [`crate::gateway::Gateway::pools`]).
-    pub pool: usize,
+    /// Index into the config's pools (and [`crate::gateway::Gateway::pools`]); `None` for
+    /// an aggregate route.
+    pub pool: Option<usize>,
+    /// `aggregate`: the parts this route answers from instead of forwarding.
+    pub aggregate: Option<Arc<crate::aggregate::Aggregate>>,
     pub rewrite: Option<Rewrite>,
     /// From forwarding the request to the backend's response head.
     pub timeout: Duration,
@@ -85,6 +88,8 @@ pub struct RouteTarget {
 /// A pool as this listener's requests use it.
 #[derive(Debug)]
 pub struct PoolTarget {
+    /// Index into the config's pools.
+    pub index: usize,
     pub pool: Arc<Pool>,
     pub upstream: Upstream,
     /// `sticky_cookie`: the cookie's name and each backend's value.
@@ -147,6 +152,7 @@ pub(crate) fn pool_target(
             .clone()
             .map(|name| (name, balance::sticky_values(pool))),
         errors,
+        index: i,
         pool: pool.clone(),
     }
 }

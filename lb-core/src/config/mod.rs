@@ -3,6 +3,7 @@
 //! model) and [`prepare`] (reads the TLS files the config names, and takes what the HTTP side
 //! prepared). [`load`] runs both; callers read the config file itself and hand over its text.
 
+mod aggregate_model;
 mod diag;
 mod duration;
 mod model;
@@ -13,6 +14,7 @@ mod raw;
 mod size;
 mod validate;
 
+pub use aggregate_model::*;
 pub use diag::{Diagnostic, Severity, Source};
 pub use duration::{format_duration, parse_duration};
 pub use model::*;

@@ -263,8 +263,11 @@ pub struct HttpRoute {
     pub methods: Vec<String>,
     /// Lowercase header names and the exact values they must have.
     pub headers: Vec<(String, String)>,
-    /// Index into `Config::pools`.
-    pub pool: usize,
+    /// Index into `Config::pools`; `None` for an aggregate route, whose parts name theirs.
+    pub pool: Option<usize>,
+    /// `aggregate`: the parts an aggregate route fans out to, in config order (empty for
+    /// a route with a `pool`).
+    pub aggregate: Vec<super::AggregatePart>,
     /// Remove the matched `path_prefix` before forwarding.
     pub strip_prefix: bool,
     /// Replace what the path condition matched: the prefix, the exact path, or (regex) the
@@ -313,8 +316,19 @@ impl PartialEq for HttpRoute {
             o.retries,
             o.max_body_size,
         ) && (self.case_insensitive, &self.upgrades) == (o.case_insensitive, &o.upgrades)
+            && self.aggregate == o.aggregate
             && self.policies == o.policies
             && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
+    }
+}
+
+impl HttpRoute {
+    /// Every pool the route sends to: its `pool`, or its aggregate parts' pools (in part
+    /// order, a pool named twice listed twice).
+    pub fn pools(&self) -> impl Iterator<Item = usize> + '_ {
+        self.pool
+            .into_iter()
+            .chain(self.aggregate.iter().map(|p| p.pool))
     }
 }
 

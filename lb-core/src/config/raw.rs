@@ -99,7 +99,8 @@ pub struct RawRoute {
     pub name: Option<S<String>>,
     #[serde(rename = "match")]
     pub matches: Option<S<RawMatch>>,
-    pub pool: S<String>,
+    /// The pool the route forwards to; a route has `pool` or `aggregate`, exactly one.
+    pub pool: Option<S<String>>,
     pub strip_prefix: Option<S<bool>>,
     pub rewrite: Option<S<String>>,
     pub timeout: Option<S<String>>,
@@ -107,6 +108,20 @@ pub struct RawRoute {
     pub max_body_size: Option<S<RawSize>>,
     pub policies: Option<S<Vec<S<String>>>>,
     pub upgrades: Option<S<Vec<S<String>>>>,
+    /// SPEC §6: answer one JSON object built from concurrent GETs to these parts.
+    pub aggregate: Option<S<Vec<S<RawAggregatePart>>>>,
+}
+
+/// One part of a route's `aggregate` (SPEC §6).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAggregatePart {
+    pub name: S<String>,
+    pub pool: S<String>,
+    /// A path template such as `/users/${jwt.sub}`.
+    pub path: S<String>,
+    pub timeout: Option<S<String>>,
+    pub required: Option<S<bool>>,
 }
 
 /// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,

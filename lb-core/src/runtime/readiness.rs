@@ -105,7 +105,7 @@ pub fn pools_in_use(config: &Config) -> Vec<usize> {
                 .into_iter()
                 .chain(l.sni_routes.iter().map(|r| r.pool))
         })
-        .chain(config.routes.iter().map(|r| r.pool))
+        .chain(config.routes.iter().flat_map(|r| r.pools()))
         .collect();
     used.sort_unstable();
     used.dedup();
@@ -175,6 +175,19 @@ backends = [{ addr = "10.0.0.3:80" }]
             .map(|i| c.pools[i].name.as_str())
             .collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn an_aggregate_routes_part_pools_are_in_use() {
+        let text = "[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+            [[pool]]\nname = \"a\"\nbackends = [{ addr = \"10.0.0.1:80\" }]\n\
+            [[pool]]\nname = \"b\"\nbackends = [{ addr = \"10.0.0.2:80\" }]\n\
+            [[route]]\nlistener = \"h\"\naggregate = [{ name = \"x\", pool = \"b\", path = \"/x\" }]\n";
+        let c = match load_str("t.toml", text) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(pools_in_use(&c), [1]);
     }
 
     #[test]

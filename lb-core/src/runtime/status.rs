@@ -65,7 +65,14 @@ pub fn status(shared: &Shared) -> Value {
             json!({
                 "name": r.name,
                 "listener": c.listeners[r.listener].name,
-                "pool": c.pools[r.pool].name,
+                "pool": r.pool.map(|p| &c.pools[p].name),
+                "aggregate": r.aggregate.iter().map(|p| json!({
+                    "name": p.name,
+                    "pool": c.pools[p.pool].name,
+                    "path": p.path.text,
+                    "timeout_seconds": p.timeout.as_secs_f64(),
+                    "required": p.required,
+                })).collect::<Vec<_>>(),
                 "host": r.host,
                 "path": r.path.as_ref().map(|p| p.text()),
                 "methods": r.methods,

@@ -460,7 +460,8 @@ pub(crate) fn planned<'g>(
     Ok(Some(Plan {
         policed,
         target,
-        pt: plan.pt,
+        // Lean routes have a pool (aggregate routes are never lean).
+        pt: plan.pt.ok_or("no pool")?,
         start,
         head_len,
         body,

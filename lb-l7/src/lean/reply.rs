@@ -153,7 +153,7 @@ impl Session<'_> {
             upstream_ms,
             request_id: plan.request_id,
         });
-        let upstream = self.gw.upstream(target.pool, pt, self.info);
+        let upstream = self.gw.upstream(pt, self.info);
         let keep = upstream.lean_idle(i).filter(|_| answer.reusable);
         let relayed = self
             .relay_body(io, conn, keep, answer.head_len, answer.framing)

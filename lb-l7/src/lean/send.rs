@@ -129,7 +129,7 @@ impl Session<'_> {
     {
         let (pt, i) = (plan.pt, t.index);
         let b = &pt.pool.backends[i];
-        let upstream = self.gw.upstream(plan.target.pool, pt, self.info);
+        let upstream = self.gw.upstream(pt, self.info);
         let idle = upstream.lean_idle(i);
         let cookie = pt.sticky.as_ref().and_then(|(name, values)| {
             (plan.sticky != Some(i)).then(|| balance::sticky_cookie(name, &values[i]))

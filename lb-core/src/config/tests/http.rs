@@ -93,7 +93,7 @@ fn routes_and_http_keys_are_read() {
     );
     let r = &c.routes[0];
     assert_eq!(r.name, "users-v2");
-    assert_eq!((r.listener, r.pool), (0, 1));
+    assert_eq!((r.listener, r.pool), (0, Some(1)));
     assert_eq!(r.host.as_deref(), Some("api.example.com"));
     assert!(matches!(&r.path, Some(RoutePath::Prefix(p)) if p == "/users"));
     assert_eq!(r.methods, ["GET", "POST"]);

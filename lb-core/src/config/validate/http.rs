@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::super::diag::{did_you_mean, Diagnostic};
 use super::super::raw::{RawListener, RawMatch, RawPool, RawRoute, RawSize, S};
 use super::super::size::parse_size;
-use super::{mark, valid_host_name, Ctx, Uses};
+use super::{valid_host_name, Ctx, Uses};
 use crate::config::model::*;
 
 /// Most retries a route may ask for: each is another backend tried for one request.
@@ -264,27 +264,6 @@ pub(super) fn routes(
                 None
             }
         };
-        let pool = match pools.get(r.pool.get_ref().as_str()) {
-            Some(&p) => {
-                let tls = listener.is_some_and(|l| tls.get(l).copied().unwrap_or(false));
-                mark(&mut used_pools[p], Some(Protocol::Http), tls);
-                Some(p)
-            }
-            None => {
-                let known: Vec<&str> = pools.keys().copied().collect();
-                let mut d = Diagnostic::error(format!(
-                    "route \"{name}\" points at pool \"{}\", which does not exist",
-                    r.pool.get_ref()
-                ))
-                .at(r.pool.span())
-                .key(format!("{key}.pool"));
-                if let Some(s) = did_you_mean(r.pool.get_ref(), &known) {
-                    d = d.help(format!("did you mean \"{s}\"?"));
-                }
-                cx.push(d);
-                None
-            }
-        };
         let m = r
             .matches
             .as_ref()
@@ -335,6 +314,9 @@ pub(super) fn routes(
                 );
             }
         }
+        let on_tls = listener.is_some_and(|l| tls.get(l).copied().unwrap_or(false));
+        let upstream =
+            super::aggregate::upstream(cx, r, &key, &name, pools, on_tls, used_pools, timeout);
         let retries = cx.int(&r.retries, format!("{key}.retries"), 0, MAX_RETRIES, 0) as u32;
         let max_body_size = size(cx, &r.max_body_size, format!("{key}.max_body_size"));
         let mut route_policies = Vec::new();
@@ -363,7 +345,7 @@ pub(super) fn routes(
                 }
             }
         }
-        if let (Some(listener), Some(pool)) = (listener, pool) {
+        if let (Some(listener), Some((pool, aggregate))) = (listener, upstream) {
             out.push(HttpRoute {
                 name,
                 listener,
@@ -372,6 +354,7 @@ pub(super) fn routes(
                 methods,
                 headers,
                 pool,
+                aggregate,
                 strip_prefix,
                 rewrite,
                 timeout,

@@ -19,6 +19,7 @@ pub const MAX_WEIGHT: i64 = 10_000;
 
 mod admin;
 mod age;
+mod aggregate;
 mod global;
 mod http;
 mod members;
@@ -514,6 +515,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
         &mut used_pools,
     );
     policy_use::uses(&mut cx, &raw.policies, &raw.routes, &policies, &routes);
+    aggregate::policies(&mut cx, &raw.routes, &policies, &routes);
     route_reach::rewrites(&mut cx, &raw.routes, &policies, &pools, &routes);
     for (i, (p, _)) in raw.pools.iter().enumerate() {
         http::pool_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);

@@ -167,9 +167,13 @@ pub(super) fn rewrites(
         return;
     }
     for (i, (r, (rr, span))) in routes.iter().zip(raw_routes).enumerate() {
-        let Some(reach) = reach_of(r) else { continue };
+        // An aggregate route rewrites nothing; one that guards is not compared here.
+        let (Some(reach), Some(pool)) = (reach_of(r), r.pool) else {
+            continue;
+        };
         let others = routes.iter().enumerate().filter(|&(j, _)| j != i);
-        for (_, g) in others.filter(|(_, g)| share_backends(pools, g.pool, r.pool)) {
+        let same = |g: &HttpRoute| g.pool.is_some_and(|gp| share_backends(pools, gp, pool));
+        for (_, g) in others.filter(|(_, g)| same(g)) {
             let missing: Vec<&str> = g
                 .policies
                 .iter()
@@ -247,7 +251,8 @@ mod tests {
             host: None,
             methods: vec![],
             headers: vec![],
-            pool: 0,
+            pool: Some(0),
+            aggregate: vec![],
             timeout: std::time::Duration::from_secs(60),
             retries: 0,
             max_body_size: None,
