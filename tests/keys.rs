@@ -314,7 +314,7 @@ async fn backend_tls_on_an_http_pool_reaches_https_backends() {
 /// An HTTPS origin answering `over tls` with `leaf`'s certificate.
 async fn https_origin(leaf: &common::pki::Leaf) -> SocketAddr {
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")

@@ -76,7 +76,7 @@ fn roots(ca: Option<&FileRef>, diags: &mut Vec<Diagnostic>) -> Option<RootCertSt
 /// The TLS client config of an https endpoint: TLS 1.2/1.3, ring, HTTP/1.1 by ALPN.
 fn tls(i: &Introspection, diags: &mut Vec<Diagnostic>) -> Option<Arc<rustls::ClientConfig>> {
     let roots = roots(i.ca.as_ref(), diags)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .ok()?
