@@ -29,6 +29,7 @@ pub mod factory;
 pub mod forward;
 pub mod framing;
 pub mod gateway;
+pub mod graphql;
 pub mod idle;
 pub mod kept_conns;
 pub mod lean;

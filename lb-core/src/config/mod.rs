@@ -5,6 +5,7 @@
 
 mod diag;
 mod duration;
+mod graphql_model;
 mod model;
 mod parse;
 mod policy_model;

@@ -107,6 +107,17 @@ pub struct RawRoute {
     pub max_body_size: Option<S<RawSize>>,
     pub policies: Option<S<Vec<S<String>>>>,
     pub upgrades: Option<S<Vec<S<String>>>>,
+    pub graphql: Option<S<RawGraphql>>,
+}
+
+/// A route's `graphql = { max_depth, max_aliases, max_complexity, introspection }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraphql {
+    pub max_depth: Option<S<i64>>,
+    pub max_aliases: Option<S<i64>>,
+    pub max_complexity: Option<S<i64>>,
+    pub introspection: Option<S<bool>>,
 }
 
 /// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,
@@ -281,6 +292,7 @@ pub struct RawMatch {
     pub methods: Option<S<Vec<S<String>>>>,
     pub headers: Option<S<std::collections::BTreeMap<String, S<String>>>>,
     pub case: Option<S<String>>,
+    pub graphql_operation: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -331,6 +331,7 @@ fn empty_pool_and_no_listener() {
 }
 
 mod age;
+mod graphql;
 mod http;
 mod kinds;
 mod oauth2;

@@ -20,6 +20,7 @@ pub const MAX_WEIGHT: i64 = 10_000;
 mod admin;
 mod age;
 mod global;
+mod graphql;
 mod http;
 mod members;
 mod policy;
