@@ -37,6 +37,7 @@ pub mod path;
 pub mod plan;
 pub mod policy;
 pub mod request;
+mod request_body;
 pub mod request_id;
 pub mod respond;
 pub mod router;

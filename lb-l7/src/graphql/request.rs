@@ -118,6 +118,11 @@ fn params(qs: &str) -> Result<Params, Refusal> {
     Ok((query, name.filter(|n| !n.is_empty())))
 }
 
+/// Whether a query string names a GraphQL query or operation.
+pub fn names_operation(qs: Option<&str>) -> bool {
+    !matches!(params(qs.unwrap_or("")), Ok((None, None)))
+}
+
 /// `application/json`, with or without parameters (`; charset=utf-8`).
 fn is_json(content_type: Option<&[u8]>) -> bool {
     let Some(ct) = content_type.and_then(|c| std::str::from_utf8(c).ok()) else {
