@@ -111,3 +111,58 @@ pub fn inspect(c: request::Carrier<'_>, limits: &GraphqlLimits) -> Result<Parsed
     p.check(limits)?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod prop {
+    use super::request::Carrier;
+    use super::*;
+    use proptest::prelude::*;
+
+    const L: GraphqlLimits = GraphqlLimits {
+        max_depth: 6,
+        max_aliases: 4,
+        max_complexity: 30,
+        introspection: false,
+    };
+
+    proptest! {
+        /// Whatever a client sends, lb answers without panicking, with a 4xx when it refuses.
+        #[test]
+        fn any_bytes_get_an_answer(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let c = Carrier::Post { query: None, content_type: Some(b"application/json"), content_encoding: None, body: &body };
+            if let Err(r) = inspect(c, &L) {
+                prop_assert!((400..500).contains(&r.status()));
+            }
+        }
+
+        /// Documents made of GraphQL's own pieces parse or refuse, never panic.
+        #[test]
+        fn graphql_shaped_text_gets_an_answer(parts in proptest::collection::vec(
+            prop_oneof![
+                Just("{"), Just("}"), Just("a"), Just("x: a"), Just("...F"), Just("... on T"),
+                Just("fragment F on T"), Just("query"), Just("mutation"), Just("__schema"),
+                Just("(x: [1, {y: \"}\"}])"), Just("# {\n"), Just("\"\"\"{\"\"\""),
+            ], 0..60)) {
+            let q = parts.join(" ");
+            let _ = inspect(Carrier::Get { query: Some(&format!("query={q}")) }, &L);
+        }
+
+        /// Depth passes exactly up to the limit, through fields and fragments alike.
+        #[test]
+        fn depth_boundary(d in 1u32..12, through_fragment in any::<bool>()) {
+            let inner = format!("{}x{}", "f { ".repeat(d as usize - 1), " }".repeat(d as usize - 1));
+            let doc = if through_fragment {
+                format!("{{ ...F }} fragment F on T {{ {inner} }}")
+            } else {
+                format!("{{ {inner} }}")
+            };
+            let req = request::GraphqlRequest { query: doc, operation_name: None };
+            let got = Parsed::parse(&req).and_then(|p| p.check(&L));
+            if d <= L.max_depth {
+                prop_assert_eq!(got, Ok(()));
+            } else {
+                prop_assert_eq!(got, Err(Refusal::Depth { found: L.max_depth + 1, max: L.max_depth }));
+            }
+        }
+    }
+}
