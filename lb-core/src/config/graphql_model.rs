@@ -53,6 +53,18 @@ impl GraphqlOperation {
     }
 }
 
+impl std::fmt::Display for GraphqlOperation {
+    /// The config spelling: `query`, `mutation`, `subscription`, or the name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Query => "query",
+            Self::Mutation => "mutation",
+            Self::Subscription => "subscription",
+            Self::Named(n) => n,
+        })
+    }
+}
+
 /// A GraphQL `Name`: `[_A-Za-z][_0-9A-Za-z]*`.
 pub fn is_name(s: &str) -> bool {
     let mut b = s.bytes();

@@ -455,7 +455,9 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "max_body_size",
             "policies",
             "upgrades",
+            "graphql",
         ],
+        "graphql" => &["max_depth", "max_aliases", "max_complexity", "introspection"],
         "policy" => policy_keys(),
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],
@@ -467,6 +469,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "methods",
             "headers",
             "case",
+            "graphql_operation",
         ],
         "pool" => &[
             "name",
