@@ -87,7 +87,7 @@ impl Gateway {
             Err((target, r)) => return self.refused(target, &parts, info, &began, r),
         };
         let target = plan.target;
-        if let Err(resp) = self.graphql_gate(target, &plan, &parts.method, gql.as_ref()) {
+        if let Some(resp) = self.graphql_gate(target, &plan, &parts.method, gql.as_ref()) {
             return self.own(Some(target), &parts, info, &began, resp);
         }
         began.id = plan.request_id;

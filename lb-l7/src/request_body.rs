@@ -148,7 +148,8 @@ impl Gateway {
             .copied()
     }
 
-    /// Holds the request to its route's GraphQL limits. Without an operation, a `graphql`
+    /// Holds the request to its route's GraphQL limits: the answer to a request refused.
+    /// Without an operation, a `graphql`
     /// route takes only what carries none: a WebSocket upgrade it allows (subscriptions;
     /// lb does not look inside the socket) and a CORS preflight.
     pub(crate) fn graphql_gate(
@@ -157,10 +158,8 @@ impl Gateway {
         plan: &Plan<'_, '_>,
         method: &Method,
         parsed: Option<&Parsed>,
-    ) -> Result<(), Response<Body>> {
-        let Some(limits) = &target.graphql else {
-            return Ok(());
-        };
+    ) -> Option<Response<Body>> {
+        let limits = target.graphql.as_ref()?;
         let verdict = match parsed {
             Some(p) => p.check(limits),
             None if plan.upgrade.is_some() && gql::names_operation(plan.query) => {
@@ -175,6 +174,6 @@ impl Gateway {
             )),
             None => Err(Refusal::Method),
         };
-        verdict.map_err(|r| gate::refuse(&target.name, &r))
+        verdict.err().map(|r| gate::refuse(&target.name, &r))
     }
 }

@@ -40,7 +40,7 @@ async fn a_mutation_reaches_a_query_only_route_by_no_encoding() {
         ("operationName null with two operations", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":null}"##)),
         ("operationName names nothing", json(r##"{"query":"mutation M { drop }","operationName":"Q"}"##)),
         ("operationName for an anonymous query", json(r##"{"query":"{ a } ","operationName":"M"}"##)),
-        ("empty operationName by GET", format!("GET /graphql?query=mutation%20M%7Bdrop%7D&operationName= HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")),
+        ("empty operationName by GET", "GET /graphql?query=mutation%20M%7Bdrop%7D&operationName= HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".to_string()),
         ("batched array", json(r##"[{"query":"{ a }"},{"query":"mutation { drop }"}]"##)),
         ("duplicate query key", json(r##"{"query":"{ a }","query":"mutation { drop }"}"##)),
         ("duplicate key by escape", json(r##"{"query":"{ a }","\u0071uery":"mutation { drop }"}"##)),
