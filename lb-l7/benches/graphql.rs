@@ -1,6 +1,7 @@
 //! Per-request cost of a `graphql` route: reading the GraphQL request out of a POST body,
 //! parsing the document, picking the operation and walking it against the route's limits,
-//! for a small (~50 B), a typical (~1 KiB) and a large (~60 KiB) document.
+//! for a small (~60 B), a typical (~800 B) and a large (~60 KiB) document, and the parser
+//! alone on the same documents.
 //! Run: `cargo bench -p lb-l7 --bench graphql`.
 
 use std::hint::black_box;
@@ -40,10 +41,10 @@ fragment UserFields on User {
   status { emoji message }
 }"#;
 
-/// A large generated document: 400 aliased fields, each with a small selection.
+/// A large generated document (~60 KiB): 700 aliased fields, each with a small selection.
 fn large() -> String {
     let mut doc = String::from("query Big {\n");
-    for i in 0..400 {
+    for i in 0..700 {
         doc += &format!("  f{i}: item(id: {i}, filter: {{tag: \"t{i}\"}}) {{ id name price {{ amount currency }} }}\n");
     }
     doc + "}\n"
@@ -74,6 +75,19 @@ fn bench(c: &mut Criterion) {
                 };
                 inspect(c, &LIMITS).expect("within limits")
             })
+        });
+    }
+    g.finish();
+    // The parser alone, for how much of the above it is.
+    let mut g = c.benchmark_group("graphql_parse_only");
+    for (name, doc) in [
+        ("small", "{ user(id: 1) { name } }".to_string()),
+        ("typical", TYPICAL.to_string()),
+        ("large", large()),
+    ] {
+        g.throughput(Throughput::Bytes(doc.len() as u64));
+        g.bench_with_input(BenchmarkId::new(name, doc.len()), &doc, |bench, d| {
+            bench.iter(|| async_graphql_parser::parse_query(black_box(d)).expect("parses"))
         });
     }
     g.finish();

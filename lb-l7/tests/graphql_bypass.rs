@@ -129,10 +129,20 @@ async fn hidden_and_hostile_documents_are_refused_quickly() {
             "query { ...Nope }".into(),
             "GRAPHQL_PARSE_FAILED",
         ),
+        (
+            "document over 128 KiB",
+            format!("query {{ a{} }}", " b".repeat(70_000)),
+            "DOCUMENT_TOO_LARGE",
+        ),
     ];
     for (what, doc, want) in cases {
         let (s, _, body) = raw(gw, &post_query("/graphql", &doc)).await;
-        assert_eq!((s, code(&body).as_str()), (400, want), "{what}: {body}");
+        let status = if want == "DOCUMENT_TOO_LARGE" {
+            413
+        } else {
+            400
+        };
+        assert_eq!((s, code(&body).as_str()), (status, want), "{what}: {body}");
     }
     // Long but within limits: many strings and comments do not count as nesting.
     let padded = format!(

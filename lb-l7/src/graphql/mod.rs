@@ -25,6 +25,8 @@ pub enum Refusal {
     Unsupported(String),
     #[error("the GraphQL request body is over {} bytes", request::MAX_BODY)]
     TooLarge,
+    #[error("the GraphQL document is over {} bytes", select::MAX_DOCUMENT)]
+    DocumentTooLarge,
     #[error("GraphQL requests are GET or POST")]
     Method,
     #[error("the operation is nested {found} deep, over the {max} allowed")]
@@ -41,7 +43,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Self::Unsupported(_) => 415,
-            Self::TooLarge => 413,
+            Self::TooLarge | Self::DocumentTooLarge => 413,
             Self::Method => 405,
             _ => 400,
         }
@@ -54,6 +56,7 @@ impl Refusal {
             Self::Malformed(_) => "GRAPHQL_PARSE_FAILED",
             Self::Unsupported(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::TooLarge => "REQUEST_TOO_LARGE",
+            Self::DocumentTooLarge => "DOCUMENT_TOO_LARGE",
             Self::Method => "METHOD_NOT_ALLOWED",
             Self::Depth { .. } => "MAX_DEPTH_EXCEEDED",
             Self::Aliases { .. } => "MAX_ALIASES_EXCEEDED",
@@ -75,6 +78,9 @@ pub struct Parsed {
 impl Parsed {
     /// Parses `req`'s document and picks the operation it names.
     pub fn parse(req: &request::GraphqlRequest) -> Result<Self, Refusal> {
+        if req.query.len() > select::MAX_DOCUMENT {
+            return Err(Refusal::DocumentTooLarge);
+        }
         select::nesting(&req.query)?;
         let doc = async_graphql_parser::parse_query(&req.query)
             .map_err(|e| Refusal::Malformed(e.to_string()))?;

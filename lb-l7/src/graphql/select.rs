@@ -11,6 +11,11 @@ use super::{OperationType, Refusal};
 /// stack.
 pub const MAX_NESTING: usize = 128;
 
+/// The longest document lb parses (128 KiB): the parser reads 6–10 MiB/s
+/// (`cargo bench -p lb-l7 --bench graphql`), so this bounds one request's parse to ~20 ms of
+/// CPU, while leaving room for twice a large generated document (~60 KiB).
+pub const MAX_DOCUMENT: usize = 128 << 10;
+
 /// Refuses a document nested deeper than [`MAX_NESTING`], counted over its brackets outside
 /// strings and comments, before the recursive parser sees it.
 pub fn nesting(doc: &str) -> Result<(), Refusal> {
