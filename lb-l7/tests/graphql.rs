@@ -307,3 +307,31 @@ async fn subscriptions_over_websocket_pass_through() {
         "an upgrade with a query in its URL is refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_requests_are_read_routed_and_gated_alike() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let (reads, writes) = (peer("reads").await, peer("writes").await);
+    let gw = split(&reads, &writes, "").await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let send = |doc: &str| {
+        let body = serde_json::json!({ "query": doc }).to_string();
+        let req = http::Request::post(format!("http://{gw}/graphql"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        client.request(req)
+    };
+    let resp = send("mutation { a }").await.expect("response");
+    assert_eq!(
+        (resp.version(), resp.status().as_u16()),
+        (http::Version::HTTP_2, 200)
+    );
+    let resp = send("{ a { b { c { d } } } }").await.expect("response");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(code(&body_text(resp).await), "MAX_DEPTH_EXCEEDED");
+    assert_eq!((reads.count(), writes.count()), (0, 1));
+}
