@@ -457,7 +457,12 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "upgrades",
             "graphql",
         ],
-        "graphql" => &["max_depth", "max_aliases", "max_complexity", "introspection"],
+        "graphql" => &[
+            "max_depth",
+            "max_aliases",
+            "max_complexity",
+            "introspection",
+        ],
         "policy" => policy_keys(),
         "keys" => &["name", "sha256"],
         "request" | "response" => &["set", "add", "remove"],
