@@ -458,6 +458,53 @@ mod tests {
         assert_eq!(host_of("Example.COM."), "example.com");
     }
 
+    #[test]
+    fn graphql_operations_route_by_name_then_type_and_only_when_parsed() {
+        let op = |o: GraphqlOperation| Conditions {
+            graphql_operation: Some(o),
+            ..cond(None, Some(PathMatch::exact("/g").expect("p")))
+        };
+        // Config order puts the plain route first; specificity still wins.
+        let r = Router::new(vec![
+            (cond(None, Some(PathMatch::exact("/g").expect("p"))), "any"),
+            (op(GraphqlOperation::Mutation), "mutation"),
+            (op(GraphqlOperation::Named("Report".into())), "report"),
+        ]);
+        let h = HeaderMap::new();
+        let parse = |doc: &str| {
+            let req = crate::graphql::request::GraphqlRequest {
+                query: doc.into(),
+                operation_name: None,
+            };
+            Parsed::parse(&req).expect("parses")
+        };
+        let at = |p: Option<&Parsed>| {
+            let head = RequestHead {
+                method: &Method::POST,
+                host: None,
+                path: "/g",
+                headers: &h,
+                graphql: p,
+            };
+            (
+                r.route(&head).copied(),
+                r.may_match(&head, |&t| t != "any").copied(),
+            )
+        };
+        assert_eq!(
+            at(Some(&parse("mutation { a }"))),
+            (Some("mutation"), Some("report"))
+        );
+        assert_eq!(at(Some(&parse("mutation Report { a }"))).0, Some("report"));
+        assert_eq!(at(Some(&parse("query Report { a }"))).0, Some("report"));
+        assert_eq!(at(Some(&parse("{ a }"))).0, Some("any"));
+        assert_eq!(
+            at(None).0,
+            Some("any"),
+            "unparsed requests match no operation condition"
+        );
+    }
+
     proptest! {
         /// Whatever the config order, the route chosen is the same: only ties (which this
         /// table has none of) depend on order.
