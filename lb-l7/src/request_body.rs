@@ -90,10 +90,22 @@ impl Gateway {
         };
         let refused = |r: &Refusal| gate::refuse(&self.routes[candidate].name, r);
         let qs = parts.uri.query();
+        // A field given twice could be read one way here and another way by the backend.
+        let (ct, ce) = match (
+            single(headers, header::CONTENT_TYPE),
+            single(headers, header::CONTENT_ENCODING),
+        ) {
+            (Ok(ct), Ok(ce)) => (ct, ce),
+            (Err(name), _) | (_, Err(name)) => {
+                return Err(refused(&Refusal::Malformed(format!("{name} is repeated"))))
+            }
+        };
         let body = if parts.method == Method::POST {
             if facts.body.len().is_some_and(|n| n > gql::MAX_BODY as u64) {
                 return Err(refused(&Refusal::TooLarge));
             }
+            // Refused before a byte of the body is read.
+            gql::post_head(qs, ct, ce).map_err(|r| refused(&r))?;
             let read = crate::exchange::read_whole(body, gql::MAX_BODY as u64);
             let b = match tokio::time::timeout(self.idle_timeout, read).await {
                 Ok(Ok(b)) => b,
@@ -113,8 +125,8 @@ impl Gateway {
         let carrier = match &body {
             Sent::Read(b) => Carrier::Post {
                 query: qs,
-                content_type: headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-                content_encoding: headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()),
+                content_type: ct,
+                content_encoding: ce,
                 body: b,
             },
             Sent::Stream(_) => Carrier::Get { query: qs },
@@ -175,5 +187,17 @@ impl Gateway {
             None => Err(Refusal::Method),
         };
         verdict.err().map(|r| gate::refuse(&target.name, &r))
+    }
+}
+
+/// The one value of field `name`, if any; `Err(name)` when it is given more than once.
+fn single(
+    headers: &http::HeaderMap,
+    name: header::HeaderName,
+) -> Result<Option<&[u8]>, header::HeaderName> {
+    let mut all = headers.get_all(&name).iter();
+    match (all.next(), all.next()) {
+        (first, None) => Ok(first.map(|v| v.as_bytes())),
+        _ => Err(name),
     }
 }

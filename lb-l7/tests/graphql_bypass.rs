@@ -17,6 +17,16 @@ async fn query_only(reads: &Peer) -> SocketAddr {
     gateway(&config(&[(&[reads.addr], "")], "", routes)).await.0
 }
 
+/// A POST of the query `{ a }` with `fields` (each ending in CRLF) as its only fields
+/// besides Host and framing.
+fn with_fields(fields: &str) -> String {
+    let body = r##"{"query":"{ a }"}"##;
+    format!(
+        "POST /graphql HTTP/1.1\r\nHost: h\r\n{fields}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 fn json(body: &str) -> String {
     post("/graphql", "application/json", body)
 }
@@ -52,6 +62,9 @@ async fn a_mutation_reaches_a_query_only_route_by_no_encoding() {
         ("form body", post("/graphql", "application/x-www-form-urlencoded", "query=mutation%7Bdrop%7D")),
         ("gzip-encoded body", "POST /graphql HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".into()),
         ("GET with a body", "GET /graphql?query=%7Ba%7D HTTP/1.1\r\nHost: h\r\nContent-Length: 29\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"query\":\"mutation { drop }\"}".into()),
+        // A query, which the route would take, but its body is read under one of two types.
+        ("two Content-Types", with_fields("Content-Type: application/json\r\nContent-Type: text/plain\r\n")),
+        ("identity then gzip", with_fields("Content-Type: application/json\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\n")),
         ("PUT", "PUT /graphql HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 29\r\nConnection: close\r\n\r\n{\"query\":\"mutation { drop }\"}".into()),
         ("subscription", post_query("/graphql", "subscription { ticks }")),
         ("upgrade naming a mutation", "GET /graphql?query=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".into()),
@@ -73,7 +86,17 @@ async fn a_mutation_reaches_a_query_only_route_by_no_encoding() {
         .0,
         200
     );
-    assert_eq!(reads.count(), 2);
+    assert_eq!(
+        raw(
+            gw,
+            &with_fields("Content-Type: application/json\r\nContent-Encoding: identity\r\n")
+        )
+        .await
+        .0,
+        200,
+        "the same fields, once each"
+    );
+    assert_eq!(reads.count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,21 +62,7 @@ pub fn extract(c: Carrier<'_>) -> Result<GraphqlRequest, Refusal> {
             content_encoding,
             body,
         } => {
-            if let (Some(_), _) | (_, Some(_)) = params(query.unwrap_or(""))? {
-                return Err(Refusal::Malformed(
-                    "a POST request carries its query in the body, not the URL".into(),
-                ));
-            }
-            if content_encoding.is_some_and(|e| !e.eq_ignore_ascii_case(b"identity")) {
-                return Err(Refusal::Unsupported(
-                    "an encoded request body (Content-Encoding)".into(),
-                ));
-            }
-            if !is_json(content_type) {
-                return Err(Refusal::Unsupported(
-                    "a body that is not application/json".into(),
-                ));
-            }
+            post_head(query, content_type, content_encoding)?;
             if body.len() > MAX_BODY {
                 return Err(Refusal::TooLarge);
             }
@@ -95,6 +81,31 @@ pub fn extract(c: Carrier<'_>) -> Result<GraphqlRequest, Refusal> {
             })
         }
     }
+}
+
+/// What a POST's head must be for lb to read its body as a GraphQL request: no query in
+/// its URL, a JSON body that is not encoded. Checked before the body is read.
+pub fn post_head(
+    query: Option<&str>,
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+) -> Result<(), Refusal> {
+    if let (Some(_), _) | (_, Some(_)) = params(query.unwrap_or(""))? {
+        return Err(Refusal::Malformed(
+            "a POST request carries its query in the body, not the URL".into(),
+        ));
+    }
+    if content_encoding.is_some_and(|e| !e.eq_ignore_ascii_case(b"identity")) {
+        return Err(Refusal::Unsupported(
+            "an encoded request body (Content-Encoding)".into(),
+        ));
+    }
+    if !is_json(content_type) {
+        return Err(Refusal::Unsupported(
+            "a body that is not application/json".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `query` and `operationName` of a query string, each at most once.
