@@ -146,6 +146,25 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What a client encodes, by GET or by POST, is what lb reads: the same text the
+        /// backend will decode.
+        #[test]
+        fn both_carriers_round_trip(query in "\\PC{0,40}", name in proptest::option::of("[_A-Za-z][_0-9A-Za-z]{0,8}")) {
+            let mut qs = form_urlencoded::Serializer::new(String::new());
+            qs.append_pair("query", &query);
+            if let Some(n) = &name {
+                qs.append_pair("operationName", n);
+            }
+            let qs = qs.finish();
+            let want = GraphqlRequest { query: query.clone(), operation_name: name.clone() };
+            prop_assert_eq!(extract(Carrier::Get { query: Some(&qs) }), Ok(want.clone()));
+            let body = serde_json::json!({ "query": query, "operationName": name }).to_string();
+            prop_assert_eq!(post(&body), Ok(want));
+        }
+    }
 
     fn post(body: &str) -> Result<GraphqlRequest, Refusal> {
         extract(Carrier::Post {
