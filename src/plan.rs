@@ -184,6 +184,9 @@ pub fn plan(l: &Loaded) -> String {
             for (n, v) in &r.headers {
                 cond.push(format!("{n}: {v}"));
             }
+            if let Some(op) = &r.graphql_operation {
+                cond.push(format!("graphql_operation = \"{op}\""));
+            }
             if cond.is_empty() {
                 cond.push("every request".into());
             }
@@ -199,6 +202,15 @@ pub fn plan(l: &Loaded) -> String {
             }
             if let Some(m) = r.max_body_size {
                 how.push(format!("max_body_size {m} bytes"));
+            }
+            if let Some(g) = &r.graphql {
+                how.push(format!(
+                    "GraphQL depth ≤ {}, aliases ≤ {}, fields ≤ {}, introspection {}",
+                    g.max_depth,
+                    g.max_aliases,
+                    g.max_complexity,
+                    if g.introspection { "on" } else { "off" }
+                ));
             }
             if !r.policies.is_empty() {
                 let names: Vec<&str> = r
@@ -377,6 +389,7 @@ fn describe_policy(k: &lb_core::config::PolicyKind) -> String {
                 RateKey::ApiKey => "API-key consumer".to_string(),
                 RateKey::Jwt(c) => format!("token claim {c}"),
                 RateKey::Route => "route".to_string(),
+                RateKey::GraphqlOperation => "GraphQL operation".to_string(),
             };
             format!(
                 "rate_limit, {requests} per {} by {key}, burst {burst}, {store}",

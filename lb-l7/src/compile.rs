@@ -95,6 +95,7 @@ pub fn route(r: &config::HttpRoute) -> (Conditions, Option<Rewrite>) {
             })
             .collect(),
         case_insensitive: r.case_insensitive,
+        graphql_operation: r.graphql_operation.clone(),
     };
     (cond, rewrite)
 }

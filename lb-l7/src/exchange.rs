@@ -67,6 +67,10 @@ impl Gateway {
         };
         // On the way in: what describes the client's connection stays here.
         let mut headers = passing(&parts.headers, &facts);
+        let (body, gql) = match self.graphql_read(&parts, &facts, &headers, body).await {
+            Ok(read) => read,
+            Err(resp) => return self.own(None, &parts, info, &began, resp),
+        };
         let planned = self.plan(
             plan::Request {
                 method: &parts.method,
@@ -74,6 +78,7 @@ impl Gateway {
                 headers: &headers,
                 client: info.client,
                 sni: info.sni.as_deref(),
+                graphql: gql.as_ref(),
             },
             &facts,
         );
@@ -82,6 +87,9 @@ impl Gateway {
             Err((target, r)) => return self.refused(target, &parts, info, &began, r),
         };
         let target = plan.target;
+        if let Some(resp) = self.graphql_gate(target, &plan, &parts.method, gql.as_ref()) {
+            return self.own(Some(target), &parts, info, &began, resp);
+        }
         began.id = plan.request_id;
         began.trace = plan.trace;
         // Policies first: a request they refuse (401, 403, 429, a CORS preflight) costs no
@@ -96,6 +104,7 @@ impl Gateway {
                 plan.query,
                 &target.name,
             );
+            pi.graphql = gql.as_ref().map(crate::graphql::Parsed::key);
             if let Err((i, resp)) =
                 policy::on_request(&target.policies, &mut pi, &mut headers).await
             {
@@ -181,7 +190,7 @@ impl Gateway {
         // kept, its body is empty.
         let spare = replayable.then(|| up.clone());
         let meter = Arc::new(Meter::default());
-        let body = match self.request_body(target, &up, body, &meter).await {
+        let body = match body.go_on(self, target, &up, &meter).await {
             Ok(b) => b,
             Err(resp) => return self.answered(Some(target), method, log_path, info, &began, resp),
         };
@@ -329,7 +338,7 @@ impl Gateway {
 
     /// The request body as it goes on: read whole first when a transform checks it (it goes
     /// on only if it passes), otherwise streamed, counted and held to the route's limit.
-    async fn request_body(
+    pub(crate) async fn request_body(
         &self,
         target: &RouteTarget,
         up: &Parts,

@@ -55,6 +55,9 @@ pub struct Gateway {
     /// The lean path must give routing or picking a request's fields (header conditions,
     /// `hash_key = header:|cookie:`, `sticky_cookie`).
     pub lean_needs_headers: bool,
+    /// Some route is a `graphql` route: a request one of them may take is read as GraphQL
+    /// before it is routed ([`crate::request_body`]).
+    pub graphql: bool,
     /// Requests lb answered itself, by reason: `lb_http_refused_total{listener,reason}`.
     pub refused: RouteMetrics,
     server: auto::Builder<TokioExecutor>,
@@ -184,9 +187,11 @@ impl Gateway {
                     .iter()
                     .all(|&i| caches[i].is_none() && transforms[i].is_none())
                     // An aggregate route answers from several exchanges: the general path's.
+                    && r.graphql.is_none()
                     && r.pool.is_some_and(|p| lean_pool(loaded, p)),
                 upgrades: r.upgrades.clone(),
                 case_insensitive: r.case_insensitive,
+                graphql: r.graphql,
             });
         }
         let default = l.pool.map(|p| {
@@ -207,6 +212,7 @@ impl Gateway {
                 lean: lean_pool(loaded, p),
                 upgrades: vec!["websocket".to_string()],
                 case_insensitive: false,
+                graphql: None,
             }
         });
         let pools = used
@@ -214,7 +220,13 @@ impl Gateway {
             .enumerate()
             .map(|(i, &u)| u.then(|| pool_target(loaded, i, &pools[i], l, &prepared_conns)))
             .collect();
-        let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean) && !general_path_only();
+        // The lean path routes a request from its head alone; where a GraphQL operation may
+        // choose the route (or a route's limits must see the document), every request of the
+        // listener takes the general path, which reads it first.
+        let graphql = routes.iter().any(|r| r.graphql.is_some());
+        let lean = routes.iter().chain(default.as_ref()).any(|r| r.lean)
+            && !graphql
+            && !general_path_only();
         let lean_needs_headers = c
             .routes
             .iter()
@@ -261,6 +273,7 @@ impl Gateway {
             per_client: l.proxy_protocol.is_some(),
             lean,
             lean_needs_headers,
+            graphql,
             refused: RouteMetrics::new(&l.name, "-", &[]),
             server,
         }

@@ -14,7 +14,8 @@
 //! counted bodies, [`upgrade`] for tunnels); the lean path ([`lean`]) relays plain HTTP/1.1 as
 //! bytes and hands a connection to the general path when a request needs more. Both run under
 //! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`], built by [`factory`]; the
-//! route policies are [`policy`], with body transforms in [`transform`].
+//! route policies are [`policy`], with body transforms in [`transform`]; GraphQL routes'
+//! reading, operation picking and limits are [`graphql`].
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod factory;
 pub mod forward;
 pub mod framing;
 pub mod gateway;
+pub mod graphql;
 pub mod idle;
 pub mod kept_conns;
 pub mod lean;
@@ -37,6 +39,7 @@ pub mod path;
 pub mod plan;
 pub mod policy;
 pub mod request;
+mod request_body;
 pub mod request_id;
 pub mod respond;
 pub mod router;

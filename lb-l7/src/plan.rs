@@ -73,6 +73,8 @@ pub struct Request<'r, 'a> {
     /// The client's address and port (after a PROXY header).
     pub client: std::net::SocketAddr,
     pub sni: Option<&'r str>,
+    /// The GraphQL operation, on a listener with `graphql` routes ([`crate::request_body`]).
+    pub graphql: Option<&'r crate::graphql::Parsed>,
 }
 
 impl Gateway {
@@ -92,6 +94,7 @@ impl Gateway {
                 host: facts.authority,
                 path: &routed,
                 headers: req.headers,
+                graphql: req.graphql,
             })
             .map(|&i| &self.routes[i])
             .or(self.default.as_ref())

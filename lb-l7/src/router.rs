@@ -7,14 +7,18 @@
 //! 1. host: exact name > longer wildcard suffix > shorter wildcard suffix > no host condition;
 //! 2. path: exact > longer prefix > shorter prefix > regex > no path condition;
 //! 3. more header conditions > fewer;
-//! 4. a method condition > none.
+//! 4. GraphQL operation: a name > a type (`query`, `mutation`, `subscription`) > none;
+//! 5. a method condition > none.
 //!
 //! Equally specific routes are tried in config order. Paths are matched in their normalised
 //! form without `;parameters` ([`crate::path::routed`]), ignoring ASCII case where the route
 //! says `case = "insensitive"`; hosts lowercased, without port or trailing dot.
 
 use http::{HeaderMap, Method};
+use lb_core::config::GraphqlOperation;
 use regex::Regex;
+
+use crate::graphql::Parsed;
 
 /// A route's host condition.
 #[derive(Debug, Clone)]
@@ -46,6 +50,8 @@ pub struct Conditions {
     pub headers: Vec<(http::HeaderName, String)>,
     /// The path condition ignores ASCII case.
     pub case_insensitive: bool,
+    /// `match.graphql_operation`: only a request parsed as GraphQL can match it.
+    pub graphql_operation: Option<GraphqlOperation>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +158,8 @@ pub struct RequestHead<'a> {
     /// Normalised, without `;parameters` ([`crate::path::routed`]).
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// The GraphQL operation, when the request was parsed as one (see [`crate::graphql`]).
+    pub graphql: Option<&'a Parsed>,
 }
 
 /// Lowercase, without `:port` (IPv6 literals keep their brackets) or a trailing dot.
@@ -170,6 +178,14 @@ pub fn host_of(authority: &str) -> String {
 
 impl Conditions {
     fn matches(&self, req: &RequestHead<'_>, host: Option<&str>) -> bool {
+        self.graphql_operation
+            .as_ref()
+            .is_none_or(|want| req.graphql.is_some_and(|p| p.matches(want)))
+            && self.matches_http(req, host)
+    }
+
+    /// The conditions on the HTTP head alone (all but the GraphQL operation).
+    fn matches_http(&self, req: &RequestHead<'_>, host: Option<&str>) -> bool {
         if let Some(h) = &self.host {
             if !host.is_some_and(|host| h.matches(host)) {
                 return false;
@@ -192,11 +208,16 @@ impl Conditions {
     }
 
     /// Larger is more specific; see the module documentation for the order.
-    fn specificity(&self) -> ((u8, usize), (u8, usize), usize, bool) {
+    fn specificity(&self) -> ((u8, usize), (u8, usize), usize, u8, bool) {
         (
             self.host.as_ref().map_or((0, 0), HostMatch::rank),
             self.path.as_ref().map_or((0, 0), PathMatch::rank),
             self.headers.len(),
+            match &self.graphql_operation {
+                None => 0,
+                Some(GraphqlOperation::Named(_)) => 2,
+                Some(_) => 1,
+            },
             !self.methods.is_empty(),
         )
     }
@@ -224,6 +245,17 @@ impl<T> Router<T> {
         self.routes
             .iter()
             .find(|(c, _)| c.matches(req, host.as_deref()))
+            .map(|(_, t)| t)
+    }
+
+    /// The most specific route for which `want` holds that would match `req` as far as its
+    /// conditions other than the GraphQL operation go: then the request must be read as
+    /// GraphQL before it can be routed.
+    pub fn may_match(&self, req: &RequestHead<'_>, want: impl Fn(&T) -> bool) -> Option<&T> {
+        let host = req.host.filter(|_| self.hosts).map(host_of);
+        self.routes
+            .iter()
+            .find(|(c, t)| want(t) && c.matches_http(req, host.as_deref()))
             .map(|(_, t)| t)
     }
 
@@ -265,6 +297,7 @@ mod tests {
             host: Some(host),
             path,
             headers,
+            graphql: None,
         })
         .copied()
     }
@@ -425,6 +458,53 @@ mod tests {
         assert_eq!(host_of("Example.COM."), "example.com");
     }
 
+    #[test]
+    fn graphql_operations_route_by_name_then_type_and_only_when_parsed() {
+        let op = |o: GraphqlOperation| Conditions {
+            graphql_operation: Some(o),
+            ..cond(None, Some(PathMatch::exact("/g").expect("p")))
+        };
+        // Config order puts the plain route first; specificity still wins.
+        let r = Router::new(vec![
+            (cond(None, Some(PathMatch::exact("/g").expect("p"))), "any"),
+            (op(GraphqlOperation::Mutation), "mutation"),
+            (op(GraphqlOperation::Named("Report".into())), "report"),
+        ]);
+        let h = HeaderMap::new();
+        let parse = |doc: &str| {
+            let req = crate::graphql::request::GraphqlRequest {
+                query: doc.into(),
+                operation_name: None,
+            };
+            Parsed::parse(&req).expect("parses")
+        };
+        let at = |p: Option<&Parsed>| {
+            let head = RequestHead {
+                method: &Method::POST,
+                host: None,
+                path: "/g",
+                headers: &h,
+                graphql: p,
+            };
+            (
+                r.route(&head).copied(),
+                r.may_match(&head, |&t| t != "any").copied(),
+            )
+        };
+        assert_eq!(
+            at(Some(&parse("mutation { a }"))),
+            (Some("mutation"), Some("report"))
+        );
+        assert_eq!(at(Some(&parse("mutation Report { a }"))).0, Some("report"));
+        assert_eq!(at(Some(&parse("query Report { a }"))).0, Some("report"));
+        assert_eq!(at(Some(&parse("{ a }"))).0, Some("any"));
+        assert_eq!(
+            at(None).0,
+            Some("any"),
+            "unparsed requests match no operation condition"
+        );
+    }
+
     proptest! {
         /// Whatever the config order, the route chosen is the same: only ties (which this
         /// table has none of) depend on order.
@@ -446,7 +526,7 @@ mod tests {
             let shuffled = Router::new(order.iter().map(|&i| all[i].clone()).collect());
             let h = HeaderMap::new();
             for path in [format!("/{seg}"), format!("/api/{seg}"), "/api/x".to_string()] {
-                let req = RequestHead { method: &Method::GET, host: Some(host), path: &path, headers: &h };
+                let req = RequestHead { method: &Method::GET, host: Some(host), path: &path, headers: &h, graphql: None };
                 prop_assert_eq!(reference.route(&req), shuffled.route(&req));
             }
         }

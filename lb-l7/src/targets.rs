@@ -83,6 +83,8 @@ pub struct RouteTarget {
     pub upgrades: Vec<String>,
     /// The path condition ignores ASCII case.
     pub case_insensitive: bool,
+    /// `graphql = {..}`: requests are GraphQL operations held to these limits.
+    pub graphql: Option<lb_core::config::GraphqlLimits>,
 }
 
 /// A pool as this listener's requests use it.

@@ -59,6 +59,7 @@ pub fn general(gw: &Gateway, raw: &[u8]) -> Result<Forwarded, u16> {
                 headers: &headers,
                 client: PEER.client,
                 sni: PEER.sni,
+                graphql: None,
             },
             &facts,
         )

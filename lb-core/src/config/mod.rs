@@ -6,6 +6,7 @@
 mod aggregate_model;
 mod diag;
 mod duration;
+mod graphql_model;
 mod model;
 mod parse;
 mod policy_model;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
+pub use super::graphql_model::*;
 pub use super::policy_model::*;
 pub use super::pool_model::*;
 pub use crate::proxy_protocol::Version as ProxyVersion;
@@ -287,6 +288,10 @@ pub struct HttpRoute {
     /// Lowercase protocols a client may upgrade to (`Upgrade`, or HTTP/2's `:protocol`);
     /// default `["websocket"]`. Other upgrade requests go on as plain requests.
     pub upgrades: Vec<String>,
+    /// `graphql = {..}`: each request is parsed as a GraphQL operation and held to these.
+    pub graphql: Option<GraphqlLimits>,
+    /// `match.graphql_operation`: the operation's type or name (only on `graphql` routes).
+    pub graphql_operation: Option<GraphqlOperation>,
 }
 
 impl PartialEq for HttpRoute {
@@ -318,6 +323,7 @@ impl PartialEq for HttpRoute {
         ) && (self.case_insensitive, &self.upgrades) == (o.case_insensitive, &o.upgrades)
             && self.aggregate == o.aggregate
             && self.policies == o.policies
+            && (&self.graphql, &self.graphql_operation) == (&o.graphql, &o.graphql_operation)
             && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
     }
 }

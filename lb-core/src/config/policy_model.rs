@@ -73,6 +73,8 @@ pub enum RateKey {
     Jwt(String),
     /// One limit for the whole route.
     Route,
+    /// `graphql:operation`: the GraphQL operation's type and name (routes with `graphql`).
+    GraphqlOperation,
 }
 
 /// Where a rate limit's counts live.

@@ -110,6 +110,7 @@ pub struct RawRoute {
     pub upgrades: Option<S<Vec<S<String>>>>,
     /// SPEC §6: answer one JSON object built from concurrent GETs to these parts.
     pub aggregate: Option<S<Vec<S<RawAggregatePart>>>>,
+    pub graphql: Option<S<RawGraphql>>,
 }
 
 /// One part of a route's `aggregate` (SPEC §6).
@@ -122,6 +123,16 @@ pub struct RawAggregatePart {
     pub path: S<String>,
     pub timeout: Option<S<String>>,
     pub required: Option<S<bool>>,
+}
+
+/// A route's `graphql = { max_depth, max_aliases, max_complexity, introspection }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGraphql {
+    pub max_depth: Option<S<i64>>,
+    pub max_aliases: Option<S<i64>>,
+    pub max_complexity: Option<S<i64>>,
+    pub introspection: Option<S<bool>>,
 }
 
 /// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,
@@ -296,6 +307,7 @@ pub struct RawMatch {
     pub methods: Option<S<Vec<S<String>>>>,
     pub headers: Option<S<std::collections::BTreeMap<String, S<String>>>>,
     pub case: Option<S<String>>,
+    pub graphql_operation: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +470,13 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "max_body_size",
             "policies",
             "upgrades",
+            "graphql",
+        ],
+        "graphql" => &[
+            "max_depth",
+            "max_aliases",
+            "max_complexity",
+            "introspection",
         ],
         "policy" => policy_keys(),
         "keys" => &["name", "sha256"],
@@ -470,6 +489,7 @@ pub fn known_keys(table: &str) -> &'static [&'static str] {
             "methods",
             "headers",
             "case",
+            "graphql_operation",
         ],
         "pool" => &[
             "name",

@@ -332,6 +332,7 @@ fn empty_pool_and_no_listener() {
 
 mod age;
 mod aggregate;
+mod graphql;
 mod http;
 mod kinds;
 mod oauth2;

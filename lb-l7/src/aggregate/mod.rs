@@ -123,16 +123,15 @@ impl<'r, 'g, 'a> Incoming<'r, 'g, 'a> {
         facts: &'r Facts<'a>,
         headers: HeaderMap,
         policy: Option<RequestInfo>,
-        body: &hyper::body::Incoming,
+        body: &crate::request_body::Sent,
     ) -> Self {
-        use hyper::body::Body as _;
         Self {
             plan,
             parts,
             facts,
             headers,
             policy,
-            with_body: !body.is_end_stream(),
+            with_body: body.has_body(),
         }
     }
 }
@@ -234,6 +233,8 @@ impl Gateway {
             headers,
             client: info.client,
             sni: info.sni.as_deref(),
+            // A part is lb's own GET, no GraphQL request.
+            graphql: None,
         };
         let sub = self.part_plan(req.plan, pt, asked, path, query);
         let bad = || unfilled("the filled path is not a valid request target".into());

@@ -393,6 +393,7 @@ pub(crate) fn planned<'g>(
                 headers: &headers,
                 client: peer.client,
                 sni: peer.sni,
+                graphql: None,
             },
             &facts,
         )

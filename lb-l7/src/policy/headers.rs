@@ -112,6 +112,7 @@ mod tests {
             origin: None,
             rate: None,
             claims: None,
+            graphql: None,
         };
         assert_eq!(
             expand(

@@ -49,6 +49,8 @@ pub struct RequestInfo {
     pub rate: Option<(u32, u32, u64)>,
     /// The claims of the token a `jwt` policy verified.
     pub claims: Option<Arc<serde_json::Value>>,
+    /// On a `graphql` route: the operation's `type:name` ([`crate::graphql::Parsed::key`]).
+    pub graphql: Option<String>,
 }
 
 impl RequestInfo {
@@ -73,6 +75,7 @@ impl RequestInfo {
             origin: None,
             rate: None,
             claims: None,
+            graphql: None,
         }
     }
 }

@@ -116,6 +116,7 @@ impl RateLimit {
                 f(text.as_bytes())
             }
             RateKey::Route => f(&[]),
+            RateKey::GraphqlOperation => f(info.graphql.as_deref().unwrap_or("").as_bytes()),
         }
     }
 

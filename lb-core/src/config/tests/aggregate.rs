@@ -216,6 +216,7 @@ fn forwarding_keys_and_body_policies_do_not_apply() {
         ("strip_prefix", "strip_prefix = true"),
         ("rewrite", "rewrite = \"/x\""),
         ("upgrades", "upgrades = [\"websocket\"]"),
+        ("graphql", "graphql = { max_depth = 5 }"),
     ] {
         let text = agg_with("timeout = \"3s\"", &format!("timeout = \"3s\"\n{add}"));
         agg_error(

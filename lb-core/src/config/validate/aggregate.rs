@@ -99,6 +99,8 @@ fn not_for_aggregate(cx: &mut Ctx<'_>, r: &RawRoute, key: &str) {
         ("strip_prefix", r.strip_prefix.as_ref().map(|v| v.span())),
         ("rewrite", r.rewrite.as_ref().map(|v| v.span())),
         ("upgrades", r.upgrades.as_ref().map(|v| v.span())),
+        // A part is lb's own GET: there is no GraphQL request to check or route.
+        ("graphql", r.graphql.as_ref().map(|v| v.span())),
     ];
     for (k, span) in spans {
         if let Some(span) = span {

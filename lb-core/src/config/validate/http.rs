@@ -274,6 +274,7 @@ pub(super) fn routes(
             .as_ref()
             .is_some_and(|m| case(cx, m.get_ref(), &format!("{key}.match"), path.is_some()));
         let upgrades = upgrades(cx, r, &key);
+        let (graphql, graphql_operation) = super::graphql::route(cx, r, &key);
         let strip_prefix = r.strip_prefix.as_ref().is_some_and(|v| *v.get_ref());
         if let Some(v) = r.strip_prefix.as_ref().filter(|v| *v.get_ref()) {
             if !matches!(path, Some(RoutePath::Prefix(_))) {
@@ -363,6 +364,8 @@ pub(super) fn routes(
                 policies: route_policies,
                 case_insensitive,
                 upgrades,
+                graphql,
+                graphql_operation,
             });
         }
     }

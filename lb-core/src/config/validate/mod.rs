@@ -21,6 +21,7 @@ mod admin;
 mod age;
 mod aggregate;
 mod global;
+mod graphql;
 mod http;
 mod members;
 mod policy;

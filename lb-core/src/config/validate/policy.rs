@@ -190,6 +190,7 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         None | Some(("ip", _)) => RateKey::Ip,
         Some(("route", _)) => RateKey::Route,
         Some(("api_key", _)) => RateKey::ApiKey,
+        Some(("graphql:operation", _)) => RateKey::GraphqlOperation,
         Some((h, span)) if h.starts_with("header:") => {
             let name = &h["header:".len()..];
             if !is_token(name) {
@@ -214,7 +215,7 @@ fn rate_limit(cx: &mut Ctx<'_>, p: &RawPolicy, key: &str) -> PolicyKind {
         }
         Some((other, span)) => {
             cx.push(
-                Diagnostic::error(format!("expected \"ip\", \"header:NAME\", \"jwt:CLAIM\", \"api_key\" or \"route\", found \"{other}\""))
+                Diagnostic::error(format!("expected \"ip\", \"header:NAME\", \"jwt:CLAIM\", \"api_key\", \"graphql:operation\" or \"route\", found \"{other}\""))
                     .at(span)
                     .key(format!("{key}.key")),
             );

@@ -53,6 +53,20 @@ pub(super) fn uses(
                         .as_ref()
                         .and_then(|l| l.get_ref().get(j))
                         .map(|v| v.span());
+                    // Only a `graphql` route parses the operation the key is made of.
+                    if let (RateKey::GraphqlOperation, None, Some(span)) =
+                        (key, &r.graphql, span.clone())
+                    {
+                        cx.push(
+                            Diagnostic::error(format!(
+                                "rate limit \"{}\" counts per GraphQL operation, but route \"{}\" has no `graphql`",
+                                policies[i].name, r.name
+                            ))
+                            .at(span)
+                            .key(format!("route \"{}\".policies[{j}]", r.name))
+                            .help("add `graphql = {}` to the route, or key the limit on something else"),
+                        );
+                    }
                     if let (Some(kind), Some(span)) = (needs, span) {
                         cx.push(
                             Diagnostic::error(format!(

@@ -259,6 +259,8 @@ mod tests {
             policies: vec![],
             case_insensitive: false,
             upgrades: vec![],
+            graphql: None,
+            graphql_operation: None,
         }
     }
 
