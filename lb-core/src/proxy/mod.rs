@@ -2,6 +2,7 @@
 //! until both sides close; UDP flows beside it.
 
 pub mod accept_backoff;
+mod admission;
 mod buffers;
 mod connect;
 pub mod front;
