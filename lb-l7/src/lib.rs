@@ -44,6 +44,7 @@ pub mod spans;
 pub mod targets;
 pub mod timed;
 pub mod trace;
+pub mod transcode;
 pub mod transform;
 pub mod tries;
 pub mod twin;

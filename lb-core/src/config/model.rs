@@ -284,6 +284,19 @@ pub struct HttpRoute {
     /// Lowercase protocols a client may upgrade to (`Upgrade`, or HTTP/2's `:protocol`);
     /// default `["websocket"]`. Other upgrade requests go on as plain requests.
     pub upgrades: Vec<String>,
+    /// `grpc_transcode`: JSON/HTTP requests become calls of these gRPC services.
+    pub grpc_transcode: Option<GrpcTranscode>,
+}
+
+/// A route's `grpc_transcode`: the descriptor set (read by lb-l7 when the config loads) and
+/// the services of it the route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTranscode {
+    pub descriptor_set: FileRef,
+    /// Fully-qualified service names, e.g. `pkg.Service`.
+    pub services: Vec<String>,
+    /// Where `services` is written, for errors about what the descriptor set has of them.
+    pub services_span: Range<usize>,
 }
 
 impl PartialEq for HttpRoute {
@@ -313,6 +326,7 @@ impl PartialEq for HttpRoute {
             o.retries,
             o.max_body_size,
         ) && (self.case_insensitive, &self.upgrades) == (o.case_insensitive, &o.upgrades)
+            && self.grpc_transcode == o.grpc_transcode
             && self.policies == o.policies
             && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)
     }

@@ -107,6 +107,16 @@ pub struct RawRoute {
     pub max_body_size: Option<S<RawSize>>,
     pub policies: Option<S<Vec<S<String>>>>,
     pub upgrades: Option<S<Vec<S<String>>>>,
+    /// SPEC §6: answer JSON/HTTP by calling the pool's gRPC methods.
+    pub grpc_transcode: Option<S<RawGrpcTranscode>>,
+}
+
+/// A route's `grpc_transcode = { descriptor_set, services }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpcTranscode {
+    pub descriptor_set: S<String>,
+    pub services: S<Vec<S<String>>>,
 }
 
 /// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,

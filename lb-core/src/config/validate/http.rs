@@ -380,6 +380,7 @@ pub(super) fn routes(
                 policies: route_policies,
                 case_insensitive,
                 upgrades,
+                grpc_transcode: super::transcode::route(cx, r, &key),
             });
         }
     }

@@ -254,6 +254,7 @@ mod tests {
             policies: vec![],
             case_insensitive: false,
             upgrades: vec![],
+            grpc_transcode: None,
         }
     }
 
