@@ -1,0 +1,666 @@
+//! `grpc_transcode` end to end: JSON/HTTP clients in front of lb, a tonic gRPC service behind
+//! it built from `tests/fixtures/transcode/bookstore.proto` (compiled by protox in the test),
+//! and a hostile HTTP/2 backend whose answers are not the gRPC they claim to be.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BufMut, Bytes};
+use http_body_util::StreamBody;
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+use support::*;
+use tokio::net::TcpListener;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Code, Request, Response, Status};
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transcode")
+}
+
+/// The bookstore descriptor set, imports included (encoded by protox so the methods'
+/// `google.api.http` options survive).
+fn descriptor_set() -> Vec<u8> {
+    let mut c = protox::Compiler::new([fixtures()]).expect("fixtures");
+    c.include_imports(true);
+    c.open_files(["bookstore.proto", "refused.proto"])
+        .expect("fixtures compile");
+    c.encode_file_descriptor_set()
+}
+
+/// The descriptor set written where a config can name it (one file per test).
+fn descriptor_file(test: &str) -> String {
+    let path = std::env::temp_dir().join(format!("lb-transcode-{}-{test}.pb", std::process::id()));
+    std::fs::write(&path, descriptor_set()).expect("write descriptor set");
+    path.to_string_lossy().into_owned()
+}
+
+fn route(file: &str, services: &str) -> String {
+    format!(
+        "[[route]]\nlistener = \"web\"\nname = \"books\"\npool = \"p0\"\nmatch = {{ path_prefix = \"/v1\" }}\ntimeout = \"5s\"\ngrpc_transcode = {{ descriptor_set = \"{file}\", services = [{services}] }}\n"
+    )
+}
+
+/// Messages as raw bytes; the service decodes them with prost-reflect itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// What the bookstore received: the gRPC method, its request in JSON, and `grpc-timeout`.
+type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
+
+/// One bookstore method: decodes its request, answers by the rules in [`answer`].
+#[derive(Clone)]
+struct Method {
+    name: String,
+    pool: DescriptorPool,
+    seen: Seen,
+}
+
+fn msg(pool: &DescriptorPool, ty: &str, fields: &[(&str, Value)]) -> Bytes {
+    let mut m = DynamicMessage::new(pool.get_message_by_name(ty).expect("type"));
+    for (k, v) in fields {
+        m.set_field_by_name(k, v.clone());
+    }
+    m.encode_to_vec().into()
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+impl Method {
+    fn answer(&self, req: &DynamicMessage) -> Result<Bytes, Status> {
+        let p = &self.pool;
+        let text = |f: &str| {
+            req.get_field_by_name(f)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        match self.name.as_str() {
+            "GetBook" => match text("name").as_str() {
+                "shelves/1/books/1" => Ok(msg(
+                    p,
+                    "bookstore.v1.Book",
+                    &[
+                        ("name", s("shelves/1/books/1")),
+                        ("title", s("Dune")),
+                        ("pages", Value::I64(412)),
+                    ],
+                )),
+                n if n.contains("bad") => Err(Status::invalid_argument(format!("bad name {n}"))),
+                n => Err(Status::not_found(format!("no book \"{n}\" here"))),
+            },
+            "ListBooks" => {
+                let shelf = req
+                    .get_field_by_name("shelf")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
+                let book = DynamicMessage::decode(
+                    p.get_message_by_name("bookstore.v1.Book").expect("Book"),
+                    msg(
+                        p,
+                        "bookstore.v1.Book",
+                        &[("name", s(&format!("shelves/{shelf}/books/1")))],
+                    ),
+                )
+                .expect("book");
+                let next = serde_json::to_string(req).expect("json");
+                Ok(msg(
+                    p,
+                    "bookstore.v1.ListBooksResponse",
+                    &[
+                        ("books", Value::List(vec![Value::Message(book)])),
+                        ("next", s(&next)),
+                    ],
+                ))
+            }
+            "CreateBook" => {
+                let shelf = req
+                    .get_field_by_name("shelf")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
+                let mut book = req
+                    .get_field_by_name("book")
+                    .and_then(|v| v.as_message().cloned())
+                    .expect("book");
+                book.set_field_by_name("name", s(&format!("shelves/{shelf}/books/new")));
+                Ok(book.encode_to_vec().into())
+            }
+            "UpdateBook" => Ok(req.encode_to_vec().into()),
+            // DeleteBook of `shelves/1/books/N` fails with gRPC code N.
+            "DeleteBook" => {
+                let code: i32 = text("name")
+                    .rsplit('/')
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                if code == 0 {
+                    return Ok(Bytes::new());
+                }
+                Err(Status::new(
+                    Code::from(code),
+                    format!("code {code}: ünïcode"),
+                ))
+            }
+            "ArchiveBook" => Ok(msg(p, "bookstore.v1.Book", &[("title", s("Archived"))])),
+            _ => Err(Status::unimplemented("no such method")),
+        }
+    }
+}
+
+impl tonic::server::UnaryService<Bytes> for Method {
+    type Response = Bytes;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let timeout = req
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let svc = this
+                .pool
+                .get_service_by_name("bookstore.v1.Bookstore")
+                .expect("service");
+            let m = svc
+                .methods()
+                .find(|m| m.name() == this.name)
+                .expect("method");
+            let input = DynamicMessage::decode(m.input(), req.into_inner())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let json = serde_json::to_string(&input).expect("json");
+            this.seen
+                .lock()
+                .expect("seen")
+                .push((this.name.clone(), json, timeout));
+            this.answer(&input).map(Response::new)
+        })
+    }
+}
+
+async fn bookstore() -> (SocketAddr, Seen) {
+    let pool = DescriptorPool::decode(descriptor_set().as_slice()).expect("pool");
+    let seen: Seen = Arc::default();
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let (pool, seen) = (pool.clone(), s2.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<Incoming>| {
+                    let (pool, seen) = (pool.clone(), seen.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let resp = match path.strip_prefix("/bookstore.v1.Bookstore/") {
+                            Some(name) => {
+                                let m = Method {
+                                    name: name.to_string(),
+                                    pool,
+                                    seen,
+                                };
+                                tonic::server::Grpc::new(Raw).unary(m, req).await
+                            }
+                            None => Status::unimplemented("no such service").into_http(),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// One request with an optional JSON body: status and body.
+async fn call(gw: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let req = match body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n"),
+    };
+    let (status, _, body) = raw(gw, &req).await;
+    (status, body)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_requests_become_grpc_calls_and_statuses_map_back() {
+    let (backend, seen) = bookstore().await;
+    let file = descriptor_file("calls");
+    let (gw, _) = gateway(&config(
+        &[(&[backend], "http2 = true")],
+        "",
+        &route(&file, "\"bookstore.v1.Bookstore\""),
+    ))
+    .await;
+
+    // GET with path variables.
+    let (st, body) = call(gw, "GET", "/v1/shelves/1/books/1", None).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        json(r#"{"name":"shelves/1/books/1","title":"Dune","pages":"412"}"#)
+    );
+    {
+        let seen = seen.lock().expect("seen");
+        let (method, req, timeout) = &seen[0];
+        assert_eq!(
+            (method.as_str(), req.as_str()),
+            ("GetBook", r#"{"name":"shelves/1/books/1"}"#)
+        );
+        assert_eq!(
+            timeout.as_deref(),
+            Some("5000m"),
+            "the route's timeout is the call's deadline"
+        );
+    }
+
+    // POST with a body field, the path variable converted to int64.
+    let (st, body) = call(
+        gw,
+        "POST",
+        "/v1/shelves/7/books",
+        Some(r#"{"title":"Solaris","genre":"FICTION","tags":["a","b"]}"#),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        json(
+            r#"{"name":"shelves/7/books/new","title":"Solaris","genre":"FICTION","tags":["a","b"]}"#
+        )
+    );
+
+    // body "*" with a path variable; the verb form with response_body.
+    let (st, body) = call(
+        gw,
+        "PATCH",
+        "/v1/shelves/2/books/3",
+        Some(r#"{"title":"New title","pages":12}"#),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        json(r#"{"name":"shelves/2/books/3","title":"New title","pages":"12"}"#)
+    );
+    let (st, body) = call(gw, "POST", "/v1/shelves/2/books/3:archive", None).await;
+    assert_eq!((st, body.as_str()), (200, "\"Archived\""));
+
+    // Query parameters: nested, repeated, enum names and numbers, bool, bytes.
+    let (st, body) = call(gw, "GET", "/v1/shelves/4/books?page.size=20&page.token=t%20x&genres=FICTION&genres=2&archived=true&cursor=AAE%3D", None).await;
+    assert_eq!(st, 200, "{body}");
+    let got = json(&body);
+    assert_eq!(got["books"][0]["name"], "shelves/4/books/1");
+    assert_eq!(
+        json(got["next"].as_str().expect("next")),
+        json(
+            r#"{"shelf":"4","page":{"size":20,"token":"t x"},"genres":["FICTION","SCIENCE"],"archived":true,"cursor":"AAE="}"#
+        )
+    );
+    let (st, _) = call(gw, "GET", "/v1/books", None).await;
+    assert_eq!(st, 200, "the additional binding");
+
+    // Error statuses: the standard mapping, with google.rpc.Status as JSON.
+    let (st, body) = call(gw, "GET", "/v1/shelves/1/books/9", None).await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        json(&body),
+        json(r#"{"code":5,"message":"no book \"shelves/1/books/9\" here","details":[]}"#)
+    );
+    let (st, body) = call(gw, "GET", "/v1/shelves/1/books/bad", None).await;
+    assert_eq!((st, json(&body)["code"].as_u64()), (400, Some(3)));
+    let want = [
+        (1, 499),
+        (2, 500),
+        (3, 400),
+        (4, 504),
+        (5, 404),
+        (6, 409),
+        (7, 403),
+        (8, 429),
+        (9, 400),
+        (10, 409),
+        (11, 400),
+        (12, 501),
+        (13, 500),
+        (14, 503),
+        (15, 500),
+        (16, 401),
+    ];
+    for (code, status) in want {
+        let (st, body) = call(gw, "DELETE", &format!("/v1/shelves/1/books/{code}"), None).await;
+        assert_eq!(st, status, "code {code}: {body}");
+        let got = json(&body);
+        assert_eq!(got["code"], code);
+        assert_eq!(
+            got["message"],
+            format!("code {code}: ünïcode"),
+            "grpc-message is percent-decoded"
+        );
+    }
+    let (st, body) = call(gw, "DELETE", "/v1/shelves/1/books/0", None).await;
+    assert_eq!((st, body.as_str()), (200, "{}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_never_reach_the_backend() {
+    let (backend, seen) = bookstore().await;
+    let file = descriptor_file("hostile");
+    let (gw, _) = gateway(&config(
+        &[(&[backend], "http2 = true")],
+        "",
+        &(route(&file, "\"bookstore.v1.Bookstore\"") + "max_body_size = 1024\n"),
+    ))
+    .await;
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        (
+            "POST",
+            "/v1/shelves/1/books",
+            Some("{\"title\":"),
+            400,
+            "not JSON",
+        ),
+        (
+            "POST",
+            "/v1/shelves/1/books",
+            Some(r#"{"title":"x","bogus":1}"#),
+            400,
+            "bogus",
+        ),
+        (
+            "POST",
+            "/v1/shelves/1/books",
+            Some(r#"{"pages":"lots"}"#),
+            400,
+            "does not fit",
+        ),
+        (
+            "PATCH",
+            "/v1/shelves/1/books/2",
+            Some(r#"{"name":"shelves/9/books/9"}"#),
+            400,
+            "set by the path",
+        ),
+        ("GET", "/v1/shelves/x/books", None, 400, "64-bit integer"),
+        (
+            "GET",
+            "/v1/shelves/1/books?shelf=2",
+            None,
+            400,
+            "path binds",
+        ),
+        (
+            "GET",
+            "/v1/shelves/1/books?nope=1",
+            None,
+            400,
+            "unknown query parameter",
+        ),
+        (
+            "GET",
+            "/v1/shelves/1/books?archived=1",
+            None,
+            400,
+            "true or false",
+        ),
+        (
+            "GET",
+            "/v1/shelves/1/books/1",
+            Some("{}"),
+            400,
+            "no request body",
+        ),
+        ("GET", "/v1/nowhere", None, 404, "no gRPC method"),
+        ("PUT", "/v1/shelves/1/books/1", None, 405, "no gRPC method"),
+        // `%2F` is refused before routing (the listener's escaped_slashes default), and `..`
+        // is resolved: neither can make `{name=shelves/*/books/*}` reach another shape.
+        ("GET", "/v1/shelves/1%2Fbooks%2F1/books/1", None, 400, ""),
+        (
+            "GET",
+            "/v1/shelves/1/books/%2E%2E",
+            None,
+            404,
+            "no gRPC method",
+        ),
+        ("GET", "/v1/shelves/9/x/../books", None, 200, ""),
+    ];
+    for (method, path, body, status, says) in cases {
+        let (st, got) = call(gw, method, path, *body).await;
+        assert_eq!(st, *status, "{method} {path}: {got}");
+        assert!(got.contains(says), "{method} {path}: {got}");
+    }
+    let (st, _) = call(
+        gw,
+        "POST",
+        "/v1/shelves/1/books",
+        Some(&format!("{{\"title\":\"{}\"}}", "x".repeat(2000))),
+    )
+    .await;
+    assert_eq!(st, 413);
+    let deep = format!("{}{}", "{\"a\":".repeat(5000), "}".repeat(5000));
+    let (st, _) = call(gw, "POST", "/v1/shelves/1/books", Some(&deep[..1000])).await;
+    assert_eq!(st, 400);
+    let (st, _, _) = raw(gw, "POST /v1/shelves/1/books HTTP/1.1\r\nHost: api\r\nContent-Type: text/xml\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}").await;
+    assert_eq!(st, 415);
+    // Only the one valid request (the `..` one, resolved to ListBooks) reached the backend.
+    let seen = seen.lock().expect("seen");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, "ListBooks");
+}
+
+/// An HTTP/2 backend that claims gRPC and answers each bookstore method with a broken
+/// answer: GetBook a truncated frame, ListBooks no grpc-status, CreateBook a frame declaring
+/// 64 MiB, UpdateBook a compressed message, DeleteBook a valid Trailers-Only NOT_FOUND,
+/// ArchiveBook a message that is not a Book.
+async fn liar() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<Incoming>| async move {
+                    let ok = || {
+                        let mut t = http::HeaderMap::new();
+                        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        t
+                    };
+                    let (data, trailers): (Vec<u8>, Option<http::HeaderMap>) =
+                        match req.uri().path() {
+                            "/bookstore.v1.Bookstore/GetBook" => {
+                                (b"\0\0\0\0\x10abc".to_vec(), Some(ok()))
+                            }
+                            "/bookstore.v1.Bookstore/ListBooks" => (b"\0\0\0\0\0".to_vec(), None),
+                            "/bookstore.v1.Bookstore/CreateBook" => {
+                                let mut d = b"\0\x04\0\0\0".to_vec();
+                                d.extend(std::iter::repeat_n(0u8, 64 * 1024));
+                                (d, Some(ok()))
+                            }
+                            "/bookstore.v1.Bookstore/UpdateBook" => {
+                                (b"\x01\0\0\0\x01a".to_vec(), Some(ok()))
+                            }
+                            "/bookstore.v1.Bookstore/ArchiveBook" => {
+                                (b"\0\0\0\0\x03\xff\xff\xff".to_vec(), Some(ok()))
+                            }
+                            _ => (Vec::new(), None),
+                        };
+                    let only = req.uri().path().ends_with("DeleteBook");
+                    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                        vec![Ok(Frame::data(Bytes::from(data)))];
+                    if let Some(t) = trailers {
+                        frames.push(Ok(Frame::trailers(t)));
+                    }
+                    let body = StreamBody::new(futures_util::stream::iter(frames));
+                    let mut resp = http::Response::new(body);
+                    resp.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    if only {
+                        resp.headers_mut()
+                            .insert("grpc-status", http::HeaderValue::from_static("5"));
+                        resp.headers_mut()
+                            .insert("grpc-message", http::HeaderValue::from_static("gone"));
+                    }
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_grpc_answers_are_502() {
+    let backend = liar().await;
+    let file = descriptor_file("liar");
+    let (gw, _) = gateway(&config(
+        &[(&[backend], "http2 = true")],
+        "",
+        &route(&file, "\"bookstore.v1.Bookstore\""),
+    ))
+    .await;
+    for (method, path, body) in [
+        ("GET", "/v1/shelves/1/books/1", None),
+        ("GET", "/v1/shelves/1/books", None),
+        ("POST", "/v1/shelves/1/books", Some("{}")),
+        ("PATCH", "/v1/shelves/1/books/1", Some("{}")),
+        ("POST", "/v1/shelves/1/books/1:archive", None),
+    ] {
+        let (st, got) = call(gw, method, path, body).await;
+        assert_eq!(st, 502, "{method} {path}: {got}");
+        assert!(got.contains("malformed"), "{got}");
+    }
+    // A Trailers-Only answer carries its status in the head.
+    let (st, got) = call(gw, "DELETE", "/v1/shelves/1/books/1", None).await;
+    assert_eq!(
+        (st, json(&got)),
+        (404, json(r#"{"code":5,"message":"gone","details":[]}"#))
+    );
+}
+
+#[test]
+fn config_load_refuses_streaming_methods_and_http1_pools() {
+    let file = descriptor_file("config");
+    let load = |pool: &str, services: &str, extra: &str| {
+        let text = config(
+            &[(&["127.0.0.1:1".parse().expect("addr")], pool)],
+            "",
+            &(route(&file, services) + extra),
+        );
+        lb_l7::gateway::load_str("test.toml", &text)
+            .err()
+            .map(|e| e.to_string())
+    };
+    assert_eq!(load("http2 = true", "\"bookstore.v1.Bookstore\"", ""), None);
+    let e = load("http2 = true", "\"refused.v1.Streaming\"", "").expect("streaming refused");
+    assert!(
+        e.contains("refused.v1.Streaming.Watch") && e.contains("streaming method"),
+        "{e}"
+    );
+    assert!(e.contains("grpc_transcode.services"), "{e}");
+    let e = load("http2 = true", "\"refused.v1.Unannotated\"", "").expect("no option refused");
+    assert!(
+        e.contains("Unannotated.Plain") && e.contains("google.api.http"),
+        "{e}"
+    );
+    let e = load("http2 = true", "\"bookstore.v1.Nope\"", "").expect("missing service refused");
+    assert!(
+        e.contains("\"bookstore.v1.Nope\" is not in the descriptor set"),
+        "{e}"
+    );
+    let e = load("", "\"bookstore.v1.Bookstore\"", "").expect("http1 pool refused");
+    assert!(
+        e.contains("speaks HTTP/1.1") && e.contains("http2 = true"),
+        "{e}"
+    );
+    let e = load(
+        "http2 = true",
+        "\"bookstore.v1.Bookstore\"",
+        "rewrite = \"/x\"\n",
+    )
+    .expect("rewrite refused");
+    assert!(
+        e.contains("`rewrite` does nothing on a grpc_transcode route"),
+        "{e}"
+    );
+    let e = load("http2 = true", "", "").expect("no services refused");
+    assert!(e.contains("at least one gRPC service"), "{e}");
+    let text = config(
+        &[(&["127.0.0.1:1".parse().expect("addr")], "http2 = true")],
+        "",
+        &route("/nonexistent/api.pb", "\"a.B\""),
+    );
+    let e = lb_l7::gateway::load_str("test.toml", &text)
+        .err()
+        .expect("missing file")
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/api.pb: cannot read") && e.contains("descriptor_set"),
+        "{e}"
+    );
+    let text = config(
+        &[(&["127.0.0.1:1".parse().expect("addr")], "http2 = true")],
+        "",
+        &route(&file, "\"a.B\"").replace("services", "servics"),
+    );
+    let e = lb_l7::gateway::load_str("test.toml", &text)
+        .err()
+        .expect("typo")
+        .to_string();
+    assert!(e.contains("servics"), "{e}");
+}
