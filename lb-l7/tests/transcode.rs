@@ -646,8 +646,7 @@ fn config_load_refuses_streaming_methods_and_http1_pools() {
         &route("/nonexistent/api.pb", "\"a.B\""),
     );
     let e = lb_l7::gateway::load_str("test.toml", &text)
-        .err()
-        .expect("missing file")
+        .expect_err("missing file")
         .to_string();
     assert!(
         e.contains("/nonexistent/api.pb: cannot read") && e.contains("descriptor_set"),
@@ -659,8 +658,7 @@ fn config_load_refuses_streaming_methods_and_http1_pools() {
         &route(&file, "\"a.B\"").replace("services", "servics"),
     );
     let e = lb_l7::gateway::load_str("test.toml", &text)
-        .err()
-        .expect("typo")
+        .expect_err("typo")
         .to_string();
     assert!(e.contains("servics"), "{e}");
 }

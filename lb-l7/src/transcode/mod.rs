@@ -26,6 +26,9 @@ pub struct Transcoder {
     pub rules: Vec<Rule>,
 }
 
+/// A template's variables as a request bound them: `(field path, decoded value)`.
+pub type Bindings<'t> = Vec<(&'t [String], String)>;
+
 /// Why no rule takes a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unmatched {
@@ -42,7 +45,7 @@ impl Transcoder {
         &'t self,
         method: &Method,
         path: &str,
-    ) -> Result<(&'t Rule, Vec<(&'t [String], String)>), Unmatched> {
+    ) -> Result<(&'t Rule, Bindings<'t>), Unmatched> {
         let mut other_method = false;
         for r in &self.rules {
             if let Some(vars) = r.template.matches(path) {

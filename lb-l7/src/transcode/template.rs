@@ -187,7 +187,7 @@ impl Template {
 
     /// The variables' values if `path` (a normalised request path, without its query and
     /// `;parameters`) matches: `(field path, decoded value)` in template order.
-    pub fn matches<'t>(&'t self, path: &str) -> Option<Vec<(&'t [String], String)>> {
+    pub fn matches(&self, path: &str) -> Option<super::Bindings<'_>> {
         let rest = path.strip_prefix('/')?;
         let rest = match &self.verb {
             Some(v) => rest.strip_suffix(v.as_str())?.strip_suffix(':')?,

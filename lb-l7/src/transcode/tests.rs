@@ -69,9 +69,7 @@ fn config_load_refuses_what_cannot_be_transcoded() {
     assert!(e.contains("not in the descriptor set"), "{e}");
     let set = descriptor_set("refused.proto");
     assert!(from_bytes(&set, &["refused.v1.NestedOk".into()]).is_ok());
-    let e = from_bytes(b"\xff\xff", &["x.Y".into()])
-        .err()
-        .expect("garbage");
+    let e = from_bytes(b"\xff\xff", &["x.Y".into()]).expect_err("garbage");
     assert!(e[0].contains("not a FileDescriptorSet"), "{e:?}");
 }
 
@@ -79,9 +77,7 @@ fn config_load_refuses_what_cannot_be_transcoded() {
 fn a_set_without_the_http_option_is_named() {
     // A set built without --include_imports lacks google/api/annotations.proto.
     let only = compiled("bookstore.proto", false);
-    let e = from_bytes(&only, &["bookstore.v1.Bookstore".into()])
-        .err()
-        .expect("refused");
+    let e = from_bytes(&only, &["bookstore.v1.Bookstore".into()]).expect_err("refused");
     assert!(
         e[0].contains("--include_imports") || e[0].contains("FileDescriptorSet"),
         "{e:?}"
@@ -107,12 +103,12 @@ fn get<'m>(m: &'m DynamicMessage, name: &str) -> std::borrow::Cow<'m, Value> {
 #[test]
 fn requests_map_to_methods_and_fields() {
     let t = bookstore();
-    let (path, m) = call(&t, Method::GET, "/v1/shelves/3/books/7", None, "").expect("get");
+    let (path, m) = call(t, Method::GET, "/v1/shelves/3/books/7", None, "").expect("get");
     assert_eq!(path, "/bookstore.v1.Bookstore/GetBook");
     assert_eq!(get(&m, "name").as_str(), Some("shelves/3/books/7"));
 
     let (path, m) = call(
-        &t,
+        t,
         Method::GET,
         "/v1/shelves/3/books",
         Some("page.size=10&genres=FICTION&genres=2&archived=true&cursor=AAE%3D"),
@@ -132,11 +128,11 @@ fn requests_map_to_methods_and_fields() {
         Some(vec![0, 1])
     );
     // The additional binding reaches the same method.
-    let (path, _) = call(&t, Method::GET, "/v1/books", None, "").expect("additional");
+    let (path, _) = call(t, Method::GET, "/v1/books", None, "").expect("additional");
     assert_eq!(path, "/bookstore.v1.Bookstore/ListBooks");
 
     let (_, m) = call(
-        &t,
+        t,
         Method::POST,
         "/v1/shelves/3/books",
         None,
@@ -150,7 +146,7 @@ fn requests_map_to_methods_and_fields() {
     );
 
     let (_, m) = call(
-        &t,
+        t,
         Method::PATCH,
         "/v1/shelves/1/books/2",
         None,
@@ -160,15 +156,14 @@ fn requests_map_to_methods_and_fields() {
     assert_eq!(get(&m, "name").as_str(), Some("shelves/1/books/2"));
     assert_eq!(get(&m, "title").as_str(), Some("New"));
 
-    let (path, _) =
-        call(&t, Method::POST, "/v1/shelves/1/books/2:archive", None, "").expect("verb");
+    let (path, _) = call(t, Method::POST, "/v1/shelves/1/books/2:archive", None, "").expect("verb");
     assert_eq!(path, "/bookstore.v1.Bookstore/ArchiveBook");
 }
 
 #[test]
 fn hostile_requests_are_refused() {
     let t = bookstore();
-    let bad = |m: Method, p: &str, q: Option<&str>, b: &str| call(&t, m, p, q, b).err().expect(p);
+    let bad = |m: Method, p: &str, q: Option<&str>, b: &str| call(t, m, p, q, b).expect_err(p);
     assert_eq!(bad(Method::GET, "/v1/nothing", None, ""), "Path");
     assert_eq!(
         bad(Method::PUT, "/v1/shelves/3/books/7", None, ""),
@@ -269,7 +264,7 @@ proptest::proptest! {
     fn no_request_panics(path in "/v1/[a-z0-9/%:.]{0,30}", query in "[a-z.=&%0-9]{0,30}", body in "[{}\":a-z0-9, \\[\\]]{0,40}") {
         let t = bookstore();
         for m in [Method::GET, Method::POST, Method::PATCH] {
-            let _ = call(&t, m, &path, Some(&query), &body);
+            let _ = call(t, m, &path, Some(&query), &body);
         }
     }
 }

@@ -10,6 +10,7 @@ use super::Ctx;
 /// The route's `grpc_transcode`, if it has a valid one.
 pub(super) fn route(cx: &mut Ctx<'_>, r: &RawRoute, key: &str) -> Option<GrpcTranscode> {
     let t = r.grpc_transcode.as_ref()?;
+    let route_key = key;
     let key = format!("{key}.grpc_transcode");
     let raw = t.get_ref();
     let mut ok = true;
@@ -70,7 +71,7 @@ pub(super) fn route(cx: &mut Ctx<'_>, r: &RawRoute, key: &str) -> Option<GrpcTra
                     "`{name}` does nothing on a grpc_transcode route: lb calls the method its HTTP rule names"
                 ))
                 .at(span)
-                .key(format!("{key}"))
+                .key(format!("{route_key}.{name}"))
                 .help(format!("remove `{name}`, or move grpc_transcode to a route of its own")),
             );
             ok = false;
