@@ -200,6 +200,13 @@ pub fn plan(l: &Loaded) -> String {
             if let Some(m) = r.max_body_size {
                 how.push(format!("max_body_size {m} bytes"));
             }
+            if let Some(t) = &r.grpc_transcode {
+                how.push(format!(
+                    "JSON transcoded to gRPC {} ({})",
+                    t.services.join(", "),
+                    t.descriptor_set.path
+                ));
+            }
             if !r.policies.is_empty() {
                 let names: Vec<&str> = r
                     .policies

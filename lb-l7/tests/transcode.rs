@@ -662,3 +662,48 @@ fn config_load_refuses_streaming_methods_and_http1_pools() {
         .to_string();
     assert!(e.contains("servics"), "{e}");
 }
+
+/// `conf/grpc-transcode.pb`, the example config's descriptor set, is the bookstore fixture
+/// compiled: `LB_REGENERATE=1 cargo test -p lb-l7 --test transcode` rewrites it.
+#[test]
+fn shipped_descriptor_set_is_current() {
+    let mut c = protox::Compiler::new([fixtures()]).expect("fixtures");
+    c.include_imports(true);
+    c.open_files(["bookstore.proto"]).expect("compiles");
+    let want = c.encode_file_descriptor_set();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/grpc-transcode.pb");
+    if std::env::var_os("LB_REGENERATE").is_some() {
+        std::fs::write(&path, &want).expect("write");
+    }
+    let got = std::fs::read(&path).expect("conf/grpc-transcode.pb exists");
+    assert!(
+        got == want,
+        "conf/grpc-transcode.pb is stale: run LB_REGENERATE=1 cargo test -p lb-l7 --test transcode"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transcoding_routes_never_take_the_lean_path() {
+    // A plain HTTP/1.1 default pool turns the listener's lean path on.
+    let (backend, seen) = bookstore().await;
+    let plain = support::backend("plain").await;
+    let file = descriptor_file("lean");
+    let (gw, g) = gateway(&config(
+        &[(&[plain.addr], ""), (&[backend], "http2 = true")],
+        "pool = \"p0\"",
+        &route(&file, "\"bookstore.v1.Bookstore\"").replace("pool = \"p0\"", "pool = \"p1\""),
+    ))
+    .await;
+    assert!(
+        g.lean || lb_l7::gateway::general_path_only(),
+        "the listener has a lean path"
+    );
+    assert!(g.routes.iter().all(|r| r.transcode.is_none() || !r.lean));
+    let (st, body) = call(gw, "GET", "/v1/shelves/1/books/1", None).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["title"], "Dune");
+    let (st, body) = call(gw, "GET", "/other", None).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.starts_with("plain GET /other"), "{body}");
+    assert_eq!(seen.lock().expect("seen").len(), 1);
+}
