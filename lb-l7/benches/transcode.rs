@@ -43,7 +43,9 @@ fn transcode(c: &mut Criterion) {
     });
     g.bench_function("response", |b| {
         b.iter(|| {
-            let m = status::unframe(black_box(&answer)).expect("frame").expect("message");
+            let m = status::unframe(black_box(&answer))
+                .expect("frame")
+                .expect("message");
             black_box(message::response(rule, m).expect("json"))
         })
     });
@@ -52,7 +54,9 @@ fn transcode(c: &mut Criterion) {
             let (rule, vars) = t.select(&Method::POST, black_box(path)).expect("rule");
             let msg = message::request(rule, &vars, None, black_box(BODY)).expect("message");
             black_box(status::frame(&message::encode(&msg)));
-            let m = status::unframe(black_box(&answer)).expect("frame").expect("message");
+            let m = status::unframe(black_box(&answer))
+                .expect("frame")
+                .expect("message");
             black_box(message::response(rule, m).expect("json"))
         })
     });
