@@ -568,7 +568,7 @@ async fn liar() -> SocketAddr {
 async fn malformed_grpc_answers_are_502() {
     let backend = liar().await;
     let file = descriptor_file("liar");
-    let (gw, _) = gateway(&config(
+    let (gw, g) = gateway(&config(
         &[(&[backend], "http2 = true")],
         "",
         &route(&file, "\"bookstore.v1.Bookstore\""),
@@ -590,6 +590,14 @@ async fn malformed_grpc_answers_are_502() {
     assert_eq!(
         (st, json(&got)),
         (404, json(r#"{"code":5,"message":"gone","details":[]}"#))
+    );
+    // Each broken answer is the backend's response error (a gRPC status is not), and none
+    // is a connect failure, which alone decides passive health.
+    let b = &g.pools[0].as_ref().expect("pool").pool.backends[0];
+    assert_eq!(b.errors.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(
+        b.connect_errors.load(std::sync::atomic::Ordering::Relaxed),
+        0
     );
 }
 

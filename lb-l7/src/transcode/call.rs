@@ -25,6 +25,10 @@ use crate::request::{Body as Framing, Facts};
 use crate::tries::{Failure, Tries};
 use crate::upstream::{Body, SendError};
 
+/// `lb_http_upstream_errors_total` kinds, as indexes of `PoolTarget::errors` (as in `Tries`).
+const TIMEOUT: usize = 1;
+const RESPONSE: usize = 2;
+
 /// The request body lb reads whole when the route sets no `max_body_size`: gRPC's default
 /// message limit.
 const DEFAULT_MAX_BODY: u64 = MAX_MESSAGE as u64;
@@ -202,12 +206,19 @@ impl Gateway {
                     status::error_body(code, &message),
                 )),
                 Ok(Err(why)) => Err(why),
-                Err(_) => return answer(504, "the backend did not finish its answer in time"),
+                Err(_) => {
+                    pt.errors[t.index][TIMEOUT].increment(1);
+                    return answer(504, "the backend did not finish its answer in time");
+                }
             };
             return out.unwrap_or_else(|why| {
                 // The backend answered, but not with a gRPC answer lb can read: its fault,
-                // counted as a response error, never a panic or a guess.
-                pt.errors[t.index][2].increment(1);
+                // counted as `Tries` counts a failed exchange (a response error of that
+                // backend, not a passive-health verdict, which connect failures alone give),
+                // never a panic or a guess.
+                let b = &pt.pool.backends[t.index];
+                b.errors.fetch_add(1, Relaxed);
+                pt.errors[t.index][RESPONSE].increment(1);
                 tracing::debug!(listener = %self.listener, route = %target.name, "gRPC answer refused: {why}");
                 answer(502, "the backend's gRPC answer was malformed")
             });
