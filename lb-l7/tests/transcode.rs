@@ -404,3 +404,38 @@ async fn transcoding_routes_never_take_the_lean_path() {
     assert!(body.starts_with("plain GET /other"), "{body}");
     assert_eq!(seen.lock().expect("seen").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_run_first_and_failover_reaches_a_live_backend() {
+    let (backend, seen) = bookstore().await;
+    let dead = dead_addr().await;
+    let file = descriptor_file("policies");
+    let books = route(&file, "\"bookstore.v1.Bookstore\"");
+    // A refusing policy answers before any call.
+    let office = "policies = [\"office\"]\n[policy.office]\nkind = \"ip_filter\"\nallow = [\"10.0.0.0/8\"]\n";
+    let (gw, _) = gateway(&config(
+        &[(&[backend], "http2 = true")],
+        "",
+        &(books.clone() + office),
+    ))
+    .await;
+    let (st, _) = call(gw, "GET", "/v1/shelves/1/books/1", None).await;
+    assert_eq!(st, 403);
+    assert!(seen.lock().expect("seen").is_empty());
+    // A response policy stamps the transcoded answer; a dead backend is skipped.
+    let stamp = "policies = [\"stamp\"]\n[policy.stamp]\nkind = \"headers\"\nresponse = { set = { \"x-served-by\" = \"lb/${route}\" } }\n";
+    let (gw, _) = gateway(&config(
+        &[(&[dead, backend], "http2 = true")],
+        "",
+        &(books + stamp),
+    ))
+    .await;
+    for _ in 0..2 {
+        let (st, head, body) = raw(gw, &get("api", "/v1/shelves/1/books/1")).await;
+        assert_eq!(st, 200, "{body}");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("x-served-by: lb/books"), "{head}");
+        assert!(head.contains("application/json"), "{head}");
+    }
+    assert_eq!(seen.lock().expect("seen").len(), 2);
+}
