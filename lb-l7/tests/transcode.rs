@@ -90,6 +90,19 @@ async fn json_requests_become_grpc_calls_and_statuses_map_back() {
     );
     let (st, body) = call(gw, "POST", "/v1/shelves/2/books/3:archive", None).await;
     assert_eq!((st, body.as_str()), (200, "\"Archived\""));
+    // The standard Update shape: `{book.name=...}` fills a field of the `book` body.
+    let (st, body) = call(
+        gw,
+        "PATCH",
+        "/v1/shelves/2/books/3:rename",
+        Some(r#"{"title":"T"}"#),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        json(&body),
+        json(r#"{"name":"shelves/2/books/3","title":"T"}"#)
+    );
 
     // Query parameters: nested, repeated, enum names and numbers, bool, bytes.
     let (st, body) = call(gw, "GET", "/v1/shelves/4/books?page.size=20&page.token=t%20x&genres=FICTION&genres=2&archived=true&cursor=AAE%3D", None).await;

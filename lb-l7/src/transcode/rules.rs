@@ -41,8 +41,8 @@ pub struct Rule {
     pub output: MessageDescriptor,
 }
 
-/// The rules of `services` in `pool`, most specific first (more literal segments), or what
-/// is wrong with them.
+/// The rules of `services` in `pool`, most specific first (a verb, then more literal
+/// segments), or what is wrong with them.
 pub fn build(pool: &DescriptorPool, services: &[String]) -> Result<Vec<Rule>, Vec<String>> {
     let mut errors = Vec::new();
     let Some(ext) = pool.get_extension_by_name(HTTP_EXTENSION) else {
@@ -73,8 +73,10 @@ pub fn build(pool: &DescriptorPool, services: &[String]) -> Result<Vec<Rule>, Ve
     if !errors.is_empty() {
         return Err(errors);
     }
-    // A stable sort: equally specific rules keep the descriptor's order.
-    rules.sort_by_key(|r| std::cmp::Reverse(r.template.literals()));
+    // A rule with a `:verb` first (`/v1/{name=books/*}` would also take `/v1/books/1:cancel`,
+    // the verb in its variable), then more literal segments; a stable sort, so equally
+    // specific rules keep the descriptor's order.
+    rules.sort_by_key(|r| std::cmp::Reverse((r.template.verb.is_some(), r.template.literals())));
     Ok(rules)
 }
 
@@ -162,9 +164,6 @@ fn one_rule(m: &MethodDescriptor, rule: &DynamicMessage) -> Result<Rule, String>
             let fd = input
                 .get_field_by_name(f)
                 .ok_or_else(|| format!("body \"{f}\" is not a field of {}", input.full_name()))?;
-            if template.variables.iter().any(|v| v.field[0] == f) {
-                return Err(format!("body \"{f}\" is also bound by the path template"));
-            }
             BodyRule::Field(fd)
         }
     };

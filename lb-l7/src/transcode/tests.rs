@@ -157,6 +157,38 @@ fn requests_map_to_methods_and_fields() {
     assert_eq!(get(&m, "title").as_str(), Some("New"));
 
     let (path, _) = call(t, Method::POST, "/v1/shelves/1/books/2:archive", None, "").expect("verb");
+    // The path may bind a field inside the body's message; the body may not set it too.
+    let (path2, m) = call(
+        t,
+        Method::PATCH,
+        "/v1/shelves/1/books/2:rename",
+        None,
+        r#"{"title":"T"}"#,
+    )
+    .expect("rename");
+    assert_eq!(path2, "/bookstore.v1.Bookstore/RenameBook");
+    let book = get(&m, "book").as_message().cloned().expect("book");
+    assert_eq!(
+        book.get_field_by_name("name")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .as_deref(),
+        Some("shelves/1/books/2")
+    );
+    assert_eq!(
+        book.get_field_by_name("title")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .as_deref(),
+        Some("T")
+    );
+    let e = call(
+        t,
+        Method::PATCH,
+        "/v1/shelves/1/books/2:rename",
+        None,
+        r#"{"name":"shelves/9/books/9"}"#,
+    )
+    .expect_err("conflict");
+    assert!(e.contains("set by the path"), "{e}");
     assert_eq!(path, "/bookstore.v1.Bookstore/ArchiveBook");
 }
 

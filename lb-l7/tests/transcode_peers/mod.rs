@@ -162,6 +162,10 @@ impl Method {
                 Ok(book.encode_to_vec().into())
             }
             "UpdateBook" => Ok(req.encode_to_vec().into()),
+            "RenameBook" => Ok(req
+                .get_field_by_name("book")
+                .and_then(|v| v.as_message().map(|m| m.encode_to_vec().into()))
+                .unwrap_or_default()),
             // DeleteBook of `shelves/1/books/N` fails with gRPC code N.
             "DeleteBook" => {
                 let code: i32 = text("name")
