@@ -59,8 +59,13 @@ pub fn request(
         }
         nested(&mut msg, outer).set_field(last, value);
     }
-    if let (Some(q), false) = (query, matches!(rule.body, BodyRule::Whole)) {
-        query_fields(rule, &mut msg, q)?;
+    match (query.filter(|q| !q.is_empty()), &rule.body) {
+        (None, _) => {}
+        // Every field comes from the body: a query parameter would do nothing.
+        (Some(_), BodyRule::Whole) => {
+            return Err("this method takes its fields from the body, not the query".into())
+        }
+        (Some(q), _) => query_fields(rule, &mut msg, q)?,
     }
     Ok(msg)
 }

@@ -248,6 +248,13 @@ fn hostile_requests_are_refused() {
     assert!(bad(
         Method::PATCH,
         "/v1/shelves/1/books/2",
+        Some("title=x"),
+        "{}"
+    )
+    .contains("not the query"));
+    assert!(bad(
+        Method::PATCH,
+        "/v1/shelves/1/books/2",
         None,
         r#"{"name":"shelves/9/books/9"}"#
     )
