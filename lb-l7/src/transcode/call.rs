@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use super::status::{self, Malformed, MAX_MESSAGE};
 use super::{message, Transcoder, Unmatched};
-use crate::body::{answer, full, Meter};
+use crate::body::{answer, full, refuse, Meter};
 use crate::exchange::{read_whole, Began, ConnInfo};
 use crate::exchange_fault::{root_cause, within};
 use crate::gateway::Gateway;
@@ -76,7 +76,7 @@ impl Gateway {
         let target = c.plan.target;
         let log_path = self.access_log.then(|| c.plan.path.to_string());
         let method = c.parts.method.clone();
-        let resp = self
+        let mut resp = self
             .transcoded(
                 tc,
                 c.parts,
@@ -88,7 +88,6 @@ impl Gateway {
                 c.info,
             )
             .await;
-        let mut resp = resp;
         if let Some(pi) = &c.policy {
             policy::on_response(&target.policies, pi, resp.headers_mut());
         }
@@ -121,8 +120,9 @@ impl Gateway {
         let limit = target.max_body.unwrap_or(DEFAULT_MAX_BODY);
         let bytes = match read_whole(body, limit).await {
             Ok(b) => b,
-            Err(None) => return answer(413, &format!("request body over {limit} bytes")),
-            Err(Some(_)) => return answer(400, "the request body could not be read"),
+            // The rest of the body is unread or its framing broke: the connection closes.
+            Err(None) => return refuse(413, &format!("request body over {limit} bytes")),
+            Err(Some(_)) => return refuse(400, "the request body could not be read"),
         };
         if !bytes.is_empty() && !is_json(&headers) {
             return answer(415, "expected a JSON body (Content-Type: application/json)");
