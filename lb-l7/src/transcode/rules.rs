@@ -70,6 +70,20 @@ pub fn build(pool: &DescriptorPool, services: &[String]) -> Result<Vec<Rule>, Ve
             }
         }
     }
+    // Two rules of one shape: which method a request calls would be the descriptor's order.
+    for (i, a) in rules.iter().enumerate() {
+        for b in &rules[i + 1..] {
+            let same = a.method == b.method
+                && a.template.segments == b.template.segments
+                && a.template.verb == b.template.verb;
+            if same {
+                errors.push(format!(
+                    "{} and {} both take {} requests of the same path template",
+                    a.grpc_path, b.grpc_path, a.method
+                ));
+            }
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

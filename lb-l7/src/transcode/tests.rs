@@ -65,6 +65,11 @@ fn config_load_refuses_what_cannot_be_transcoded() {
     assert!(e.contains("body \"nope\" is not a field"), "{e}");
     let e = refusal("BadTemplate");
     assert!(e.contains("'**' must be the last segment"), "{e}");
+    let e = refusal("Clash");
+    assert!(
+        e.contains("/refused.v1.Clash/One and /refused.v1.Clash/Two both take GET"),
+        "{e}"
+    );
     let e = refusal("NoSuchService");
     assert!(e.contains("not in the descriptor set"), "{e}");
     let set = descriptor_set("refused.proto");
