@@ -282,6 +282,7 @@ async fn malformed_grpc_answers_are_502() {
         ("POST", "/v1/shelves/1/books", Some("{}")),
         ("PATCH", "/v1/shelves/1/books/1", Some("{}")),
         ("POST", "/v1/shelves/1/books/1:archive", None),
+        ("PATCH", "/v1/shelves/1/books/1:rename", Some("{}")),
     ] {
         let (st, got) = call(gw, method, path, body).await;
         assert_eq!(st, 502, "{method} {path}: {got}");
@@ -296,7 +297,7 @@ async fn malformed_grpc_answers_are_502() {
     // Each broken answer is the backend's response error (a gRPC status is not), and none
     // is a connect failure, which alone decides passive health.
     let b = &g.pools[0].as_ref().expect("pool").pool.backends[0];
-    assert_eq!(b.errors.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(b.errors.load(std::sync::atomic::Ordering::Relaxed), 6);
     assert_eq!(
         b.connect_errors.load(std::sync::atomic::Ordering::Relaxed),
         0

@@ -260,7 +260,7 @@ pub async fn bookstore() -> (SocketAddr, Seen) {
 /// An HTTP/2 backend that claims gRPC and answers each bookstore method with a broken
 /// answer: GetBook a truncated frame, ListBooks no grpc-status, CreateBook a frame declaring
 /// 64 MiB, UpdateBook a compressed message, DeleteBook a valid Trailers-Only NOT_FOUND,
-/// ArchiveBook a message that is not a Book.
+/// ArchiveBook a message that is not a Book, RenameBook a 6 MiB body.
 pub async fn liar() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -289,6 +289,12 @@ pub async fn liar() -> SocketAddr {
                             }
                             "/bookstore.v1.Bookstore/ArchiveBook" => {
                                 (b"\0\0\0\0\x03\xff\xff\xff".to_vec(), Some(ok()))
+                            }
+                            "/bookstore.v1.Bookstore/RenameBook" => {
+                                // 6 MiB of body, past any message lb reads.
+                                let mut d = b"\0\0\x60\0\0".to_vec();
+                                d.resize(5 + (6 << 20), b'x');
+                                (d, Some(ok()))
                             }
                             _ => (Vec::new(), None),
                         };
