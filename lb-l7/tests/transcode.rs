@@ -453,3 +453,32 @@ async fn policies_run_first_and_failover_reaches_a_live_backend() {
     }
     assert_eq!(seen.lock().expect("seen").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_clients_are_transcoded_too() {
+    let (backend, _) = bookstore().await;
+    let file = descriptor_file("h2");
+    let (gw, _) = gateway(&config(
+        &[(&[backend], "http2 = true")],
+        "",
+        &route(&file, "\"bookstore.v1.Bookstore\""),
+    ))
+    .await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::post(format!("http://{gw}/v1/shelves/5/books"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"title":"Over h2"}"#,
+        )))
+        .expect("request");
+    let resp = client.request(req).await.expect("answer");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = body_text(resp).await;
+    assert_eq!(
+        json(&body),
+        json(r#"{"name":"shelves/5/books/new","title":"Over h2"}"#)
+    );
+}
