@@ -14,7 +14,8 @@
 //! counted bodies, [`upgrade`] for tunnels); the lean path ([`lean`]) relays plain HTTP/1.1 as
 //! bytes and hands a connection to the general path when a request needs more. Both run under
 //! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`], built by [`factory`]; the
-//! route policies are [`policy`], with body transforms in [`transform`].
+//! route policies are [`policy`], with body transforms in [`transform`]; `grpc_transcode`
+//! routes answer JSON/HTTP by calling gRPC methods ([`transcode`]).
 
 #![forbid(unsafe_code)]
 
