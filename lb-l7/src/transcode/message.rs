@@ -253,10 +253,19 @@ pub fn response(rule: &Rule, bytes: &[u8]) -> Result<Vec<u8>, String> {
             let whole = msg
                 .serialize_with_options(serde_json::value::Serializer, &opts)
                 .map_err(|e| e.to_string())?;
-            let part = whole
-                .get(f.json_name())
-                .cloned()
-                .unwrap_or(serde_json::Value::Null);
+            let part = match whole.get(f.json_name()) {
+                Some(v) => v.clone(),
+                // A field at its default is left out of a message's JSON, but as the whole
+                // answer it is its default (`""`, `0`, `[]`), not `null`.
+                None => {
+                    let all = opts.clone().skip_default_fields(false);
+                    msg.serialize_with_options(serde_json::value::Serializer, &all)
+                        .map_err(|e| e.to_string())?
+                        .get(f.json_name())
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null)
+                }
+            };
             serde_json::to_vec(&part).map_err(|e| e.to_string())
         }
     }

@@ -301,6 +301,8 @@ fn answers_map_back_to_json() {
     book.set_field_by_name("title", Value::String("Dune".into()));
     let out = message::response(rule, &book.encode_to_vec()).expect("json");
     assert_eq!(out, br#""Dune""#);
+    let empty = DynamicMessage::new(rule.output.clone()).encode_to_vec();
+    assert_eq!(message::response(rule, &empty).expect("json"), b"\"\"");
 }
 
 proptest::proptest! {
