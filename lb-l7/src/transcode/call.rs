@@ -289,8 +289,14 @@ impl Gateway {
 /// head of a Trailers-Only answer.
 async fn unary(resp: Response<Incoming>) -> Result<(u32, String, Option<Bytes>), String> {
     let (head, mut body) = resp.into_parts();
-    if head.status != StatusCode::OK {
-        return Err(format!("HTTP status {}", head.status));
+    if let Some(code) = status::code_of_http(head.status.as_u16()) {
+        // Not a gRPC answer (an intermediary's, or a server's refusal): its status as gRPC
+        // clients read it. The body is not read.
+        let message = format!(
+            "the backend answered HTTP {} instead of gRPC",
+            head.status.as_u16()
+        );
+        return Ok((code, message, None));
     }
     let grpc = head
         .headers

@@ -34,6 +34,21 @@ pub fn http_status(code: u32) -> u16 {
     }
 }
 
+/// The gRPC code of an answer that is not gRPC, by its HTTP status: gRPC's own mapping for
+/// clients (grpc/doc/http-grpc-status-mapping.md), so an intermediary's 503 stays
+/// UNAVAILABLE. `None` for a 200, which must then be gRPC.
+pub fn code_of_http(status: u16) -> Option<u32> {
+    Some(match status {
+        200 => return None,
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    })
+}
+
 /// The JSON body of a call that ended with a non-OK status (google.rpc.Status in JSON).
 pub fn error_body(code: u32, message: &str) -> String {
     serde_json::json!({ "code": code, "message": message, "details": [] }).to_string()
@@ -149,6 +164,14 @@ mod tests {
             assert_eq!(http_status(code as u32), *status, "code {code}");
         }
         assert_eq!(http_status(99), 500);
+        let through = |s| code_of_http(s).map(http_status);
+        assert_eq!(through(200), None);
+        assert_eq!(through(503), Some(503));
+        assert_eq!(through(429), Some(503));
+        assert_eq!(through(404), Some(501));
+        assert_eq!(through(401), Some(401));
+        assert_eq!(through(400), Some(500));
+        assert_eq!(through(302), Some(500));
         assert_eq!(
             error_body(5, "no \"x\""),
             r#"{"code":5,"message":"no \"x\"","details":[]}"#
