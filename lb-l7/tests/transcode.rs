@@ -482,3 +482,21 @@ async fn http2_clients_are_transcoded_too() {
         json(r#"{"name":"shelves/5/books/new","title":"Over h2"}"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_grpc_answer_takes_grpcs_own_code() {
+    let file = descriptor_file("not-grpc");
+    for (status, want, code) in [(503, 503, 14), (404, 501, 12), (418, 500, 2)] {
+        let backend = not_grpc(status).await;
+        let (gw, _) = gateway(&config(
+            &[(&[backend], "http2 = true")],
+            "",
+            &route(&file, "\"bookstore.v1.Bookstore\""),
+        ))
+        .await;
+        // A POST is not resent, so the 503 is the client's answer.
+        let (st, body) = call(gw, "POST", "/v1/shelves/1/books", Some("{}")).await;
+        assert_eq!(st, want, "{status}: {body}");
+        assert_eq!(json(&body)["code"], code, "{body}");
+    }
+}

@@ -327,3 +327,27 @@ pub async fn liar() -> SocketAddr {
     });
     addr
 }
+
+/// An HTTP/2 server that answers every request with `status` and a text body, as an
+/// intermediary in front of a gRPC service might.
+pub async fn not_grpc(status: u16) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: http::Request<Incoming>| async move {
+                    let mut resp =
+                        http::Response::new(http_body_util::Full::new(Bytes::from("busy")));
+                    *resp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
