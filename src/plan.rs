@@ -212,6 +212,13 @@ pub fn plan(l: &Loaded) -> String {
                     if g.introspection { "on" } else { "off" }
                 ));
             }
+            if let Some(t) = &r.grpc_transcode {
+                how.push(format!(
+                    "JSON transcoded to gRPC {} ({})",
+                    t.services.join(", "),
+                    t.descriptor_set.path
+                ));
+            }
             if !r.policies.is_empty() {
                 let names: Vec<&str> = r
                     .policies

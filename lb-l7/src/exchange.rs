@@ -118,6 +118,19 @@ impl Gateway {
                 crate::aggregate::Incoming::new(&plan, &parts, &facts, headers, policy_info, &body);
             return self.aggregate(agg, req, info, &began).await;
         }
+        if let Some(tc) = &target.transcode {
+            let call = crate::transcode::call::Call {
+                parts: &parts,
+                plan,
+                facts: &facts,
+                policy: policy_info,
+                headers,
+                body,
+                info,
+                began: &began,
+            };
+            return self.transcode(tc, call).await;
+        }
         // A route's cache answers before any backend is picked, and fills on the way back.
         let mut fill = None;
         if let (Some(cache), Some(pi)) = (&target.cache, &policy_info) {

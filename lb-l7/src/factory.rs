@@ -47,6 +47,8 @@ pub struct Prepared {
     pub conns: Arc<crate::kept_conns::Kept>,
     /// `[tracing]`, with its exporter.
     pub tracing: Option<crate::spans::Tracing>,
+    /// Each route's `grpc_transcode`, by config route index, its descriptor set read.
+    pub transcoders: Vec<Option<Arc<crate::transcode::Transcoder>>>,
 }
 
 impl Factory {
@@ -63,6 +65,14 @@ impl Factory {
             kept: self.kept.clone(),
             conns: self.conns.clone(),
             tracing: config.tracing.as_ref().map(|t| self.tracing(t)),
+            transcoders: config
+                .routes
+                .iter()
+                .map(|r| {
+                    let t = r.grpc_transcode.as_ref()?;
+                    crate::transcode::load(t, diags).map(Arc::new)
+                })
+                .collect(),
         })
     }
 

@@ -88,6 +88,7 @@ impl Gateway {
         let kept = &prepared.kept;
         let prepared_conns = prepared.conns.clone();
         let tracing = prepared.tracing.clone();
+        let transcoders = &prepared.transcoders;
         let prepared = Some(&prepared.policies);
         let mut reused: Vec<Option<KeptPolicy>> = vec![None; c.policies.len()];
         {
@@ -151,7 +152,12 @@ impl Gateway {
             .collect();
         let mut conditions = Vec::new();
         let mut routes = Vec::new();
-        for r in c.routes.iter().filter(|r| r.listener == index) {
+        for (ri, r) in c
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.listener == index)
+        {
             let (cond, rewrite) = crate::compile::route(r);
             for p in r.pools() {
                 used[p] = true;
@@ -182,12 +188,15 @@ impl Gateway {
                     .iter()
                     .any(|&i| c.policies[i].kind.authenticates()),
                 transform: r.policies.iter().find_map(|&i| transforms[i].clone()),
+                transcode: transcoders.get(ri).cloned().flatten(),
+                // A transcoding route rewrites bodies: general path only.
                 lean: r
                     .policies
                     .iter()
                     .all(|&i| caches[i].is_none() && transforms[i].is_none())
                     // An aggregate route answers from several exchanges: the general path's.
                     && r.graphql.is_none()
+                    && r.grpc_transcode.is_none()
                     && r.pool.is_some_and(|p| lean_pool(loaded, p)),
                 upgrades: r.upgrades.clone(),
                 case_insensitive: r.case_insensitive,
@@ -209,6 +218,7 @@ impl Gateway {
                 cache: None,
                 authenticates: false,
                 transform: None,
+                transcode: None,
                 lean: lean_pool(loaded, p),
                 upgrades: vec!["websocket".to_string()],
                 case_insensitive: false,

@@ -16,6 +16,8 @@
 //! [`timed`]'s limits on the client connection. One listener's gateway is [`gateway`], built by [`factory`]; the
 //! route policies are [`policy`], with body transforms in [`transform`]; GraphQL routes'
 //! reading, operation picking and limits are [`graphql`].
+//! route policies are [`policy`], with body transforms in [`transform`]; `grpc_transcode`
+//! routes answer JSON/HTTP by calling gRPC methods ([`transcode`]).
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +50,7 @@ pub mod spans;
 pub mod targets;
 pub mod timed;
 pub mod trace;
+pub mod transcode;
 pub mod transform;
 pub mod tries;
 pub mod twin;

@@ -15,7 +15,7 @@ use crate::request::{Body, Facts, Refusal};
 use crate::router::RequestHead;
 
 /// One request's plan.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan<'g, 'a> {
     pub target: &'g RouteTarget,
     /// The route's pool; `None` for an aggregate route, whose parts have their own plans

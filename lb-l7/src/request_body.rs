@@ -29,6 +29,15 @@ pub(crate) enum Sent {
 }
 
 impl Sent {
+    /// The whole body, at most `limit` bytes (`Err(None)`: over it, `Err(Some)`: broken off).
+    pub(crate) async fn whole(self, limit: u64) -> Result<Bytes, Option<String>> {
+        match self {
+            Self::Stream(s) => crate::exchange::read_whole(s, limit).await,
+            Self::Read(b) if b.len() as u64 > limit => Err(None),
+            Self::Read(b) => Ok(b),
+        }
+    }
+
     /// Whether the request carries a body (or one read whole that is not empty).
     pub(crate) fn has_body(&self) -> bool {
         use hyper::body::Body as _;

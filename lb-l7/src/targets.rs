@@ -76,6 +76,8 @@ pub struct RouteTarget {
     pub authenticates: bool,
     /// The route's `transform` policy, which reads bodies around the exchange.
     pub transform: Option<Arc<crate::transform::Transform>>,
+    /// `grpc_transcode`: lb answers by calling the pool's gRPC methods ([`crate::transcode`]).
+    pub transcode: Option<Arc<crate::transcode::Transcoder>>,
     /// Its requests may take the lean path: a plain HTTP/1.1 pool, and no policy that needs
     /// the bodies (cache, transform).
     pub lean: bool,

@@ -292,6 +292,19 @@ pub struct HttpRoute {
     pub graphql: Option<GraphqlLimits>,
     /// `match.graphql_operation`: the operation's type or name (only on `graphql` routes).
     pub graphql_operation: Option<GraphqlOperation>,
+    /// `grpc_transcode`: JSON/HTTP requests become calls of these gRPC services.
+    pub grpc_transcode: Option<GrpcTranscode>,
+}
+
+/// A route's `grpc_transcode`: the descriptor set (read by lb-l7 when the config loads) and
+/// the services of it the route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTranscode {
+    pub descriptor_set: FileRef,
+    /// Fully-qualified service names, e.g. `pkg.Service`.
+    pub services: Vec<String>,
+    /// Where `services` is written, for errors about what the descriptor set has of them.
+    pub services_span: Range<usize>,
 }
 
 impl PartialEq for HttpRoute {
@@ -322,6 +335,7 @@ impl PartialEq for HttpRoute {
             o.max_body_size,
         ) && (self.case_insensitive, &self.upgrades) == (o.case_insensitive, &o.upgrades)
             && self.aggregate == o.aggregate
+            && self.grpc_transcode == o.grpc_transcode
             && self.policies == o.policies
             && (&self.graphql, &self.graphql_operation) == (&o.graphql, &o.graphql_operation)
             && self.path.as_ref().map(RoutePath::text) == o.path.as_ref().map(RoutePath::text)

@@ -111,6 +111,8 @@ pub struct RawRoute {
     /// SPEC §6: answer one JSON object built from concurrent GETs to these parts.
     pub aggregate: Option<S<Vec<S<RawAggregatePart>>>>,
     pub graphql: Option<S<RawGraphql>>,
+    /// SPEC §6: answer JSON/HTTP by calling the pool's gRPC methods.
+    pub grpc_transcode: Option<S<RawGrpcTranscode>>,
 }
 
 /// One part of a route's `aggregate` (SPEC §6).
@@ -133,6 +135,14 @@ pub struct RawGraphql {
     pub max_aliases: Option<S<i64>>,
     pub max_complexity: Option<S<i64>>,
     pub introspection: Option<S<bool>>,
+}
+
+/// A route's `grpc_transcode = { descriptor_set, services }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpcTranscode {
+    pub descriptor_set: S<String>,
+    pub services: S<Vec<S<String>>>,
 }
 
 /// One `[policy.NAME]`: `kind` says which of the other keys apply (checked in validation,

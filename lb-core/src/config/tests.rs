@@ -338,6 +338,7 @@ mod kinds;
 mod oauth2;
 mod policy;
 mod priority;
+mod transcode;
 
 mod prop {
     use super::super::*;

@@ -366,6 +366,7 @@ pub(super) fn routes(
                 upgrades,
                 graphql,
                 graphql_operation,
+                grpc_transcode: super::transcode::route(cx, r, &key),
             });
         }
     }

@@ -37,6 +37,7 @@ mod priority;
 mod proxy_header;
 mod route_reach;
 mod tls;
+mod transcode;
 
 use http::listener_http;
 use pool::pool;
@@ -518,6 +519,7 @@ pub fn validate(raw: RawConfig, diags: &mut Vec<Diagnostic>) -> Option<Config> {
     policy_use::uses(&mut cx, &raw.policies, &raw.routes, &policies, &routes);
     aggregate::policies(&mut cx, &raw.routes, &policies, &routes);
     route_reach::rewrites(&mut cx, &raw.routes, &policies, &pools, &routes);
+    transcode::uses(&mut cx, &raw.routes, &policies, &pools, &routes);
     for (i, (p, _)) in raw.pools.iter().enumerate() {
         http::pool_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);
         pool::kind_keys(&mut cx, p, &format!("pool[{i}]"), used_pools[i]);

@@ -261,6 +261,7 @@ mod tests {
             upgrades: vec![],
             graphql: None,
             graphql_operation: None,
+            grpc_transcode: None,
         }
     }
 

@@ -1,0 +1,316 @@
+//! Rules read from descriptor sets compiled from the fixtures in `lb-l7/tests/fixtures/
+//! transcode` (protox, no protoc), and requests and answers mapped through them.
+
+use http::Method;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, Value};
+
+use super::*;
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transcode")
+}
+
+/// The encoded descriptor set of a fixture `.proto`, imports included.
+pub(crate) fn descriptor_set(file: &str) -> Vec<u8> {
+    compiled(file, true)
+}
+
+/// Encoded by protox itself: prost-types' messages would drop the options' extensions.
+fn compiled(file: &str, imports: bool) -> Vec<u8> {
+    let mut c = protox::Compiler::new([fixtures()]).expect("fixtures");
+    c.include_imports(imports);
+    c.open_files([file]).expect("fixture compiles");
+    c.encode_file_descriptor_set()
+}
+
+fn bookstore() -> &'static Transcoder {
+    static T: std::sync::OnceLock<Transcoder> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        from_bytes(
+            &descriptor_set("bookstore.proto"),
+            &["bookstore.v1.Bookstore".into()],
+        )
+        .expect("bookstore rules")
+    })
+}
+
+fn refusal(service: &str) -> String {
+    let set = descriptor_set("refused.proto");
+    match from_bytes(&set, &[format!("refused.v1.{service}")]) {
+        Ok(_) => panic!("{service} was accepted"),
+        Err(e) => e.join("; "),
+    }
+}
+
+#[test]
+fn config_load_refuses_what_cannot_be_transcoded() {
+    let e = refusal("Streaming");
+    assert!(
+        e.contains("refused.v1.Streaming.Watch") && e.contains("streaming"),
+        "{e}"
+    );
+    let e = refusal("Unannotated");
+    assert!(
+        e.contains("Unannotated.Plain") && e.contains("google.api.http"),
+        "{e}"
+    );
+    let e = refusal("MissingField");
+    assert!(e.contains("no field \"nope\""), "{e}");
+    let e = refusal("MessageVariable");
+    assert!(e.contains("is a message"), "{e}");
+    let e = refusal("RepeatedVariable");
+    assert!(e.contains("repeated"), "{e}");
+    let e = refusal("MissingBody");
+    assert!(e.contains("body \"nope\" is not a field"), "{e}");
+    let e = refusal("BadTemplate");
+    assert!(e.contains("'**' must be the last segment"), "{e}");
+    let e = refusal("Clash");
+    assert!(
+        e.contains("/refused.v1.Clash/One and /refused.v1.Clash/Two both take GET"),
+        "{e}"
+    );
+    let e = refusal("NoSuchService");
+    assert!(e.contains("not in the descriptor set"), "{e}");
+    let set = descriptor_set("refused.proto");
+    assert!(from_bytes(&set, &["refused.v1.NestedOk".into()]).is_ok());
+    let e = from_bytes(b"\xff\xff", &["x.Y".into()]).expect_err("garbage");
+    assert!(e[0].contains("not a FileDescriptorSet"), "{e:?}");
+}
+
+#[test]
+fn a_set_without_the_http_option_is_named() {
+    // A set built without --include_imports lacks google/api/annotations.proto.
+    let only = compiled("bookstore.proto", false);
+    let e = from_bytes(&only, &["bookstore.v1.Bookstore".into()]).expect_err("refused");
+    assert!(
+        e[0].contains("--include_imports") || e[0].contains("FileDescriptorSet"),
+        "{e:?}"
+    );
+}
+
+fn call(
+    t: &Transcoder,
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    body: &str,
+) -> Result<(String, DynamicMessage), String> {
+    let (rule, vars) = t.select(&method, path).map_err(|u| format!("{u:?}"))?;
+    let msg = message::request(rule, &vars, query, body.as_bytes())?;
+    Ok((rule.grpc_path.clone(), msg))
+}
+
+fn get<'m>(m: &'m DynamicMessage, name: &str) -> std::borrow::Cow<'m, Value> {
+    m.get_field_by_name(name).expect("field")
+}
+
+#[test]
+fn requests_map_to_methods_and_fields() {
+    let t = bookstore();
+    let (path, m) = call(t, Method::GET, "/v1/shelves/3/books/7", None, "").expect("get");
+    assert_eq!(path, "/bookstore.v1.Bookstore/GetBook");
+    assert_eq!(get(&m, "name").as_str(), Some("shelves/3/books/7"));
+
+    let (path, m) = call(
+        t,
+        Method::GET,
+        "/v1/shelves/3/books",
+        Some("page.size=10&genres=FICTION&genres=2&archived=true&cursor=AAE%3D"),
+        "",
+    )
+    .expect("list");
+    assert_eq!(path, "/bookstore.v1.Bookstore/ListBooks");
+    assert_eq!(get(&m, "shelf").as_i64(), Some(3));
+    let page = get(&m, "page").as_message().cloned().expect("page");
+    assert_eq!(
+        page.get_field_by_name("size").and_then(|v| v.as_i32()),
+        Some(10)
+    );
+    assert_eq!(get(&m, "genres").as_list().map(<[Value]>::len), Some(2));
+    assert_eq!(
+        get(&m, "cursor").as_bytes().map(|b| b.to_vec()),
+        Some(vec![0, 1])
+    );
+    // The additional binding reaches the same method.
+    let (path, _) = call(t, Method::GET, "/v1/books", None, "").expect("additional");
+    assert_eq!(path, "/bookstore.v1.Bookstore/ListBooks");
+
+    let (_, m) = call(
+        t,
+        Method::POST,
+        "/v1/shelves/3/books",
+        None,
+        r#"{"title":"Dune","pages":"412","genre":"FICTION"}"#,
+    )
+    .expect("create");
+    let book = get(&m, "book").as_message().cloned().expect("book");
+    assert_eq!(
+        book.get_field_by_name("pages").and_then(|v| v.as_i64()),
+        Some(412)
+    );
+
+    let (_, m) = call(
+        t,
+        Method::PATCH,
+        "/v1/shelves/1/books/2",
+        None,
+        r#"{"title":"New"}"#,
+    )
+    .expect("patch");
+    assert_eq!(get(&m, "name").as_str(), Some("shelves/1/books/2"));
+    assert_eq!(get(&m, "title").as_str(), Some("New"));
+
+    let (path, _) = call(t, Method::POST, "/v1/shelves/1/books/2:archive", None, "").expect("verb");
+    // The path may bind a field inside the body's message; the body may not set it too.
+    let (path2, m) = call(
+        t,
+        Method::PATCH,
+        "/v1/shelves/1/books/2:rename",
+        None,
+        r#"{"title":"T"}"#,
+    )
+    .expect("rename");
+    assert_eq!(path2, "/bookstore.v1.Bookstore/RenameBook");
+    let book = get(&m, "book").as_message().cloned().expect("book");
+    assert_eq!(
+        book.get_field_by_name("name")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .as_deref(),
+        Some("shelves/1/books/2")
+    );
+    assert_eq!(
+        book.get_field_by_name("title")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .as_deref(),
+        Some("T")
+    );
+    let e = call(
+        t,
+        Method::PATCH,
+        "/v1/shelves/1/books/2:rename",
+        None,
+        r#"{"name":"shelves/9/books/9"}"#,
+    )
+    .expect_err("conflict");
+    assert!(e.contains("set by the path"), "{e}");
+    assert_eq!(path, "/bookstore.v1.Bookstore/ArchiveBook");
+}
+
+#[test]
+fn hostile_requests_are_refused() {
+    let t = bookstore();
+    let bad = |m: Method, p: &str, q: Option<&str>, b: &str| call(t, m, p, q, b).expect_err(p);
+    assert_eq!(bad(Method::GET, "/v1/nothing", None, ""), "Path");
+    assert_eq!(
+        bad(Method::PUT, "/v1/shelves/3/books/7", None, ""),
+        "Method"
+    );
+    // An encoded slash cannot stretch `*` over more segments to reach GetBook.
+    assert_eq!(
+        bad(Method::GET, "/v1/shelves/3%2Fbooks/7", None, ""),
+        "Path"
+    );
+    assert!(bad(Method::GET, "/v1/shelves/x/books", None, "").contains("64-bit integer"));
+    assert!(bad(Method::GET, "/v1/shelves/1/books", Some("nope=1"), "")
+        .contains("unknown query parameter"));
+    assert!(bad(Method::GET, "/v1/shelves/1/books", Some("shelf=2"), "").contains("path binds"));
+    assert!(
+        bad(Method::GET, "/v1/shelves/1/books", Some("archived=yes"), "").contains("true or false")
+    );
+    assert!(bad(
+        Method::GET,
+        "/v1/shelves/1/books",
+        Some("archived=true&archived=false"),
+        ""
+    )
+    .contains("twice"));
+    assert!(bad(
+        Method::GET,
+        "/v1/shelves/1/books",
+        Some("genres=HORROR"),
+        ""
+    )
+    .contains("bookstore.v1.Genre"));
+    assert!(bad(Method::GET, "/v1/shelves/1/books", Some("page=1"), "").contains("message"));
+    assert!(bad(Method::GET, "/v1/shelves/1/books", None, "{}").contains("no request body"));
+    assert!(bad(Method::POST, "/v1/shelves/1/books", None, "{\"title\":").contains("not JSON"));
+    assert!(bad(Method::POST, "/v1/shelves/1/books", None, r#"{"bogus":1}"#).contains("bogus"));
+    assert!(bad(
+        Method::POST,
+        "/v1/shelves/1/books",
+        None,
+        r#"{"pages":"many"}"#
+    )
+    .contains("does not fit"));
+    assert!(bad(
+        Method::POST,
+        "/v1/shelves/1/books",
+        Some("book.title=x"),
+        "{}"
+    )
+    .contains("body binds"));
+    assert!(bad(
+        Method::PATCH,
+        "/v1/shelves/1/books/2",
+        Some("title=x"),
+        "{}"
+    )
+    .contains("not the query"));
+    assert!(bad(
+        Method::PATCH,
+        "/v1/shelves/1/books/2",
+        None,
+        r#"{"name":"shelves/9/books/9"}"#
+    )
+    .contains("set by the path"));
+    assert!(bad(
+        Method::PATCH,
+        "/v1/shelves/1/books/2",
+        None,
+        r#"{"title":"a"} x"#
+    )
+    .contains("one JSON value"));
+    assert!(bad(Method::PATCH, "/v1/shelves/1/books/2", None, "").contains("empty"));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(!bad(Method::POST, "/v1/shelves/1/books", None, &deep).is_empty());
+    let many = vec!["genres=1"; message::MAX_QUERY_FIELDS + 1].join("&");
+    assert!(bad(Method::GET, "/v1/shelves/1/books", Some(&many), "").contains("more than"));
+}
+
+#[test]
+fn answers_map_back_to_json() {
+    let t = bookstore();
+    let (rule, _) = t
+        .select(&Method::GET, "/v1/shelves/1/books/2")
+        .expect("rule");
+    let mut book = DynamicMessage::new(rule.output.clone());
+    book.set_field_by_name("name", Value::String("shelves/1/books/2".into()));
+    book.set_field_by_name("pages", Value::I64(12));
+    book.set_field_by_name("genre", Value::EnumNumber(2));
+    let out = message::response(rule, &book.encode_to_vec()).expect("json");
+    assert_eq!(
+        String::from_utf8(out).expect("utf-8"),
+        r#"{"name":"shelves/1/books/2","pages":"12","genre":"SCIENCE"}"#
+    );
+    assert!(message::response(rule, b"\xff\xff\xff").is_err());
+    let (rule, _) = t
+        .select(&Method::POST, "/v1/shelves/1/books/2:archive")
+        .expect("rule");
+    let mut book = DynamicMessage::new(rule.output.clone());
+    book.set_field_by_name("title", Value::String("Dune".into()));
+    let out = message::response(rule, &book.encode_to_vec()).expect("json");
+    assert_eq!(out, br#""Dune""#);
+    let empty = DynamicMessage::new(rule.output.clone()).encode_to_vec();
+    assert_eq!(message::response(rule, &empty).expect("json"), b"\"\"");
+}
+
+proptest::proptest! {
+    #[test]
+    fn no_request_panics(path in "/v1/[a-z0-9/%:.]{0,30}", query in "[a-z.=&%0-9]{0,30}", body in "[{}\":a-z0-9, \\[\\]]{0,40}") {
+        let t = bookstore();
+        for m in [Method::GET, Method::POST, Method::PATCH] {
+            let _ = call(t, m, &path, Some(&query), &body);
+        }
+    }
+}
