@@ -241,3 +241,23 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn empty() -> Body {
     full(Bytes::new())
 }
+
+/// A whole body, if it fits in `limit` bytes: `Err(None)` when it does not, `Err(Some(why))`
+/// when it could not be read.
+pub(crate) async fn read_whole<B>(mut body: B, limit: u64) -> Result<bytes::Bytes, Option<String>>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Some(e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            if (buf.len() + d.len()) as u64 > limit {
+                return Err(None);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(buf.freeze())
+}

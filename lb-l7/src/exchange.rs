@@ -20,7 +20,7 @@ use hyper::body::{Body as _, Incoming};
 
 pub use crate::conn_info::ConnInfo;
 
-use crate::body::{answer, empty, full, refuse, Counted, Late, Meter, Side};
+use crate::body::{answer, empty, full, read_whole, refuse, Counted, Late, Meter, Side};
 use crate::exchange_fault::{client_fault, root_cause, within};
 use crate::forward;
 use crate::gateway::{Gateway, RouteTarget};
@@ -581,24 +581,4 @@ pub(crate) fn passing(fields: &HeaderMap, facts: &Facts<'_>) -> HeaderMap {
         }
     }
     out
-}
-
-/// A whole body, if it fits in `limit` bytes: `Err(None)` when it does not, `Err(Some(why))`
-/// when it could not be read.
-pub(crate) async fn read_whole<B>(mut body: B, limit: u64) -> Result<bytes::Bytes, Option<String>>
-where
-    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Some(e.to_string()))?;
-        if let Some(d) = frame.data_ref() {
-            if (buf.len() + d.len()) as u64 > limit {
-                return Err(None);
-            }
-            buf.extend_from_slice(d);
-        }
-    }
-    Ok(buf.freeze())
 }

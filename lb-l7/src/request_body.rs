@@ -32,7 +32,7 @@ impl Sent {
     /// The whole body, at most `limit` bytes (`Err(None)`: over it, `Err(Some)`: broken off).
     pub(crate) async fn whole(self, limit: u64) -> Result<Bytes, Option<String>> {
         match self {
-            Self::Stream(s) => crate::exchange::read_whole(s, limit).await,
+            Self::Stream(s) => crate::body::read_whole(s, limit).await,
             Self::Read(b) if b.len() as u64 > limit => Err(None),
             Self::Read(b) => Ok(b),
         }
@@ -124,7 +124,7 @@ impl Gateway {
             }
             // Refused before a byte of the body is read.
             gql::post_head(qs, ct, ce).map_err(|r| refused(&r))?;
-            let read = crate::exchange::read_whole(body, gql::MAX_BODY as u64);
+            let read = crate::body::read_whole(body, gql::MAX_BODY as u64);
             let b = match tokio::time::timeout(self.idle_timeout, read).await {
                 Ok(Ok(b)) => b,
                 Ok(Err(None)) => return Err(refused(&Refusal::TooLarge)),

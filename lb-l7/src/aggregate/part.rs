@@ -11,8 +11,8 @@ use http::Request;
 
 use super::assemble::{decode, Kind, Outcome, PartError, MAX_PART_BODY};
 use crate::body::empty;
+use crate::body::read_whole;
 use crate::conn_info::ConnInfo;
-use crate::exchange::read_whole;
 use crate::exchange_fault::root_cause;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};
 use crate::plan::Plan;
