@@ -4,7 +4,9 @@
 //! (request side, a 400) or the log (answer side, a 502).
 //!
 //! What the path binds wins: a body or query that tries to set a field the path already set
-//! is refused, so the field a route's policies saw in the path is the one the backend gets.
+//! is refused, so the field a route's policies saw in the path is the one the backend gets;
+//! so is a query parameter setting another member of a oneof the path or body set (it would
+//! clear theirs).
 //! Unknown JSON fields and unknown query parameters are refused too (proto3 JSON parsers may
 //! ignore them; a gateway that did would accept keys that do nothing).
 
@@ -127,6 +129,23 @@ fn query_fields(rule: &Rule, msg: &mut DynamicMessage, query: &str) -> Result<()
                 ));
             }
         }
+        // Setting a member of a oneof clears its other member: the query applies last, so
+        // it would silently undo what the path (or the body) set.
+        let body_field = match &rule.body {
+            BodyRule::Field(f) => Some(std::slice::from_ref(f)),
+            _ => None,
+        };
+        if rule
+            .path_fields
+            .iter()
+            .map(Vec::as_slice)
+            .chain(body_field)
+            .any(|c| oneof_sibling(c, &chain))
+        {
+            return Err(format!(
+                "query parameter \"{key}\" sets a oneof member whose sibling the path or body set"
+            ));
+        }
         let Some((last, outer)) = chain.split_last() else {
             continue;
         };
@@ -148,6 +167,17 @@ fn query_fields(rule: &Rule, msg: &mut DynamicMessage, query: &str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Whether chains `a` and `b` part at two members of one oneof (the same fields before).
+fn oneof_sibling(a: &[FieldDescriptor], b: &[FieldDescriptor]) -> bool {
+    let k = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    match (a.get(k), b.get(k)) {
+        (Some(x), Some(y)) => x
+            .containing_oneof()
+            .is_some_and(|o| y.containing_oneof() == Some(o)),
+        _ => false,
+    }
 }
 
 /// The fields a query key names (proto or JSON names, dotted): singular messages on the

@@ -314,3 +314,22 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_query_cannot_clear_what_the_path_or_body_set_through_a_oneof() {
+    let t = from_bytes(&descriptor_set("oneof.proto"), &["oneof.v1.Items".into()])
+        .expect("oneof rules");
+    let bad = |m: Method, p: &str, q: &str, b: &str| {
+        call(&t, m, p, Some(q), b).expect_err(&format!("{p}?{q}"))
+    };
+    // Setting a oneof's other member would clear the path's (the one policies saw).
+    assert!(bad(Method::GET, "/v1/items/mine", "id=theirs", "").contains("oneof"));
+    assert!(bad(Method::GET, "/v1/held/mine", "item.id=theirs", "").contains("oneof"));
+    assert!(bad(Method::GET, "/v1/held/mine", "other=x", "").contains("oneof"));
+    // ... or the body's field.
+    assert!(bad(Method::PUT, "/v1/put/l", "other=x", r#"{"name":"n"}"#).contains("oneof"));
+    // A field outside the oneof is still the query's to set.
+    let (_, msg) = call(&t, Method::GET, "/v1/items/mine", Some("note=n"), "").expect("note");
+    assert_eq!(get(&msg, "name").as_str(), Some("mine"));
+    assert_eq!(get(&msg, "note").as_str(), Some("n"));
+}
