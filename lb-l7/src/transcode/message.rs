@@ -6,7 +6,7 @@
 //! What the path binds wins: a body or query that tries to set a field the path already set
 //! is refused, so the field a route's policies saw in the path is the one the backend gets;
 //! so is a query parameter setting another member of a oneof the path or body set (it would
-//! clear theirs).
+//! clear theirs), and a body setting such a member beside a path's field.
 //! Unknown JSON fields and unknown query parameters are refused too (proto3 JSON parsers may
 //! ignore them; a gateway that did would accept keys that do nothing).
 
@@ -52,6 +52,15 @@ pub fn request(
             continue;
         };
         let value = scalar(last, text)?;
+        // Nor a oneof member beside it (or beside a message on its way): the path's value
+        // would clear it, a body field accepted and dropped.
+        if let Some(s) = oneof_taken(&msg, chain) {
+            return Err(format!(
+                "field \"{}\" is in a oneof with \"{}\", which the path sets; it must not be in the body",
+                s.name(),
+                dotted(chain)
+            ));
+        }
         // The body may not have set what the path binds.
         if nested(&mut msg, outer).has_field(last) && !matches!(rule.body, BodyRule::None) {
             return Err(format!(
@@ -167,6 +176,23 @@ fn query_fields(rule: &Rule, msg: &mut DynamicMessage, query: &str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A field `msg` has set that shares a oneof with a field of `chain` (walked from `msg`).
+fn oneof_taken(msg: &DynamicMessage, chain: &[FieldDescriptor]) -> Option<FieldDescriptor> {
+    let (f, rest) = chain.split_first()?;
+    if let Some(o) = f.containing_oneof() {
+        if let Some(s) = o.fields().find(|s| s != f && msg.has_field(s)) {
+            return Some(s);
+        }
+    }
+    if rest.is_empty() || !msg.has_field(f) {
+        return None;
+    }
+    match &*msg.get_field(f) {
+        Value::Message(m) => oneof_taken(m, rest),
+        _ => None,
+    }
 }
 
 /// Whether chains `a` and `b` part at two members of one oneof (the same fields before).

@@ -328,6 +328,16 @@ fn a_query_cannot_clear_what_the_path_or_body_set_through_a_oneof() {
     assert!(bad(Method::GET, "/v1/held/mine", "other=x", "").contains("oneof"));
     // ... or the body's field.
     assert!(bad(Method::PUT, "/v1/put/l", "other=x", r#"{"name":"n"}"#).contains("oneof"));
+    // A body member beside the path's would be cleared by it: refused, not dropped.
+    let body = |b: &str| call(&t, Method::PATCH, "/v1/held/mine", None, b);
+    assert!(body(r#"{"other":"x"}"#)
+        .expect_err("other")
+        .contains("oneof"));
+    assert!(body(r#"{"item":{"id":"x"}}"#)
+        .expect_err("item.id")
+        .contains("oneof"));
+    let (_, msg) = body(r#"{"item":{"note":"n"},"label":"l"}"#).expect("note");
+    assert_eq!(get(&msg, "label").as_str(), Some("l"));
     // A field outside the oneof is still the query's to set.
     let (_, msg) = call(&t, Method::GET, "/v1/items/mine", Some("note=n"), "").expect("note");
     assert_eq!(get(&msg, "name").as_str(), Some("mine"));
