@@ -22,6 +22,35 @@ use super::rules::{BodyRule, Rule};
 /// Most query parameters one request may set: each is a field lookup and a value.
 pub const MAX_QUERY_FIELDS: usize = 256;
 
+/// Most JSON values (array elements, object members, containers) one request body may hold.
+/// Each becomes a prost-reflect `Value` or message of 50–100 bytes: unbounded, a 4 MiB body of
+/// `"",` or `{},` would take 30 times its size in memory (measured: 3 MiB → 100 MB). At this
+/// bound a body costs at most about 20 MB beside its bytes.
+pub const MAX_JSON_VALUES: usize = 1 << 18;
+
+/// An upper bound of the values in a JSON text (`,` `:` `[` `{` outside strings, plus one),
+/// counted before anything is built from it.
+pub fn json_values(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 /// The gRPC request message of a call to `rule`'s method.
 pub fn request(
     rule: &Rule,
@@ -29,6 +58,11 @@ pub fn request(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<DynamicMessage, String> {
+    if json_values(body) > MAX_JSON_VALUES {
+        return Err(format!(
+            "the body holds more than {MAX_JSON_VALUES} JSON values"
+        ));
+    }
     let mut msg = match &rule.body {
         BodyRule::None if body.iter().any(|b| !b.is_ascii_whitespace()) => {
             return Err("this method takes no request body".into())

@@ -343,3 +343,38 @@ fn a_query_cannot_clear_what_the_path_or_body_set_through_a_oneof() {
     assert_eq!(get(&msg, "name").as_str(), Some("mine"));
     assert_eq!(get(&msg, "note").as_str(), Some("n"));
 }
+
+#[test]
+fn a_body_of_many_small_values_is_refused_before_it_is_built() {
+    let t = bookstore();
+    let post = |b: &str| call(t, Method::POST, "/v1/shelves/1/books", None, b);
+    // 2 bytes of JSON each, 50–100 bytes each once built: bounded by count, not size.
+    let many = format!(
+        r#"{{"tags":[{}""]}}"#,
+        r#""","#.repeat(message::MAX_JSON_VALUES)
+    );
+    assert!(post(&many).expect_err("many").contains("JSON values"));
+    let books = format!("[{}{{}}]", "{},".repeat(message::MAX_JSON_VALUES));
+    let e = call(t, Method::PATCH, "/v1/shelves/1/books/2", None, &books).expect_err("books");
+    assert!(e.contains("JSON values"), "{e}");
+    // Structure inside strings is data, not values.
+    let title = format!(
+        r#"{{"title":"{}"}}"#,
+        ",:[{".repeat(message::MAX_JSON_VALUES)
+    );
+    assert!(post(&title).is_ok());
+    let ok = format!(r#"{{"tags":[{}""]}}"#, r#""a\",","#.repeat(1000));
+    let (_, msg) = post(&ok).expect("a thousand tags");
+    assert_eq!(
+        get(&msg, "book")
+            .as_message()
+            .expect("book")
+            .get_field_by_name("tags")
+            .expect("tags")
+            .as_list()
+            .map(<[_]>::len),
+        Some(1001)
+    );
+    // An upper bound: five values here, one more for each container opened.
+    assert_eq!(message::json_values(br#"{"a":[1,2],"b":"x,y"}"#), 7);
+}
