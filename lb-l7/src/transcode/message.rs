@@ -325,6 +325,11 @@ pub fn scalar(f: &FieldDescriptor, text: &str) -> Result<Value, String> {
 
 /// The JSON answer for a backend's response message (`Err`: it did not decode).
 pub fn response(rule: &Rule, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if super::wire::values(&rule.output, bytes) > MAX_JSON_VALUES {
+        return Err(format!(
+            "the backend's answer holds more than {MAX_JSON_VALUES} values"
+        ));
+    }
     let msg = DynamicMessage::decode(rule.output.clone(), bytes).map_err(|e| {
         format!(
             "the backend's answer is not a {}: {e}",

@@ -378,3 +378,32 @@ fn a_body_of_many_small_values_is_refused_before_it_is_built() {
     // An upper bound: five values here, one more for each container opened.
     assert_eq!(message::json_values(br#"{"a":[1,2],"b":"x,y"}"#), 7);
 }
+
+#[test]
+fn an_answer_of_many_small_values_is_refused_before_it_is_built() {
+    let t = bookstore();
+    let (rule, _) = t.select(&Method::GET, "/v1/shelves/1/books").expect("rule");
+    let n = message::MAX_JSON_VALUES;
+    // Empty books, 2 bytes each on the wire.
+    let books = [0x0a, 0x00].repeat(n);
+    let e = message::response(rule, &books).expect_err("books");
+    assert!(e.contains("values"), "{e}");
+    // Tags of empty books: nested messages are counted inside.
+    let tags = [0x2a, 0x00].repeat(n);
+    let mut nested = vec![0x0a];
+    prost::encoding::encode_varint(tags.len() as u64, &mut nested);
+    nested.extend_from_slice(&tags);
+    assert!(message::response(rule, &nested).is_err());
+    // Within the bound, an answer is as it was.
+    let few = [0x0a, 0x00].repeat(1000);
+    let json = message::response(rule, &few).expect("a thousand books");
+    assert!(json.starts_with(br#"{"books":[{},{}"#));
+    // Packed elements count one each, whatever their width.
+    let (list, _) = t.select(&Method::GET, "/v1/books").expect("list");
+    let genres = [0x1a, 0x03, 0x01, 0x02, 0x01];
+    assert_eq!(
+        wire::values(&list.input, &genres),
+        4,
+        "the message and 3 genres"
+    );
+}
