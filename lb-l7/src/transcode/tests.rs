@@ -407,3 +407,38 @@ fn an_answer_of_many_small_values_is_refused_before_it_is_built() {
         "the message and 3 genres"
     );
 }
+
+/// Every value of a JSON document, containers included.
+fn json_count(v: &serde_json::Value) -> usize {
+    1 + match v {
+        serde_json::Value::Array(a) => a.iter().map(json_count).sum(),
+        serde_json::Value::Object(o) => o.values().map(json_count).sum(),
+        _ => 0,
+    }
+}
+
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-z,:\\[{\"\\\\ ]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z,:\"]{0,4}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// The count that bounds a body never undercounts it, whatever its strings hold.
+    #[test]
+    fn json_values_is_an_upper_bound(v in any_json(), pretty in proptest::bool::ANY) {
+        let text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) };
+        let text = text.expect("json");
+        proptest::prop_assert!(message::json_values(&text) >= json_count(&v));
+    }
+}
