@@ -230,7 +230,7 @@ fn oneof_taken(msg: &DynamicMessage, chain: &[FieldDescriptor]) -> Option<FieldD
 }
 
 /// Whether chains `a` and `b` part at two members of one oneof (the same fields before).
-fn oneof_sibling(a: &[FieldDescriptor], b: &[FieldDescriptor]) -> bool {
+pub(crate) fn oneof_sibling(a: &[FieldDescriptor], b: &[FieldDescriptor]) -> bool {
     let k = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     match (a.get(k), b.get(k)) {
         (Some(x), Some(y)) => x

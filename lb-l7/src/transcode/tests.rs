@@ -338,6 +338,12 @@ fn a_query_cannot_clear_what_the_path_or_body_set_through_a_oneof() {
         .contains("oneof"));
     let (_, msg) = body(r#"{"item":{"note":"n"},"label":"l"}"#).expect("note");
     assert_eq!(get(&msg, "label").as_str(), Some("l"));
+    // A rule that always binds two members of one oneof is refused when the config loads.
+    let set = descriptor_set("oneof.proto");
+    for service in ["PathClash", "BodyClash"] {
+        let e = from_bytes(&set, &[format!("oneof.v1.{service}")]).expect_err(service);
+        assert!(e.join("; ").contains("in a oneof with"), "{e:?}");
+    }
     // A field outside the oneof is still the query's to set.
     let (_, msg) = call(&t, Method::GET, "/v1/items/mine", Some("note=n"), "").expect("note");
     assert_eq!(get(&msg, "name").as_str(), Some("mine"));
