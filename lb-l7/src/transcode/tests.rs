@@ -448,3 +448,30 @@ proptest::proptest! {
         proptest::prop_assert!(message::json_values(&text) >= json_count(&v));
     }
 }
+
+/// Bodies and answers as deep as the parsers allow, on a worker's 2 MiB stack: served or
+/// refused, never a stack overflow (serde_json stops at 128 levels, prost at 100).
+#[test]
+fn deep_bodies_and_answers_fit_a_worker_stack() {
+    let t = from_bytes(&descriptor_set("deep.proto"), &["deep.v1.Trees".into()]).expect("deep");
+    let t: &'static Transcoder = Box::leak(Box::new(t));
+    let nodes = |d: usize| format!("{}{{}}{}", r#"{"child":"#.repeat(d), "}".repeat(d));
+    let lists = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+    let run = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let (rule, _) = t.select(&Method::POST, "/v1/nodes").expect("rule");
+            let (_, deepest) = call(t, Method::POST, "/v1/nodes", None, &nodes(126)).expect("126");
+            // Deeper than prost decodes: the backend's answer is refused, not built.
+            let e = message::response(rule, &deepest.encode_to_vec()).expect_err("too deep");
+            assert!(e.contains("recursion limit"), "{e}");
+            let (_, ok) = call(t, Method::POST, "/v1/nodes", None, &nodes(90)).expect("90");
+            assert!(message::response(rule, &ok.encode_to_vec()).is_ok());
+            let e = call(t, Method::POST, "/v1/nodes", None, &nodes(200)).expect_err("200");
+            assert!(e.contains("recursion limit"), "{e}");
+            for d in [100, 200] {
+                assert!(call(t, Method::PUT, "/v1/nodes/x", None, &lists(d)).is_err());
+            }
+        });
+    run.expect("thread").join().expect("no overflow, no panic");
+}
