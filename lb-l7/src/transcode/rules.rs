@@ -187,14 +187,11 @@ fn one_rule(m: &MethodDescriptor, rule: &DynamicMessage) -> Result<Rule, String>
         _ => None,
     };
     for (i, a) in path_fields.iter().enumerate() {
-        let others = path_fields[i + 1..]
+        let mut others = path_fields[i + 1..]
             .iter()
             .map(Vec::as_slice)
             .chain(body_field);
-        if let Some(b) = others
-            .into_iter()
-            .find(|b| super::message::oneof_sibling(a, b))
-        {
+        if let Some(b) = others.find(|b| super::message::oneof_sibling(a, b)) {
             return Err(format!(
                 "path template \"{path}\" binds \"{}\", in a oneof with \"{}\", which it or the body also sets",
                 a.iter().map(|f| f.name()).collect::<Vec<_>>().join("."),
