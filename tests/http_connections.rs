@@ -2,7 +2,7 @@
 //! backends (one backend connection per client connection, never shared), the listener's
 //! `idle_timeout` on HTTP/1.1 and HTTP/2, a client that stops reading, and the admin API's
 //! header timeout, and an upgraded connection counted against `max_connections` while its
-//! tunnel lasts.
+//! tunnel lasts (HTTP/1.1 upgrades and HTTP/2 WebSockets).
 
 mod common;
 
@@ -204,6 +204,46 @@ async fn websocket_echo() -> std::net::SocketAddr {
     addr
 }
 
+/// As [`websocket_echo`], answering whatever key lb sent (lb makes its own for a WebSocket
+/// that came over HTTP/2, and checks the answer).
+async fn websocket_echo_any_key() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let accept = lb_l7::upgrade::accept_for(key.as_bytes());
+                let answer = format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
 /// Waits (bounded) until the "web" listener reports `n` active connections.
 async fn active_becomes(lb: &Lb, n: u64) {
     let start = Instant::now();
@@ -262,4 +302,57 @@ async fn an_upgraded_connection_keeps_its_place_in_max_connections() {
     // The tunnel's end frees the place.
     drop(ws);
     active_becomes(&lb, 0).await;
+}
+
+/// RFC 8441 WebSockets on one HTTP/2 connection: however many tunnels it carries, it is one
+/// connection to `max_connections`, and its place is freed when the client goes while its
+/// tunnels are still open (each tunnel holds the place, so none may outlive it).
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_websocket_tunnels_hold_one_place_and_free_it_with_their_connection() {
+    let backend = websocket_echo_any_key().await;
+    let lb = Lb::start("h2-ws-slot", &http_site(backend, "max_connections = 1", "")).await;
+    let addr = lb.listener("web").await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    // A second handle on the socket: hyper keeps the HTTP/2 connection running on its own
+    // task while streams are open, so only closing the socket itself makes the client go.
+    let tcp = tcp.into_std().expect("std");
+    let socket = tcp.try_clone().expect("dup");
+    let tcp = TcpStream::from_std(tcp).expect("tokio");
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut tunnels = Vec::new();
+    for i in 0..3 {
+        let mut req = http::Request::connect(format!("http://{addr}/chat"))
+            .version(http::Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .body(Empty::new())
+            .expect("request");
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200, "tunnel {i}");
+        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.expect("upgraded"));
+        io.write_all(b"ping").await.expect("ping");
+        let mut echoed = [0u8; 4];
+        io.read_exact(&mut echoed).await.expect("echo");
+        assert_eq!(&echoed, b"ping");
+        tunnels.push(io);
+    }
+    active_becomes(&lb, 1).await;
+    let mut other = TcpStream::connect(addr).await.expect("syn");
+    let mut byte = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(5), other.read(&mut byte))
+        .await
+        .expect("closed promptly");
+    assert!(
+        matches!(r, Ok(0) | Err(_)),
+        "second connection admitted: {r:?}"
+    );
+    // The client's socket goes with its tunnels still open on both sides.
+    socket.shutdown(std::net::Shutdown::Both).expect("shutdown");
+    active_becomes(&lb, 0).await;
+    drop(tunnels);
 }

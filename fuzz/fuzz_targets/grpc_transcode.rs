@@ -48,5 +48,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = message::response(rule, m);
         }
         let _ = message::response(rule, body.as_bytes());
+        // The count that bounds an answer before it is decoded: raw bytes, not text.
+        let _ = lb_l7::transcode::wire::values(&rule.output, data);
     }
 });

@@ -4,7 +4,9 @@
 //! (request side, a 400) or the log (answer side, a 502).
 //!
 //! What the path binds wins: a body or query that tries to set a field the path already set
-//! is refused, so the field a route's policies saw in the path is the one the backend gets.
+//! is refused, so the field a route's policies saw in the path is the one the backend gets;
+//! so is a query parameter setting another member of a oneof the path or body set (it would
+//! clear theirs), and a body setting such a member beside a path's field.
 //! Unknown JSON fields and unknown query parameters are refused too (proto3 JSON parsers may
 //! ignore them; a gateway that did would accept keys that do nothing).
 
@@ -20,6 +22,35 @@ use super::rules::{BodyRule, Rule};
 /// Most query parameters one request may set: each is a field lookup and a value.
 pub const MAX_QUERY_FIELDS: usize = 256;
 
+/// Most JSON values (array elements, object members, containers) one request body may hold.
+/// Each becomes a prost-reflect `Value` or message of 50–100 bytes: unbounded, a 4 MiB body of
+/// `"",` or `{},` would take 30 times its size in memory (measured: 3 MiB → 100 MB). At this
+/// bound a body costs at most about 20 MB beside its bytes.
+pub const MAX_JSON_VALUES: usize = 1 << 18;
+
+/// An upper bound of the values in a JSON text (`,` `:` `[` `{` outside strings, plus one),
+/// counted before anything is built from it.
+pub fn json_values(body: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 /// The gRPC request message of a call to `rule`'s method.
 pub fn request(
     rule: &Rule,
@@ -27,6 +58,11 @@ pub fn request(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<DynamicMessage, String> {
+    if json_values(body) > MAX_JSON_VALUES {
+        return Err(format!(
+            "the body holds more than {MAX_JSON_VALUES} JSON values"
+        ));
+    }
     let mut msg = match &rule.body {
         BodyRule::None if body.iter().any(|b| !b.is_ascii_whitespace()) => {
             return Err("this method takes no request body".into())
@@ -50,6 +86,15 @@ pub fn request(
             continue;
         };
         let value = scalar(last, text)?;
+        // Nor a oneof member beside it (or beside a message on its way): the path's value
+        // would clear it, a body field accepted and dropped.
+        if let Some(s) = oneof_taken(&msg, chain) {
+            return Err(format!(
+                "field \"{}\" is in a oneof with \"{}\", which the path sets; it must not be in the body",
+                s.name(),
+                dotted(chain)
+            ));
+        }
         // The body may not have set what the path binds.
         if nested(&mut msg, outer).has_field(last) && !matches!(rule.body, BodyRule::None) {
             return Err(format!(
@@ -127,6 +172,23 @@ fn query_fields(rule: &Rule, msg: &mut DynamicMessage, query: &str) -> Result<()
                 ));
             }
         }
+        // Setting a member of a oneof clears its other member: the query applies last, so
+        // it would silently undo what the path (or the body) set.
+        let body_field = match &rule.body {
+            BodyRule::Field(f) => Some(std::slice::from_ref(f)),
+            _ => None,
+        };
+        if rule
+            .path_fields
+            .iter()
+            .map(Vec::as_slice)
+            .chain(body_field)
+            .any(|c| oneof_sibling(c, &chain))
+        {
+            return Err(format!(
+                "query parameter \"{key}\" sets a oneof member whose sibling the path or body set"
+            ));
+        }
         let Some((last, outer)) = chain.split_last() else {
             continue;
         };
@@ -148,6 +210,34 @@ fn query_fields(rule: &Rule, msg: &mut DynamicMessage, query: &str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A field `msg` has set that shares a oneof with a field of `chain` (walked from `msg`).
+fn oneof_taken(msg: &DynamicMessage, chain: &[FieldDescriptor]) -> Option<FieldDescriptor> {
+    let (f, rest) = chain.split_first()?;
+    if let Some(o) = f.containing_oneof() {
+        if let Some(s) = o.fields().find(|s| s != f && msg.has_field(s)) {
+            return Some(s);
+        }
+    }
+    if rest.is_empty() || !msg.has_field(f) {
+        return None;
+    }
+    match &*msg.get_field(f) {
+        Value::Message(m) => oneof_taken(m, rest),
+        _ => None,
+    }
+}
+
+/// Whether chains `a` and `b` part at two members of one oneof (the same fields before).
+pub(crate) fn oneof_sibling(a: &[FieldDescriptor], b: &[FieldDescriptor]) -> bool {
+    let k = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    match (a.get(k), b.get(k)) {
+        (Some(x), Some(y)) => x
+            .containing_oneof()
+            .is_some_and(|o| y.containing_oneof() == Some(o)),
+        _ => false,
+    }
 }
 
 /// The fields a query key names (proto or JSON names, dotted): singular messages on the
@@ -235,6 +325,11 @@ pub fn scalar(f: &FieldDescriptor, text: &str) -> Result<Value, String> {
 
 /// The JSON answer for a backend's response message (`Err`: it did not decode).
 pub fn response(rule: &Rule, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if super::wire::values(&rule.output, bytes) > MAX_JSON_VALUES {
+        return Err(format!(
+            "the backend's answer holds more than {MAX_JSON_VALUES} values"
+        ));
+    }
     let msg = DynamicMessage::decode(rule.output.clone(), bytes).map_err(|e| {
         format!(
             "the backend's answer is not a {}: {e}",

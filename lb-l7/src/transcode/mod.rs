@@ -13,6 +13,7 @@ pub mod message;
 pub mod rules;
 pub mod status;
 pub mod template;
+pub mod wire;
 
 use http::Method;
 use lb_core::config::{Diagnostic, GrpcTranscode};

@@ -181,6 +181,24 @@ fn one_rule(m: &MethodDescriptor, rule: &DynamicMessage) -> Result<Rule, String>
             BodyRule::Field(fd)
         }
     };
+    // Two members of one oneof: setting one clears the other, so no request could be mapped.
+    let body_field = match &body {
+        BodyRule::Field(f) => Some(std::slice::from_ref(f)),
+        _ => None,
+    };
+    for (i, a) in path_fields.iter().enumerate() {
+        let mut others = path_fields[i + 1..]
+            .iter()
+            .map(Vec::as_slice)
+            .chain(body_field);
+        if let Some(b) = others.find(|b| super::message::oneof_sibling(a, b)) {
+            return Err(format!(
+                "path template \"{path}\" binds \"{}\", in a oneof with \"{}\", which it or the body also sets",
+                a.iter().map(|f| f.name()).collect::<Vec<_>>().join("."),
+                b.iter().map(|f| f.name()).collect::<Vec<_>>().join("."),
+            ));
+        }
+    }
     if !matches!(body, BodyRule::None) && matches!(method, Method::GET | Method::DELETE) {
         return Err(format!("a {method} rule cannot take a body"));
     }

@@ -314,3 +314,164 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_query_cannot_clear_what_the_path_or_body_set_through_a_oneof() {
+    let t = from_bytes(&descriptor_set("oneof.proto"), &["oneof.v1.Items".into()])
+        .expect("oneof rules");
+    let bad = |m: Method, p: &str, q: &str, b: &str| {
+        call(&t, m, p, Some(q), b).expect_err(&format!("{p}?{q}"))
+    };
+    // Setting a oneof's other member would clear the path's (the one policies saw).
+    assert!(bad(Method::GET, "/v1/items/mine", "id=theirs", "").contains("oneof"));
+    assert!(bad(Method::GET, "/v1/held/mine", "item.id=theirs", "").contains("oneof"));
+    assert!(bad(Method::GET, "/v1/held/mine", "other=x", "").contains("oneof"));
+    // ... or the body's field.
+    assert!(bad(Method::PUT, "/v1/put/l", "other=x", r#"{"name":"n"}"#).contains("oneof"));
+    // A body member beside the path's would be cleared by it: refused, not dropped.
+    let body = |b: &str| call(&t, Method::PATCH, "/v1/held/mine", None, b);
+    assert!(body(r#"{"other":"x"}"#)
+        .expect_err("other")
+        .contains("oneof"));
+    assert!(body(r#"{"item":{"id":"x"}}"#)
+        .expect_err("item.id")
+        .contains("oneof"));
+    let (_, msg) = body(r#"{"item":{"note":"n"},"label":"l"}"#).expect("note");
+    assert_eq!(get(&msg, "label").as_str(), Some("l"));
+    // A rule that always binds two members of one oneof is refused when the config loads.
+    let set = descriptor_set("oneof.proto");
+    for service in ["PathClash", "BodyClash"] {
+        let e = from_bytes(&set, &[format!("oneof.v1.{service}")]).expect_err(service);
+        assert!(e.join("; ").contains("in a oneof with"), "{e:?}");
+    }
+    // A field outside the oneof is still the query's to set.
+    let (_, msg) = call(&t, Method::GET, "/v1/items/mine", Some("note=n"), "").expect("note");
+    assert_eq!(get(&msg, "name").as_str(), Some("mine"));
+    assert_eq!(get(&msg, "note").as_str(), Some("n"));
+}
+
+#[test]
+fn a_body_of_many_small_values_is_refused_before_it_is_built() {
+    let t = bookstore();
+    let post = |b: &str| call(t, Method::POST, "/v1/shelves/1/books", None, b);
+    // 2 bytes of JSON each, 50–100 bytes each once built: bounded by count, not size.
+    let many = format!(
+        r#"{{"tags":[{}""]}}"#,
+        r#""","#.repeat(message::MAX_JSON_VALUES)
+    );
+    assert!(post(&many).expect_err("many").contains("JSON values"));
+    let books = format!("[{}{{}}]", "{},".repeat(message::MAX_JSON_VALUES));
+    let e = call(t, Method::PATCH, "/v1/shelves/1/books/2", None, &books).expect_err("books");
+    assert!(e.contains("JSON values"), "{e}");
+    // Structure inside strings is data, not values.
+    let title = format!(
+        r#"{{"title":"{}"}}"#,
+        ",:[{".repeat(message::MAX_JSON_VALUES)
+    );
+    assert!(post(&title).is_ok());
+    let ok = format!(r#"{{"tags":[{}""]}}"#, r#""a\",","#.repeat(1000));
+    let (_, msg) = post(&ok).expect("a thousand tags");
+    assert_eq!(
+        get(&msg, "book")
+            .as_message()
+            .expect("book")
+            .get_field_by_name("tags")
+            .expect("tags")
+            .as_list()
+            .map(<[_]>::len),
+        Some(1001)
+    );
+    // An upper bound: five values here, one more for each container opened.
+    assert_eq!(message::json_values(br#"{"a":[1,2],"b":"x,y"}"#), 7);
+}
+
+#[test]
+fn an_answer_of_many_small_values_is_refused_before_it_is_built() {
+    let t = bookstore();
+    let (rule, _) = t.select(&Method::GET, "/v1/shelves/1/books").expect("rule");
+    let n = message::MAX_JSON_VALUES;
+    // Empty books, 2 bytes each on the wire.
+    let books = [0x0a, 0x00].repeat(n);
+    let e = message::response(rule, &books).expect_err("books");
+    assert!(e.contains("values"), "{e}");
+    // Tags of empty books: nested messages are counted inside.
+    let tags = [0x2a, 0x00].repeat(n);
+    let mut nested = vec![0x0a];
+    prost::encoding::encode_varint(tags.len() as u64, &mut nested);
+    nested.extend_from_slice(&tags);
+    assert!(message::response(rule, &nested).is_err());
+    // Within the bound, an answer is as it was.
+    let few = [0x0a, 0x00].repeat(1000);
+    let json = message::response(rule, &few).expect("a thousand books");
+    assert!(json.starts_with(br#"{"books":[{},{}"#));
+    // Packed elements count one each, whatever their width.
+    let (list, _) = t.select(&Method::GET, "/v1/books").expect("list");
+    let genres = [0x1a, 0x03, 0x01, 0x02, 0x01];
+    assert_eq!(
+        wire::values(&list.input, &genres),
+        4,
+        "the message and 3 genres"
+    );
+}
+
+/// Every value of a JSON document, containers included.
+fn json_count(v: &serde_json::Value) -> usize {
+    1 + match v {
+        serde_json::Value::Array(a) => a.iter().map(json_count).sum(),
+        serde_json::Value::Object(o) => o.values().map(json_count).sum(),
+        _ => 0,
+    }
+}
+
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-z,:\\[{\"\\\\ ]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            proptest::collection::btree_map("[a-z,:\"]{0,4}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    /// The count that bounds a body never undercounts it, whatever its strings hold.
+    #[test]
+    fn json_values_is_an_upper_bound(v in any_json(), pretty in proptest::bool::ANY) {
+        let text = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) };
+        let text = text.expect("json");
+        proptest::prop_assert!(message::json_values(&text) >= json_count(&v));
+    }
+}
+
+/// Bodies and answers as deep as the parsers allow, on a worker's 2 MiB stack: served or
+/// refused, never a stack overflow (serde_json stops at 128 levels, prost at 100).
+#[test]
+fn deep_bodies_and_answers_fit_a_worker_stack() {
+    let t = from_bytes(&descriptor_set("deep.proto"), &["deep.v1.Trees".into()]).expect("deep");
+    let t: &'static Transcoder = Box::leak(Box::new(t));
+    let nodes = |d: usize| format!("{}{{}}{}", r#"{"child":"#.repeat(d), "}".repeat(d));
+    let lists = |d: usize| format!("{}1{}", "[".repeat(d), "]".repeat(d));
+    let run = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let (rule, _) = t.select(&Method::POST, "/v1/nodes").expect("rule");
+            let (_, deepest) = call(t, Method::POST, "/v1/nodes", None, &nodes(126)).expect("126");
+            // Deeper than prost decodes: the backend's answer is refused, not built.
+            let e = message::response(rule, &deepest.encode_to_vec()).expect_err("too deep");
+            assert!(e.contains("recursion limit"), "{e}");
+            let (_, ok) = call(t, Method::POST, "/v1/nodes", None, &nodes(90)).expect("90");
+            assert!(message::response(rule, &ok.encode_to_vec()).is_ok());
+            let e = call(t, Method::POST, "/v1/nodes", None, &nodes(200)).expect_err("200");
+            assert!(e.contains("recursion limit"), "{e}");
+            for d in [100, 200] {
+                assert!(call(t, Method::PUT, "/v1/nodes/x", None, &lists(d)).is_err());
+            }
+        });
+    run.expect("thread").join().expect("no overflow, no panic");
+}
