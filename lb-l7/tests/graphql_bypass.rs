@@ -176,3 +176,47 @@ async fn hidden_and_hostile_documents_are_refused_quickly() {
     assert_eq!(raw(gw, &post_query("/graphql", &padded)).await.0, 200);
     assert_eq!(reads.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_ask_carries_no_operation_past_the_limits() {
+    // A route without an operation condition takes WebSocket upgrades unparsed. A backend
+    // that declines the upgrade answers the request as a plain one, so a body or a method
+    // other than a handshake's would run an operation lb never looked at.
+    let reads = peer("reads").await;
+    let routes = "[[route]]\nlistener = \"web\"\nname = \"reads\"\nmatch = { path = \"/graphql\" }\ngraphql = { max_depth = 2, introspection = false }\npool = \"p0\"\n";
+    let gw = gateway(&config(&[(&[reads.addr], "")], "", routes)).await.0;
+    let upgrade = "Connection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let body = r##"{"query":"mutation { a { b { c { __schema { types { name } } } } } }"}"##;
+    let with = |method: &str, framing: &str, body: &str| {
+        format!("{method} /graphql HTTP/1.1\r\nHost: h\r\n{upgrade}Content-Type: application/json\r\n{framing}\r\n{body}")
+    };
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let attempts = [
+        (
+            "POST with a length",
+            with("POST", &format!("Content-Length: {}\r\n", body.len()), body),
+        ),
+        (
+            "POST chunked",
+            with("POST", "Transfer-Encoding: chunked\r\n", &chunked),
+        ),
+        (
+            "GET with a length",
+            with("GET", &format!("Content-Length: {}\r\n", body.len()), body),
+        ),
+        (
+            "GET chunked",
+            with("GET", "Transfer-Encoding: chunked\r\n", &chunked),
+        ),
+        (
+            "PUT with a length",
+            with("PUT", &format!("Content-Length: {}\r\n", body.len()), body),
+        ),
+        ("DELETE", with("DELETE", "", "")),
+    ];
+    for (what, req) in &attempts {
+        let (s, _, body) = raw(gw, req).await;
+        assert!((400..500).contains(&s), "{what}: {s} {body}");
+    }
+    assert_eq!(reads.count(), 0, "{:?}", reads.seen());
+}
