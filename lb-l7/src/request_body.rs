@@ -155,8 +155,9 @@ impl Gateway {
         Ok((body, Some(parsed)))
     }
 
-    /// The most specific `graphql` route whose conditions on the head (all but the
-    /// operation) hold for the request, by index into `routes`.
+    /// The most specific route whose conditions on the head (all but the operation) hold
+    /// for the request, by index into `routes`, if it is a `graphql` route (a plain,
+    /// aggregate or transcoding route more specific than it takes the request unread).
     fn graphql_candidate(
         &self,
         parts: &Parts,
