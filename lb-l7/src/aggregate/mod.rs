@@ -148,6 +148,11 @@ impl Gateway {
         let (plan, target) = (req.plan, req.plan.target);
         let method = req.parts.method.clone();
         let log_path = self.access_log.then(|| plan.path.to_string());
+        if !matches!(method, Method::GET | Method::HEAD) {
+            // A CORS preflight no policy of the route answered.
+            let resp = crate::body::refusal(&crate::request::Refusal::MethodNotAllowed);
+            return self.answered(Some(target), method, log_path, info, began, resp);
+        }
         if req.with_body {
             let resp = refuse(413, "an aggregate route takes no request body");
             return self.answered(Some(target), method, log_path, info, began, resp);
