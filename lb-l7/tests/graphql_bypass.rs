@@ -54,6 +54,10 @@ async fn a_mutation_reaches_a_query_only_route_by_no_encoding() {
         ("batched array", json(r##"[{"query":"{ a }"},{"query":"mutation { drop }"}]"##)),
         ("duplicate query key", json(r##"{"query":"{ a }","query":"mutation { drop }"}"##)),
         ("duplicate key by escape", json(r##"{"query":"{ a }","\u0071uery":"mutation { drop }"}"##)),
+        // A case-insensitive JSON reader (Json.NET's default) takes the last of these.
+        ("query key in another case", json(r##"{"query":"{ a }","Query":"mutation { drop }"}"##)),
+        ("operationName key in another case", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":"Q","OperationName":"M"}"##)),
+        ("GET query parameter in another case", "GET /graphql?query=%7Ba%7D&QUERY=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
         ("duplicate operationName", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":"Q","operationName":"M"}"##)),
         ("repeated GET query", "GET /graphql?query=%7Ba%7D&query=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
         ("query in the URL of a POST", post("/graphql?query=mutation%7Bdrop%7D", "application/json", r##"{"query":"{ a }"}"##)),
