@@ -58,6 +58,10 @@ async fn a_mutation_reaches_a_query_only_route_by_no_encoding() {
         ("query key in another case", json(r##"{"query":"{ a }","Query":"mutation { drop }"}"##)),
         ("operationName key in another case", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":"Q","OperationName":"M"}"##)),
         ("GET query parameter in another case", "GET /graphql?query=%7Ba%7D&QUERY=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
+        // Rack before 3 (Rails) and old Python split a query string on `;` too: the query
+        // lb reads ends in a comment, the one such a server reads last is the mutation.
+        ("GET parameters split on `;`", "GET /graphql?query=%7Ba%7D%20%23;query=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
+        ("POST with a `;` parameter in its URL", post("/graphql?x=1;query=mutation%7Bdrop%7D", "application/json", r##"{"query":"{ a }"}"##)),
         ("duplicate operationName", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":"Q","operationName":"M"}"##)),
         ("repeated GET query", "GET /graphql?query=%7Ba%7D&query=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
         ("query in the URL of a POST", post("/graphql?query=mutation%7Bdrop%7D", "application/json", r##"{"query":"{ a }"}"##)),

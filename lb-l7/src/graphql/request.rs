@@ -165,6 +165,13 @@ pub fn post_head(
 type Params = (Option<String>, Option<String>);
 
 fn params(qs: &str) -> Result<Params, Refusal> {
+    // Rack before 3 (so Rails) and older Python split on `;` as on `&`: such a server could
+    // read a `query` inside what lb reads as one value. Clients encode `;` (`%3B`).
+    if qs.contains(';') {
+        return Err(Refusal::Malformed(
+            "a `;` in the query string, which some servers read as `&`".into(),
+        ));
+    }
     let (mut query, mut name) = (None, None);
     for (k, v) in form_urlencoded::parse(qs.as_bytes()) {
         let slot = match known(&k).map_err(Refusal::Malformed)? {
@@ -244,6 +251,17 @@ mod tests {
             extract(Carrier::Get { query: Some("query={a}&query={b}") }),
             Err(Refusal::Malformed(m)) if m.contains("repeated")
         ));
+        for bad in [
+            "query={a}%20%23;query=mutation{b}",
+            "query={a}&QUERY=mutation{b}",
+        ] {
+            let got = extract(Carrier::Get { query: Some(bad) });
+            assert!(matches!(got, Err(Refusal::Malformed(_))), "{bad}: {got:?}");
+        }
+        let encoded = extract(Carrier::Get {
+            query: Some("query=%7Ba(s%3A%22%3B%22)%7D"),
+        });
+        assert_eq!(encoded.map(|r| r.query).as_deref(), Ok("{a(s:\";\")}"));
     }
 
     #[test]
