@@ -106,7 +106,17 @@ impl Gateway {
             },
             None => None,
         };
-        if target.aggregate.is_some() && !matches!(*req.method, Method::GET | Method::HEAD) {
+        // A CORS preflight goes on to the route's policies, which answer it (else the
+        // aggregate route refuses it as any other method).
+        let preflight = *req.method == Method::OPTIONS
+            && req
+                .headers
+                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            && facts.body.is_empty();
+        if target.aggregate.is_some()
+            && !matches!(*req.method, Method::GET | Method::HEAD)
+            && !preflight
+        {
             return Err((Some(target), Refusal::MethodNotAllowed));
         }
         if let (Some(max), Some(len)) = (target.max_body, facts.body.len()) {

@@ -155,8 +155,9 @@ impl Gateway {
         Ok((body, Some(parsed)))
     }
 
-    /// The most specific `graphql` route whose conditions on the head (all but the
-    /// operation) hold for the request, by index into `routes`.
+    /// The most specific route whose conditions on the head (all but the operation) hold
+    /// for the request, by index into `routes`, if it is a `graphql` route (a plain,
+    /// aggregate or transcoding route more specific than it takes the request unread).
     fn graphql_candidate(
         &self,
         parts: &Parts,
@@ -180,7 +181,7 @@ impl Gateway {
 
     /// Holds the request to its route's GraphQL limits: the answer to a request refused.
     /// Without an operation, a `graphql`
-    /// route takes only what carries none: a WebSocket upgrade it allows (subscriptions;
+    /// route takes only what carries none: a WebSocket handshake it allows (subscriptions;
     /// lb does not look inside the socket) and a CORS preflight.
     pub(crate) fn graphql_gate(
         &self,
@@ -197,7 +198,18 @@ impl Gateway {
                     "a WebSocket upgrade carries its operations in the socket".into(),
                 ))
             }
-            None if plan.upgrade.is_some() => Ok(()),
+            // A backend that declines the upgrade answers the request as a plain one: only
+            // a handshake (an HTTP/1.1 GET without a body, or HTTP/2's extended CONNECT,
+            // whose stream is the socket) carries nothing it could run.
+            None if plan.upgrade.is_some()
+                && (*method == Method::CONNECT
+                    || *method == Method::GET && plan.body.is_empty()) =>
+            {
+                Ok(())
+            }
+            None if plan.upgrade.is_some() => Err(Refusal::Malformed(
+                "a WebSocket upgrade is a GET without a body".into(),
+            )),
             None if *method == Method::OPTIONS && plan.body.is_empty() => Ok(()),
             None if *method == Method::GET || *method == Method::POST => Err(Refusal::Malformed(
                 "an upgrade this route does not allow".into(),

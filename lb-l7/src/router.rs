@@ -248,15 +248,17 @@ impl<T> Router<T> {
             .map(|(_, t)| t)
     }
 
-    /// The most specific route for which `want` holds that would match `req` as far as its
-    /// conditions other than the GraphQL operation go: then the request must be read as
-    /// GraphQL before it can be routed.
+    /// The most specific route that would match `req` as far as its conditions other than
+    /// the GraphQL operation go, if `want` holds for it: then the request must be read as
+    /// GraphQL before it can be routed. A more specific route for which `want` does not
+    /// hold (so without an operation condition) takes the request whatever it carries.
     pub fn may_match(&self, req: &RequestHead<'_>, want: impl Fn(&T) -> bool) -> Option<&T> {
         let host = req.host.filter(|_| self.hosts).map(host_of);
         self.routes
             .iter()
-            .find(|(c, t)| want(t) && c.matches_http(req, host.as_deref()))
+            .find(|(c, _)| c.matches_http(req, host.as_deref()))
             .map(|(_, t)| t)
+            .filter(|t| want(t))
     }
 
     pub fn len(&self) -> usize {

@@ -401,3 +401,37 @@ async fn parts_reach_http2_pools() {
     assert_eq!(v["h2"]["query"], "page=2");
     assert_eq!(v["h1"]["version"], "HTTP/1.1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cors_preflight_is_answered_by_the_routes_policy() {
+    // A browser sends `Authorization` (which the route's jwt reads) only after a preflight.
+    let a = json_backend("a", None).await;
+    std::env::set_var(SECRET_ENV, SECRET);
+    let routes = format!(
+        "[[route]]\nlistener = \"web\"\nname = \"agg\"\nmatch = {{ path = \"/agg\" }}\npolicies = [\"browser\", \"auth\"]\n\
+         aggregate = [{{ name = \"me\", pool = \"p0\", path = \"/me\" }}]\n\
+         [policy.browser]\nkind = \"cors\"\nallow_origins = [\"https://app.example\"]\nallow_methods = [\"GET\"]\nallow_headers = [\"authorization\"]\n\
+         [policy.auth]\nkind = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret_env = \"{SECRET_ENV}\"\n"
+    );
+    let (gw, _) = gateway(&config(&[(&[a], "")], "", &routes)).await;
+    let preflight = "OPTIONS /agg HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: authorization\r\nConnection: close\r\n\r\n";
+    let (s, head, body) = raw(gw, preflight).await;
+    assert_eq!(s, 204, "{head}{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    let (s, head, v) = ask(gw, "alice", "Origin: https://app.example\r\n").await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://app.example"),
+        "{head}"
+    );
+    // Any other OPTIONS, and other methods, are still not the route's to answer.
+    let plain = "OPTIONS /agg HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(gw, plain).await.0, 405);
+    let put = "PUT /agg HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(gw, put).await.0, 405);
+}

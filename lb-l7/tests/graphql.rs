@@ -335,3 +335,46 @@ async fn http2_requests_are_read_routed_and_gated_alike() {
     assert_eq!(code(&body_text(resp).await), "MAX_DEPTH_EXCEEDED");
     assert_eq!((reads.count(), writes.count()), (0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_more_specific_than_a_graphql_catch_all_take_their_requests_unread() {
+    // A `graphql` route on `/` beside a plain route and an aggregate route: what the router
+    // sends to those never reaches the GraphQL route, so lb must not read it as GraphQL.
+    let (api, files) = (peer("api").await, peer("files").await);
+    let routes = "[[route]]\nlistener = \"web\"\nname = \"api\"\nmatch = { path_prefix = \"/\" }\ngraphql = {}\npool = \"p0\"\n\n\
+         [[route]]\nlistener = \"web\"\nname = \"files\"\nmatch = { path_prefix = \"/static\" }\npool = \"p1\"\n\n\
+         [[route]]\nlistener = \"web\"\nname = \"me\"\nmatch = { path = \"/me\" }\naggregate = [{ name = \"f\", pool = \"p1\", path = \"/f\" }]\n";
+    let (gw, _) = gateway(&config(
+        &[(&[api.addr], ""), (&[files.addr], "")],
+        "",
+        routes,
+    ))
+    .await;
+    let (s, _, body) = raw(
+        gw,
+        "GET /static/app.js HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 200, "a plain GET to the plain route: {body}");
+    let (s, _, body) = raw(gw, &post("/static/upload", "text/plain", "hello")).await;
+    assert_eq!(s, 200, "a text POST to the plain route: {body}");
+    let (s, _, body) = raw(
+        gw,
+        "GET /me HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 200, "the aggregate route: {body}");
+    assert_eq!(files.count(), 3, "{:?}", files.seen());
+    // The catch-all still reads and holds what it takes.
+    assert_eq!(
+        ask(gw, &post_query("/graphql", "{ a }")).await,
+        (200, String::new())
+    );
+    let (s, code) = ask(
+        gw,
+        "GET /other HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((s, code.as_str()), (400, "GRAPHQL_PARSE_FAILED"));
+    assert_eq!(api.count(), 1);
+}

@@ -54,6 +54,14 @@ async fn a_mutation_reaches_a_query_only_route_by_no_encoding() {
         ("batched array", json(r##"[{"query":"{ a }"},{"query":"mutation { drop }"}]"##)),
         ("duplicate query key", json(r##"{"query":"{ a }","query":"mutation { drop }"}"##)),
         ("duplicate key by escape", json(r##"{"query":"{ a }","\u0071uery":"mutation { drop }"}"##)),
+        // A case-insensitive JSON reader (Json.NET's default) takes the last of these.
+        ("query key in another case", json(r##"{"query":"{ a }","Query":"mutation { drop }"}"##)),
+        ("operationName key in another case", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":"Q","OperationName":"M"}"##)),
+        ("GET query parameter in another case", "GET /graphql?query=%7Ba%7D&QUERY=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
+        // Rack before 3 (Rails) and old Python split a query string on `;` too: the query
+        // lb reads ends in a comment, the one such a server reads last is the mutation.
+        ("GET parameters split on `;`", "GET /graphql?query=%7Ba%7D%20%23;query=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
+        ("POST with a `;` parameter in its URL", post("/graphql?x=1;query=mutation%7Bdrop%7D", "application/json", r##"{"query":"{ a }"}"##)),
         ("duplicate operationName", json(r##"{"query":"query Q { a } mutation M { drop }","operationName":"Q","operationName":"M"}"##)),
         ("repeated GET query", "GET /graphql?query=%7Ba%7D&query=mutation%7Bdrop%7D HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".into()),
         ("query in the URL of a POST", post("/graphql?query=mutation%7Bdrop%7D", "application/json", r##"{"query":"{ a }"}"##)),
@@ -175,4 +183,48 @@ async fn hidden_and_hostile_documents_are_refused_quickly() {
     );
     assert_eq!(raw(gw, &post_query("/graphql", &padded)).await.0, 200);
     assert_eq!(reads.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_ask_carries_no_operation_past_the_limits() {
+    // A route without an operation condition takes WebSocket upgrades unparsed. A backend
+    // that declines the upgrade answers the request as a plain one, so a body or a method
+    // other than a handshake's would run an operation lb never looked at.
+    let reads = peer("reads").await;
+    let routes = "[[route]]\nlistener = \"web\"\nname = \"reads\"\nmatch = { path = \"/graphql\" }\ngraphql = { max_depth = 2, introspection = false }\npool = \"p0\"\n";
+    let gw = gateway(&config(&[(&[reads.addr], "")], "", routes)).await.0;
+    let upgrade = "Connection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let body = r##"{"query":"mutation { a { b { c { __schema { types { name } } } } } }"}"##;
+    let with = |method: &str, framing: &str, body: &str| {
+        format!("{method} /graphql HTTP/1.1\r\nHost: h\r\n{upgrade}Content-Type: application/json\r\n{framing}\r\n{body}")
+    };
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let attempts = [
+        (
+            "POST with a length",
+            with("POST", &format!("Content-Length: {}\r\n", body.len()), body),
+        ),
+        (
+            "POST chunked",
+            with("POST", "Transfer-Encoding: chunked\r\n", &chunked),
+        ),
+        (
+            "GET with a length",
+            with("GET", &format!("Content-Length: {}\r\n", body.len()), body),
+        ),
+        (
+            "GET chunked",
+            with("GET", "Transfer-Encoding: chunked\r\n", &chunked),
+        ),
+        (
+            "PUT with a length",
+            with("PUT", &format!("Content-Length: {}\r\n", body.len()), body),
+        ),
+        ("DELETE", with("DELETE", "", "")),
+    ];
+    for (what, req) in &attempts {
+        let (s, _, body) = raw(gw, req).await;
+        assert!((400..500).contains(&s), "{what}: {s} {body}");
+    }
+    assert_eq!(reads.count(), 0, "{:?}", reads.seen());
 }

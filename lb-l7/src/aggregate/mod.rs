@@ -10,9 +10,10 @@
 //!
 //! Bounds: at most [`lb_core::config::MAX_PARTS`] parts a request, [`assemble::MAX_PART_BODY`]
 //! bytes read of each part's body, and [`MAX_IN_FLIGHT`] parts a route: a request takes a slot
-//! for each of its parts, all at once, before sending any, and holds them until its answer is
-//! assembled, so the part bodies a route holds are bounded too (a request that finds no slots
-//! within its longest part timeout is answered 503).
+//! for each of its parts, all at once, before sending any, and holds them until its answer has
+//! left (or is dropped with its client), so the part bodies a route holds, read or assembled,
+//! are bounded too, however slowly clients read (a request that finds no slots within its
+//! longest part timeout is answered 503).
 
 pub mod assemble;
 mod part;
@@ -47,7 +48,7 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 #[derive(Debug)]
 pub struct Aggregate {
     pub parts: Vec<Part>,
-    slots: tokio::sync::Semaphore,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// One part, compiled.
@@ -82,14 +83,14 @@ impl Aggregate {
             .collect();
         Self {
             parts,
-            slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
     /// A slot for each part, taken all at once (one by one, requests could each hold some
     /// and wait on each other), waiting at most the longest part timeout; tokio's semaphore
     /// serves waiters in order, so a request of many parts is not starved by smaller ones.
-    async fn slots(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    async fn slots(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let wait = self
             .parts
             .iter()
@@ -97,7 +98,8 @@ impl Aggregate {
             .max()
             .unwrap_or_default();
         let n = u32::try_from(self.parts.len()).unwrap_or(u32::MAX);
-        match tokio::time::timeout(wait, self.slots.acquire_many(n)).await {
+        let slots = self.slots.clone();
+        match tokio::time::timeout(wait, slots.acquire_many_owned(n)).await {
             Ok(Ok(permit)) => Some(permit),
             _ => None,
         }
@@ -148,6 +150,11 @@ impl Gateway {
         let (plan, target) = (req.plan, req.plan.target);
         let method = req.parts.method.clone();
         let log_path = self.access_log.then(|| plan.path.to_string());
+        if !matches!(method, Method::GET | Method::HEAD) {
+            // A CORS preflight no policy of the route answered.
+            let resp = crate::body::refusal(&crate::request::Refusal::MethodNotAllowed);
+            return self.answered(Some(target), method, log_path, info, began, resp);
+        }
         if req.with_body {
             let resp = refuse(413, "an aggregate route takes no request body");
             return self.answered(Some(target), method, log_path, info, began, resp);
@@ -166,7 +173,7 @@ impl Gateway {
             upgrade: None,
             ..req.facts.clone()
         };
-        let Some(_slots) = agg.slots().await else {
+        let Some(slots) = agg.slots().await else {
             for p in &agg.parts {
                 p.outcomes[Kind::Busy.index()].increment(1);
             }
@@ -200,6 +207,7 @@ impl Gateway {
         if let Some(pi) = pi {
             policy::on_response(&target.policies, pi, resp.headers_mut());
         }
+        let resp = resp.map(|b| holding(b, slots));
         self.answered(Some(target), method, log_path, info, began, resp)
     }
 
@@ -279,6 +287,42 @@ fn part_fields(fields: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// `body`, holding `slots` until it is sent or dropped: the answer is made of the part bodies
+/// the slots bound, and a client that reads slowly must not make lb hold more of them.
+fn holding(body: Body, slots: tokio::sync::OwnedSemaphorePermit) -> Body {
+    use http_body_util::BodyExt;
+    Holding {
+        body,
+        _slots: slots,
+    }
+    .boxed()
+}
+
+struct Holding {
+    body: Body,
+    _slots: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Runs every future at once on this task; their outputs in order. The parts of one request
 /// are at most [`lb_core::config::MAX_PARTS`], so each wake polls the few unfinished ones.
 async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
@@ -321,7 +365,7 @@ mod tests {
         };
         Aggregate {
             parts: (0..parts).map(part).collect(),
-            slots: tokio::sync::Semaphore::new(slots),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(slots)),
         }
     }
 

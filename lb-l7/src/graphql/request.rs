@@ -34,13 +34,66 @@ pub enum Carrier<'a> {
     },
 }
 
-/// The JSON body; serde's derive refuses a key given twice. `variables` and `extensions`
-/// go to the backend unread.
-#[derive(Deserialize)]
+/// The JSON body: `query` and `operationName`, each at most once. `variables` and
+/// `extensions` go to the backend unread.
 struct Body {
     query: Option<String>,
-    #[serde(rename = "operationName")]
     operation_name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Body;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Body, A::Error> {
+                use serde::de::Error;
+                let (mut query, mut name) = (None, None);
+                while let Some(k) = m.next_key::<String>()? {
+                    let (slot, field) = match known(&k).map_err(A::Error::custom)? {
+                        Some(QUERY) => (&mut query, QUERY),
+                        Some(_) => (&mut name, OPERATION_NAME),
+                        None => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let v: Option<String> = m.next_value()?;
+                    if slot.replace(v).is_some() {
+                        return Err(A::Error::duplicate_field(field));
+                    }
+                }
+                Ok(Body {
+                    query: query.flatten(),
+                    operation_name: name.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+const QUERY: &str = "query";
+const OPERATION_NAME: &str = "operationName";
+
+/// Which of the two names `key` is; an error for another case of one (`Query`,
+/// `OPERATIONNAME`), which a case-insensitive reader (Json.NET's default, ASP.NET's query
+/// string) would take as that name, perhaps over the one lb read.
+fn known(key: &str) -> Result<Option<&'static str>, String> {
+    for name in [QUERY, OPERATION_NAME] {
+        if key == name {
+            return Ok(Some(name));
+        }
+        if key.eq_ignore_ascii_case(name) {
+            return Err(format!("`{key}` could be read as `{name}`"));
+        }
+    }
+    Ok(None)
 }
 
 /// The GraphQL request `c` carries.
@@ -112,12 +165,19 @@ pub fn post_head(
 type Params = (Option<String>, Option<String>);
 
 fn params(qs: &str) -> Result<Params, Refusal> {
+    // Rack before 3 (so Rails) and older Python split on `;` as on `&`: such a server could
+    // read a `query` inside what lb reads as one value. Clients encode `;` (`%3B`).
+    if qs.contains(';') {
+        return Err(Refusal::Malformed(
+            "a `;` in the query string, which some servers read as `&`".into(),
+        ));
+    }
     let (mut query, mut name) = (None, None);
     for (k, v) in form_urlencoded::parse(qs.as_bytes()) {
-        let slot = match &*k {
-            "query" => &mut query,
-            "operationName" => &mut name,
-            _ => continue,
+        let slot = match known(&k).map_err(Refusal::Malformed)? {
+            Some(QUERY) => &mut query,
+            Some(_) => &mut name,
+            None => continue,
         };
         if slot.replace(v.into_owned()).is_some() {
             return Err(Refusal::Malformed(format!(
@@ -191,6 +251,17 @@ mod tests {
             extract(Carrier::Get { query: Some("query={a}&query={b}") }),
             Err(Refusal::Malformed(m)) if m.contains("repeated")
         ));
+        for bad in [
+            "query={a}%20%23;query=mutation{b}",
+            "query={a}&QUERY=mutation{b}",
+        ] {
+            let got = extract(Carrier::Get { query: Some(bad) });
+            assert!(matches!(got, Err(Refusal::Malformed(_))), "{bad}: {got:?}");
+        }
+        let encoded = extract(Carrier::Get {
+            query: Some("query=%7Ba(s%3A%22%3B%22)%7D"),
+        });
+        assert_eq!(encoded.map(|r| r.query).as_deref(), Ok("{a(s:\";\")}"));
     }
 
     #[test]
@@ -202,6 +273,9 @@ mod tests {
         for bad in [
             r#"{"query":"{a}","query":"mutation{b}"}"#,
             r#"{"query":"{a}","\u0071uery":"mutation{b}"}"#,
+            r#"{"query":"{a}","Query":"mutation{b}"}"#,
+            r#"{"QUERY":"mutation{b}","query":"{a}"}"#,
+            r#"{"query":"{a}","operationname":"B"}"#,
             r#"[{"query":"{a}"}]"#,
             r#"{"query":1}"#,
             r#"{"operationName":"A"}"#,
