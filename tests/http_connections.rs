@@ -175,38 +175,10 @@ async fn the_admin_api_cuts_a_client_too_slow_with_its_head() {
     assert_eq!(http(lb.admin, "GET", "/api/status", None).await.0, 200);
 }
 
-/// A WebSocket backend: answers the RFC 6455 sample handshake with 101, then echoes.
+/// A WebSocket backend: answers the handshake with 101 and the accept for whatever key lb
+/// sent (lb makes its own for a WebSocket that came over HTTP/2, and checks the answer), then
+/// echoes.
 async fn websocket_echo() -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let answer = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-                if s.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
-/// As [`websocket_echo`], answering whatever key lb sent (lb makes its own for a WebSocket
-/// that came over HTTP/2, and checks the answer).
-async fn websocket_echo_any_key() -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -309,7 +281,7 @@ async fn an_upgraded_connection_keeps_its_place_in_max_connections() {
 /// tunnels are still open (each tunnel holds the place, so none may outlive it).
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_websocket_tunnels_hold_one_place_and_free_it_with_their_connection() {
-    let backend = websocket_echo_any_key().await;
+    let backend = websocket_echo().await;
     let lb = Lb::start("h2-ws-slot", &http_site(backend, "max_connections = 1", "")).await;
     let addr = lb.listener("web").await;
     let tcp = TcpStream::connect(addr).await.expect("connect");

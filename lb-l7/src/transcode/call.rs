@@ -57,16 +57,7 @@ fn json(status: u16, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+    crate::transform::media_type(headers)
         .is_none_or(|m| m == "application/json" || m.ends_with("+json"))
 }
 

@@ -46,7 +46,8 @@ pub fn load_schema(f: &FileRef, diags: &mut Vec<Diagnostic>) -> Option<schema::S
     }
 }
 
-fn is_media(headers: &HeaderMap, kinds: &[&str], suffix: &str) -> bool {
+/// The media type of `Content-Type`, lowercase, without parameters.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -57,7 +58,10 @@ fn is_media(headers: &HeaderMap, kinds: &[&str], suffix: &str) -> bool {
                 .trim()
                 .to_ascii_lowercase()
         })
-        .is_some_and(|m| kinds.contains(&m.as_str()) || m.ends_with(suffix))
+}
+
+fn is_media(headers: &HeaderMap, kinds: &[&str], suffix: &str) -> bool {
+    media_type(headers).is_some_and(|m| kinds.contains(&m.as_str()) || m.ends_with(suffix))
 }
 
 impl Transform {

@@ -2,12 +2,16 @@
 //! fixtures (protox), a tonic bookstore service over it, and a liar that claims gRPC.
 #![allow(dead_code)]
 
+#[path = "../support/grpc_raw.rs"]
+mod grpc_raw;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
+use grpc_raw::Raw;
 use http_body_util::StreamBody;
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -16,7 +20,6 @@ use hyper_util::server::conn::auto;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, Value};
 use tokio::net::TcpListener;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Request, Response, Status};
 
 pub fn fixtures() -> std::path::PathBuf {
@@ -44,40 +47,6 @@ pub fn route(file: &str, services: &str) -> String {
     format!(
         "[[route]]\nlistener = \"web\"\nname = \"books\"\npool = \"p0\"\nmatch = {{ path_prefix = \"/v1\" }}\ntimeout = \"5s\"\ngrpc_transcode = {{ descriptor_set = \"{file}\", services = [{services}] }}\n"
     )
-}
-
-/// Messages as raw bytes; the service decodes them with prost-reflect itself.
-#[derive(Debug, Clone, Copy, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }
 
 /// What the bookstore received: the gRPC method, its request in JSON, and `grpc-timeout`.
