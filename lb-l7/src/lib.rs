@@ -35,6 +35,7 @@ pub mod framing;
 pub mod gateway;
 pub mod graphql;
 pub mod idle;
+mod json_scan;
 pub mod kept_conns;
 pub mod lean;
 pub mod path;

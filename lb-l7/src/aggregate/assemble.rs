@@ -103,19 +103,8 @@ pub const MAX_DEPTH: usize = 128;
 /// The deepest nesting of `[` and `{` outside strings in `json` (which need not be valid).
 fn depth(json: &[u8]) -> usize {
     let (mut now, mut max) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    for b in crate::json_scan::outside_strings(json) {
         match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 now += 1;
                 max = max.max(now);

@@ -31,24 +31,9 @@ pub const MAX_JSON_VALUES: usize = 1 << 18;
 /// An upper bound of the values in a JSON text (`,` `:` `[` `{` outside strings, plus one),
 /// counted before anything is built from it.
 pub fn json_values(body: &[u8]) -> usize {
-    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b',' | b':' | b'[' | b'{' => n += 1,
-                _ => {}
-            }
-        }
-    }
-    n
+    1 + crate::json_scan::outside_strings(body)
+        .filter(|b| matches!(b, b',' | b':' | b'[' | b'{'))
+        .count()
 }
 
 /// The gRPC request message of a call to `rule`'s method.
