@@ -189,13 +189,13 @@ impl Gateway {
                     .any(|&i| c.policies[i].kind.authenticates()),
                 transform: r.policies.iter().find_map(|&i| transforms[i].clone()),
                 transcode: transcoders.get(ri).cloned().flatten(),
-                // A transcoding route rewrites bodies: general path only.
+                // Not a transcoding route (it rewrites bodies) nor an aggregate one (it
+                // answers from several exchanges, and has no pool); `graphql` routes take
+                // their whole listener off the lean path (below).
                 lean: r
                     .policies
                     .iter()
                     .all(|&i| caches[i].is_none() && transforms[i].is_none())
-                    // An aggregate route answers from several exchanges: the general path's.
-                    && r.graphql.is_none()
                     && r.grpc_transcode.is_none()
                     && r.pool.is_some_and(|p| lean_pool(loaded, p)),
                 upgrades: r.upgrades.clone(),

@@ -10,8 +10,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::read_whole;
-use crate::body::{answer, full, Counted, Meter, Side};
+use crate::body::{answer, full, read_whole, Counted, Meter, Side};
 use crate::conn_info::ConnInfo;
 use crate::forward;
 use crate::gateway::{Gateway, PoolTarget, RouteTarget};

@@ -78,8 +78,8 @@ pub struct RouteTarget {
     pub transform: Option<Arc<crate::transform::Transform>>,
     /// `grpc_transcode`: lb answers by calling the pool's gRPC methods ([`crate::transcode`]).
     pub transcode: Option<Arc<crate::transcode::Transcoder>>,
-    /// Its requests may take the lean path: a plain HTTP/1.1 pool, and no policy that needs
-    /// the bodies (cache, transform).
+    /// Its requests may take the lean path: a plain HTTP/1.1 pool, no policy that needs the
+    /// bodies (cache, transform), not a transcoding or an aggregate route.
     pub lean: bool,
     /// Protocols a client may upgrade to here (lowercase).
     pub upgrades: Vec<String>,

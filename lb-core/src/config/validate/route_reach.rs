@@ -2,9 +2,13 @@
 //! guard there. A route that strips or rewrites its prefix can forward `/api/admin/x` as
 //! `/admin/x`: if another route sends `/admin` to the same pool (or to another pool listing
 //! the same backend) behind an auth policy the rewriting route lacks, the rewrite walks
-//! around it. lb cannot know what the backend serves, so this is a warning, not an error.
-//! Pure; no I/O.
+//! around it. An aggregate part (a path template to its own pool) and a transcoding route (the
+//! gRPC method paths of its services) are such rewrites too. lb cannot know what the backend
+//! serves, so this is a warning, not an error. Pure; no I/O.
 
+#[cfg(test)]
+use super::super::aggregate_model::AggregatePart;
+use super::super::aggregate_model::{Piece, Place, Template};
 use super::super::diag::Diagnostic;
 use super::super::model::*;
 use super::super::raw::RawRoute;
@@ -41,6 +45,59 @@ fn reach_of(r: &HttpRoute) -> Option<Paths> {
             })
         }
         _ => None,
+    }
+}
+
+/// Every pool a route sends paths of its own making to, with those paths: its rewrite, each
+/// aggregate part's template (fixed up to its first variable), each transcoded service's
+/// method paths; and what makes them.
+fn reaches(r: &HttpRoute) -> Vec<(usize, Paths, By)> {
+    let mut out: Vec<_> = r
+        .pool
+        .zip(reach_of(r))
+        .map(|(pool, paths)| (pool, paths, By::Rewrite))
+        .into_iter()
+        .collect();
+    if let (Some(pool), Some(t)) = (r.pool, &r.grpc_transcode) {
+        for svc in &t.services {
+            out.push((pool, under(&format!("/{svc}")), By::Transcode));
+        }
+    }
+    for (j, part) in r.aggregate.iter().enumerate() {
+        out.push((part.pool, part_paths(&part.path), By::Part(j)));
+    }
+    out
+}
+
+/// What makes the paths of a [`reaches`] entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    /// The route's `rewrite` or `strip_prefix`.
+    Rewrite,
+    /// Aggregate part `j`'s path template.
+    Part(usize),
+    /// `grpc_transcode`'s method paths.
+    Transcode,
+}
+
+/// The paths an aggregate part's template can ask for: its text up to the first variable
+/// (exact if the path has none).
+fn part_paths(t: &Template) -> Paths {
+    let mut fixed = String::new();
+    for piece in &t.pieces {
+        match piece {
+            Piece::Text(text) => match text.split_once('?') {
+                Some((path, _)) => return Paths::Exact(format!("{fixed}{path}")),
+                None => fixed.push_str(text),
+            },
+            Piece::Var(_, Place::Query) => return Paths::Exact(fixed),
+            Piece::Var(_, Place::Path) => break,
+        }
+    }
+    match fixed.as_str() {
+        "" | "/" => Paths::All,
+        _ if t.pieces.iter().all(|p| matches!(p, Piece::Text(_))) => Paths::Exact(fixed),
+        _ => Paths::StartsWith(fixed),
     }
 }
 
@@ -167,49 +224,79 @@ pub(super) fn rewrites(
         return;
     }
     for (i, (r, (rr, span))) in routes.iter().zip(raw_routes).enumerate() {
-        // An aggregate route rewrites nothing; one that guards is not compared here.
-        let (Some(reach), Some(pool)) = (reach_of(r), r.pool) else {
-            continue;
-        };
-        let others = routes.iter().enumerate().filter(|&(j, _)| j != i);
-        let same = |g: &HttpRoute| g.pool.is_some_and(|gp| share_backends(pools, gp, pool));
-        for (_, g) in others.filter(|(_, g)| same(g)) {
-            let missing: Vec<&str> = g
-                .policies
-                .iter()
-                .filter(|&&p| is_auth(&policies[p].kind) && !r.policies.contains(&p))
-                .map(|&p| policies[p].name.as_str())
-                .collect();
-            // What `g` guards on the backend is where it forwards: its rewrite's paths if
-            // it rewrites (`/admin` forwarded as `/internal/admin`), else those it matches.
-            let guards = reach_of(g).unwrap_or_else(|| guarded(g));
-            if missing.is_empty() || !overlap(&reach, &guards) {
-                continue;
+        for (pool, reach, by) in reaches(r) {
+            let others = routes.iter().enumerate().filter(|&(j, _)| j != i);
+            let same = |g: &HttpRoute| g.pool.is_some_and(|gp| share_backends(pools, gp, pool));
+            for (_, g) in others.filter(|(_, g)| same(g)) {
+                let missing: Vec<&str> = g
+                    .policies
+                    .iter()
+                    .filter(|&&p| is_auth(&policies[p].kind) && !r.policies.contains(&p))
+                    .map(|&p| policies[p].name.as_str())
+                    .collect();
+                // What `g` guards on the backend is where it forwards: its rewrite's paths if
+                // it rewrites (`/admin` forwarded as `/internal/admin`), else those it matches.
+                let guards = reach_of(g).unwrap_or_else(|| guarded(g));
+                if missing.is_empty() || !overlap(&reach, &guards) {
+                    continue;
+                }
+                let (key, at, what) = match (by, &rr.strip_prefix, &rr.rewrite) {
+                    (By::Part(j), _, _) => {
+                        let at = rr.aggregate.as_ref().map(|l| {
+                            l.get_ref()
+                                .get(j)
+                                .map_or(l.span(), |p| p.get_ref().path.span())
+                        });
+                        let name = &r.aggregate[j].name;
+                        (
+                            format!("aggregate[{j}].path"),
+                            at.unwrap_or_else(|| span.clone()),
+                            format!("asks, in aggregate part \"{name}\", for paths"),
+                        )
+                    }
+                    (By::Transcode, _, _) => (
+                        "grpc_transcode".to_string(),
+                        rr.grpc_transcode
+                            .as_ref()
+                            .map_or(span.clone(), |t| t.span()),
+                        "calls gRPC method paths".to_string(),
+                    ),
+                    (By::Rewrite, _, Some(w)) => (
+                        "rewrite".into(),
+                        w.span(),
+                        "forwards rewritten paths".into(),
+                    ),
+                    (By::Rewrite, Some(s), _) => (
+                        "strip_prefix".into(),
+                        s.span(),
+                        "forwards rewritten paths".into(),
+                    ),
+                    (By::Rewrite, None, None) => (
+                        "match".into(),
+                        span.clone(),
+                        "forwards rewritten paths".into(),
+                    ),
+                };
+                let guard = g
+                    .path
+                    .as_ref()
+                    .map_or("every path".to_string(), RoutePath::text);
+                cx.push(
+                    Diagnostic::warning(format!(
+                        "route \"{}\" {what} that can reach {guard} on pool backends that route \"{}\" guards with {}, which route \"{}\" does not apply",
+                        r.name,
+                        g.name,
+                        missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
+                        r.name
+                    ))
+                    .at(at)
+                    .key(format!("route[{i}].{key}"))
+                    .help(format!(
+                        "give route \"{}\" backends of its own, paths that cannot reach {guard}, or the same policies",
+                        r.name
+                    )),
+                );
             }
-            let (key, at) = match (&rr.strip_prefix, &rr.rewrite) {
-                (_, Some(w)) => ("rewrite", w.span()),
-                (Some(s), _) => ("strip_prefix", s.span()),
-                _ => ("match", span.clone()),
-            };
-            let guard = g
-                .path
-                .as_ref()
-                .map_or("every path".to_string(), RoutePath::text);
-            cx.push(
-                Diagnostic::warning(format!(
-                    "route \"{}\" forwards rewritten paths that can reach {guard} on pool backends that route \"{}\" guards with {}, which route \"{}\" does not apply",
-                    r.name,
-                    g.name,
-                    missing.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", "),
-                    r.name
-                ))
-                .at(at)
-                .key(format!("route[{i}].{key}"))
-                .help(format!(
-                    "give route \"{}\" backends of its own, a rewrite that cannot reach {guard}, or the same policies",
-                    r.name
-                )),
-            );
         }
     }
 }
@@ -315,6 +402,94 @@ mod tests {
         assert!(
             overlap(&admin_or_secret, &u("/secret")),
             "{admin_or_secret:?}"
+        );
+    }
+
+    #[test]
+    fn aggregate_parts_and_transcoded_services_are_paths_of_the_routes_own() {
+        let t = |s: &str| Template::parse(s).expect("template");
+        assert_eq!(part_paths(&t("/admin/users")), Exact("/admin/users".into()));
+        assert_eq!(
+            part_paths(&t("/admin/users?id=${query.id}")),
+            Exact("/admin/users".into())
+        );
+        assert_eq!(
+            part_paths(&t("/admin/${jwt.sub}/x")),
+            StartsWith("/admin/".into())
+        );
+        assert_eq!(part_paths(&t("/${jwt.sub}")), All);
+        let mut r = route(RoutePath::Prefix("/me".into()), None, false);
+        r.pool = None;
+        r.aggregate = vec![AggregatePart {
+            name: "a".into(),
+            pool: 3,
+            path: t("/admin/${header.x-id}"),
+            timeout: std::time::Duration::from_secs(1),
+            required: false,
+        }];
+        assert_eq!(
+            reaches(&r),
+            vec![(3, StartsWith("/admin/".into()), By::Part(0))]
+        );
+        let mut g = route(RoutePath::Prefix("/v1".into()), None, false);
+        g.grpc_transcode = Some(GrpcTranscode {
+            descriptor_set: FileRef {
+                path: "api.pb".into(),
+                key: "k".into(),
+                span: 0..0,
+            },
+            services: vec!["pkg.Admin".into()],
+            services_span: 0..0,
+        });
+        assert_eq!(reaches(&g), vec![(0, u("/pkg.Admin"), By::Transcode)]);
+    }
+
+    /// The warnings of a config with a guarded `/admin` (and `/pkg.Admin`) on pool "p" and
+    /// `route`, which applies `policies`.
+    fn warnings(route: &str, policies: &str) -> Vec<String> {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+             [[route]]\nlistener = \"web\"\nname = \"admin\"\nmatch = {{ path_prefix = \"/admin\" }}\npool = \"p\"\npolicies = [\"staff\"]\n\
+             [[route]]\nlistener = \"web\"\nname = \"grpc-admin\"\nmatch = {{ path_prefix = \"/pkg.Admin\" }}\npool = \"p\"\npolicies = [\"staff\"]\n\
+             [[route]]\nlistener = \"web\"\nname = \"me\"\nmatch = {{ path_prefix = \"/me\" }}\npolicies = [{policies}]\n{route}\n\
+             [policy.staff]\nkind = \"api_key\"\nkeys = [{{ name = \"s\", sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\" }}]\n\
+             [[pool]]\nname = \"p\"\nhttp2 = true\nbackends = [{{ addr = \"127.0.0.1:9000\" }}]\n"
+        );
+        let loaded = crate::config::load_str("reach.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+        let key = |w: &Diagnostic| w.key_path.clone().unwrap_or_default();
+        loaded
+            .warnings
+            .iter()
+            .map(|w| format!("{} @ {}", w.message, key(w)))
+            .collect()
+    }
+
+    #[test]
+    fn a_part_or_a_transcoded_service_reaching_a_guarded_path_is_warned_about() {
+        let part = "aggregate = [{ name = \"who\", pool = \"p\", path = \"/admin/users/${header.x-id}\" }]";
+        let w = warnings(part, "");
+        assert!(
+            w.iter().any(|w| w.contains("route \"me\" asks, in aggregate part \"who\", for paths that can reach path_prefix = \"/admin\"")
+                && w.contains("route[2].aggregate[0].path")),
+            "{w:#?}"
+        );
+        assert!(warnings(part, "\"staff\"")
+            .iter()
+            .all(|w| !w.contains("can reach")));
+        let calls = "pool = \"p\"\ngrpc_transcode = { descriptor_set = \"api.pb\", services = [\"pkg.Admin\"] }";
+        let w = warnings(calls, "");
+        assert!(
+            w.iter().any(|w| w.contains(
+                "route \"me\" calls gRPC method paths that can reach path_prefix = \"/pkg.Admin\""
+            )),
+            "{w:#?}"
+        );
+        let other = calls.replace("pkg.Admin", "pkg.Public");
+        assert!(
+            warnings(&other, "")
+                .iter()
+                .all(|w| !w.contains("can reach")),
+            "another service"
         );
     }
 }
