@@ -147,12 +147,7 @@ pub async fn accept_loop(
                     .spawn(serve_http(stream, peer, route, guard, cx.clone(), stop));
             } else {
                 // Nothing to read first: the HTTP side's own task is the connection's only one.
-                let (client, local) = opened(stream, &route.listener);
-                let front = Front {
-                    client: peer,
-                    prefix: Vec::new(),
-                    sni: None,
-                };
+                let (client, front, local) = bare(stream, peer, &route.listener);
                 let start = Instant::now();
                 hand_over(
                     ClientIo::Plain(client),
@@ -266,11 +261,21 @@ fn needs_front(route: &Route) -> bool {
     route.listener.accept_proxy_protocol || route.needs_client_hello() || route.tls.is_some()
 }
 
-/// What every accepted connection gets first: no Nagle delay; lb's own address on it.
-fn opened(client: TcpStream, l: &config::Listener) -> (TcpStream, SocketAddr) {
+/// An accepted connection before anything is read from it: no Nagle delay, lb's own address
+/// on it, the socket's peer as the client.
+fn bare(
+    client: TcpStream,
+    peer: SocketAddr,
+    l: &config::Listener,
+) -> (TcpStream, Front, SocketAddr) {
     let _ = client.set_nodelay(true);
     let local = client.local_addr().unwrap_or(l.bind);
-    (client, local)
+    let front = Front {
+        client: peer,
+        prefix: Vec::new(),
+        sni: None,
+    };
+    (client, front, local)
 }
 
 /// Gives an http listener's connection to the HTTP side, which serves it on a task of its
@@ -323,15 +328,10 @@ async fn begin(
     start: Instant,
 ) -> Option<(ClientIo, Front, SocketAddr)> {
     let l = &route.listener;
-    let (client, local) = opened(client, l);
+    let (client, mut front, local) = bare(client, peer, l);
     // One budget for everything before the payload: PROXY header, ClientHello, TLS handshake.
     let deadline = tokio::time::Instant::from_std(start + l.handshake_timeout);
     let late = |what: &str| format!("no complete {what} within {:?}", l.handshake_timeout);
-    let mut front = Front {
-        client: peer,
-        prefix: Vec::new(),
-        sni: None,
-    };
     let want_hello = route.needs_client_hello();
     if let (true, Some(trusted)) = (l.accept_proxy_protocol, &l.trusted_proxies) {
         // Refused before a byte is read: whatever it sends, it may not say who the client is.
