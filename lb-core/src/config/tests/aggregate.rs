@@ -217,6 +217,7 @@ fn forwarding_keys_and_body_policies_do_not_apply() {
         ("rewrite", "rewrite = \"/x\""),
         ("upgrades", "upgrades = [\"websocket\"]"),
         ("graphql", "graphql = { max_depth = 5 }"),
+        ("max_body_size", "max_body_size = \"1KiB\""),
     ] {
         let text = agg_with("timeout = \"3s\"", &format!("timeout = \"3s\"\n{add}"));
         agg_error(

@@ -101,6 +101,8 @@ fn not_for_aggregate(cx: &mut Ctx<'_>, r: &RawRoute, key: &str) {
         ("upgrades", r.upgrades.as_ref().map(|v| v.span())),
         // A part is lb's own GET: there is no GraphQL request to check or route.
         ("graphql", r.graphql.as_ref().map(|v| v.span())),
+        // The route takes no body at all (413), so a size for one would limit nothing.
+        ("max_body_size", r.max_body_size.as_ref().map(|v| v.span())),
     ];
     for (k, span) in spans {
         if let Some(span) = span {
