@@ -20,7 +20,7 @@ use hyper::body::{Body as _, Incoming};
 
 pub use crate::conn_info::ConnInfo;
 
-use crate::body::{answer, empty, full, read_whole, refuse, Counted, Late, Meter, Side};
+use crate::body::{answer, empty, read_whole, refuse, Counted, Late, Meter, Side};
 use crate::exchange_fault::{client_fault, root_cause, within};
 use crate::forward;
 use crate::gateway::{Gateway, RouteTarget};
@@ -378,12 +378,8 @@ impl Gateway {
                 }
                 Err(Some(_)) => return Err(refuse(400, "the request body could not be read")),
             };
-            if let Err(why) = t.check(&up.headers, &bytes) {
-                return Err(answer(400, &why));
-            }
-            meter.request.fetch_add(bytes.len() as u64, Relaxed);
-            meter.request_ended.store(true, Relaxed);
-            return Ok(full(bytes));
+            return crate::request_body::whole_checked(Some(t), up, bytes, meter)
+                .map_err(|why| answer(400, &why));
         }
         Ok(match target.max_body {
             Some(max) => Counted::new(

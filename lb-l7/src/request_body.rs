@@ -19,6 +19,7 @@ use crate::graphql::{gate, Parsed, Refusal};
 use crate::plan::Plan;
 use crate::request::Facts;
 use crate::router::RequestHead;
+use crate::transform::Transform;
 use crate::upstream::Body;
 
 /// A request body: still arriving, or read whole before routing.
@@ -66,20 +67,37 @@ impl Sent {
                 &format!("request body over the limit of {max}"),
             ));
         }
-        let checked = target.transform.as_ref();
-        if let Some(t) = checked.filter(|t| t.checks(&up.method, !b.is_empty())) {
+        let checked = target
+            .transform
+            .as_deref()
+            .filter(|t| t.checks(&up.method, !b.is_empty()));
+        if let Some(t) = checked {
             if b.len() as u64 > t.max {
                 return Err(refuse(
                     413,
                     &format!("request body over the {} bytes this route checks", t.max),
                 ));
             }
-            t.check(&up.headers, &b).map_err(|why| answer(400, &why))?;
         }
-        meter.request.fetch_add(b.len() as u64, Relaxed);
-        meter.request_ended.store(true, Relaxed);
-        Ok(full(b))
+        whole_checked(checked, up, b, meter).map_err(|why| answer(400, &why))
     }
+}
+
+/// A body read whole, within its limits, as it goes on: held to the transform's check when
+/// `checked` (the route's transform, when it checks this request), and counted. `Err`: why
+/// the transform refuses it (a 400).
+pub(crate) fn whole_checked(
+    checked: Option<&Transform>,
+    up: &Parts,
+    b: Bytes,
+    meter: &Meter,
+) -> Result<Body, String> {
+    if let Some(t) = checked {
+        t.check(&up.headers, &b)?;
+    }
+    meter.request.fetch_add(b.len() as u64, Relaxed);
+    meter.request_ended.store(true, Relaxed);
+    Ok(full(b))
 }
 
 /// What [`Gateway::graphql_read`] found: the body as it goes on, and the operation.

@@ -204,6 +204,30 @@ async fn rate_limits_count_per_operation() {
     assert_eq!(reads.count(), 3);
 }
 
+/// A body read before routing (to find the operation) is still held to the route's
+/// `max_body_size` on its way on, as a streamed one would be.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_read_before_routing_keeps_the_route_size_limit() {
+    let (reads, writes) = (peer("reads").await, peer("writes").await);
+    let gw = split(&reads, &writes, "max_body_size = 64\n").await;
+    let small = post_query("/graphql", "{a}");
+    assert_eq!(ask(gw, &small).await.0, 200);
+    let padded = format!("{{a{}}}", " ".repeat(80));
+    let (s, head, _) = raw(gw, &post_query("/graphql", &padded)).await;
+    assert_eq!(s, 413, "{head}");
+    // Chunked: no length to refuse it by before the body is read.
+    let body = serde_json::json!({ "query": padded }).to_string();
+    let chunked = format!(
+        "POST /graphql HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let (s, head, _) = raw(gw, &chunked).await;
+    assert_eq!(s, 413, "{head}");
+    assert_eq!(reads.count(), 1, "no body over the limit arrived");
+    assert_eq!(writes.count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_requests_get_a_graphql_error_and_are_never_forwarded() {
     let (reads, writes) = (peer("reads").await, peer("writes").await);

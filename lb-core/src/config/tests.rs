@@ -40,17 +40,32 @@ fn errors(text: &str) -> Vec<Diagnostic> {
 }
 
 fn one_error(text: &str, key: &str, needle: &str) -> Diagnostic {
-    let errs = errors(text);
-    let hit = errs
-        .iter()
-        .find(|d| d.key_path.as_deref() == Some(key))
-        .unwrap_or_else(|| panic!("no error at {key}; got {errs:#?}"));
-    assert!(
-        hit.message.contains(needle),
-        "message {:?} lacks {needle:?}",
-        hit.message
-    );
-    hit.clone()
+    error_at(&errors(text), key, needle)
+}
+
+/// The first of `errs` at `key` whose message holds `needle`.
+fn error_at(errs: &[Diagnostic], key: &str, needle: &str) -> Diagnostic {
+    errs.iter()
+        .find(|d| d.key_path.as_deref() == Some(key) && d.message.contains(needle))
+        .unwrap_or_else(|| panic!("no error at {key} saying {needle:?}; got {errs:#?}"))
+        .clone()
+}
+
+/// The model by validation alone (no TLS files read), or its errors.
+fn validated(text: &str) -> Result<Config, Vec<Diagnostic>> {
+    let mut d = Vec::new();
+    let raw = crate::config::parse::parse(text, &mut d);
+    match crate::config::validate::validate(raw, &mut d) {
+        Some(c) if !d.iter().any(Diagnostic::is_error) => Ok(c),
+        _ => Err(d.into_iter().filter(Diagnostic::is_error).collect()),
+    }
+}
+
+/// `text` fails validation at `key` with a message holding `needle`, pointing at its place.
+fn refused_at(text: &str, key: &str, needle: &str) {
+    let errs = validated(text).expect_err("config should be rejected");
+    let hit = error_at(&errs, key, needle);
+    assert!(hit.span.is_some(), "{hit:?} points nowhere");
 }
 
 fn with(pattern: &str, replacement: &str) -> String {

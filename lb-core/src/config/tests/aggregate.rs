@@ -35,24 +35,6 @@ algorithms = ["HS256"]
 secret_env = "AGG_TEST_SECRET"
 "#;
 
-fn validated(text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let mut d = Vec::new();
-    let raw = crate::config::parse::parse(text, &mut d);
-    match crate::config::validate::validate(raw, &mut d) {
-        Some(c) if !d.iter().any(Diagnostic::is_error) => Ok(c),
-        _ => Err(d.into_iter().filter(Diagnostic::is_error).collect()),
-    }
-}
-
-fn agg_error(text: &str, key: &str, needle: &str) {
-    let errs = validated(text).expect_err("config should be rejected");
-    let hit = errs
-        .iter()
-        .find(|d| d.key_path.as_deref() == Some(key) && d.message.contains(needle))
-        .unwrap_or_else(|| panic!("no error at {key} saying {needle:?}; got {errs:#?}"));
-    assert!(hit.span.is_some(), "{hit:?} points nowhere");
-}
-
 fn agg_with(pattern: &str, replacement: &str) -> String {
     assert!(AGG.contains(pattern), "{pattern}");
     AGG.replacen(pattern, replacement, 1)
@@ -84,11 +66,11 @@ fn parts_load_in_order_with_their_defaults() {
 #[test]
 fn pool_or_aggregate_exactly_one() {
     let both = agg_with("timeout = \"3s\"", "timeout = \"3s\"\npool = \"users\"");
-    agg_error(&both, "route[0].aggregate", "both `pool` and `aggregate`");
+    refused_at(&both, "route[0].aggregate", "both `pool` and `aggregate`");
     let start = AGG.find("aggregate = [").expect("aggregate");
     let end = AGG[start..].find("]\n\n").expect("end") + start + 2;
     let neither = format!("{}{}", &AGG[..start], &AGG[end..]);
-    agg_error(&neither, "route[0].pool", "has no `pool`");
+    refused_at(&neither, "route[0].pool", "has no `pool`");
 }
 
 #[test]
@@ -174,7 +156,7 @@ fn part_errors_name_their_key() {
             assert!(errs.iter().any(|d| d.message.contains(needle)), "{errs:#?}");
             continue;
         }
-        agg_error(&text, key, needle);
+        refused_at(&text, key, needle);
     }
 }
 
@@ -191,9 +173,9 @@ fn part_count_is_bounded() {
         parts.join(", "),
         &AGG[end..]
     );
-    agg_error(&many, "route[0].aggregate", "1 to 16 parts");
+    refused_at(&many, "route[0].aggregate", "1 to 16 parts");
     let none = format!("{}aggregate = []{}", &AGG[..start], &AGG[end..]);
-    agg_error(&none, "route[0].aggregate", "1 to 16 parts");
+    refused_at(&none, "route[0].aggregate", "1 to 16 parts");
 }
 
 #[test]
@@ -202,7 +184,7 @@ fn jwt_variables_need_a_token_policy() {
         "[policy.jwt]\nkind = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret_env = \"AGG_TEST_SECRET\"\n",
         "",
     );
-    agg_error(&text, "route[0].aggregate[0].path", "no jwt policy");
+    refused_at(&text, "route[0].aggregate[0].path", "no jwt policy");
     // Query and header variables need none.
     let plain = text
         .replace("${jwt.sub}&page=", "x&page=")
@@ -220,7 +202,7 @@ fn forwarding_keys_and_body_policies_do_not_apply() {
         ("max_body_size", "max_body_size = \"1KiB\""),
     ] {
         let text = agg_with("timeout = \"3s\"", &format!("timeout = \"3s\"\n{add}"));
-        agg_error(
+        refused_at(
             &text,
             &format!("route[0].{key}"),
             "does not apply to an aggregate route",
@@ -230,10 +212,10 @@ fn forwarding_keys_and_body_policies_do_not_apply() {
         "methods = [\"GET\", \"HEAD\"]",
         "methods = [\"GET\", \"POST\"]",
     );
-    agg_error(&post, "route[0].match.methods[1]", "only GET and HEAD");
+    refused_at(&post, "route[0].match.methods[1]", "only GET and HEAD");
     let cached = agg_with("policies = [\"jwt\"]", "policies = [\"jwt\", \"c\"]")
         + "\n[policy.c]\nkind = \"cache\"\nttl = \"10s\"\n";
-    agg_error(
+    refused_at(
         &cached,
         "route[0].policies[1]",
         "cache policy does not apply",

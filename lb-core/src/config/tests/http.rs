@@ -45,30 +45,6 @@ rewrite = "/users/$1"
 pool = "users"
 "#;
 
-/// The model without reading TLS files (validation alone).
-fn validated(text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let mut d = Vec::new();
-    let raw = crate::config::parse::parse(text, &mut d);
-    match crate::config::validate::validate(raw, &mut d) {
-        Some(c) if !d.iter().any(Diagnostic::is_error) => Ok(c),
-        _ => Err(d.into_iter().filter(Diagnostic::is_error).collect()),
-    }
-}
-
-fn http_error(text: &str, key: &str, needle: &str) {
-    let errs = validated(text).expect_err("config should be rejected");
-    let hit = errs
-        .iter()
-        .find(|d| d.key_path.as_deref() == Some(key))
-        .unwrap_or_else(|| panic!("no error at {key}; got {errs:#?}"));
-    assert!(
-        hit.message.contains(needle),
-        "message {:?} lacks {needle:?}",
-        hit.message
-    );
-    assert!(hit.span.is_some(), "{hit:?} points nowhere");
-}
-
 fn http_with(pattern: &str, replacement: &str) -> String {
     assert!(HTTP.contains(pattern), "{pattern}");
     HTTP.replacen(pattern, replacement, 1)
@@ -130,7 +106,7 @@ fn an_http_listener_may_go_without_a_default_pool() {
 
 #[test]
 fn route_references_are_checked() {
-    http_error(
+    refused_at(
         &http_with(
             "listener = \"api\"\nname = \"users-v2\"",
             "listener = \"apj\"\nname = \"users-v2\"",
@@ -138,7 +114,7 @@ fn route_references_are_checked() {
         "route[0].listener",
         "does not exist",
     );
-    http_error(
+    refused_at(
         &http_with(
             "pool = \"users\"\nstrip_prefix",
             "pool = \"userz\"\nstrip_prefix",
@@ -147,8 +123,8 @@ fn route_references_are_checked() {
         "does not exist",
     );
     let tcp = format!("{HTTP}\n[[listener]]\nname = \"raw\"\nbind = \"127.0.0.1:8081\"\npool = \"web\"\n[[route]]\nlistener = \"raw\"\npool = \"web\"\n");
-    http_error(&tcp, "route[2].listener", "tcp listener");
-    http_error(
+    refused_at(&tcp, "route[2].listener", "tcp listener");
+    refused_at(
         &http_with(
             "listener = \"api\"\nmatch = { path_regex",
             "listener = \"api\"\nname = \"users-v2\"\nmatch = { path_regex",
@@ -158,7 +134,7 @@ fn route_references_are_checked() {
     );
     // An unnamed route is named by its place: a route named so would share its caches'
     // entries (keyed by route name) and its metrics.
-    http_error(
+    refused_at(
         &http_with("name = \"users-v2\"", "name = \"route[1]\""),
         "route[0].name",
         "duplicate route name",
@@ -168,7 +144,7 @@ fn route_references_are_checked() {
 
 #[test]
 fn route_conditions_are_checked() {
-    http_error(
+    refused_at(
         &http_with(
             "path_regex = \"^/u/([0-9]+)$\"",
             "path_regex = \"^/u/([0-9]+$\"",
@@ -176,7 +152,7 @@ fn route_conditions_are_checked() {
         "route[1].match.path_regex",
         "invalid regex",
     );
-    http_error(
+    refused_at(
         &http_with(
             "path_prefix = \"/users\",",
             "path_prefix = \"/users\", path = \"/x\",",
@@ -184,27 +160,27 @@ fn route_conditions_are_checked() {
         "route[0].match.path_prefix",
         "second",
     );
-    http_error(
+    refused_at(
         &http_with("path_prefix = \"/users\"", "path_prefix = \"users\""),
         "route[0].match.path_prefix",
         "starting with '/'",
     );
-    http_error(
+    refused_at(
         &http_with("host = \"API.example.com\"", "host = \"a.*.example\""),
         "route[0].match.host",
         "host name",
     );
-    http_error(
+    refused_at(
         &http_with("methods = [\"get\", \"POST\"]", "methods = [\"GE T\"]"),
         "route[0].match.methods[0]",
         "HTTP method",
     );
-    http_error(
+    refused_at(
         &http_with("\"X-Api-Version\" = \"2\"", "\"X Api\" = \"2\""),
         "route[0].match.headers.\"X Api\"",
         "header name",
     );
-    http_error(
+    refused_at(
         &http_with(
             "match = { path_regex = \"^/u/([0-9]+)$\" }\nrewrite",
             "rewrite",
@@ -212,7 +188,7 @@ fn route_conditions_are_checked() {
         "route[1].rewrite",
         "no",
     );
-    http_error(
+    refused_at(
         &http_with(
             "strip_prefix = true",
             "strip_prefix = true\nrewrite = \"/x\"",
@@ -220,7 +196,7 @@ fn route_conditions_are_checked() {
         "route[0].rewrite",
         "not both",
     );
-    http_error(
+    refused_at(
         &http_with(
             "path_regex = \"^/u/([0-9]+)$\" }",
             "path = \"/u\" }\nstrip_prefix = true",
@@ -228,27 +204,27 @@ fn route_conditions_are_checked() {
         "route[1].strip_prefix",
         "path_prefix",
     );
-    http_error(
+    refused_at(
         &http_with("retries = 2", "retries = 11"),
         "route[0].retries",
         "0 to 10",
     );
-    http_error(
+    refused_at(
         &http_with("max_body_size = 1024", "max_body_size = \"1 parsec\""),
         "route[0].max_body_size",
         "size",
     );
-    http_error(
+    refused_at(
         &http_with("timeout = \"15s\"", "timeout = \"0s\""),
         "route[0].timeout",
         "greater than 0",
     );
-    http_error(
+    refused_at(
         &http_with("retries = 2", "retries = 2\npolicies = [\"jwt\"]"),
         "route[0].policies[0]",
         "does not exist",
     );
-    http_error(
+    refused_at(
         &http_with("retries = 2", "retries = 2\nwhat = 1"),
         "route[0].what",
         "unknown key",
@@ -265,7 +241,7 @@ fn http_only_keys_on_other_listeners_and_pools_are_errors() {
         "via",
         "request_id",
     ] {
-        http_error(
+        refused_at(
             &tcp,
             &format!("listener[0].{key}"),
             "only to protocol = \"http\"",
@@ -275,13 +251,13 @@ fn http_only_keys_on_other_listeners_and_pools_are_errors() {
         "{HTTP}\n[[listener]]\nname = \"raw\"\nbind = \"127.0.0.1:8081\"\npool = \"users\"\n"
     );
     for key in ["http2", "sticky_cookie", "hash_key"] {
-        http_error(
+        refused_at(
             &pool_on_tcp,
             &format!("pool[1].{key}"),
             "tcp or udp listener",
         );
     }
-    http_error(
+    refused_at(
         &http_with(
             "forwarded_headers = \"append\"",
             "forwarded_headers = \"trust\"",
@@ -289,17 +265,17 @@ fn http_only_keys_on_other_listeners_and_pools_are_errors() {
         "listener[0].forwarded_headers",
         "\"replace\" or \"append\"",
     );
-    http_error(
+    refused_at(
         &http_with("request_id = \"replace\"", "request_id = \"trust\""),
         "listener[0].request_id",
         "\"keep\", \"replace\" or \"off\"",
     );
-    http_error(
+    refused_at(
         &http_with("sticky_cookie = \"lb_srv\"", "sticky_cookie = \"lb srv\""),
         "pool[1].sticky_cookie",
         "cookie name",
     );
-    http_error(
+    refused_at(
         &http_with("hash_key = \"cookie:session\"", "hash_key = \"header:\""),
         "pool[1].hash_key",
         "header name",
@@ -308,5 +284,5 @@ fn http_only_keys_on_other_listeners_and_pools_are_errors() {
         "via = true",
         "via = true\nsni_routes = { \"a.example\" = \"web\" }",
     );
-    http_error(&sni, "listener[0].sni_routes", "only to tcp");
+    refused_at(&sni, "listener[0].sni_routes", "only to tcp");
 }
