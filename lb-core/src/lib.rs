@@ -11,6 +11,7 @@ pub mod fd_limit;
 pub mod handover;
 pub mod hash;
 pub mod health;
+pub mod park;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;

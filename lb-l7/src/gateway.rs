@@ -60,6 +60,9 @@ pub struct Gateway {
     pub graphql: bool,
     /// Requests lb answered itself, by reason: `lb_http_refused_total{listener,reason}`.
     pub refused: RouteMetrics,
+    /// Idle keep-alive connections parked ([`crate::parked`]):
+    /// `lb_http_parked_connections{listener}`.
+    pub parked: metrics::Gauge,
     server: auto::Builder<TokioExecutor>,
 }
 
@@ -285,6 +288,7 @@ impl Gateway {
             lean_needs_headers,
             graphql,
             refused: RouteMetrics::new(&l.name, "-", &[]),
+            parked: metrics::gauge!("lb_http_parked_connections", "listener" => l.name.clone()),
             server,
         }
     }
@@ -330,11 +334,28 @@ impl Gateway {
             _slot: conn.slot,
         });
         let (drain, cancel) = (conn.drain, conn.cancel);
-        let mut io = Timed::new(conn.io, self.idle_timeout);
-        async move {
-            let mut pending = Vec::new();
-            if lean {
-                let mut session = crate::lean::Session::new(&self, &info, &drain);
+        let io = Timed::new(conn.io, self.idle_timeout);
+        self.serve_session(io, info, drain, cancel, lean, None)
+    }
+
+    /// Serves a connection from its next request: a new one, or a parked one woken
+    /// (`idle_from`: when its last exchange ended). Lean requests take the lean path until one
+    /// is not; a plain connection that idles on is parked ([`crate::parked`]) and this task
+    /// ends.
+    pub(crate) async fn serve_session(
+        self: Arc<Self>,
+        mut io: Timed<lb_core::proxy::handoff::ClientStream>,
+        info: Arc<crate::conn_info::ConnInfo>,
+        drain: tokio_util::sync::CancellationToken,
+        cancel: tokio_util::sync::CancellationToken,
+        lean: bool,
+        idle_from: Option<std::time::Instant>,
+    ) {
+        let mut pending = Vec::new();
+        if lean {
+            let park = crate::parked::may_park(&io);
+            let mut session = crate::lean::Session::new(&self, &info, &drain, park, idle_from);
+            loop {
                 let end = tokio::select! {
                     end = session.run(&mut io) => end,
                     () = cancel.cancelled() => return,
@@ -350,14 +371,26 @@ impl Gateway {
                         }
                         return;
                     }
-                    crate::lean::End::FullPath => {}
+                    crate::lean::End::FullPath => break,
+                    crate::lean::End::Park(from) => match crate::parked::parkable(io) {
+                        Ok(stream) => {
+                            drop(session);
+                            crate::parked::park(self, stream, info, drain, from);
+                            return;
+                        }
+                        // Bytes lb read ahead are still to be served: not idle after all.
+                        Err(back) => {
+                            io = back;
+                            session.stop_parking();
+                        }
+                    },
                 }
-                pending = session.pending();
             }
-            // Boxed: most connections never come here, and an idle lean one should not carry
-            // the general path's larger state.
-            Box::pin(self.serve_full(io, pending, info, drain, cancel)).await;
+            pending = session.pending();
         }
+        // Boxed: most connections never come here, and an idle lean one should not carry
+        // the general path's larger state.
+        Box::pin(self.serve_full(io, pending, info, drain, cancel)).await;
     }
 
     /// The full path: hyper's HTTP/1.1 and HTTP/2 server, every request through

@@ -38,6 +38,7 @@ pub mod idle;
 mod json_scan;
 pub mod kept_conns;
 pub mod lean;
+mod parked;
 pub mod path;
 pub mod plan;
 pub mod policy;

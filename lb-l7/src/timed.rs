@@ -37,6 +37,20 @@ impl<IO> Timed<IO> {
         }
     }
 
+    /// The stream, its limits dropped.
+    pub fn into_inner(self) -> IO {
+        self.io
+    }
+
+    /// How long a write may stall.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// From now on, records when bytes move.
     pub fn track(&mut self, activity: Arc<Activity>) {
         activity.touch();

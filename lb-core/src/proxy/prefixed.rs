@@ -26,6 +26,15 @@ impl<S> Prefixed<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The stream alone, once every prefix byte has been read (else `self` back).
+    pub fn into_drained(self) -> Result<S, Self> {
+        if self.at >= self.prefix.len() {
+            Ok(self.inner)
+        } else {
+            Err(self)
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -49,6 +49,9 @@ pub(crate) enum End {
     /// [`Session::pending`] starts a request the full path must take, with the rest of the
     /// connection.
     FullPath,
+    /// It has idled [`crate::parked::PARK_AFTER`] since the instant given, with nothing
+    /// buffered: the caller parks it ([`crate::parked`]).
+    Park(Instant),
 }
 
 /// A request head over this many bytes is the full path's (which refuses it).
@@ -86,6 +89,12 @@ pub(crate) struct Session<'g> {
     /// is one atomic operation, a new timer a trip through the timer wheel's lock.
     client_timer: Deadline,
     backend_timer: Deadline,
+    /// Its idle waits end in [`End::Park`] (a plain connection, when it may be parked).
+    park: bool,
+    /// When a parked connection was woken: its first wait does not park it again before
+    /// its bytes had a chance to arrive (its socket's readiness is new to tokio, so the
+    /// first read may well wait for the reactor's next turn).
+    woken: Option<Instant>,
 }
 
 /// What one request's head decided, before any I/O.
@@ -172,7 +181,15 @@ enum Failed {
 }
 
 impl<'g> Session<'g> {
-    pub(crate) fn new(gw: &'g Gateway, info: &'g ConnInfo, drain: &'g CancellationToken) -> Self {
+    /// A session whose idle waits may end in [`End::Park`] if `park`; `idle_from`: a parked
+    /// connection's, carried on (its idle time counts from its last exchange, not its wake).
+    pub(crate) fn new(
+        gw: &'g Gateway,
+        info: &'g ConnInfo,
+        drain: &'g CancellationToken,
+        park: bool,
+        idle_from: Option<Instant>,
+    ) -> Self {
         Self {
             gw,
             info,
@@ -182,10 +199,12 @@ impl<'g> Session<'g> {
             reply: Vec::new(),
             rbuf: Vec::new(),
             head_deadline: None,
-            idle_from: None,
+            idle_from,
             forwarding: None,
             client_timer: Deadline::default(),
             backend_timer: Deadline::default(),
+            park,
+            woken: idle_from.map(|_| Instant::now()),
         }
     }
 
@@ -194,6 +213,11 @@ impl<'g> Session<'g> {
         let pending = std::mem::take(&mut self.buf);
         self.release();
         pending
+    }
+
+    /// From now on its idle waits last until the idle timeout.
+    pub(crate) fn stop_parking(&mut self) {
+        self.park = false;
     }
 
     /// Gives the buffers back while the connection idles.
@@ -250,9 +274,11 @@ impl<'g> Session<'g> {
                 }
                 // Between requests the connection may idle; once a head has begun it must be
                 // complete within `header_timeout` (slowloris), as hyper's timer does.
+                let mut idle_since = None;
                 let deadline = match (idle, self.head_deadline) {
                     (true, _) => {
                         let from = self.idle_from.take().unwrap_or_else(Instant::now);
+                        idle_since = Some(from);
                         tokio::time::Instant::from_std(from) + self.gw.idle_timeout
                     }
                     (false, Some(d)) => d,
@@ -262,7 +288,14 @@ impl<'g> Session<'g> {
                         d
                     }
                 };
-                self.client_timer.set(deadline);
+                // A connection that idles on is parked before its deadline: the wait ends
+                // then, unless bytes came.
+                let park_at = idle_since
+                    .filter(|_| self.park)
+                    .map(|from| from.max(self.woken.take().unwrap_or(from)))
+                    .map(|from| tokio::time::Instant::from_std(from + crate::parked::PARK_AFTER))
+                    .filter(|&at| at < deadline);
+                self.client_timer.set(park_at.unwrap_or(deadline));
                 let reading = async {
                     if idle {
                         first_read(io, &mut self.buf).await
@@ -274,6 +307,9 @@ impl<'g> Session<'g> {
                     biased;
                     r = reading => r,
                     () = self.client_timer.passed() => {
+                        if let (Some(_), Some(from)) = (park_at, idle_since) {
+                            return End::Park(from);
+                        }
                         if !idle {
                             self.gw.cut(self.info.client, 408, &"request head not received in time");
                         }
