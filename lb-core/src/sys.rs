@@ -1,7 +1,6 @@
 //! The only `unsafe` in lb: `malloc_trim`, which gives glibc's free heap pages back to the
 //! kernel (why and when: [`crate::reclaim`]), and `SIOCOUTQ`, how much a socket still has to
-//! deliver, and registering an epoll set of its own with tokio's reactor (the parked
-//! connections' set, [`crate::park`]). No I/O beyond that query and that registration.
+//! deliver. No I/O beyond that one query.
 
 /// Returns the free pages of every malloc arena to the kernel. Takes milliseconds for a heap
 /// of hundreds of MB, holding each arena's lock in turn: call it off the workers.
@@ -39,24 +38,4 @@ pub fn unacked(fd: std::os::fd::RawFd) -> u32 {
 #[cfg(not(target_os = "linux"))]
 pub fn unacked(_fd: std::os::fd::RawFd) -> u32 {
     0
-}
-
-/// An epoll set, owned: it stays open for as long as tokio's reactor watches it.
-#[derive(Debug)]
-pub struct EpollSet(pub nix::sys::epoll::Epoll);
-
-impl std::os::fd::AsRawFd for EpollSet {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0 .0.as_raw_fd()
-    }
-}
-
-/// Registers `set` with the current runtime's reactor, for readability (a set is readable
-/// while one of its sockets is ready).
-pub fn watch_epoll(set: EpollSet) -> std::io::Result<tokio::io::unix::AsyncFd<EpollSet>> {
-    // SAFETY: `AsyncFd::register_with_interest` needs the descriptor to stay open and be the
-    // same file until the `AsyncFd` is dropped or gives it back. `EpollSet` owns its
-    // `OwnedFd` and exposes no way to close or replace it, and the `AsyncFd` owns the set.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(set, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
 }

@@ -1,7 +1,6 @@
 //! Idle plain HTTP/1.1 keep-alive connections, parked ([`lb_core::park`]): one that has waited
-//! [`PARK_AFTER`] for its next request leaves its task, its timers and tokio's registration
-//! behind and is kept as its socket and what its requests share ([`ConnInfo`]), watched by
-//! its worker's parker. Its next bytes wake it onto a new task that serves on exactly as
+//! [`PARK_AFTER`] for its next request leaves its task and its timers behind and is kept as
+//! its socket and what its requests share ([`ConnInfo`]) in its worker's parker. Its next bytes wake it onto a new task that serves on exactly as
 //! before; its idle timeout, the listener's drain and shutdown close it where it lies.
 //!
 //! TLS connections are not parked (their session state is the connection's own), nor those
@@ -21,9 +20,10 @@ use crate::gateway::Gateway;
 use crate::timed::Timed;
 
 /// How long a connection waits for its next request as a task before it is parked. Parking
-/// and waking again cost a few syscalls (out of tokio's epoll set, into the parker's, and
-/// back) and a task spawn; a client that comes back sooner never pays them.
-pub const PARK_AFTER: Duration = Duration::from_millis(250);
+/// and waking cost no system call, but a new task and session per wake (~1 µs); a client
+/// that comes back sooner never pays that. Short, so that a burst of connections that then
+/// idle never has all their tasks alive at once (the allocator would keep that peak).
+pub const PARK_AFTER: Duration = Duration::from_millis(10);
 
 thread_local! {
     /// This worker's parker, started when its first connection parks.
@@ -57,10 +57,7 @@ impl Drop for Counted {
 }
 
 impl Parked for Idle {
-    fn wake(self, stream: std::net::TcpStream) {
-        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-            return;
-        };
+    fn wake(self, stream: tokio::net::TcpStream) {
         let Idle {
             gw,
             info,
@@ -77,10 +74,9 @@ impl Parked for Idle {
     }
 }
 
-/// Whether `io`'s session may park it when it idles: a plain connection, on a worker whose
-/// parker runs.
+/// Whether `io`'s session may park it when it idles: a plain connection.
 pub(crate) fn may_park(io: &Timed<ClientStream>) -> bool {
-    matches!(io.get_ref(), ClientStream::Plain(_)) && parker().is_some()
+    matches!(io.get_ref(), ClientStream::Plain(_))
 }
 
 /// The socket alone, if nothing lb read ahead from it is left unserved (else `io` back).
@@ -97,8 +93,7 @@ pub(crate) fn parkable(
 }
 
 /// Parks the connection until its next bytes, its idle timeout (from `from`), the
-/// listener's drain or shutdown; if it cannot be parked, it is closed (as at its idle
-/// timeout: nothing was in flight).
+/// listener's drain or shutdown. One whose bytes came meanwhile is served on a new task.
 pub(crate) fn park(
     gw: Arc<Gateway>,
     stream: tokio::net::TcpStream,
@@ -106,10 +101,7 @@ pub(crate) fn park(
     drain: CancellationToken,
     from: Instant,
 ) {
-    let Some(parker) = parker() else { return };
-    let Ok(stream) = stream.into_std() else {
-        return;
-    };
+    let parker = parker();
     let deadline = tokio::time::Instant::from_std(from) + gw.idle_timeout;
     // One group per gateway: its connections share the listener's drain and shutdown tokens.
     let group = Arc::as_ptr(&gw) as usize;
@@ -121,23 +113,18 @@ pub(crate) fn park(
         drain,
         from,
     };
-    if let Err(e) = parker.park(stream, idle, deadline, group, &ends) {
-        tracing::debug!(error = %e, "idle connection closed instead of parked");
+    if let Err((stream, idle)) = parker.park(stream, idle, deadline, group, &ends) {
+        idle.wake(stream);
     }
 }
 
-fn parker() -> Option<Parker<Idle>> {
+/// This worker's parker (a new one if its runtime's has shut down: tests run many).
+fn parker() -> Parker<Idle> {
     PARKER.with(|p| {
         let mut p = p.borrow_mut();
-        if !p.as_ref().is_some_and(Parker::alive) {
-            *p = match Parker::start() {
-                Ok(started) => Some(started),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the idle connections' parker");
-                    None
-                }
-            };
+        match &*p {
+            Some(parker) if parker.alive() => parker.clone(),
+            _ => p.insert(Parker::start()).clone(),
         }
-        p.clone()
     })
 }

@@ -1,36 +1,35 @@
 //! Parked idle connections. A connection with nothing to do for a while (an HTTP keep-alive
-//! connection between requests) is kept as a few words in a table, its socket watched by one
-//! epoll set per worker, instead of as a task with its future, a tokio registration and its
-//! timers. When bytes (or the peer's close) arrive it is woken: handed back to its owner,
-//! which serves it on a new task. When its deadline passes, or its group ends (the listener
-//! drains, or shutdown's grace period is over), it is closed. nginx's keep-alive handler and
-//! HAProxy's idle connections likewise keep only the connection and free the request's state.
+//! connection between requests) is kept as a few words in a table instead of as a task with
+//! its future and its timers: its socket stays registered with tokio, but the waker tokio
+//! holds for it is a tiny one naming its slot. When bytes (or the peer's close) arrive, that
+//! waker queues the slot for the worker's parker, which hands the connection back to its
+//! owner to serve on a new task. When its deadline passes, or its group ends (the listener
+//! drains, or shutdown's grace period is over), it is closed. Parking and waking make no
+//! system call. nginx's keep-alive handler and HAProxy's idle connections likewise keep only
+//! the connection and free the request's state.
 
 mod table;
 
 use std::future::Future;
-use std::io;
-use std::os::fd::AsFd;
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::Poll;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::sys::EpollSet;
 use table::{Table, Token};
 
 /// What a parked connection's owner keeps beside its socket.
 pub trait Parked: Send + 'static {
     /// The socket is readable again, or the peer closed it: serve it on. Called on the
-    /// parker's runtime (a task may be spawned there); the stream is in non-blocking mode.
-    fn wake(self, stream: std::net::TcpStream);
+    /// parker's runtime (a task may be spawned there).
+    fn wake(self, stream: TcpStream);
 }
 
 /// One worker's parked connections (cheap to clone: a handle).
@@ -47,34 +46,54 @@ impl<P: Parked> Clone for Parker<P> {
 }
 
 struct Parkable<P> {
-    stream: std::net::TcpStream,
+    stream: TcpStream,
     payload: P,
 }
 
 struct Shared<P> {
-    epoll: AsyncFd<EpollSet>,
     table: Mutex<Table<Parkable<P>>>,
+    /// Slots whose sockets became ready, for the parker to wake (their own lock: tokio may
+    /// call a waker on another thread while a connection is being parked).
+    ready: Mutex<Vec<Token>>,
     /// The earliest deadline the parker's timer is set for (`None`: none).
     armed: Mutex<Option<Instant>>,
-    /// Wakes the parker when an entry's deadline is earlier than its timer.
-    sooner: Notify,
+    /// Wakes the parker: a slot is ready, or an entry's deadline is earlier than its timer.
+    notify: Notify,
     /// The parker's task ended (its runtime shut down): nothing more may be parked here.
     dead: AtomicBool,
 }
 
+/// The waker tokio keeps for a parked socket: it names the slot.
+struct SlotWaker<P> {
+    shared: Weak<Shared<P>>,
+    token: Token,
+}
+
+impl<P: Parked> Wake for SlotWaker<P> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(sh) = self.shared.upgrade() {
+            lock(&sh.ready).push(self.token);
+            sh.notify.notify_one();
+        }
+    }
+}
+
 impl<P: Parked> Parker<P> {
     /// A parker whose task runs on the current tokio runtime.
-    pub fn start() -> io::Result<Self> {
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    pub fn start() -> Self {
         let shared = Arc::new(Shared {
-            epoll: crate::sys::watch_epoll(EpollSet(epoll))?,
             table: Mutex::new(Table::default()),
+            ready: Mutex::new(Vec::new()),
             armed: Mutex::new(None),
-            sooner: Notify::new(),
+            notify: Notify::new(),
             dead: AtomicBool::new(false),
         });
         tokio::spawn(run(shared.clone()));
-        Ok(Self { shared })
+        Self { shared }
     }
 
     /// Whether its task still runs (not once its runtime has shut down).
@@ -93,30 +112,40 @@ impl<P: Parked> Parker<P> {
 
     /// Parks `stream` until it is readable (then `payload.wake`), `deadline` passes or one of
     /// `ends` is cancelled (then both are dropped: the connection closes). Connections of one
-    /// `group` share the same `ends`; the first one parked in a group names them. An error
-    /// (or an end already reached) closes the connection at once.
+    /// `group` share the same `ends`; the first one parked in a group names them.
+    ///
+    /// `Err` gives the connection back: it is readable already (or its socket failed, which
+    /// its next read reports), so the caller serves on. A connection whose `ends` are reached
+    /// is closed at once (`Ok`).
     pub fn park(
         &self,
-        stream: std::net::TcpStream,
+        stream: TcpStream,
         payload: P,
         deadline: Instant,
         group: usize,
         ends: &[CancellationToken],
-    ) -> io::Result<()> {
+    ) -> Result<(), (TcpStream, P)> {
         let sh = &self.shared;
         let watch = {
             let mut table = lock(&sh.table);
             // Checked under the lock a group's watcher takes to close the group: a connection
             // parked after its end was seen would be missed by it.
             if sh.dead.load(Ordering::Acquire) || ends.iter().any(|e| e.is_cancelled()) {
-                return Err(io::Error::other("the connection's listener is closing"));
+                return Ok(());
             }
             let (token, watch) = table.insert(Parkable { stream, payload }, deadline, group);
-            let fd = table.get(token).expect("just parked").stream.as_fd();
-            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-            if let Err(e) = sh.epoll.get_ref().0.add(fd, EpollEvent::new(flags, token)) {
-                drop(table.take(token));
-                return Err(e.into());
+            // In the table before tokio holds the waker: a wake on another thread finds it.
+            let waker = Waker::from(Arc::new(SlotWaker {
+                shared: Arc::downgrade(sh),
+                token,
+            }));
+            let stream = &table.get(token).expect("just parked").stream;
+            if stream
+                .poll_read_ready(&mut Context::from_waker(&waker))
+                .is_ready()
+            {
+                let p = table.take(token).expect("just parked");
+                return Err((p.stream, p.payload));
             }
             watch
         };
@@ -130,7 +159,7 @@ impl<P: Parked> Parker<P> {
         let mut armed = lock(&sh.armed);
         if armed.is_none_or(|a| deadline < a) {
             *armed = Some(deadline);
-            sh.sooner.notify_one();
+            sh.notify.notify_one();
         }
         Ok(())
     }
@@ -153,10 +182,17 @@ async fn run<P: Parked>(shared: Arc<Shared<P>>) {
         }
     }
     let _dead = Dead(&shared);
-    let mut events = vec![EpollEvent::empty(); 256];
+    let mut woken = Vec::new();
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     loop {
+        std::mem::swap(&mut woken, &mut *lock(&shared.ready));
+        for token in woken.drain(..) {
+            let Some(p) = lock(&shared.table).take(token) else {
+                continue;
+            };
+            p.payload.wake(p.stream);
+        }
         let next = lock(&shared.table).next_deadline();
         *lock(&shared.armed) = next;
         if let Some(at) = next {
@@ -165,40 +201,12 @@ async fn run<P: Parked>(shared: Arc<Shared<P>>) {
             }
         }
         tokio::select! {
-            ready = shared.epoll.readable() => {
-                let Ok(mut guard) = ready else { return };
-                let polled = guard.try_io(|e| match e.get_ref().0.wait(&mut events, EpollTimeout::ZERO) {
-                    Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
-                    Ok(n) => Ok(n),
-                    Err(nix::errno::Errno::EINTR) => Ok(0),
-                    Err(e) => Err(e.into()),
-                });
-                match polled {
-                    Ok(Ok(n)) => wake(&shared, &events[..n]),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "parked connections: epoll_wait failed; closing them");
-                        return;
-                    }
-                    Err(_would_block) => {}
-                }
-            }
             () = &mut timer, if next.is_some() => {
                 let expired = lock(&shared.table).expire(Instant::now());
                 drop(expired);
             }
-            () = shared.sooner.notified() => {}
+            () = shared.notify.notified() => {}
         }
-    }
-}
-
-fn wake<P: Parked>(shared: &Shared<P>, events: &[EpollEvent]) {
-    for ev in events {
-        let Some(p) = lock(&shared.table).take(ev.data() as Token) else {
-            continue;
-        };
-        // Out of this set before tokio's takes it; one-shot, so it reported nothing since.
-        let _ = shared.epoll.get_ref().0.delete(p.stream.as_fd());
-        p.payload.wake(p.stream);
     }
 }
 

@@ -1,14 +1,18 @@
 //! The parked connections' bookkeeping, apart from any I/O: a slot per entry named by a token
-//! (the slot's index and a generation, so a stale epoll event cannot take a later entry of the
-//! same slot), the deadlines in order, and the groups that end together.
+//! (the slot's index and a generation, so a stale wake cannot take a later entry of the same
+//! slot), the deadlines in order, and the groups that end together. Slots come in chunks that
+//! never move: no doubling (half of it unused) and no copying as the table grows.
 
 use std::collections::{BTreeSet, HashMap};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// An epoll event's data: a slot's index in the low half, its generation in the high half.
+/// A slot's index in the low half, its generation in the high half.
 pub type Token = u64;
+
+/// Slots per chunk.
+const CHUNK: usize = 256;
 
 #[derive(Debug)]
 struct Slot<T> {
@@ -32,7 +36,7 @@ struct Group {
 
 #[derive(Debug)]
 pub struct Table<T> {
-    slots: Vec<Slot<T>>,
+    chunks: Vec<Box<[Slot<T>]>>,
     free: Vec<u32>,
     deadlines: BTreeSet<(Instant, Token)>,
     groups: HashMap<usize, Group>,
@@ -41,7 +45,7 @@ pub struct Table<T> {
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Self {
-            slots: Vec::new(),
+            chunks: Vec::new(),
             free: Vec::new(),
             deadlines: BTreeSet::new(),
             groups: HashMap::new(),
@@ -58,17 +62,25 @@ impl<T> Table<T> {
         deadline: Instant,
         group: usize,
     ) -> (Token, Option<CancellationToken>) {
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    entry: None,
-                });
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 parked connections")
-            }
-        };
-        let slot = &mut self.slots[index as usize];
+        if self.free.is_empty() {
+            let base = self.chunks.len() * CHUNK;
+            self.chunks.push(
+                (0..CHUNK)
+                    .map(|_| Slot {
+                        generation: 0,
+                        entry: None,
+                    })
+                    .collect(),
+            );
+            // Lowest index taken first.
+            self.free.extend(
+                (base..base + CHUNK)
+                    .rev()
+                    .map(|i| u32::try_from(i).expect("fewer than 2^32 parked connections")),
+            );
+        }
+        let index = self.free.pop().expect("a free slot");
+        let slot = self.slot_mut(index as usize).expect("a slot");
         slot.entry = Some(Entry {
             item,
             deadline,
@@ -86,10 +98,20 @@ impl<T> Table<T> {
         (token, new)
     }
 
+    fn slot(&self, index: usize) -> Option<&Slot<T>> {
+        self.chunks.get(index / CHUNK).map(|c| &c[index % CHUNK])
+    }
+
+    fn slot_mut(&mut self, index: usize) -> Option<&mut Slot<T>> {
+        self.chunks
+            .get_mut(index / CHUNK)
+            .map(|c| &mut c[index % CHUNK])
+    }
+
     /// The entry `token` names, if it is still parked.
     pub fn get(&self, token: Token) -> Option<&T> {
         let (index, generation) = split(token);
-        let slot = self.slots.get(index)?;
+        let slot = self.slot(index)?;
         (slot.generation == generation)
             .then_some(slot.entry.as_ref())
             .flatten()
@@ -99,7 +121,7 @@ impl<T> Table<T> {
     /// Takes the entry `token` names, if it is still parked.
     pub fn take(&mut self, token: Token) -> Option<T> {
         let (index, generation) = split(token);
-        let slot = self.slots.get_mut(index)?;
+        let slot = self.slot_mut(index)?;
         if slot.generation != generation {
             return None;
         }
@@ -142,9 +164,8 @@ impl<T> Table<T> {
             .map(|&(_, t)| t)
             .filter(|&t| {
                 let (i, _) = split(t);
-                self.slots[i]
-                    .entry
-                    .as_ref()
+                self.slot(i)
+                    .and_then(|s| s.entry.as_ref())
                     .is_some_and(|e| e.group == group)
             })
             .collect();
