@@ -294,18 +294,21 @@ run_scenario() { # scenario port
     tls-conn) "${ON_LOAD[@]}" wrk -t1 -c50 -d"${DURATION}s" -H "Connection: close" "https://127.0.0.1:$(( port + 70 ))/" | awk '/Requests\/sec/ {print $2}' ;;
   esac
 }
-rss_kib() { # pid → RSS of the process and its children, KiB
-  local total=0 p
+rss_kib() { # pid [field] → a /proc status field (default VmRSS) of the process and its children, KiB
+  local total=0 p field=${2:-VmRSS}
   for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/status" ] && total=$(( total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status") ))
+    [ -r "/proc/$p/status" ] && total=$(( total + $(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status") ))
   done
   echo $total
 }
 # Opens IDLE_CONNS connections through the proxy (each sends one request so the backend side
-# is established too), holds them, and prints the proxy's RSS growth per connection in bytes.
+# is established too), holds them, and prints the proxy's growth per connection in bytes of
+# anonymous memory (heap and stacks: what connections cost), then of all its RSS (which also
+# counts the pages of its own program file first read while serving: a fixed cost, ~1.2 MB
+# for lb's 18 MB binary, that a per-connection figure should not carry).
 idle_rss() {
-  local port=$1 before after
-  before=$(rss_kib "$CUR_PID")
+  local port=$1 before after anon0 anon1
+  before=$(rss_kib "$CUR_PID"); anon0=$(rss_kib "$CUR_PID" RssAnon)
   python3 - "$port" "$IDLE_CONNS" "$WORK/idle.ready" <<'PYI' &
 import socket, sys, time, os
 port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -325,12 +328,12 @@ PYI
   local client=$!
   for _ in $(seq 600); do [ -e "$WORK/idle.ready" ] && break; sleep 0.1; done
   sleep 1
-  after=$(rss_kib "$CUR_PID")
+  after=$(rss_kib "$CUR_PID"); anon1=$(rss_kib "$CUR_PID" RssAnon)
   kill $client 2>/dev/null; wait $client 2>/dev/null || true
   rm -f "$WORK/idle.ready"
-  echo $(( (after - before) * 1024 / IDLE_CONNS ))
+  echo "$(( (anon1 - anon0) * 1024 / IDLE_CONNS )) rss:$(( (after - before) * 1024 / IDLE_CONNS ))"
 }
-unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7|gateway|tail64|tail256) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes RSS per idle connection (lower is better)";; l7-idle) echo "bytes RSS per idle HTTP keep-alive connection (lower is better)";; esac; }
+unit() { case $1 in bulk|bulk4) echo "Gbit/s";; rps|tls-rps|l7|gateway|tail64|tail256) echo "req/s";; conn|tls-conn) echo "conn/s";; dns) echo "queries/s (lost)";; idle) echo "bytes anonymous RSS per idle connection (lower is better)";; l7-idle) echo "bytes anonymous RSS per idle HTTP keep-alive connection (lower is better)";; esac; }
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
@@ -371,7 +374,7 @@ python3 - "$RESULTS" "$OUT" "$DURATION" "$(getconf CLK_TCK)" "$WORKERS" "$PROXY_
 import json, statistics, sys, collections, platform, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 out, dur, tck = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-units = {"idle": "bytes RSS per idle connection (lower is better)", "l7-idle": "bytes RSS per idle HTTP keep-alive connection (lower is better)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s", "tail64": "keep-alive req/s, 64 conns (p99 of every run)", "tail256": "keep-alive req/s, 256 conns (p99 of every run)", "gateway": "HTTP mode + JWT + rate limit req/s"}
+units = {"idle": "bytes anonymous RSS per idle connection (lower is better; all RSS in the last column)", "l7-idle": "bytes anonymous RSS per idle HTTP keep-alive connection (lower is better; all RSS in the last column)", "bulk": "Gbit/s (1 stream)", "bulk4": "Gbit/s (4 streams)", "rps": "keep-alive req/s", "conn": "new conn/s", "dns": "UDP DNS queries/s", "tls-rps": "TLS keep-alive req/s", "tls-conn": "TLS new handshakes/s", "l7": "HTTP-mode keep-alive req/s", "tail64": "keep-alive req/s, 64 conns (p99 of every run)", "tail256": "keep-alive req/s, 256 conns (p99 of every run)", "gateway": "HTTP mode + JWT + rate limit req/s"}
 data = collections.defaultdict(list)
 # Scenarios whose figure is a rate of requests (queries, connections): for these the whole
 # machine's CPU per request is reported, and what a proxy adds over the direct path.
