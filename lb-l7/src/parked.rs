@@ -30,41 +30,33 @@ thread_local! {
     static PARKER: RefCell<Option<Parker<Idle>>> = const { RefCell::new(None) };
 }
 
-/// A parked connection's state beside its socket.
+/// A parked connection's state beside its socket (its deadline is the parker's); one in
+/// `lb_http_parked_connections{listener}` while it lives.
 struct Idle {
     gw: Arc<Gateway>,
     info: Arc<ConnInfo>,
     drain: CancellationToken,
-    /// When its last exchange ended: its idle timeout runs from there.
-    from: Instant,
-    _counted: Counted,
 }
 
-/// One in `lb_http_parked_connections{listener}` while it lives.
-struct Counted(metrics::Gauge);
-
-impl Counted {
-    fn new(gauge: &metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge.clone())
+impl Idle {
+    fn new(gw: Arc<Gateway>, info: Arc<ConnInfo>, drain: CancellationToken) -> Self {
+        gw.parked.increment(1.0);
+        Self { gw, info, drain }
     }
 }
 
-impl Drop for Counted {
+impl Drop for Idle {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.gw.parked.decrement(1.0);
     }
 }
 
 impl Parked for Idle {
-    fn wake(self, stream: tokio::net::TcpStream) {
-        let Idle {
-            gw,
-            info,
-            drain,
-            from,
-            ..
-        } = self;
+    fn wake(self, stream: tokio::net::TcpStream, deadline: tokio::time::Instant) {
+        let (gw, info, drain) = (self.gw.clone(), self.info.clone(), self.drain.clone());
+        drop(self);
+        // Its idle time still runs from its last answer.
+        let from = (deadline - gw.idle_timeout).into_std();
         let io = Timed::new(
             ClientStream::Plain(Prefixed::new(Vec::new(), stream)),
             gw.idle_timeout,
@@ -106,15 +98,10 @@ pub(crate) fn park(
     // One group per gateway: its connections share the listener's drain and shutdown tokens.
     let group = Arc::as_ptr(&gw) as usize;
     let ends = [drain.clone(), info.cancel.clone()];
-    let idle = Idle {
-        _counted: Counted::new(&gw.parked),
-        gw,
-        info,
-        drain,
-        from,
-    };
-    if let Err((stream, idle)) = parker.park(stream, idle, deadline, group, &ends) {
-        idle.wake(stream);
+    if let Err((stream, idle)) =
+        parker.park(stream, Idle::new(gw, info, drain), deadline, group, &ends)
+    {
+        idle.wake(stream, deadline);
     }
 }
 

@@ -27,9 +27,9 @@ use table::{Table, Token};
 
 /// What a parked connection's owner keeps beside its socket.
 pub trait Parked: Send + 'static {
-    /// The socket is readable again, or the peer closed it: serve it on. Called on the
-    /// parker's runtime (a task may be spawned there).
-    fn wake(self, stream: TcpStream);
+    /// The socket is readable again, or the peer closed it: serve it on (`deadline`: the one
+    /// it was parked with). Called on the parker's runtime (a task may be spawned there).
+    fn wake(self, stream: TcpStream, deadline: Instant);
 }
 
 /// One worker's parked connections (cheap to clone: a handle).
@@ -188,10 +188,10 @@ async fn run<P: Parked>(shared: Arc<Shared<P>>) {
     loop {
         std::mem::swap(&mut woken, &mut *lock(&shared.ready));
         for token in woken.drain(..) {
-            let Some(p) = lock(&shared.table).take(token) else {
+            let Some((p, deadline)) = lock(&shared.table).take_timed(token) else {
                 continue;
             };
-            p.payload.wake(p.stream);
+            p.payload.wake(p.stream, deadline);
         }
         let next = lock(&shared.table).next_deadline();
         *lock(&shared.armed) = next;

@@ -120,6 +120,11 @@ impl<T> Table<T> {
 
     /// Takes the entry `token` names, if it is still parked.
     pub fn take(&mut self, token: Token) -> Option<T> {
+        self.take_timed(token).map(|(item, _)| item)
+    }
+
+    /// Takes the entry `token` names, with its deadline, if it is still parked.
+    pub fn take_timed(&mut self, token: Token) -> Option<(T, Instant)> {
         let (index, generation) = split(token);
         let slot = self.slot_mut(index)?;
         if slot.generation != generation {
@@ -136,7 +141,7 @@ impl<T> Table<T> {
                 self.groups.remove(&entry.group);
             }
         }
-        Some(entry.item)
+        Some((entry.item, entry.deadline))
     }
 
     /// The earliest deadline.

@@ -15,7 +15,7 @@ use super::{Parked, Parker};
 struct Wake(u32, mpsc::UnboundedSender<(u32, tokio::net::TcpStream)>);
 
 impl Parked for Wake {
-    fn wake(self, stream: tokio::net::TcpStream) {
+    fn wake(self, stream: tokio::net::TcpStream, _deadline: Instant) {
         let _ = self.1.send((self.0, stream));
     }
 }
