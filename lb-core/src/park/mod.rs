@@ -55,7 +55,8 @@ struct Shared<P> {
     /// Slots whose sockets became ready, for the parker to wake (their own lock: tokio may
     /// call a waker on another thread while a connection is being parked).
     ready: Mutex<Vec<Token>>,
-    /// The earliest deadline the parker's timer is set for (`None`: none).
+    /// The earliest deadline the parker's timer is set for (`None`: none); locked after
+    /// `table`, never alone before it.
     armed: Mutex<Option<Instant>>,
     /// Wakes the parker: a slot is ready, or an entry's deadline is earlier than its timer.
     notify: Notify,
@@ -147,6 +148,14 @@ impl<P: Parked> Parker<P> {
                 let p = table.take(token).expect("just parked");
                 return Err((p.stream, p.payload));
             }
+            // Under the table's lock, where the parker's task reads the earliest deadline and
+            // arms its timer: compared with a value it is about to replace, an earlier
+            // deadline would go unannounced and be kept past its time.
+            let mut armed = lock(&sh.armed);
+            if armed.is_none_or(|a| deadline < a) {
+                *armed = Some(deadline);
+                sh.notify.notify_one();
+            }
             watch
         };
         if let Some(gone) = watch {
@@ -156,32 +165,35 @@ impl<P: Parked> Parker<P> {
                 .collect();
             tokio::spawn(watch_group(Arc::downgrade(sh), group, ends, gone));
         }
-        let mut armed = lock(&sh.armed);
-        if armed.is_none_or(|a| deadline < a) {
-            *armed = Some(deadline);
-            sh.notify.notify_one();
-        }
         Ok(())
     }
 }
 
-/// The parker's task: wakes connections whose sockets are ready and closes those whose
-/// deadline passed.
-async fn run<P: Parked>(shared: Arc<Shared<P>>) {
-    /// On any end of the task (its runtime shutting down included): every parked connection
-    /// is closed and nothing more is parked here.
-    struct Dead<'a, P>(&'a Shared<P>);
-    impl<P> Drop for Dead<'_, P> {
-        fn drop(&mut self) {
-            let entries = {
-                let mut table = lock(&self.0.table);
-                self.0.dead.store(true, Ordering::Release);
-                table.clear()
-            };
-            drop(entries);
-        }
+/// On any end of the parker's task (its runtime shutting down included): every parked
+/// connection is closed and nothing more is parked here.
+struct Dead<P>(Arc<Shared<P>>);
+
+impl<P> Drop for Dead<P> {
+    fn drop(&mut self) {
+        let entries = {
+            let mut table = lock(&self.0.table);
+            self.0.dead.store(true, Ordering::Release);
+            table.clear()
+        };
+        drop(entries);
     }
-    let _dead = Dead(&shared);
+}
+
+/// The parker's task: wakes connections whose sockets are ready and closes those whose
+/// deadline passed. Not an `async fn`: its guard must be owned by the future from the start,
+/// since a runtime that shuts down before the task's first poll drops it unpolled, and an
+/// `async fn` body (a guard made in it included) only begins at that first poll.
+fn run<P: Parked>(shared: Arc<Shared<P>>) -> impl Future<Output = ()> + Send {
+    let dead = Dead(shared);
+    async move { serve(&dead.0).await }
+}
+
+async fn serve<P: Parked>(shared: &Shared<P>) {
     let mut woken = Vec::new();
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
@@ -193,8 +205,13 @@ async fn run<P: Parked>(shared: Arc<Shared<P>>) {
             };
             p.payload.wake(p.stream, deadline);
         }
-        let next = lock(&shared.table).next_deadline();
-        *lock(&shared.armed) = next;
+        let next = {
+            // One step under the table's lock, as `park` checks it (see there).
+            let table = lock(&shared.table);
+            let next = table.next_deadline();
+            *lock(&shared.armed) = next;
+            next
+        };
         if let Some(at) = next {
             if at != timer.deadline() {
                 timer.as_mut().reset(at);

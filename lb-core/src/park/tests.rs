@@ -204,3 +204,31 @@ async fn bytes_already_there_give_the_connection_back_and_a_stale_wake_takes_not
     assert_eq!(rx.recv().await.expect("woken").0, 7);
     assert!(rx.try_recv().is_err());
 }
+
+#[test]
+fn a_runtime_shutting_down_before_its_parker_ever_ran_still_closes_what_it_holds() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // `block_on` returns as soon as this block is done: the parker's task is spawned but
+    // never polled before the runtime drops it.
+    let (mut c, parker) = rt.block_on(async {
+        let (c, s) = pair(&l);
+        let parker = Parker::start();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let far = Instant::now() + Duration::from_secs(60);
+        park(&parker, s, Wake(0, tx), far, 1, &[]);
+        (c, parker)
+    });
+    drop(rt);
+    assert!(!parker.alive(), "a parker whose runtime is gone takes more");
+    assert!(
+        parker.is_empty(),
+        "its connections stay open, held by its handles"
+    );
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert!(matches!(c.read(&mut [0u8; 8]), Ok(0)));
+}
