@@ -17,19 +17,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Reads until the peer closes (bounded by `within`); how long it took.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> Duration {
-    let start = Instant::now();
-    let mut sink = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(within, s.read(&mut sink)).await {
-            Ok(Ok(0) | Err(_)) => return start.elapsed(),
-            Ok(Ok(_)) => {}
-            Err(_) => panic!("still open after {within:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn proxy_headers_go_to_backends_one_connection_per_client() {
     for (version, sig) in [

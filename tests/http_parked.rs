@@ -40,19 +40,6 @@ async fn get(s: &mut TcpStream, path: &str) -> u16 {
     read_responses(s, 1).await[0].0
 }
 
-/// Reads until the peer closes (bounded by `within`); how long it took.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> Duration {
-    let start = Instant::now();
-    let mut sink = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(within, s.read(&mut sink)).await {
-            Ok(Ok(0) | Err(_)) => return start.elapsed(),
-            Ok(Ok(_)) => {}
-            Err(_) => panic!("still open after {within:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parked_connection_serves_whatever_comes_as_if_never_parked() {
     let origin = Origin::start().await;

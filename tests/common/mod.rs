@@ -511,3 +511,16 @@ pub async fn answer_before_close(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
         .expect("lb closes the connection in time");
     got
 }
+
+/// Reads until the peer closes (bounded by `within`); how long it took.
+pub async fn closed_within(s: &mut TcpStream, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut sink = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut sink)).await {
+            Ok(Ok(0) | Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("still open after {within:?}"),
+        }
+    }
+}
