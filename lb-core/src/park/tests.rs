@@ -232,3 +232,49 @@ fn a_runtime_shutting_down_before_its_parker_ever_ran_still_closes_what_it_holds
         .expect("timeout");
     assert!(matches!(c.read(&mut [0u8; 8]), Ok(0)));
 }
+
+/// Wakes fired on another thread race parking (lb's work-stealing runtime: the reactor runs
+/// on whichever worker polls it): every byte written wakes its connection exactly once,
+/// whether it came before, during or after the park.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_on_other_threads_racing_parks_are_neither_lost_nor_doubled() {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let parker = Parker::start();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let far = Instant::now() + Duration::from_secs(60);
+    let n = 32;
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let (c, s) = pair(&l);
+        park(&parker, s, Wake(i, tx.clone()), far, 1, &[]);
+        clients.push(c);
+    }
+    for round in 0..200 {
+        // The clients write from a thread of their own while last round's connections are
+        // parked again on the runtime's workers.
+        let writer = std::thread::spawn(move || {
+            for c in &mut clients {
+                c.write_all(b"x").expect("write");
+            }
+            clients
+        });
+        let mut seen = vec![0u32; n as usize];
+        for _ in 0..n {
+            let (i, mut s) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a wake was lost ({seen:?})"))
+                .expect("woken");
+            seen[i as usize] += 1;
+            s.read_exact(&mut [0u8; 1]).await.expect("read");
+            emptied(&s);
+            let (parker, tx) = (parker.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Err((s, w)) = parker.park(s, Wake(i, tx), far, 1, &[]) {
+                    w.wake(s, far);
+                }
+            });
+        }
+        clients = writer.join().expect("writer");
+        assert!(seen.iter().all(|&k| k == 1), "round {round}: {seen:?}");
+    }
+}
