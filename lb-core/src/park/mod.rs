@@ -247,7 +247,15 @@ async fn watch_group<P: Parked>(
         () = gone.cancelled() => return,
     }
     if let Some(sh) = shared.upgrade() {
-        let closed = lock(&sh.table).close_group(group);
+        let closed = {
+            let mut table = lock(&sh.table);
+            // Checked under the lock: a group emptied meanwhile (its `gone` cancelled) may
+            // have been made anew under the same key, by another gateway at the same address.
+            if gone.is_cancelled() {
+                return;
+            }
+            table.close_group(group)
+        };
         drop(closed);
     }
 }
