@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -41,19 +42,40 @@ pub enum Stop {
     Paused(Vec<u8>),
 }
 
-/// Waits for `ready` unless a pause is asked for first; `Ok(true)` = paused. A pause already
-/// asked wins over readiness, so no read happens after it.
+/// Which readiness of a socket a pump waits for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Want {
+    Read,
+    Write,
+}
+
+/// Waits until `sock` is ready for `want` unless a pause is asked for first; `Ok(true)` =
+/// paused. A pause already asked wins over readiness, so no read happens after it.
+///
+/// Polls the socket's readiness in place rather than holding tokio's `readable()` or
+/// `writable()` future (152 B each, and `select!` kept a second copy): an idle relay's task
+/// carries one of these per direction for its whole life.
 pub(crate) async fn or_pause(
-    ready: impl Future<Output = io::Result<()>>,
+    sock: &TcpStream,
+    want: Want,
     pause: Option<&CancellationToken>,
 ) -> io::Result<bool> {
+    let ready = |cx: &mut Context<'_>| match want {
+        Want::Read => sock.poll_read_ready(cx),
+        Want::Write => sock.poll_write_ready(cx),
+    };
     match pause {
-        None => ready.await.map(|()| false),
-        Some(p) => tokio::select! {
-            biased;
-            () = p.cancelled() => Ok(true),
-            r = ready => r.map(|()| false),
-        },
+        None => std::future::poll_fn(ready).await.map(|()| false),
+        Some(p) => {
+            let mut paused = std::pin::pin!(p.cancelled());
+            std::future::poll_fn(|cx| {
+                if paused.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(true));
+                }
+                ready(cx).map(|r| r.map(|()| false))
+            })
+            .await
+        }
     }
 }
 
@@ -70,7 +92,7 @@ pub(crate) async fn write_or_pause(
         match to.try_write(&bytes[off..]) {
             Ok(k) => off += k,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if or_pause(to.writable(), pause)
+                if or_pause(to, Want::Write, pause)
                     .await
                     .map_err(|e| (to_side, e))?
                 {
@@ -119,8 +141,8 @@ mod tests {
         b.readable().await.expect("readable");
         let p = CancellationToken::new();
         p.cancel();
-        assert!(or_pause(b.readable(), Some(&p)).await.expect("ok"));
-        assert!(!or_pause(b.readable(), None).await.expect("ok"));
+        assert!(or_pause(&b, Want::Read, Some(&p)).await.expect("ok"));
+        assert!(!or_pause(&b, Want::Read, None).await.expect("ok"));
     }
 
     #[tokio::test]

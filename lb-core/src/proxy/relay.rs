@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::buffers::Buf;
 pub use super::pause::RelayState;
-use super::pause::{or_pause, write_or_pause, Stop};
+use super::pause::{or_pause, write_or_pause, Stop, Want};
 
 /// How bytes are moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,7 +515,7 @@ async fn copy_pump(
     }
     drop(carry);
     loop {
-        if or_pause(from.readable(), pause)
+        if or_pause(from, Want::Read, pause)
             .await
             .map_err(|e| (side, e))?
         {

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use tokio_util::sync::CancellationToken;
 
-use super::pause::{drain_pipe, or_pause, Stop};
+use super::pause::{drain_pipe, or_pause, Stop, Want};
 use super::relay::{Activity, Side};
 
 /// Bytes moved per splice call: the kernel's default pipe capacity. 256 KiB and 1 MiB pipes
@@ -45,7 +45,7 @@ pub async fn pump(
     let mut pipe: Option<Pipe> = None;
     loop {
         // The pipe is empty here: everything spliced in was spliced out.
-        if or_pause(from.readable(), pause)
+        if or_pause(from, Want::Read, pause)
             .await
             .map_err(|e| (from_side, e))?
         {
@@ -67,7 +67,7 @@ pub async fn pump(
         act.moved(from_side, n as u64);
         let mut left = n;
         while left > 0 {
-            if or_pause(to.writable(), pause)
+            if or_pause(to, Want::Write, pause)
                 .await
                 .map_err(|e| (to_side, e))?
             {
