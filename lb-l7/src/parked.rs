@@ -1,7 +1,8 @@
 //! Idle plain HTTP/1.1 keep-alive connections, parked ([`lb_core::park`]): one that has waited
 //! [`PARK_AFTER`] for its next request leaves its task and its timers behind and is kept as
-//! its socket and what its requests share ([`ConnInfo`]) in its worker's parker. Its next bytes wake it onto a new task that serves on exactly as
-//! before; its idle timeout, the listener's drain and shutdown close it where it lies.
+//! its socket and what its requests share ([`ConnInfo`]) in its worker's parker. Its next
+//! bytes wake it onto a new task that serves on exactly as before; its idle timeout, the
+//! listener's drain and shutdown close it where it lies.
 //!
 //! TLS connections are not parked (their session state is the connection's own), nor those
 //! the general path serves (hyper's connection state lives in its future).
@@ -20,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::timed::Timed;
 
 /// How long a connection waits for its next request as a task before it is parked. Parking
-/// and waking cost no system call, but a new task and session per wake (~1 µs); a client
+/// and waking cost no system call, but a new task and session per wake; a client
 /// that comes back sooner never pays that. Short, so that a burst of connections that then
 /// idle never has all their tasks alive at once (the allocator would keep that peak).
 pub const PARK_AFTER: Duration = Duration::from_millis(10);
