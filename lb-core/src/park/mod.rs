@@ -11,7 +11,6 @@
 mod table;
 
 use std::future::Future;
-
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};

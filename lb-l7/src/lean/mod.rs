@@ -91,9 +91,9 @@ pub(crate) struct Session<'g> {
     backend_timer: Deadline,
     /// Its idle waits end in [`End::Park`] (a plain connection, when it may be parked).
     park: bool,
-    /// When a parked connection was woken: its first wait does not park it again before
-    /// its bytes had a chance to arrive (its socket's readiness is new to tokio, so the
-    /// first read may well wait for the reactor's next turn).
+    /// When a parked connection was woken: its first wait does not park it again within
+    /// [`crate::parked::PARK_AFTER`] of the wake, so a wake that finds no bytes (readiness
+    /// tokio reported but a read does not confirm) cannot turn into a park-wake loop.
     woken: Option<Instant>,
 }
 
