@@ -3,69 +3,24 @@
 #![cfg(feature = "external-tests")]
 
 mod common;
+mod dnsmasq;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use dnsmasq::Dnsmasq;
 use tokio::net::UdpSocket;
-
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts dnsmasq on a free port and waits until it answers; a port that turns out to be
-/// taken (dnsmasq binds TCP on it too) gets another try.
-async fn dnsmasq() -> (Dnsmasq, SocketAddr) {
-    for _ in 0..5 {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                &format!("--port={port}"),
-                "--address=/health.example/127.0.0.9",
-                "--address=/www.example/10.1.2.3",
-                "--pid-file=",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dnsmasq (apt-get install dnsmasq-base)");
-        let server = Dnsmasq(child);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let probe = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let q = lb_core::health::dns::query(1, "health.example").expect("query");
-        for _ in 0..30 {
-            probe.send_to(&q, addr).await.expect("send");
-            let mut buf = [0u8; 512];
-            if let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_millis(100), probe.recv_from(&mut buf)).await
-            {
-                return (server, addr);
-            }
-        }
-    }
-    panic!("dnsmasq never answered");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dns_query_through_lb_gets_the_right_answer() {
-    let (_server, dns) = dnsmasq().await;
+    let hosts = scratch("dns").join("hosts");
+    std::fs::write(&hosts, "").expect("hosts");
+    let answers = [
+        "--address=/health.example/127.0.0.9".to_string(),
+        "--address=/www.example/10.1.2.3".to_string(),
+    ];
+    let server = Dnsmasq::start(0, &hosts, &answers).await;
+    let dns = server.addr();
     let health = "health = { kind = \"dns\", query = \"health.example\", interval = \"200ms\", timeout = \"200ms\", rise = 1 }";
     let text = config("round-robin", &[(dns, "")], health, "protocol = \"udp\"");
     let lb = Lb::start("dns", &text).await;

@@ -21,10 +21,7 @@ impl Dnsmasq {
     pub async fn start(port: u16, hosts: &Path, extra: &[String]) -> Dnsmasq {
         for _ in 0..20 {
             let p = if port == 0 {
-                std::net::UdpSocket::bind("127.0.0.1:0")
-                    .and_then(|s| s.local_addr())
-                    .expect("free port")
-                    .port()
+                free_port(&["127.0.0.1"])
             } else {
                 port
             };
@@ -130,21 +127,31 @@ pub async fn wait_members(lb: &Lb, want: &[&str], within: Duration) {
 }
 
 /// A port free on both 127.0.0.2 and 127.0.0.3 for TCP and UDP (DNS members of one name
-/// share its port), as the kernel chose it for 127.0.0.2.
+/// share its port).
 pub fn twin_port() -> u16 {
-    for _ in 0..50 {
-        let Ok(t) = std::net::TcpListener::bind("127.0.0.2:0") else {
-            continue;
-        };
-        let port = t.local_addr().expect("addr").port();
+    free_port(&["127.0.0.2", "127.0.0.3"])
+}
+
+/// A port free for TCP and UDP on each of `ips`, chosen below the kernel's ephemeral range.
+/// A port the kernel hands out may be held by a client's TIME_WAIT socket: the discovery
+/// tests open tens of thousands of short connections, and right after them most of the
+/// ephemeral range fails dnsmasq's TCP bind though a UDP bind there succeeds (seen in CI:
+/// five tries in a row "Address already in use").
+pub fn free_port(ips: &[&str]) -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(11_000);
+    for _ in 0..200 {
+        let port = fastrand::u16(10_000..low);
         let free = |ip: &str| {
-            std::net::TcpListener::bind(format!("{ip}:{port}")).is_ok()
-                && std::net::UdpSocket::bind(format!("{ip}:{port}")).is_ok()
+            std::net::TcpListener::bind((ip, port)).is_ok()
+                && std::net::UdpSocket::bind((ip, port)).is_ok()
         };
-        drop(t);
-        if free("127.0.0.2") && free("127.0.0.3") {
+        if ips.iter().all(|ip| free(ip)) {
             return port;
         }
     }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+    panic!("no port below {low} free for TCP and UDP on {ips:?}");
 }
