@@ -9,6 +9,7 @@
 #   LB_TOP_EXTRA=$'[tracing]\notlp_endpoint = "http://127.0.0.1:4318"' SCENARIOS=l7 PROXIES=lb scripts/bench.sh  # top-level tables
 #   WORKERS=2 SCENARIOS="rps bulk4" scripts/bench.sh                  # scaling over workers
 #   PIN=0 SCENARIOS="rps conn" scripts/bench.sh                       # nothing pinned
+#   SCENARIOS="rps conn" PROXIES="direct lb nginx uring" scripts/bench.sh  # vs an io_uring floor
 #
 # Every proxy gets WORKERS workers (default 1: lb `workers`, HAProxy `nbthread`, nginx
 # `worker_processes`) pinned to CPUs 0..WORKERS-1; load generators and backends run on CPUs
@@ -17,7 +18,11 @@
 # spread, raw and per proxy CPU-second (user+sys from /proc over the run). For request-rate
 # scenarios the whole machine's busy CPU per request (/proc/stat, all cores: load, backends,
 # kernel work elsewhere included) is reported too, and what a proxy adds over `direct` — the
-# fair figure when a proxy moves work into the kernel. PIN=0 pins nothing. Results go to
+# fair figure when a proxy moves work into the kernel. For the same scenarios the proxy's own
+# CPU per request is split into user and kernel (utime/stime): how much of it is lb's code at
+# all. PROXIES=uring adds scripts/experiments/uring-relay (plain TCP scenarios only): the
+# cheapest io_uring relay, no decisions at all, as the floor an io_uring lb would run against.
+# PIN=0 pins nothing. Results go to
 # stdout and to target/bench/results.{md,json}. Only loopback is used; every run is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +62,11 @@ else
   cargo build --release --quiet
   LB=target/release/lb
 fi
+if [[ " $PROXIES " == *" uring "* ]]; then
+  echo "building scripts/experiments/uring-relay (release)…" >&2
+  cargo build --release --quiet --manifest-path scripts/experiments/uring-relay/Cargo.toml --target-dir target/uring-relay
+  URING=target/uring-relay/release/uring-relay
+fi
 
 # Room for 10,000+ idle connections per proxy (each costs two descriptors).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -84,7 +94,7 @@ fi
 HTTP_BE=127.0.0.1:18101
 IPERF_PORT=18102
 DNS_PORT=18103
-declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205 [lb-base]=18206)
+declare -A PORT=([lb]=18201 [lb-copy]=18202 [lb-ws]=18203 [haproxy]=18204 [nginx]=18205 [lb-base]=18206 [uring]=18207)
 
 # Waits until something listens on 127.0.0.1:PORT (bounded: 5 s).
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
@@ -188,6 +198,7 @@ start_proxy() { # name → PROXY_PID
     lb-copy) lb_conf lb-copy "$port" false; "${ON_PROXY[@]}" "$LB" run --config "$WORK/lb-copy.toml" 2>"$WORK/lb-copy.log" & ;;
     lb-base) lb_conf lb-base "$port" true; "${ON_PROXY[@]}" "${LB_BASE:?LB_BASE=path of another lb binary}" run --config "$WORK/lb-base.toml" 2>"$WORK/lb-base.log" & ;;
     lb-ws)   lb_conf lb-ws "$port" true; "${ON_PROXY[@]}" "$LB" run --threading work-stealing --config "$WORK/lb-ws.toml" 2>"$WORK/lb-ws.log" & ;;
+    uring)   "${ON_PROXY[@]}" "$URING" "127.0.0.1:$port=$HTTP_BE" "127.0.0.1:$(( port + 50 ))=127.0.0.1:$IPERF_PORT" 2>"$WORK/uring.log" & ;;
     haproxy)
       cat > "$WORK/haproxy.cfg" <<HAP
 global
@@ -273,12 +284,14 @@ NGX
 # Busy ticks of every CPU (user nice system irq softirq steal): what a request costs the whole
 # machine, kernel work on other cores and in kworkers included, not only the proxy process.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-cpu_ticks() { # pid → utime+stime of the process and its children (nginx/haproxy workers)
-  local total=0 p
+cpu_ticks() { # pid → "utime stime" of the process and its children (nginx/haproxy workers)
+  local user=0 sys=0 p u s
   for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/stat" ] && total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+    [ -r "/proc/$p/stat" ] || continue
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat")
+    user=$(( user + u )); sys=$(( sys + s ))
   done
-  echo $total
+  echo "$user $sys"
 }
 
 # --- scenarios: print "<value>" (higher is better) ----------------------------------------
@@ -354,6 +367,8 @@ for s in $SCENARIOS; do
       if [ "$s" = dns ] && [ "$p" = haproxy ]; then continue; fi
       # There is no direct TLS path to the plain backend.
       case $s in tls-*) [ "$p" = direct ] && continue ;; esac
+      # The io_uring relay moves plain TCP streams and nothing else.
+      if [ "$p" = uring ]; then case $s in rps|conn|bulk|bulk4|tail64|tail256) ;; *) continue ;; esac; fi
       # Gateway policies are lb's alone; compare with its own plain l7 figure.
       if [ "$s" = gateway ]; then case $p in lb|lb-base) ;; *) continue ;; esac; fi
       # RSS per connection is a proxy's figure; there is no direct path to measure.
@@ -365,15 +380,15 @@ for s in $SCENARIOS; do
           dns) port=$(( DNS_PORT - 60 )) ;;
           *) port=$(( IPERF_PORT - 50 )) ;;
         esac
-        m0=$(machine_ticks); v=$(run_scenario "$s" "$port"); m1=$(machine_ticks); cpu=0
+        m0=$(machine_ticks); v=$(run_scenario "$s" "$port"); m1=$(machine_ticks); cpu=0; user=0
       else
         start_proxy "$p" >/dev/null; pid=$PROXY_PID; CUR_PID=$pid; PIDS+=("$pid"); wait_port "${PORT[$p]}"; wait_port $(( ${PORT[$p]} + 50 ))
-        t0=$(cpu_ticks "$pid"); m0=$(machine_ticks)
+        read -r u0 s0 < <(cpu_ticks "$pid"); m0=$(machine_ticks)
         v=$(run_scenario "$s" "${PORT[$p]}")
-        t1=$(cpu_ticks "$pid"); m1=$(machine_ticks)
-        cpu=$(( t1 - t0 )); kill "$pid"; wait "$pid" 2>/dev/null || true
+        read -r u1 s1 < <(cpu_ticks "$pid"); m1=$(machine_ticks)
+        user=$(( u1 - u0 )); cpu=$(( user + s1 - s0 )); kill "$pid"; wait "$pid" 2>/dev/null || true
       fi
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$p" "$r" "$v" "$cpu" "$(( m1 - m0 ))" >> "$RESULTS"
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$p" "$r" "$v" "$cpu" "$(( m1 - m0 ))" "$user" >> "$RESULTS"
       printf '  %-6s %-8s run %s: %s %s (proxy cpu %s ticks)\n' "$s" "$p" "$r" "$v" "$(unit "$s")" "$cpu" >&2
     done
   done
@@ -388,13 +403,16 @@ data = collections.defaultdict(list)
 # Scenarios whose figure is a rate of requests (queries, connections): for these the whole
 # machine's CPU per request is reported, and what a proxy adds over the direct path.
 rates = {"rps", "conn", "dns", "tls-rps", "tls-conn", "l7", "gateway", "tail64", "tail256"}
-for s, p, r, v, cpu, mach in rows:
+for s, p, r, v, cpu, mach, user in rows:
     parts = v.split()
     if not parts: continue
     val = float(parts[0]); p99 = parts[1] if len(parts) > 1 else ""
     per_cpu = val / (int(cpu) / tck) if int(cpu) > 0 else None
     us_per_req = int(mach) / tck / (val * dur) * 1e6 if s in rates and val > 0 else None
-    data[(s, p)].append((val, per_cpu, p99, us_per_req))
+    # The proxy's own CPU per request, and the part of it spent in user space.
+    proxy_us = int(cpu) / tck / (val * dur) * 1e6 if s in rates and val > 0 and int(cpu) > 0 else None
+    user_us = int(user) / tck / (val * dur) * 1e6 if proxy_us is not None else None
+    data[(s, p)].append((val, per_cpu, p99, us_per_req, proxy_us, user_us))
 table, md = [], []
 cpuinfo = open("/proc/cpuinfo").read()
 model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
@@ -404,8 +422,10 @@ placement = f"pinned to CPU {proxy_cpus}; load and backends on CPU {load_cpus}" 
 md.append(f"Machine: {os.cpu_count()} CPUs ({model}), kernel {platform.release()}. Proxy: {workers} worker(s), {placement}.")
 md.append("Machine µs/req: busy time of all CPUs (/proc/stat) per request, load generator and backend included; added: that minus the direct path's.")
 md.append("")
-md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs nginx | vs direct | machine µs/req | added µs/req | p99 / lost |")
-md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+md.append("Proxy µs/req (user): the proxy's own CPU per request (utime+stime), and of it the time in user space; the rest is the kernel's, in the proxy's system calls.")
+md.append("")
+md.append("| scenario | proxy | median | min–max | per proxy CPU-s | vs haproxy | vs nginx | vs direct | machine µs/req | added µs/req | proxy µs/req (user) | p99 / lost |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for s in dict.fromkeys(k[0] for k in data):
     med = {p: statistics.median(v[0] for v in vals) for (ss, p), vals in data.items() if ss == s}
     for (ss, p), vals in data.items():
@@ -422,10 +442,13 @@ for s in dict.fromkeys(k[0] for k in data):
         mus = statistics.median(mu) if mu else None
         du = [v[3] for v in data.get((s, "direct"), []) if v[3] is not None]
         added = mus - statistics.median(du) if mus is not None and du and p != "direct" else None
-        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_nginx=rn, vs_direct=rd, machine_us_per_request=mus, added_us_per_request=added, p99_or_lost=p99, runs=len(vs), pinned=pinned)
+        # The median run's split (the run with the median rate), so user and total agree.
+        mid = sorted(vals, key=lambda v: v[0])[len(vals)//2]
+        pus, uus = mid[4], mid[5]
+        row = dict(scenario=s, unit=units.get(s, s), proxy=p, median=m, min=min(vs), max=max(vs), per_cpu_second=pcm, vs_haproxy=rh, vs_nginx=rn, vs_direct=rd, machine_us_per_request=mus, added_us_per_request=added, proxy_us_per_request=pus, proxy_user_us_per_request=uus, p99_or_lost=p99, runs=len(vs), pinned=pinned)
         table.append(row)
         f = lambda x: "–" if x is None else f"{x:.2f}"
-        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rn)} | {f(rd)} | {f(mus)} | {f(added)} | {p99 or '–'} |")
+        md.append(f"| {units.get(s,s)} | {p} | {m:.2f} | {min(vs):.2f}–{max(vs):.2f} | {'–' if pcm is None else (f'{pcm:.2f}' if pcm < 100 else f'{pcm:.0f}')} | {f(rh)} | {f(rn)} | {f(rd)} | {f(mus)} | {f(added)} | {'–' if pus is None else f'{pus:.2f} ({uus:.2f})'} | {p99 or '–'} |")
 open(os.path.join(out, "results.json"), "w").write(json.dumps(table, indent=1))
 open(os.path.join(out, "results.md"), "w").write("\n".join(md) + "\n")
 print("\n".join(md))
