@@ -5,6 +5,8 @@
 //! `crit` extensions is refused (lb understands none). Keys come from an environment variable (HMAC), a PEM public
 //! key, or a JWKS file (by `kid`), read when the config is loaded. A token lacking every
 //! `require_roles` role gets 403; verified claims can be forwarded as request headers.
+//! A token that verified is remembered by its digest ([`super::jwt_cache`]): presented again,
+//! only its `exp`/`nbf` are checked again.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use lb_core::config::{Diagnostic, FileRef, JwtKey};
 use serde_json::Value;
 
 use super::claims::Forward;
+use super::jwt_cache::{self, Verified};
 use super::{auth_failure, refuse_with, Policy, Refusal, RequestInfo};
 
 /// A policy's verification keys.
@@ -161,6 +164,7 @@ pub struct Jwt {
     require_roles: Vec<String>,
     roles_claim: String,
     forward: Forward,
+    verified: Verified,
 }
 
 /// Why a token failed, for the metric and the `error_description`.
@@ -213,7 +217,23 @@ impl Jwt {
             require_roles: s.require_roles,
             roles_claim: s.roles_claim,
             forward: Forward::new(&s.forward_claims),
+            verified: Verified::new(s.leeway.as_secs()),
         }
+    }
+
+    /// [`Jwt::verify`], remembered: a token seen and verified before is only checked for
+    /// time again.
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<Value>, (&'static str, String)> {
+        let digest = jwt_cache::digest(token);
+        if let Some(claims) = self
+            .verified
+            .get(&digest, jsonwebtoken::get_current_timestamp())
+        {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify(token)?);
+        self.verified.put(digest, claims.clone());
+        Ok(claims)
     }
 
     /// The verified claims of `token`, or why not.
@@ -305,7 +325,7 @@ impl Policy for Jwt {
                 &[(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
             ));
         };
-        let claims = match self.verify(token) {
+        let claims = match self.verify_cached(token) {
             Ok(c) => c,
             Err((why, description)) => {
                 auth_failure(&self.name, why);
@@ -330,7 +350,7 @@ impl Policy for Jwt {
             ));
         }
         self.forward.apply(&claims, headers);
-        info.claims = Some(Arc::new(claims));
+        info.claims = Some(claims);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ mod headers;
 pub mod introspect;
 mod ip_filter;
 pub mod jwt;
+mod jwt_cache;
 mod rate_key;
 pub mod rate_limit;
 mod redis_store;
