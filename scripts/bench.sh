@@ -274,6 +274,20 @@ http {
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
     }
   }
+  # The gateway scenario's nearest equivalent: nginx has no JWT check without NGINX Plus or
+  # a module (auth_request would add a subrequest lb does not make), so it runs the rate
+  # limit alone, per client address, set high enough never to refuse.
+  limit_req_zone \$binary_remote_addr zone=gw:1m rate=1000000r/s;
+  server {
+    listen 127.0.0.1:$(( port + 90 )) backlog=4096;
+    location / {
+      limit_req zone=gw burst=1000000 nodelay;
+      proxy_pass http://l7;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
 }
 NGX
       "${ON_PROXY[@]}" nginx -c "$WORK/nginx-lb.conf" -e stderr 2>"$WORK/nginx-lb.log" & ;;
@@ -372,7 +386,7 @@ for s in $SCENARIOS; do
       # The io_uring relay moves plain TCP streams and nothing else.
       if [ "$p" = uring ]; then case $s in rps|conn|bulk|bulk4|tail64|tail256) ;; *) continue ;; esac; fi
       # Gateway policies are lb's alone; compare with its own plain l7 figure.
-      if [ "$s" = gateway ]; then case $p in lb|lb-base) ;; *) continue ;; esac; fi
+      if [ "$s" = gateway ]; then case $p in lb|lb-base|nginx) ;; *) continue ;; esac; fi
       # RSS per connection is a proxy's figure; there is no direct path to measure.
       case $s in idle|l7-idle) [ "$p" = direct ] && continue ;; esac
       if [ "$p" = direct ]; then
