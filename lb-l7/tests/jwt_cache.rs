@@ -179,3 +179,25 @@ fn a_forged_copy_of_a_cached_token_is_refused() {
         Err("bad_signature")
     );
 }
+
+#[test]
+fn a_token_too_long_to_keep_is_verified_in_full_each_time() {
+    let p = policy();
+    let claims = json!({"sub": "big", "iss": "https://auth.example", "exp": now() + 400, "pad": "x".repeat(5_000)});
+    let long = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign");
+    assert!(long.len() > 4_096);
+    for _ in 0..2 {
+        assert_eq!(cached(&p, &long), full(&p, &long));
+        assert!(cached(&p, &long).is_ok());
+    }
+    let mut forged = long.into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    assert_eq!(cached(&p, &forged), Err("bad_signature"));
+}

@@ -7,19 +7,25 @@
 //! token that fails them is verified in full (and refused with the reason). Only tokens
 //! that passed are kept, so a bad token always costs the full check.
 //!
-//! Entries are found by the token's digest, never the token: no bearer credential outlives
-//! its request, and a timing difference in the lookup tells a client only about digests. The
-//! table is direct-mapped and fixed in size: a new token takes its slot's place, so memory
-//! is bounded whatever clients send (at worst they evict each other, costing a re-check).
-//! A reload builds a new policy, hence a new, empty table with the new keys.
+//! Entries are found by the token's digest and keep its claims, never the token itself: no
+//! bearer credential outlives its request, and a timing difference in the lookup tells a
+//! client only about digests. The table is direct-mapped and fixed in size, a new token
+//! taking its slot's place, and keeps tokens of at most [`MAX_TOKEN`] bytes, so its memory
+//! is bounded whatever clients send; only tokens the issuer signed get in at all (at worst
+//! clients evict each other, costing a re-check). A reload builds a new policy, hence a new,
+//! empty table with the new keys.
 
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Slots per policy: each is ~64 bytes, so a `jwt` policy holds at most ~32 KB here.
+/// Slots per policy (~64 bytes each, plus the claims held).
 pub const SLOTS: usize = 512;
+
+/// Longer tokens are always verified in full (typical ones are well under 1 KiB), so the
+/// claims held stay a few KiB per slot.
+pub const MAX_TOKEN: usize = 4096;
 
 /// A token's key in the table.
 pub type TokenDigest = [u8; 32];
