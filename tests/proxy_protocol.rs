@@ -13,8 +13,8 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// Reads one PROXY header (v1 or v2, written by lb) and answers `source=IP:PORT\n` followed
-/// by the first payload bytes it got, then closes.
+/// Reads one PROXY header (v1 or v2, written by lb) and answers `source=IP:PORT payload=…\n`
+/// with the first payload bytes it got (and ` destination=IP:PORT` after them), then closes.
 async fn header_reader() -> Backend {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -24,8 +24,9 @@ async fn header_reader() -> Backend {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
                 let answer = loop {
-                    if let Some((src, rest)) = parse(&buf) {
-                        break format!("source={src} payload={}\n", String::from_utf8_lossy(rest));
+                    if let Some((src, dst, rest)) = parse(&buf) {
+                        let rest = String::from_utf8_lossy(rest);
+                        break format!("source={src} payload={rest} destination={dst}\n");
                     }
                     match s.read(&mut chunk).await {
                         Ok(0) | Err(_) => break format!("no header in {buf:?}\n"),
@@ -41,7 +42,7 @@ async fn header_reader() -> Backend {
 }
 
 /// A deliberately separate reading of the spec: v1 is a text line, v2 a 16-byte preamble.
-fn parse(buf: &[u8]) -> Option<(SocketAddr, &[u8])> {
+fn parse(buf: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
     const SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
     if buf.starts_with(SIG) {
         if buf.len() < 16 {
@@ -49,21 +50,39 @@ fn parse(buf: &[u8]) -> Option<(SocketAddr, &[u8])> {
         }
         let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
         let body = buf.get(16..16 + len)?;
-        let (ip, port): (IpAddr, u16) = match buf[13] {
-            0x11 => (
-                Ipv4Addr::new(body[0], body[1], body[2], body[3]).into(),
-                u16::from_be_bytes([body[8], body[9]]),
-            ),
+        let (src, dst) = match buf[13] {
+            0x11 => {
+                let ip = |at: usize| {
+                    IpAddr::from(Ipv4Addr::new(
+                        body[at],
+                        body[at + 1],
+                        body[at + 2],
+                        body[at + 3],
+                    ))
+                };
+                let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+                (
+                    SocketAddr::new(ip(0), port(8)),
+                    SocketAddr::new(ip(4), port(10)),
+                )
+            }
             0x21 => {
-                let mut o = [0u8; 16];
-                o.copy_from_slice(&body[..16]);
-                (o.into(), u16::from_be_bytes([body[32], body[33]]))
+                let ip = |at: usize| {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(&body[at..at + 16]);
+                    IpAddr::from(o)
+                };
+                let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+                (
+                    SocketAddr::new(ip(0), port(32)),
+                    SocketAddr::new(ip(16), port(34)),
+                )
             }
             f => panic!("unexpected family {f:#x}"),
         };
         // Only the payload that arrived with the header is echoed; wait for some.
         let rest = &buf[16 + len..];
-        return (!rest.is_empty()).then_some((SocketAddr::new(ip, port), rest));
+        return (!rest.is_empty()).then_some((src, dst, rest));
     }
     let end = buf.windows(2).position(|w| w == b"\r\n")?;
     let line = std::str::from_utf8(&buf[..end]).ok()?;
@@ -73,6 +92,7 @@ fn parse(buf: &[u8]) -> Option<(SocketAddr, &[u8])> {
     (!rest.is_empty()).then(|| {
         (
             SocketAddr::new(f[2].parse().expect("ip"), f[4].parse().expect("port")),
+            SocketAddr::new(f[3].parse().expect("ip"), f[5].parse().expect("port")),
             rest,
         )
     })
@@ -109,8 +129,53 @@ async fn backends_see_the_client_address_in_v1_and_v2() {
         .await;
         let addr = lb.listener("main").await;
         let (local, answer) = from_ip(addr, "127.0.0.7", b"hello").await;
-        assert_eq!(answer, format!("source={local} payload=hello"), "{version}");
+        assert_eq!(
+            answer,
+            format!("source={local} payload=hello destination={addr}"),
+            "{version}"
+        );
     }
+}
+
+/// A port no one is using, below the kernel's ephemeral range (so no outgoing connection
+/// takes it between this check and lb's bind).
+fn unused_port() -> u16 {
+    (21_000..22_000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port")
+}
+
+/// The header's destination is the address the client reached: lb's listener address when
+/// it names one (no system call asks the socket), the connection's own behind a wildcard.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_destination_is_the_address_the_client_reached() {
+    let b = header_reader().await;
+    let fixed: SocketAddr = format!("127.0.0.1:{}", unused_port())
+        .parse()
+        .expect("addr");
+    let text = format!(
+        "[global]\nworkers = 1\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"wild\"\nbind = \"0.0.0.0:0\"\npool = \"p\"\nproxy_protocol = \"v2\"\n\n\
+         [[listener]]\nname = \"fixed\"\nbind = \"{fixed}\"\npool = \"p\"\nproxy_protocol = \"v1\"\n\n\
+         [[pool]]\nname = \"p\"\nbackends = [{{ addr = \"{}\" }}]\n",
+        b.addr
+    );
+    let lb = Lb::start("pp-destination", &text).await;
+    let wild = lb.listener("wild").await;
+    // Two loopback addresses reach the wildcard listener: each is its connection's own.
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let reached = SocketAddr::new(ip.parse().expect("ip"), wild.port());
+        let (local, answer) = from_ip(reached, "127.0.0.9", b"x").await;
+        assert_eq!(
+            answer,
+            format!("source={local} payload=x destination={reached}")
+        );
+    }
+    let (local, answer) = from_ip(fixed, "127.0.0.9", b"y").await;
+    assert_eq!(
+        answer,
+        format!("source={local} payload=y destination={fixed}")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -141,7 +206,12 @@ async fn an_accepted_header_split_across_reads_is_passed_on() {
         .await
         .expect("in time")
         .expect("read");
-    assert_eq!(got.trim(), "source=203.0.113.9:4242 payload=GET");
+    // The source is the accepted header's; the destination lb's own listener address, as
+    // nginx's stream proxy sends it (HAProxy would pass the accepted header's on).
+    assert_eq!(
+        got.trim(),
+        format!("source=203.0.113.9:4242 payload=GET destination={addr}")
+    );
     // The access line is written when both sides have closed.
     drop(s);
     let mut lb = lb;

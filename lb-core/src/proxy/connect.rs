@@ -44,10 +44,7 @@ pub(super) async fn connect(
     let mut sock = TcpStream::connect(addr).await?;
     let _ = sock.set_nodelay(true);
     if let Some(version) = route.listener.proxy_protocol {
-        let local = match io {
-            ClientIo::Plain(s) => s.local_addr(),
-            ClientIo::Tls(t) => t.get_ref().0.get_ref().local_addr(),
-        }?;
+        let local = super::tcp::local_of(io.tcp(), &route.listener);
         sock.write_all(&proxy_protocol::encode(version, front.client, local))
             .await?;
     }

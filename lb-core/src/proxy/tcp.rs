@@ -147,7 +147,8 @@ pub async fn accept_loop(
                     .spawn(serve_http(stream, peer, route, guard, cx.clone(), stop));
             } else {
                 // Nothing to read first: the HTTP side's own task is the connection's only one.
-                let (client, front, local) = bare(stream, peer, &route.listener);
+                let (client, front) = bare(stream, peer);
+                let local = local_of(&client, &route.listener);
                 let start = Instant::now();
                 hand_over(
                     ClientIo::Plain(client),
@@ -192,7 +193,7 @@ pub(crate) enum ClientIo {
 
 impl ClientIo {
     /// The socket under the stream.
-    fn tcp(&self) -> &TcpStream {
+    pub(super) fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
             Self::Tls(t) => t.get_ref().0.get_ref(),
@@ -229,7 +230,7 @@ async fn serve_tcp(
 ) {
     let (shared, cx) = (&*guard.shared, &*cx);
     let start = Instant::now();
-    let Some((io, front, _)) = begin(client, peer, &route, shared, start).await else {
+    let Some((io, front)) = begin(client, peer, &route, shared, start).await else {
         return;
     };
     match route.target_for(front.sni.as_deref()) {
@@ -249,9 +250,10 @@ async fn serve_http(
     stop: CancellationToken,
 ) {
     let start = Instant::now();
-    let Some((io, front, local)) = begin(client, peer, &route, &guard.shared, start).await else {
+    let Some((io, front)) = begin(client, peer, &route, &guard.shared, start).await else {
         return;
     };
+    let local = local_of(io.tcp(), &route.listener);
     hand_over(io, front, local, &route, guard, &cx, &stop, start);
 }
 
@@ -261,21 +263,27 @@ fn needs_front(route: &Route) -> bool {
     route.listener.accept_proxy_protocol || route.needs_client_hello() || route.tls.is_some()
 }
 
-/// An accepted connection before anything is read from it: no Nagle delay, lb's own address
-/// on it, the socket's peer as the client.
-fn bare(
-    client: TcpStream,
-    peer: SocketAddr,
-    l: &config::Listener,
-) -> (TcpStream, Front, SocketAddr) {
+/// An accepted connection before anything is read from it: no Nagle delay, the socket's
+/// peer as the client.
+fn bare(client: TcpStream, peer: SocketAddr) -> (TcpStream, Front) {
     let _ = client.set_nodelay(true);
-    let local = client.local_addr().unwrap_or(l.bind);
     let front = Front {
         client: peer,
         prefix: Vec::new(),
         sni: None,
     };
-    (client, front, local)
+    (client, front)
+}
+
+/// lb's own address on an accepted connection (the HTTP side's): the listener's, when it
+/// names one address and port, as every connection it accepts then has; asked of the
+/// socket (a system call per connection) only for a wildcard address or port 0.
+pub(super) fn local_of(client: &TcpStream, l: &config::Listener) -> SocketAddr {
+    if l.bind.ip().is_unspecified() || l.bind.port() == 0 {
+        client.local_addr().unwrap_or(l.bind)
+    } else {
+        l.bind
+    }
 }
 
 /// Gives an http listener's connection to the HTTP side, which serves it on a task of its
@@ -326,9 +334,9 @@ async fn begin(
     route: &Route,
     shared: &ListenerShared,
     start: Instant,
-) -> Option<(ClientIo, Front, SocketAddr)> {
+) -> Option<(ClientIo, Front)> {
     let l = &route.listener;
-    let (client, mut front, local) = bare(client, peer, l);
+    let (client, mut front) = bare(client, peer);
     // One budget for everything before the payload: PROXY header, ClientHello, TLS handshake.
     let deadline = tokio::time::Instant::from_std(start + l.handshake_timeout);
     let late = |what: &str| format!("no complete {what} within {:?}", l.handshake_timeout);
@@ -419,7 +427,7 @@ async fn begin(
             }
         }
     };
-    Some((io, front, local))
+    Some((io, front))
 }
 
 /// Picks a backend of `target` not yet in `attempt`, connects (retrying on the next
