@@ -385,7 +385,7 @@ for s in $SCENARIOS; do
       case $s in tls-*) [ "$p" = direct ] && continue ;; esac
       # The io_uring relay moves plain TCP streams and nothing else.
       if [ "$p" = uring ]; then case $s in rps|conn|bulk|bulk4|tail64|tail256) ;; *) continue ;; esac; fi
-      # Gateway policies are lb's alone; compare with its own plain l7 figure.
+      # Gateway policies: lb (and lb-base), and nginx's nearest equivalent (limit_req alone).
       if [ "$s" = gateway ]; then case $p in lb|lb-base|nginx) ;; *) continue ;; esac; fi
       # RSS per connection is a proxy's figure; there is no direct path to measure.
       case $s in idle|l7-idle) [ "$p" = direct ] && continue ;; esac

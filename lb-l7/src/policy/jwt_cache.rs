@@ -90,21 +90,15 @@ impl Verified {
     /// `nbf`, if present) is not a number jsonwebtoken would have read are not kept: the time
     /// rule could not be replayed exactly for them.
     pub fn put(&self, digest: TokenDigest, claims: Arc<Value>) {
-        let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {
+        let number = |name: &str| claims.get(name).map(Value::as_u64);
+        let (Some(Some(exp)), nbf @ (None | Some(Some(_)))) = (number("exp"), number("nbf")) else {
             return;
-        };
-        let nbf = match claims.get("nbf") {
-            None => None,
-            Some(v) => match v.as_u64() {
-                Some(n) => Some(n),
-                None => return,
-            },
         };
         let entry = Entry {
             digest,
-            claims,
             exp,
-            nbf,
+            nbf: nbf.flatten(),
+            claims,
         };
         *self.slot(&digest).lock().unwrap_or_else(|e| e.into_inner()) = Some(entry);
     }
