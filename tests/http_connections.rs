@@ -315,3 +315,57 @@ async fn http2_websocket_tunnels_hold_one_place_and_free_it_with_their_connectio
     active_becomes(&lb, 0).await;
     drop(tunnels);
 }
+
+/// lb's own address on an HTTP connection — the `Host` an HTTP/1.0 request without one goes
+/// on with, and the PROXY header's destination — is the one the client reached: behind a
+/// wildcard bind each connection's own (two loopback addresses), behind a fixed bind the
+/// listener's; on both paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn lbs_address_on_a_connection_is_the_one_the_client_reached() {
+    let origin = Origin::start().await;
+    for path in ["default", "general"] {
+        let fixed: std::net::SocketAddr = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]))
+            .parse()
+            .expect("addr");
+        // A wildcard with a port of its own: only the address is left to the connection.
+        let wild = free_port(&["0.0.0.0"]);
+        let listener = |name: &str, bind: &str| {
+            format!(
+                "[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\nprotocol = \"http\"\npool = \"site\"\nproxy_protocol = \"v1\"\n\n"
+            )
+        };
+        let config = format!(
+            "[global]\nworkers = 1\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n{}{}\
+             [[pool]]\nname = \"site\"\nbackends = [{{ addr = \"{}\" }}]\n",
+            listener("wild", &format!("0.0.0.0:{wild}")),
+            listener("fixed", &fixed.to_string()),
+            origin.addr
+        );
+        let name = format!("local-address-{path}");
+        let _lb = match path {
+            "general" => Lb::start_env(&name, &config, &[], &[("LB_HTTP_PATH", "general")]).await,
+            _ => Lb::start(&name, &config).await,
+        };
+        for reached in [
+            format!("127.0.0.1:{wild}"),
+            format!("127.0.0.2:{wild}"),
+            fixed.to_string(),
+        ] {
+            let before = origin.count();
+            let mut s = TcpStream::connect(&reached).await.expect("connect");
+            s.write_all(b"GET /x HTTP/1.0\r\n\r\n")
+                .await
+                .expect("write");
+            let got = read_responses(&mut s, 1).await;
+            assert_eq!(got.first().map(|r| r.0), Some(200), "{path} {reached}");
+            let seen = origin.since(before);
+            let r = seen.first().expect("forwarded");
+            assert_eq!(r.field("host").as_deref(), Some(reached.as_str()), "{path}");
+            let header =
+                String::from_utf8_lossy(r.proxy.as_deref().expect("a PROXY header")).to_string();
+            let (ip, port) = reached.rsplit_once(':').expect("ip:port");
+            let f: Vec<&str> = header.split_whitespace().collect();
+            assert_eq!((f[3], f[5]), (ip, port), "{path}: {header:?}");
+        }
+    }
+}

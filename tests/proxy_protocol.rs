@@ -137,25 +137,19 @@ async fn backends_see_the_client_address_in_v1_and_v2() {
     }
 }
 
-/// A port no one is using, below the kernel's ephemeral range (so no outgoing connection
-/// takes it between this check and lb's bind).
-fn unused_port() -> u16 {
-    (21_000..22_000)
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port")
-}
-
 /// The header's destination is the address the client reached: lb's listener address when
 /// it names one (no system call asks the socket), the connection's own behind a wildcard.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_destination_is_the_address_the_client_reached() {
     let b = header_reader().await;
-    let fixed: SocketAddr = format!("127.0.0.1:{}", unused_port())
+    // A wildcard with a port of its own: only the address is left to the connection.
+    let wild_port = free_port(&["0.0.0.0"]);
+    let fixed: SocketAddr = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]))
         .parse()
         .expect("addr");
     let text = format!(
         "[global]\nworkers = 1\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
-         [[listener]]\nname = \"wild\"\nbind = \"0.0.0.0:0\"\npool = \"p\"\nproxy_protocol = \"v2\"\n\n\
+         [[listener]]\nname = \"wild\"\nbind = \"0.0.0.0:{wild_port}\"\npool = \"p\"\nproxy_protocol = \"v2\"\n\n\
          [[listener]]\nname = \"fixed\"\nbind = \"{fixed}\"\npool = \"p\"\nproxy_protocol = \"v1\"\n\n\
          [[pool]]\nname = \"p\"\nbackends = [{{ addr = \"{}\" }}]\n",
         b.addr

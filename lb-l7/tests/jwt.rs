@@ -408,3 +408,52 @@ async fn a_claim_that_makes_no_header_value_drops_the_clients_copy() {
         );
     }
 }
+
+/// Through the gateway, once a token is remembered: every one-character forgery of its
+/// signature, its claims re-signed by a stranger, and a copy with another `sub` under the
+/// genuine signature are still refused after the hit; the genuine token keeps
+/// passing with its own forwarded claim (and never the client's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remembered_token_lets_no_near_copy_through() {
+    let policy = format!(
+        "algorithms = [\"RS256\"]\npublic_key_file = \"{FIXTURES}/rsa.pub\"\nforward_claims = {{ sub = \"x-user-id\" }}\n"
+    );
+    let (gw, _) = gateway_with(&policy, "").await;
+    let good = rs256(&claims(json!({})), None);
+    for _ in 0..2 {
+        let (s, _, body) = call(gw, Some(&good)).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(
+            body.contains("x-user-id: alice") && !body.contains("mallory"),
+            "{body}"
+        );
+    }
+    let (message, sig) = good.rsplit_once('.').expect("three parts");
+    let mut forged: Vec<String> = (0..sig.len())
+        .step_by(7)
+        .map(|i| {
+            let mut b = sig.as_bytes().to_vec();
+            b[i] = if b[i] == b'x' { b'y' } else { b'x' };
+            format!("{message}.{}", String::from_utf8(b).expect("ascii"))
+        })
+        .collect();
+    let other = rs256(&claims(json!({ "sub": "root" })), None);
+    let (other_message, _) = other.rsplit_once('.').expect("three parts");
+    forged.push(format!("{other_message}.{sig}"));
+    // The same claims, signed HS256 by someone holding no key of the policy's.
+    let (_, payload) = message.split_once('.').expect("three parts");
+    let head = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let stranger = jsonwebtoken::crypto::sign(
+        format!("{head}.{payload}").as_bytes(),
+        &EncodingKey::from_secret(b"a-secret-that-is-not-the-key"),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("sign");
+    forged.push(format!("{head}.{payload}.{stranger}"));
+    for token in &forged {
+        let (s, head, body) = call(gw, Some(token)).await;
+        assert_eq!(s, 401, "{token}: {head}{body}");
+    }
+    let (s, _, body) = call(gw, Some(&good)).await;
+    assert_eq!(s, 200, "{body}");
+}

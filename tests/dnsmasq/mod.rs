@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Lb;
+use crate::common::{free_port, Lb};
 
 pub struct Dnsmasq {
     child: Child,
@@ -130,28 +130,4 @@ pub async fn wait_members(lb: &Lb, want: &[&str], within: Duration) {
 /// share its port).
 pub fn twin_port() -> u16 {
     free_port(&["127.0.0.2", "127.0.0.3"])
-}
-
-/// A port free for TCP and UDP on each of `ips`, chosen below the kernel's ephemeral range.
-/// A port the kernel hands out may be held by a client's TIME_WAIT socket: the discovery
-/// tests open tens of thousands of short connections, and right after them most of the
-/// ephemeral range fails dnsmasq's TCP bind though a UDP bind there succeeds (seen in CI:
-/// five tries in a row "Address already in use").
-pub fn free_port(ips: &[&str]) -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768)
-        .max(11_000);
-    for _ in 0..200 {
-        let port = fastrand::u16(10_000..low);
-        let free = |ip: &str| {
-            std::net::TcpListener::bind((ip, port)).is_ok()
-                && std::net::UdpSocket::bind((ip, port)).is_ok()
-        };
-        if ips.iter().all(|ip| free(ip)) {
-            return port;
-        }
-    }
-    panic!("no port below {low} free for TCP and UDP on {ips:?}");
 }
