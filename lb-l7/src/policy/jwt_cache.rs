@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// Slots per policy (~64 bytes each, plus the claims held).
+/// Slots per policy (under 100 bytes each, plus the claims held).
 pub const SLOTS: usize = 512;
 
 /// Longer tokens are always verified in full (typical ones are well under 1 KiB), so the
